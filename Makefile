@@ -1,0 +1,45 @@
+# opsflows: the two commands that matter are `make up` and `make test`.
+SHELL := /bin/bash
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+RUN := $(UV) run --frozen
+TEST_STATE := $(CURDIR)/.devstack-test
+TEST_ENV := OPSFLOWS_STATE_DIR=$(TEST_STATE) OPSFLOWS_PREFECT_PORT=0 OPSFLOWS_POSTGRES_PORT=0 \
+	OPSFLOWS_MOTO_PORT=0 OPSFLOWS_KUBE_PORT=0 OPSFLOWS_APP_STAGING_PORT=0 \
+	OPSFLOWS_APP_PRODUCTION_PORT=0 OPSFLOWS_PROMETHEUS_PORT=0 OPSFLOWS_WEBHOOK_PORT=0
+BENCHES := $(patsubst bench/bench_%.py,%,$(wildcard bench/bench_*.py))
+
+.PHONY: deps up down status test test-unit lint typecheck bench down-test $(addprefix bench-,$(BENCHES))
+
+deps:  ## install Debian packages, uv and the locked Python environment
+	@bash scripts/install-deps.sh
+
+up: deps  ## the main job: local stack, blocks, every runbook served with schedules live
+	@$(RUN) opsflows devstack up
+	@$(RUN) opsflows bootstrap >/dev/null
+	@$(RUN) opsflows up
+
+down:  ## stop the local stack (state kept; `opsflows devstack down --purge` deletes it)
+	@$(RUN) opsflows devstack down
+
+status:
+	@$(RUN) opsflows devstack status
+
+test: deps  ## the whole suite, with the services it needs
+	@$(TEST_ENV) $(RUN) opsflows devstack up
+	$(TEST_ENV) $(RUN) pytest tests
+
+test-unit: deps
+	$(RUN) pytest tests/unit
+
+down-test:
+	@$(TEST_ENV) $(RUN) opsflows devstack down
+
+lint: deps
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy
+
+bench: deps $(addprefix bench-,$(BENCHES))  ## every benchmark in bench/
+
+bench-%: deps
+	@$(RUN) python -m bench.bench_$*

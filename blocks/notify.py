@@ -1,0 +1,36 @@
+"""Who hears about what: severity → Prefect notification blocks (Slack, PagerDuty, webhooks)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from prefect.blocks.core import Block
+from pydantic import Field
+
+SEVERITIES = ("P1", "P2", "P3", "P4")
+
+
+class NotificationRouting(Block):
+    """Routes a notification by severity to saved Prefect notification blocks.
+
+    Each route lists block documents as ``"<block-type-slug>/<name>"`` (for example
+    ``"slack-webhook/incidents"`` or ``"pager-duty-webhook/on-call"``), so the team reuses
+    Prefect's own Slack, PagerDuty and webhook blocks. The runbook's channels are the
+    defaults: P1/P2 page and notify, P3 notifies, P4 only logs.
+    """
+
+    _block_type_name: ClassVar[str] = "Opsflows Notification Routing"
+    _block_type_slug: ClassVar[str] = "opsflows-notification-routing"
+    _logo_url: ClassVar[str | None] = None
+    _description: ClassVar[str | None] = "Severity-based routing to notification blocks."
+
+    routes: dict[str, list[str]] = Field(
+        default_factory=lambda: {"P1": [], "P2": [], "P3": [], "P4": []},
+        description="Severity (P1..P4) → notification block documents (slug/name).",
+    )
+
+    def targets(self, severity: str) -> list[str]:
+        """The block documents for ``severity`` (an unknown severity is an error)."""
+        if severity not in SEVERITIES:
+            raise ValueError(f"unknown severity {severity!r}; use one of {', '.join(SEVERITIES)}")
+        return list(self.routes.get(severity, []))

@@ -1,0 +1,204 @@
+"""PostgreSQL from Debian packages, run by an unprivileged OS user (initdb refuses root).
+
+Every role authenticates with a scram-sha-256 password, over TCP and the local socket alike,
+so a rotated password is really tested. The superuser ``postgres`` exists for the devstack
+and for admin tasks (rotation sets passwords with it); ``app`` owns the ``app`` database the
+runbooks operate on; ``opsflows`` owns the operations database (the ``ops_log`` table).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from devstack.procs import StartError, as_user, port_open, tail, wait_until
+
+ADMIN_USER = "postgres"
+APP_ROLE = "app"
+APP_DATABASE = "app"
+OPS_ROLE = "opsflows"
+OPS_DATABASE = "opsflows"
+
+
+def bindir() -> Path:
+    """Directory of the newest installed PostgreSQL server binaries."""
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name)
+    )
+    if not candidates:
+        raise StartError(
+            "PostgreSQL server binaries not found under /usr/lib/postgresql; "
+            "run `make deps` (apt-get install postgresql)"
+        )
+    return candidates[-1].parent
+
+
+def ensure_os_user(user: str) -> None:
+    """Create the unprivileged service user when running as root and it is missing."""
+    if os.geteuid() != 0:
+        return
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
+            check=True,
+        )
+
+
+def chown_tree(path: Path, user: str) -> None:
+    if os.geteuid() != 0:
+        return
+    entry = pwd.getpwnam(user)
+    for root, dirs, files in os.walk(path):
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+
+
+def _run(argv: list[str], user: str) -> None:
+    result = subprocess.run(as_user(user, argv), capture_output=True, text=True)
+    if result.returncode != 0:
+        raise StartError(f"{argv[0]} failed ({result.returncode}): {result.stderr.strip()[-800:]}")
+
+
+def init_cluster(base: Path, user: str, admin_password: str) -> None:
+    """initdb a fresh cluster in ``base/data`` (no-op when it exists)."""
+    data = base / "data"
+    if (data / "PG_VERSION").exists():
+        return
+    ensure_os_user(user)
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "run").mkdir(exist_ok=True)
+    pwfile = base / "initdb.pw"
+    pwfile.write_text(admin_password + "\n")
+    pwfile.chmod(0o600)
+    chown_tree(base, user)
+    try:
+        _run(
+            [
+                str(bindir() / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                ADMIN_USER,
+                f"--pwfile={pwfile}",
+                "--auth-local=scram-sha-256",
+                "--auth-host=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            ],
+            user,
+        )
+    finally:
+        pwfile.unlink(missing_ok=True)
+    with (data / "postgresql.conf").open("a") as conf:
+        conf.write(
+            "\n# opsflows devstack\n"
+            "password_encryption = 'scram-sha-256'\n"
+            "max_connections = 200\n"
+            "fsync = off\n"
+            "synchronous_commit = off\n"
+            "full_page_writes = off\n"
+            "log_min_duration_statement = 1000\n"
+        )
+
+
+def start(base: Path, user: str, host: str, port: int, timeout: float = 60.0) -> None:
+    """Start the cluster with pg_ctl unless it already accepts connections."""
+    data = base / "data"
+    if is_running(base) and port_open(host, port):
+        return
+    log = base / "postgres.log"
+    log.touch()
+    chown_tree(base, user)
+    result = subprocess.run(
+        as_user(
+            user,
+            [
+                str(bindir() / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(log),
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "-o",
+                f"-p {port} -c listen_addresses={host} -k {base / 'run'}",
+                "start",
+            ],
+        ),
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0 or not wait_until(lambda: port_open(host, port), 10):
+        raise StartError(
+            f"PostgreSQL did not start on {host}:{port}; see {log}:\n{tail(log)}\n"
+            f"{result.stderr.strip()}"
+        )
+
+
+def is_running(base: Path) -> bool:
+    return (base / "data" / "postmaster.pid").exists() and _postmaster_alive(base)
+
+
+def _postmaster_alive(base: Path) -> bool:
+    try:
+        pid = int((base / "data" / "postmaster.pid").read_text().splitlines()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
+
+
+def stop(base: Path, user: str) -> bool:
+    if not is_running(base):
+        return False
+    subprocess.run(
+        as_user(user, [str(bindir() / "pg_ctl"), "-D", str(base / "data"), "-m", "fast", "stop"]),
+        capture_output=True,
+    )
+    return True
+
+
+def remove(base: Path) -> None:
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def admin_conninfo(host: str, port: int, password: str, dbname: str = "postgres") -> str:
+    return psycopg.conninfo.make_conninfo(
+        host=host, port=port, user=ADMIN_USER, password=password, dbname=dbname
+    )
+
+
+def provision(host: str, port: int, admin_password: str, passwords: dict[str, str]) -> None:
+    """Create the application and operations roles and databases (idempotent).
+
+    ``passwords`` maps role name to its password; existing roles keep theirs, so a rotated
+    password survives ``devstack up``.
+    """
+    with psycopg.connect(admin_conninfo(host, port, admin_password), autocommit=True) as conn:
+        for role, database in ((APP_ROLE, APP_DATABASE), (OPS_ROLE, OPS_DATABASE)):
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+            if not exists:
+                conn.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                        sql.Identifier(role), sql.Literal(passwords[role])
+                    )
+                )
+            has_db = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+            ).fetchone()
+            if not has_db:
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(database), sql.Identifier(role)
+                    )
+                )

@@ -1,0 +1,117 @@
+"""What every runbook flow shares: loading blocks, the operation log, notifications."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from prefect.blocks.abstract import NotificationBlock
+from prefect.blocks.core import Block
+from prefect.context import get_run_context
+from prefect.logging import get_run_logger
+
+from blocks.notify import NotificationRouting
+from blocks.postgres import PostgresTarget
+from opsflows.errors import ConfigurationError, OpsError
+from opsflows.oplog import OpLogEntry
+from tasks.notify import send_notification
+from tasks.oplog import write_oplog
+
+B = TypeVar("B", bound=Block)
+
+#: Block document names the local stack saves (``opsflows bootstrap``); flows default to them.
+OPS_DB = "ops-db"
+APP_DB = "app-db"
+APP_DB_ADMIN = "app-db-admin"
+AWS = "devstack"
+BACKUPS = "backups"
+ROUTING = "default"
+
+
+def load_block(cls: type[B], name: str) -> B:
+    """Load a saved block, or fail with an error that says how to create it."""
+    slug = cls.get_block_type_slug()
+    try:
+        return cls.load(name)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"block {slug}/{name} is missing or invalid",
+            hint=f"create it in the Prefect UI (Blocks) or run `opsflows bootstrap`; ({exc})",
+        ) from exc
+
+
+@dataclass
+class OperationRecord:
+    """Filled in by the flow while it runs; becomes the operation-log entry at the end."""
+
+    operation: str
+    reason: str
+    impact: str = ""
+    issues: list[str] = field(default_factory=list)
+    follow_up: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _flow_run_id() -> str | None:
+    with contextlib.suppress(Exception):
+        ctx: Any = get_run_context()
+        return str(ctx.flow_run.id)
+    return None
+
+
+@contextlib.contextmanager
+def operation_log(
+    operation: str, reason: str, ops_db: PostgresTarget | None
+) -> Iterator[OperationRecord]:
+    """Wrap a flow body: on success or failure, write exactly one operation-log entry."""
+    record = OperationRecord(operation=operation, reason=reason)
+    started = datetime.now(UTC)
+    status = "succeeded"
+    try:
+        yield record
+    except BaseException as exc:
+        status = "failed"
+        record.issues.append(f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        entry = OpLogEntry(
+            operation=record.operation,
+            reason=record.reason,
+            started_at=started,
+            finished_at=datetime.now(UTC),
+            status=status,
+            impact=record.impact,
+            issues=tuple(record.issues),
+            follow_up=tuple(record.follow_up),
+            flow_run_id=_flow_run_id(),
+            details=dict(record.details),
+        )
+        write_oplog(entry, ops_db)
+
+
+def try_load_ops_db(name: str = OPS_DB) -> PostgresTarget | None:
+    """The operations database block, or None (logged) when it is not configured."""
+    try:
+        return load_block(PostgresTarget, name)
+    except OpsError as exc:
+        get_run_logger().warning("operation log will be an artifact only: %s", exc)
+        return None
+
+
+def notify(routing: NotificationRouting | None, severity: str, subject: str, body: str) -> int:
+    """Route a notification by severity to the saved notification blocks."""
+    if routing is None:
+        get_run_logger().info("no notification routing configured; %s %s", severity, subject)
+        return 0
+    targets: list[NotificationBlock] = []
+    for ref in routing.targets(severity):
+        block = Block.load(ref)
+        if not isinstance(block, NotificationBlock):
+            raise ConfigurationError(f"{ref} is not a notification block")
+        targets.append(block)
+    if not targets:
+        return 0
+    return int(send_notification(targets, severity, subject, body))

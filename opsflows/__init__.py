@@ -1,0 +1,1 @@
+"""opsflows: an operations runbook that runs (Prefect 3 flows over real services)."""

@@ -1,0 +1,95 @@
+"""``opsflows``: the local stack and its bootstrap.
+
+opsflows devstack up|down|status [--purge]
+opsflows bootstrap
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from devstack import stack
+from devstack.procs import StartError
+from opsflows.settings import Settings
+
+
+def _devstack(args: argparse.Namespace) -> int:
+    settings = Settings()
+    if args.action == "up":
+        try:
+            info = stack.up(settings)
+        except StartError as exc:
+            print(f"devstack: {exc}", file=sys.stderr)
+            return 1
+        print(f"devstack up; state in {info.state_dir}, env file {info.state_dir}/env")
+        print(f"Prefect UI: {info.prefect_ui_url}")
+    elif args.action == "down":
+        stopped = stack.down(settings, purge=args.purge)
+        print("stopped: " + (", ".join(stopped) or "nothing was running"))
+    else:
+        for name, state in stack.status(settings).items():
+            print(f"{name:15} {state}")
+    return 0
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    settings = Settings()
+    info = stack.load(settings)
+    if info is None:
+        print(
+            "bootstrap: no local stack recorded; run `opsflows devstack up` first", file=sys.stderr
+        )
+        return 1
+    stack.export_env(info)
+    from devstack.bootstrap import bootstrap
+
+    result = bootstrap(info, stack.stack_secrets(settings.state_dir))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    """Serve every runbook, run the stack smoke check once, print where the UI is."""
+    settings = Settings()
+    info = stack.load(settings)
+    if info is None:
+        print("up: no local stack recorded; run `opsflows devstack up` first", file=sys.stderr)
+        return 1
+    stack.export_env(info)
+    try:
+        stack.serve_runbooks(info)
+    except StartError as exc:
+        print(f"up: {exc}", file=sys.stderr)
+        return 1
+    from prefect.deployments import run_deployment
+
+    run = run_deployment("stack-smoke/stack-smoke", timeout=300)
+    state = run.state
+    print(f"stack smoke check: {state.name if state else 'unknown'}")
+    print(f"Prefect UI: {info.prefect_ui_url}  (runbooks served; `make down` stops everything)")
+    return 0 if state is not None and state.is_completed() else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="opsflows", description="opsflows runbooks and stack")
+    sub = parser.add_subparsers(dest="command", required=True)
+    dev = sub.add_parser("devstack", help="start, stop or show the local stack")
+    dev.add_argument("action", choices=("up", "down", "status"))
+    dev.add_argument("--purge", action="store_true", help="with down: delete all local state")
+    dev.set_defaults(func=_devstack)
+    boot = sub.add_parser("bootstrap", help="save blocks and concurrency limits for the stack")
+    boot.set_defaults(func=_bootstrap)
+    up = sub.add_parser("up", help="serve every runbook and run the stack smoke check")
+    up.set_defaults(func=_up)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,102 @@
+"""The one error tree of opsflows.
+
+Vendor errors (``botocore.exceptions.ClientError``, ``kubernetes.client.ApiException``,
+``psycopg.Error``, ``httpx.HTTPError``) are translated exactly once, at the task boundary
+(see ``tasks/``), and chained with ``raise ... from exc``. Everything above the tasks sees
+only these classes::
+
+    OpsError                      root; ``hint`` says what to do next
+    ├── PermanentError            retrying cannot help
+    │   ├── ConfigurationError    bad input or a missing/invalid block, caught before side effects
+    │   ├── AuthenticationError   a credential was refused (wrong password, bad keys)
+    │   ├── NotFoundError         a named resource does not exist (404, missing bucket/secret/db)
+    │   ├── ConflictError         a stale update lost a race (409); re-read and decide again
+    │   ├── GateRejected          a gate or a person said no (promotion, approval, lint)
+    │   ├── VerificationFailed    a check ran and the result is wrong (checksum, health, row counts)
+    │   └── BackupMissing         no complete backup satisfies the request
+    └── TransientError            retrying after a delay may help
+        ├── ServiceUnavailable    connection refused/reset, timeouts, 5xx
+        └── Throttled             the service asked us to slow down (429, SlowDown, lock timeout)
+
+Messages never carry secret values: vendor messages are truncated and scrubbed by
+:func:`scrub` before they are embedded.
+"""
+
+from __future__ import annotations
+
+import re
+
+_MAX_VENDOR_TEXT = 300
+_SECRETISH = re.compile(
+    r"(?i)(password|passwd|secret|token|authorization|signature|credential)([\"'\s:=]+)([^\s\"',;&]+)"
+)
+_URL_PASSWORD = re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^:/@\s]+:)([^@\s]+)(@)")
+
+
+def scrub(text: str, *secrets: str) -> str:
+    """Return ``text`` truncated, with known secret values and secret-looking fields masked."""
+    for value in secrets:
+        if value:
+            text = text.replace(value, "***")
+    text = _URL_PASSWORD.sub(r"\1***\3", text)
+    text = _SECRETISH.sub(r"\1\2***", text)
+    if len(text) > _MAX_VENDOR_TEXT:
+        text = text[:_MAX_VENDOR_TEXT] + "…"
+    return text
+
+
+class OpsError(Exception):
+    """Root of every error opsflows raises on purpose."""
+
+    transient: bool = False
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(f"{message} — {hint}" if hint else message)
+
+
+class PermanentError(OpsError):
+    """Retrying cannot help: the input, the state or a decision is wrong."""
+
+
+class ConfigurationError(PermanentError):
+    """Bad input or configuration, detected before any side effect."""
+
+
+class AuthenticationError(PermanentError):
+    """A credential was refused by the service."""
+
+
+class NotFoundError(PermanentError):
+    """A named resource does not exist."""
+
+
+class ConflictError(PermanentError):
+    """A stale update lost a race (HTTP 409); re-read the object and decide again."""
+
+
+class GateRejected(PermanentError):
+    """A gate, a policy or a person rejected the change."""
+
+
+class VerificationFailed(PermanentError):
+    """A check ran and its result is wrong."""
+
+
+class BackupMissing(PermanentError):
+    """No complete backup satisfies the request."""
+
+
+class TransientError(OpsError):
+    """Retrying after a delay may help."""
+
+    transient = True
+
+
+class ServiceUnavailable(TransientError):
+    """The service could not be reached or answered with a server error."""
+
+
+class Throttled(TransientError):
+    """The service asked us to slow down, or a lock could not be taken in time."""

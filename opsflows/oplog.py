@@ -1,0 +1,58 @@
+"""The operation-log entry (the runbook's "Operation Logs Template") as a typed value."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class OpLogEntry:
+    """One run of one procedure: what, why, impact, how long, what went wrong, what next."""
+
+    operation: str
+    reason: str
+    started_at: datetime
+    finished_at: datetime
+    status: str
+    impact: str = ""
+    issues: tuple[str, ...] = ()
+    follow_up: tuple[str, ...] = ()
+    flow_run_id: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float:
+        return round((self.finished_at - self.started_at).total_seconds(), 3)
+
+
+def render_markdown(entry: OpLogEntry) -> str:
+    """The entry in the runbook's template, as markdown."""
+    issues = "; ".join(entry.issues) or "none"
+    follow = "; ".join(entry.follow_up) or "none"
+    lines = [
+        f"# Operation log: {entry.operation}",
+        "",
+        "| field | value |",
+        "|---|---|",
+        f"| Date/Time | {entry.started_at:%Y-%m-%d %H:%M:%S %Z} |",
+        f"| Operation | {entry.operation} |",
+        f"| Status | {entry.status} |",
+        f"| Reason | {_cell(entry.reason)} |",
+        f"| Impact | {_cell(entry.impact or 'none recorded')} |",
+        f"| Duration | {entry.duration_s:.1f} s |",
+        f"| Issues | {_cell(issues)} |",
+        f"| Follow-up | {_cell(follow)} |",
+    ]
+    if entry.flow_run_id:
+        lines.append(f"| Flow run | {entry.flow_run_id} |")
+    if entry.details:
+        lines += ["", "## Details", "", "| key | value |", "|---|---|"]
+        lines += [f"| {k} | {_cell(str(v))} |" for k, v in entry.details.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")

@@ -1,0 +1,46 @@
+"""Runtime settings: one class, one env prefix (``OPSFLOWS_``), no scattered ``os.getenv``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Where the local stack lives and how its services are reached."""
+
+    model_config = SettingsConfigDict(env_prefix="OPSFLOWS_", extra="ignore")
+
+    state_dir: Path = Field(
+        default=REPO_ROOT / ".devstack",
+        description="Directory holding every devstack service's data, logs, pids and env file.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address every local service binds.")
+    prefect_port: int = Field(default=4200, description="Prefect server/UI port (0 = any free).")
+    postgres_port: int = Field(default=55432, description="PostgreSQL port (0 = any free).")
+    moto_port: int = Field(default=5055, description="moto S3/Secrets Manager port (0 = any free).")
+    kube_port: int = Field(default=18080, description="Kubernetes simulator port (0 = any free).")
+    app_staging_port: int = Field(default=18081, description="Sample app, staging (0 = any free).")
+    app_production_port: int = Field(
+        default=18082, description="Sample app, production (0 = any free)."
+    )
+    prometheus_port: int = Field(default=19090, description="Prometheus port (0 = any free).")
+    webhook_port: int = Field(default=18090, description="CI webhook receiver port.")
+    os_user: str = Field(
+        default="opsflows",
+        description="Unprivileged OS user running PostgreSQL and Prometheus (initdb refuses root).",
+    )
+    kube_namespace_staging: str = "staging"
+    kube_namespace_production: str = "production"
+    app_name: str = Field(default="web-app", description="Name of the sample app's Deployment.")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once from the environment)."""
+    return Settings()

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install what opsflows needs on a fresh Debian machine: PostgreSQL and Prometheus from
+# Debian's packages, uv from PyPI, then the locked Python environment. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql postgresql-contrib)
+command -v pg_dump >/dev/null || need_apt+=(postgresql-client)
+command -v pgbench >/dev/null || need_apt+=(postgresql-contrib)
+command -v prometheus >/dev/null || need_apt+=(prometheus)
+command -v runuser >/dev/null || need_apt+=(util-linux)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: need root to apt-get install ${need_apt[*]}" >&2
+    exit 1
+  fi
+  echo "install-deps: apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v uv >/dev/null; then
+  echo "install-deps: installing uv from PyPI"
+  python3 -m pip install --quiet uv || python3 -m pip install --quiet --user uv
+fi
+UV="$(command -v uv || echo "$HOME/.local/bin/uv")"
+"$UV" sync --frozen --quiet

@@ -1,0 +1,1 @@
+"""Retryable steps grouped by the system they touch; vendor errors are translated here."""

@@ -1,0 +1,51 @@
+"""Prometheus steps: instant PromQL queries over the HTTP API."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import httpx
+from prefect import task
+
+from opsflows import retry
+from opsflows.errors import ConfigurationError, ServiceUnavailable
+from tasks.http import http_errors
+
+
+def query(prometheus_url: str, promql: str, timeout: float = 5.0) -> float | None:
+    """The scalar value of an instant query; None when the query returns no data.
+
+    Missing data is not zero: callers judge ``None`` as inconclusive.
+    """
+    url = prometheus_url.rstrip("/") + "/api/v1/query"
+    with http_errors("query Prometheus", url):
+        response = httpx.get(url, params={"query": promql}, timeout=timeout)
+    if response.status_code == 400:
+        raise ConfigurationError(f"Prometheus rejected the query {promql!r}: {response.text[:200]}")
+    if response.status_code >= 500:
+        raise ServiceUnavailable(f"Prometheus answered {response.status_code} for {promql!r}")
+    payload: dict[str, Any] = response.json()
+    result = payload.get("data", {}).get("result", [])
+    if not result:
+        return None
+    value = float(result[0]["value"][1])
+    return None if math.isnan(value) else value
+
+
+def rule_names(prometheus_url: str) -> list[str]:
+    """Names of every alerting and recording rule Prometheus has loaded."""
+    url = prometheus_url.rstrip("/") + "/api/v1/rules"
+    with http_errors("list Prometheus rules", url):
+        response = httpx.get(url, timeout=5.0)
+    response.raise_for_status()
+    groups = response.json().get("data", {}).get("groups", [])
+    return [str(rule["name"]) for group in groups for rule in group.get("rules", [])]
+
+
+@task(name="check Prometheus", **retry.NETWORK)
+def check_prometheus(prometheus_url: str, job: str = "web-app") -> dict[str, Any]:
+    """Confirm Prometheus answers and how many targets of ``job`` are up."""
+    up = query(prometheus_url, f'sum(up{{job="{job}"}})')
+    total = query(prometheus_url, f'count(up{{job="{job}"}})')
+    return {"targets_up": up, "targets": total, "rules": len(rule_names(prometheus_url))}

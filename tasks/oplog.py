@@ -1,0 +1,90 @@
+"""Write operation-log entries: a markdown artifact and a row in ``ops_log``."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.logging import get_run_logger
+
+from blocks.postgres import PostgresTarget
+from opsflows import retry
+from opsflows.errors import OpsError
+from opsflows.oplog import OpLogEntry, render_markdown
+from tasks.postgres import connect
+
+DDL = """
+CREATE TABLE IF NOT EXISTS ops_log (
+    id          bigserial PRIMARY KEY,
+    started_at  timestamptz NOT NULL,
+    finished_at timestamptz NOT NULL,
+    operation   text NOT NULL,
+    status      text NOT NULL,
+    reason      text NOT NULL,
+    impact      text NOT NULL,
+    duration_s  double precision NOT NULL,
+    issues      text NOT NULL,
+    follow_up   text NOT NULL,
+    flow_run_id text,
+    details     jsonb NOT NULL DEFAULT '{}'
+)
+"""
+
+
+def artifact_key(operation: str) -> str:
+    """A valid artifact key (lowercase letters, digits, dashes) for ``operation``."""
+    return "oplog-" + (re.sub(r"[^a-z0-9]+", "-", operation.lower()).strip("-") or "run")
+
+
+def insert_entry(target: PostgresTarget, entry: OpLogEntry) -> int:
+    """Insert ``entry`` into ``ops_log`` (creating the table if needed); the row id."""
+    with connect(target) as conn:
+        conn.execute(DDL)
+        row = conn.execute(
+            "INSERT INTO ops_log (started_at, finished_at, operation, status, reason, impact,"
+            " duration_s, issues, follow_up, flow_run_id, details)"
+            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
+            (
+                entry.started_at,
+                entry.finished_at,
+                entry.operation,
+                entry.status,
+                entry.reason,
+                entry.impact,
+                entry.duration_s,
+                "; ".join(entry.issues),
+                "; ".join(entry.follow_up),
+                entry.flow_run_id,
+                json.dumps(dict(entry.details), default=str),
+            ),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@task(name="write operation log", **retry.ONCE)
+def write_oplog(entry: OpLogEntry, ops_db: PostgresTarget | None) -> int | None:
+    """Record the run as a markdown artifact and an ``ops_log`` row; the row id.
+
+    The artifact is written first, so an unreachable operations database still leaves an
+    entry; that failure is logged and reported, not raised, so it never masks the
+    procedure's own result.
+    """
+    logger = get_run_logger()
+    create_markdown_artifact(
+        markdown=render_markdown(entry),
+        key=artifact_key(entry.operation),
+        description=f"Operation log: {entry.operation} {entry.status}",
+    )
+    if ops_db is None:
+        logger.warning("no operations database configured; the log entry is the artifact only")
+        return None
+    try:
+        row_id = insert_entry(ops_db, entry)
+    except OpsError as exc:
+        logger.error("could not write the ops_log row: %s", exc)
+        return None
+    logger.info("operation log entry %s written (%s, %s)", row_id, entry.operation, entry.status)
+    return row_id
