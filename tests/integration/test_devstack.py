@@ -1,0 +1,120 @@
+"""The local stack: every service up, idempotent, password auth, no secrets in the env file."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import boto3
+import psycopg
+import pytest
+
+from devstack import procs
+from devstack import stack as devstack
+from devstack.stack import StackInfo
+from opsflows.settings import Settings
+
+
+def test_every_service_reports_running(stack: StackInfo) -> None:
+    status = devstack.status(Settings())
+    assert set(status) >= {"prefect", "postgres", "moto", "kubesim", "prometheus"}
+    for name in (
+        "prefect",
+        "postgres",
+        "moto",
+        "kubesim",
+        "app-staging",
+        "app-production",
+        "prometheus",
+    ):
+        assert status[name].startswith("running"), (name, status[name])
+
+
+def test_up_again_reuses_the_running_services(stack: StackInfo) -> None:
+    state = Path(stack.state_dir)
+    pids = {name: procs.read_pid(state, name) for name in ("prefect", "moto", "kubesim")}
+    again = devstack.up(Settings())
+    assert again == stack
+    assert {name: procs.read_pid(state, name) for name in pids} == pids
+
+
+def test_postgres_requires_scram_passwords(stack: StackInfo) -> None:
+    secrets = stack_secrets(stack)
+    base = {"host": stack.host, "port": stack.postgres_port, "dbname": "app", "user": "app"}
+    with psycopg.connect(**base, password=secrets["app"]) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("app",)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(**base, password="not-the-password")
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(**base)  # no password: trust auth is not configured
+    admin = {**base, "user": "postgres", "password": secrets["postgres"]}
+    with psycopg.connect(**admin) as conn:
+        row = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'app'").fetchone()
+    assert row is not None and str(row[0]).startswith("SCRAM-SHA-256$")
+
+
+def stack_secrets(info: StackInfo) -> dict[str, str]:
+    return devstack.stack_secrets(Path(info.state_dir))
+
+
+def test_env_file_and_stack_json_carry_no_secret(stack: StackInfo) -> None:
+    state = Path(stack.state_dir)
+    secrets = stack_secrets(stack)
+    for name in ("env", "stack.json"):
+        text = (state / name).read_text()
+        for value in secrets.values():
+            assert value not in text
+    assert (state / "secrets.json").stat().st_mode & 0o077 == 0
+    env = dict(line.split("=", 1) for line in (state / "env").read_text().splitlines())
+    assert env["PREFECT_API_URL"] == stack.prefect_api_url
+    assert json.loads((state / "stack.json").read_text())["postgres_port"] == stack.postgres_port
+
+
+def test_moto_moves_the_default_version_with_awscurrent(stack: StackInfo) -> None:
+    sm = boto3.client(
+        "secretsmanager", endpoint_url=stack.aws_endpoint_url, region_name="us-east-1"
+    )
+    name = "test/devstack/default-version"
+    try:
+        sm.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
+    except sm.exceptions.ResourceNotFoundException:
+        pass
+    sm.create_secret(Name=name, SecretString="one")
+    new = sm.put_secret_value(SecretId=name, SecretString="two", VersionStages=["AWSPENDING"])
+    stages = sm.describe_secret(SecretId=name)["VersionIdsToStages"]
+    current = next(v for v, labels in stages.items() if "AWSCURRENT" in labels)
+    sm.update_secret_version_stage(
+        SecretId=name,
+        VersionStage="AWSCURRENT",
+        MoveToVersionId=new["VersionId"],
+        RemoveFromVersionId=current,
+    )
+    assert sm.get_secret_value(SecretId=name)["SecretString"] == "two"
+    previous = sm.get_secret_value(SecretId=name, VersionStage="AWSPREVIOUS")
+    assert previous["SecretString"] == "one"
+
+
+def test_seeded_cloud_resources_exist(stack: StackInfo) -> None:
+    s3 = boto3.client("s3", endpoint_url=stack.aws_endpoint_url, region_name="us-east-1")
+    s3.head_bucket(Bucket=devstack.BACKUP_BUCKET)
+    sm = boto3.client(
+        "secretsmanager", endpoint_url=stack.aws_endpoint_url, region_name="us-east-1"
+    )
+    described = sm.describe_secret(SecretId=devstack.APP_DB_SECRET)
+    assert any("AWSCURRENT" in labels for labels in described["VersionIdsToStages"].values())
+
+
+def test_a_service_that_cannot_start_names_its_log(tmp_path: Path) -> None:
+    service = procs.Service(
+        "doomed",
+        [sys.executable, "-c", "import sys; print('cannot bind'); sys.exit(3)"],
+        procs.tcp_ok("127.0.0.1", procs.free_port()),
+        start_timeout=10,
+    )
+    with pytest.raises(procs.StartError) as info:
+        procs.start(tmp_path, service)
+    message = str(info.value)
+    assert "exited with code 3" in message
+    assert str(tmp_path / "logs" / "doomed.log") in message
+    assert "cannot bind" in message

@@ -1,0 +1,56 @@
+"""Helpers shared by the service-backed tiers: read what a flow run left in Prefect."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+from prefect.logging.handlers import APILogHandler
+
+
+def flow_run_id(state: Any) -> UUID:
+    """The flow run id of a ``return_state=True`` result."""
+    return UUID(str(state.state_details.flow_run_id))
+
+
+def flow_run_logs(run_id: UUID, settle_s: float = 1.0) -> list[str]:
+    """Every log message the run (and its tasks) sent to the API."""
+    APILogHandler.flush()
+    time.sleep(settle_s)
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200
+        )
+    return [log.message for log in logs]
+
+
+def flow_run_artifacts(run_id: UUID) -> list[str]:
+    """Every artifact of the run, as text (key, description, data)."""
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    return [f"{a.key} {a.description} {a.data}" for a in artifacts]
+
+
+def flow_run_texts(run_id: UUID) -> list[str]:
+    """Logs and artifacts of a run, for secret scans."""
+    return flow_run_logs(run_id) + flow_run_artifacts(run_id)
+
+
+def assert_no_secret(texts: Iterable[str], secret_values: Iterable[str]) -> None:
+    """Fail if any secret value appears in any of ``texts``."""
+    values = [v for v in secret_values if v]
+    assert values, "no secret values given to scan for"
+    for text in texts:
+        for value in values:
+            assert value not in text, f"a secret value leaked into: {text[:120]!r}"
