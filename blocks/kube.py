@@ -25,7 +25,6 @@ class KubeEnvironment(Block):
 
     _block_type_name: ClassVar[str] = "Opsflows Kube Environment"
     _block_type_slug: ClassVar[str] = "opsflows-kube-environment"
-    _logo_url: ClassVar[str | None] = None
     _description: ClassVar[str | None] = "A Kubernetes environment of the web service."
 
     environment: str = Field(description="Environment name, e.g. staging or production.")

@@ -21,11 +21,10 @@ class NotificationRouting(Block):
 
     _block_type_name: ClassVar[str] = "Opsflows Notification Routing"
     _block_type_slug: ClassVar[str] = "opsflows-notification-routing"
-    _logo_url: ClassVar[str | None] = None
     _description: ClassVar[str | None] = "Severity-based routing to notification blocks."
 
     routes: dict[str, list[str]] = Field(
-        default_factory=lambda: {"P1": [], "P2": [], "P3": [], "P4": []},
+        default_factory=lambda: {severity: list[str]() for severity in SEVERITIES},
         description="Severity (P1..P4) → notification block documents (slug/name).",
     )
 

@@ -18,7 +18,6 @@ class PostgresTarget(Block):
 
     _block_type_name: ClassVar[str] = "Opsflows Postgres Target"
     _block_type_slug: ClassVar[str] = "opsflows-postgres-target"
-    _logo_url: ClassVar[str | None] = None
     _description: ClassVar[str | None] = "A PostgreSQL database and the role opsflows uses on it."
 
     host: str = Field(default="127.0.0.1", description="Server host name or address.")

@@ -18,7 +18,6 @@ class BackupStore(Block):
 
     _block_type_name: ClassVar[str] = "Opsflows Backup Store"
     _block_type_slug: ClassVar[str] = "opsflows-backup-store"
-    _logo_url: ClassVar[str | None] = None
     _description: ClassVar[str | None] = "S3 bucket and prefix for database backups."
 
     bucket: str = Field(description="S3 bucket name.")

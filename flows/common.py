@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from prefect.blocks.abstract import NotificationBlock
 from prefect.blocks.core import Block
@@ -35,7 +35,7 @@ def load_block(cls: type[B], name: str) -> B:
     """Load a saved block, or fail with an error that says how to create it."""
     slug = cls.get_block_type_slug()
     try:
-        return cls.load(name)
+        return cast(B, cls.load(name))
     except ValueError as exc:
         raise ConfigurationError(
             f"block {slug}/{name} is missing or invalid",

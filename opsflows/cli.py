@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from devstack import stack
 from devstack.procs import StartError
@@ -65,7 +66,7 @@ def _up(args: argparse.Namespace) -> int:
         return 1
     from prefect.deployments import run_deployment
 
-    run = run_deployment("stack-smoke/stack-smoke", timeout=300)
+    run: Any = run_deployment("stack-smoke/stack-smoke", timeout=300)
     state = run.state
     print(f"stack smoke check: {state.name if state else 'unknown'}")
     print(f"Prefect UI: {info.prefect_ui_url}  (runbooks served; `make down` stops everything)")

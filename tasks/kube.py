@@ -86,7 +86,7 @@ def core_api(env: KubeEnvironment) -> client.CoreV1Api:
 def read_deployment(env: KubeEnvironment) -> dict[str, Any]:
     """The Deployment's image, revision, generation and replica counts."""
     with kube_errors(env, "read deployment"):
-        dep = apps_api(env).read_namespaced_deployment(env.deployment, env.namespace)
+        dep: Any = apps_api(env).read_namespaced_deployment(env.deployment, env.namespace)
     containers = dep.spec.template.spec.containers
     image = next((c.image for c in containers if c.name == env.container), containers[0].image)
     status = dep.status

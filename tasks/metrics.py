@@ -13,6 +13,27 @@ from opsflows.errors import ConfigurationError, ServiceUnavailable
 from tasks.http import http_errors
 
 
+def error_rate_query(env: str, window: str = "1m", job: str = "web-app") -> str:
+    """PromQL: share of ``/`` requests answered 5xx in ``env`` over ``window``.
+
+    NaN (no traffic in the window) and an empty result (never scraped) both mean "no data".
+    """
+    sel = f'job="{job}", env="{env}", path="/"'
+    return (
+        f'(sum(rate(http_requests_total{{{sel}, status=~"5.."}}[{window}])) or vector(0))'
+        f" / sum(rate(http_requests_total{{{sel}}}[{window}]))"
+    )
+
+
+def p95_latency_query(env: str, window: str = "1m", job: str = "web-app") -> str:
+    """PromQL: p95 latency of ``/`` in seconds in ``env`` over ``window``."""
+    sel = f'job="{job}", env="{env}", path="/"'
+    return (
+        "histogram_quantile(0.95, sum by (le) "
+        f"(rate(http_request_duration_seconds_bucket{{{sel}}}[{window}])))"
+    )
+
+
 def query(prometheus_url: str, promql: str, timeout: float = 5.0) -> float | None:
     """The scalar value of an instant query; None when the query returns no data.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
 from prefect import task
 from prefect.blocks.abstract import NotificationBlock
@@ -25,7 +26,7 @@ def send_notification(
     delivered = 0
     for target in targets:
         try:
-            target.notify(body=body, subject=f"[{severity}] {subject}")
+            cast(Any, target).notify(body=body, subject=f"[{severity}] {subject}")
             delivered += 1
         except Exception as exc:  # noqa: BLE001 - any channel failure is reported, not fatal
             logger.warning("notification via %s failed: %s", type(target).__name__, scrub(str(exc)))

@@ -1,0 +1,77 @@
+"""How a release behaves, decided by its image tag (pure: no I/O, no randomness).
+
+See the package docstring for the table of tags. ``behaviour_for`` is the only rule the
+app applies; the app turns ``error_rate`` and ``latency_s`` into real 500s and real
+(asynchronous) delays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FAST_LATENCY_S = 0.004
+"""Mean service time of a healthy release: a few milliseconds."""
+
+SLOW_LATENCY_S = 2.5
+"""Mean service time of a slow release: p95 well above the 2 s gate."""
+
+LATENCY_JITTER = 0.1
+"""A request takes the latency times a uniform factor in 1 ± this (slow stays > 2 s)."""
+
+FLAKY_ERROR_RATE = 0.05
+PRODBROKEN_ERROR_RATE = 0.30
+PRODUCTION_ENVS = frozenset({"production", "prod"})
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    """What a pod running one image does with the traffic it serves.
+
+    Attributes:
+        error_rate: Share of ``/`` requests answered with HTTP 500 (0.0 to 1.0).
+        latency_s: Mean time spent serving one ``/`` request, in seconds.
+        healthy: Whether ``/health`` answers 200 (otherwise 503).
+    """
+
+    error_rate: float = 0.0
+    latency_s: float = FAST_LATENCY_S
+    healthy: bool = True
+
+
+HEALTHY = Behaviour()
+
+
+def image_tag(image: str) -> str:
+    """The tag of an image reference (``"latest"`` when it has none).
+
+    >>> image_tag("registry.local:5000/web-app:1.2.0-slow")
+    '1.2.0-slow'
+    """
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else "latest"
+
+
+def behaviour_for(image: str, env: str) -> Behaviour:
+    """Decide how ``image`` behaves when it runs in environment ``env``.
+
+    Markers are matched as substrings of the lower-cased tag, the production-only ones
+    first (so ``prodbroken`` is not also read as ``broken``); several markers combine,
+    keeping the worst error rate and the slowest latency.
+    """
+    rest = image_tag(image).lower()
+    in_production = env.lower() in PRODUCTION_ENVS
+    error_rate, latency_s, healthy = 0.0, FAST_LATENCY_S, True
+    for marker in ("prodbroken", "prodslow", "broken", "slow", "flaky"):
+        if marker not in rest:
+            continue
+        rest = rest.replace(marker, "/")
+        if marker == "broken":
+            error_rate, healthy = 1.0, False
+        elif marker == "slow" or (marker == "prodslow" and in_production):
+            latency_s = max(latency_s, SLOW_LATENCY_S)
+        elif marker == "prodbroken" and in_production:
+            error_rate = max(error_rate, PRODBROKEN_ERROR_RATE)
+        elif marker == "flaky":
+            error_rate = max(error_rate, FLAKY_ERROR_RATE)
+    return Behaviour(error_rate=error_rate, latency_s=latency_s, healthy=healthy)

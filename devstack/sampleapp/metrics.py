@@ -1,0 +1,95 @@
+"""The app's Prometheus metrics, on a registry of its own (several apps can share a process).
+
+Series (the contract the deploy gates and the alert rules rely on)::
+
+    http_requests_total{path, status}           counter; path is "/", "/health", "/metrics"
+                                                or "other"; status the HTTP code ("200")
+    http_request_duration_seconds{path}         histogram, buckets up to 10 s around the 2 s gate
+    sampleapp_info{image, env}                  1 for every image served by a Ready pod
+    sampleapp_ready_pods{image}                 Ready pods per image
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from devstack.sampleapp.pods import Pod
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 2.5, 3, 5, 10)
+KNOWN_PATHS = frozenset({"/", "/health", "/metrics"})
+OTHER_PATH = "other"
+
+
+class AppMetrics:
+    """Counters, histogram and gauges of one sample-app instance."""
+
+    def __init__(self, env: str, registry: CollectorRegistry | None = None) -> None:
+        self.env = env
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.requests = Counter(
+            "http_requests",
+            "HTTP requests served, by path and status code.",
+            ["path", "status"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "http_request_duration_seconds",
+            "Time to serve an HTTP request, by path.",
+            ["path"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.info = Gauge(
+            "sampleapp_info",
+            "1 for each image currently served by a Ready pod.",
+            ["image", "env"],
+            registry=self.registry,
+        )
+        self.ready_pods = Gauge(
+            "sampleapp_ready_pods",
+            "Ready pods serving traffic, by image.",
+            ["image"],
+            registry=self.registry,
+        )
+        self._images: set[str] = set()
+        # Series that exist from the start make rate() see the first errors of a release.
+        for status in ("200", "500", "503"):
+            self.requests.labels(path="/", status=status)
+        self.duration.labels(path="/")
+
+    @staticmethod
+    def path_label(path: str) -> str:
+        """The ``path`` label of a request path (bounded cardinality)."""
+        return path if path in KNOWN_PATHS else OTHER_PATH
+
+    def observe(self, path: str, status: int, seconds: float) -> None:
+        """Record one served request."""
+        label = self.path_label(path)
+        self.requests.labels(path=label, status=str(status)).inc()
+        self.duration.labels(path=label).observe(seconds)
+
+    def set_pods(self, pods: Iterable[Pod]) -> None:
+        """Publish which images the Ready pods run."""
+        counts: dict[str, int] = {}
+        for pod in pods:
+            counts[pod.image] = counts.get(pod.image, 0) + 1
+        for gone in self._images - counts.keys():
+            self.info.remove(gone, self.env)
+            self.ready_pods.remove(gone)
+        for image, count in counts.items():
+            self.info.labels(image=image, env=self.env).set(1)
+            self.ready_pods.labels(image=image).set(count)
+        self._images = set(counts)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
