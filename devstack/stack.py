@@ -319,6 +319,7 @@ def status(settings: Settings | None = None) -> dict[str, str]:
     for name, port in ports.items():
         alive = procs.read_pid(state, name) is not None and procs.port_open(info.host, port)
         result[name] = f"running on {info.url(port)}" if alive else "stopped"
+    result["runbooks"] = "running" if procs.read_pid(state, "runbooks") else "stopped"
     pg_alive = postgres.is_running(state / "postgres")
     result["postgres"] = f"running on {info.host}:{info.postgres_port}" if pg_alive else "stopped"
     return result

@@ -27,15 +27,15 @@ from opsflows.errors import (
 def translate(exc: psycopg.Error, target: PostgresTarget, action: str) -> OpsError:
     """Map a psycopg error to the opsflows tree with a message that says what to do."""
     where = target.describe()
-    text = scrub(str(exc).strip(), target.password.get_secret_value())
-    if isinstance(exc, pgerr.InvalidPassword) or "password authentication failed" in text:
+    raw = str(exc)
+    text = scrub(raw.strip(), target.password.get_secret_value())
+    refused = isinstance(exc, pgerr.InvalidPassword | pgerr.InvalidAuthorizationSpecification)
+    if refused or "password authentication failed" in raw:
         return AuthenticationError(
             f"{action}: PostgreSQL refused the password for {where}",
             hint="check the password in the PostgresTarget block (was it rotated?)",
         )
-    if isinstance(exc, pgerr.InvalidCatalogName) or (
-        "database" in text and "does not exist" in text
-    ):
+    if isinstance(exc, pgerr.InvalidCatalogName) or ("database" in raw and "does not exist" in raw):
         return NotFoundError(
             f"{action}: database of {where} does not exist", hint="create it or fix the block"
         )

@@ -24,7 +24,7 @@ def flow_run_id(state: Any) -> UUID:
 
 def flow_run_logs(run_id: UUID, settle_s: float = 1.0) -> list[str]:
     """Every log message the run (and its tasks) sent to the API."""
-    APILogHandler.flush()
+    APILogHandler().flush()
     time.sleep(settle_s)
     with get_client(sync_client=True) as client:
         logs = client.read_logs(
