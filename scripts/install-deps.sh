@@ -26,4 +26,5 @@ if ! command -v uv >/dev/null; then
   python3 -m pip install --quiet uv || python3 -m pip install --quiet --user uv
 fi
 UV="$(command -v uv || echo "$HOME/.local/bin/uv")"
-"$UV" sync --frozen --quiet
+# Compile bytecode at install: imports of the big clients are slow when every process recompiles.
+UV_COMPILE_BYTECODE=1 "$UV" sync --frozen --quiet
