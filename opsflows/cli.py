@@ -73,6 +73,12 @@ def _up(args: argparse.Namespace) -> int:
     return 0 if state is not None and state.is_completed() else 1
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    from flows.migrate_cli import main as migrate_main
+
+    return migrate_main(args.argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="opsflows", description="opsflows runbooks and stack")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     boot.set_defaults(func=_bootstrap)
     up = sub.add_parser("up", help="serve every runbook and run the stack smoke check")
     up.set_defaults(func=_up)
+    mig = sub.add_parser("migrate", help="lint and plan schema migrations (migrate plan DIR)")
+    mig.add_argument("argv", nargs=argparse.REMAINDER, help="plan DIR [--database-url URL]")
+    mig.set_defaults(func=_migrate)
     return parser
 
 

@@ -1,0 +1,120 @@
+"""Scratch databases and fixture folders for the migration tests.
+
+Every test migrates its own database (``migtest_<purpose>_<random>``, created and dropped
+with the stack's superuser), never the shared ``app`` database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from blocks.postgres import PostgresTarget
+from devstack import stack as devstack
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "tests" / "fixtures" / "migrations"
+
+
+def superuser_password(info: Any) -> str:
+    return devstack.stack_secrets(Path(info.state_dir))["postgres"]
+
+
+def target_for(info: Any, database: str) -> PostgresTarget:
+    """A PostgresTarget (superuser) for ``database`` on the test stack; not saved."""
+    return PostgresTarget(
+        host=info.host,
+        port=info.postgres_port,
+        database=database,
+        user="postgres",
+        password=superuser_password(info),
+    )
+
+
+@contextlib.contextmanager
+def scratch_database(info: Any, purpose: str) -> Iterator[PostgresTarget]:
+    """Create an empty database for one test and drop it afterwards."""
+    name = f"migtest_{purpose}_{secrets.token_hex(3)}"
+    admin = target_for(info, "postgres")
+    with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield target_for(info, name)
+    finally:
+        with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def migrations_dir(tmp_path: Path, *folders: str) -> Path:
+    """A fresh folder holding the ``*.sql`` files of the named fixture folders."""
+    out = tmp_path / "migrations"
+    out.mkdir(exist_ok=True)
+    for folder in folders:
+        for src in sorted((FIXTURES / folder).glob("*.sql")):
+            shutil.copy(src, out / src.name)
+    return out
+
+
+def query(target: PostgresTarget, text: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run one statement (autocommit); its rows, or [] when it returns none."""
+    with psycopg.connect(target.conninfo(), autocommit=True) as conn:
+        cur = conn.execute(text.encode(), params or None)
+        return cur.fetchall() if cur.description else []
+
+
+def migrations_table(target: PostgresTarget) -> list[tuple[Any, ...]] | None:
+    """``(name, checksum)`` rows of schema_migrations, or None when the table is absent."""
+    if not query(target, "SELECT to_regclass('schema_migrations') IS NOT NULL")[0][0]:
+        return None
+    return query(target, "SELECT name, checksum FROM schema_migrations ORDER BY name")
+
+
+@contextlib.contextmanager
+def saved_target(target: PostgresTarget, purpose: str) -> Iterator[str]:
+    """Save ``target`` as a uniquely named block for a flow run; delete it afterwards."""
+    name = f"migtest-{purpose}-{secrets.token_hex(3)}"
+    target.save(name, overwrite=True)
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(Exception):
+            PostgresTarget.delete(name)
+
+
+@contextlib.contextmanager
+def change_limit(environment: str) -> Iterator[str]:
+    """A strict limit of 1 named ``change-<environment>`` owned by the test; removed after."""
+    from prefect.client.orchestration import get_client
+
+    name = f"change-{environment}"
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(name, 1)
+    try:
+        yield name
+    finally:
+        with get_client(sync_client=True) as client, contextlib.suppress(Exception):
+            client.delete_global_concurrency_limit_by_name(name)
+
+
+def ops_log_entry(info: Any, run_id: Any) -> tuple[Any, ...]:
+    """``(operation, status, impact, issues, follow_up, details)`` of a flow run's entry."""
+    secret = devstack.stack_secrets(Path(info.state_dir))["opsflows"]
+    with psycopg.connect(
+        host=info.host, port=info.postgres_port, dbname="opsflows", user="opsflows", password=secret
+    ) as conn:
+        rows = conn.execute(
+            "SELECT operation, status, impact, issues, follow_up, details FROM ops_log"
+            " WHERE flow_run_id = %s",
+            (str(run_id),),
+        ).fetchall()
+    assert len(rows) == 1, rows
+    return tuple(rows[0])
