@@ -1,0 +1,251 @@
+"""Runbook "Running a database migration": plan and lint, back up, apply safely, verify.
+
+1. Plan: pending files (name order), the lock each statement takes, which files run outside
+   a transaction, and squawk's findings. The plan is an artifact; ``dry_run`` stops here.
+   Edited applied files, missing files and out-of-order files refuse the run; a squawk
+   finding not marked reviewed (``-- squawk-ignore rule``) blocks it. Nothing is written.
+2. Back up with the backup runbook (a subflow); ``skip_backup`` is recorded in the log.
+3. Apply each file under the strict concurrency limit ``change-<environment>`` (shared with
+   deploys): its own transaction, ``lock_timeout`` and ``statement_timeout``, lock timeouts
+   retried with backoff, recorded in ``schema_migrations``.
+4. Verify the ``-- verify:`` declarations of the applied files; write the operation log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+from uuid import UUID
+
+from prefect import flow
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
+from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectNotFound
+from prefect.runtime import flow_run
+
+from blocks.postgres import PostgresTarget
+from decisions.migrations import (
+    ApplyPolicy,
+    Expectation,
+    Migration,
+    Plan,
+    final_expectations,
+    make_plan,
+    parse_migration,
+    pending,
+    render_plan,
+    runs_in_transaction,
+)
+from flows.common import (
+    APP_DB,
+    BACKUPS,
+    OperationRecord,
+    load_block,
+    operation_log,
+    try_load_ops_db,
+)
+from opsflows.errors import (
+    ConfigurationError,
+    GateRejected,
+    OpsError,
+    Throttled,
+    VerificationFailed,
+)
+from tasks.migrate import apply_one, hash_schema, read_database_state, verify_schema
+from tasks.squawk import lint_migrations
+
+_BACKUP_FIELDS = ("backup_id", "key", "manifest_key", "sha256", "snapshot_at", "tables")
+_ENVIRONMENT = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
+
+
+def load_migrations(migrations_dir: str) -> tuple[Path, tuple[Migration, ...]]:
+    """The ``*.sql`` files of a directory, parsed, in name order."""
+    directory = Path(migrations_dir).expanduser()
+    if not directory.is_dir():
+        raise ConfigurationError(
+            f"migrations directory {migrations_dir!r} does not exist",
+            hint="pass the folder holding the NNN_name.sql files",
+        )
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix == ".sql")
+    if not files:
+        raise ConfigurationError(f"no .sql files in {migrations_dir!r}")
+    return directory, tuple(parse_migration(p.name, p.read_bytes()) for p in files)
+
+
+def refuse_if_blocked(plan: Plan) -> None:
+    """Raise before any side effect when the plan refuses or blocks the run."""
+    if plan.errors:
+        raise ConfigurationError(
+            "migrations do not match schema_migrations: " + "; ".join(plan.errors)
+        )
+    if plan.blocking:
+        shown = "; ".join(plan.blocking[:5])
+        more = f" (and {len(plan.blocking) - 5} more)" if len(plan.blocking) > 5 else ""
+        raise GateRejected(
+            f"the migration lint blocks {len(plan.blocking)} item(s): {shown}{more}",
+            hint="rewrite the statement safely (see the plan artifact), or mark it reviewed"
+            " with `-- squawk-ignore <rule>` on the line before it",
+        )
+
+
+def _require_limit(name: str) -> None:
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound as exc:
+            raise ConfigurationError(
+                f"concurrency limit {name} does not exist",
+                hint="create it (limit 1) in the Prefect UI, or run `opsflows bootstrap`",
+            ) from exc
+
+
+def _backup(database: str, store: str, names: Sequence[str]) -> dict[str, Any]:
+    try:
+        backup_database = importlib.import_module("flows.backup").backup_database
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(
+            "the backup runbook (flows.backup) is not available",
+            hint="install it, or run with skip_backup=True (recorded in the operation log)",
+        ) from exc
+    result = backup_database(
+        database=database, store=store, reason=f"pre-migration backup before {', '.join(names)}"
+    )
+    shown = [k for k in _BACKUP_FIELDS if k in result] or list(result)
+    return {k: str(result[k])[:200] for k in shown}
+
+
+@flow(name="migrate-database", log_prints=True)
+def migrate_database(
+    migrations_dir: str,
+    database: str = APP_DB,
+    environment: str = "production",
+    dry_run: bool = False,
+    skip_backup: bool = False,
+    lock_timeout_s: float = 5,
+    statement_timeout_s: float = 900,
+    lock_retries: int = 4,
+    backup_store: str = BACKUPS,
+    concurrency_timeout_s: float = 600,
+    reason: str = "apply pending schema migrations",
+) -> dict[str, Any]:
+    """Lint, back up, and apply pending SQL migrations without stalling the application.
+
+    Args:
+        migrations_dir: Folder of ``*.sql`` migration files, applied in name order.
+        database: PostgresTarget block of the database to migrate.
+        environment: Environment whose change limit (``change-<environment>``) is taken.
+        dry_run: Stop after the plan (published as the ``migration-plan`` artifact).
+        skip_backup: Do not take the pre-migration backup (recorded in the operation log).
+        lock_timeout_s: Longest wait for a table lock before giving up and retrying.
+        statement_timeout_s: Longest any single statement may run.
+        lock_retries: Retries (with exponential backoff) after a lock timeout.
+        backup_store: BackupStore block the pre-migration backup goes to.
+        concurrency_timeout_s: Longest wait for another change of the environment to end.
+        reason: Why the migration runs (for the operation log).
+    """
+    with operation_log("database migration", reason, try_load_ops_db()) as rec:
+        rec.details.update(
+            migrations_dir=migrations_dir,
+            database=database,
+            environment=environment,
+            dry_run=dry_run,
+            skip_backup=skip_backup,
+            lock_timeout_s=lock_timeout_s,
+            statement_timeout_s=statement_timeout_s,
+        )
+        if not _ENVIRONMENT.match(environment):
+            raise ConfigurationError(f"environment {environment!r} is not a valid name")
+        policy = ApplyPolicy(lock_timeout_s, statement_timeout_s, lock_retries)
+        directory, migrations = load_migrations(migrations_dir)
+        target = load_block(PostgresTarget, database)
+
+        state = read_database_state(target)
+        todo = pending(migrations, state.applied)
+        modes = [(m.name, runs_in_transaction(m, state.server_version_num)) for m in todo]
+        findings = lint_migrations(directory, modes, state.server_version)
+        plan = make_plan(
+            migrations, state.applied, findings, state.server_version, state.server_version_num
+        )
+        create_markdown_artifact(
+            key="migration-plan",
+            markdown=render_plan(plan, markdown=True),
+            description=f"Migration plan for {database} ({len(plan.pending)} pending)",
+        )
+        names = [p.migration.name for p in plan.pending]
+        rec.details.update(pending=names, blocked=plan.blocked)
+        summary: dict[str, Any] = {"pending": names, "dry_run": dry_run}
+        refuse_if_blocked(plan)
+        if not plan.pending or dry_run:
+            rec.impact = "none: " + ("dry run, plan only" if dry_run else "nothing pending")
+            return summary
+
+        limit = f"change-{environment}"
+        _require_limit(limit)
+        if skip_backup:
+            rec.issues.append("pre-migration backup skipped (skip_backup=True)")
+            rec.follow_up.append("take a backup of the migrated database")
+            rec.details["backup"] = "skipped by parameter skip_backup=True"
+        else:
+            rec.details["backup"] = _backup(database, backup_store, names)
+
+        expectations = final_expectations(step.migration for step in plan.pending)
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(
+                    concurrency(limit, occupy=1, strict=True, timeout_seconds=concurrency_timeout_s)
+                )
+            except TimeoutError as exc:
+                raise Throttled(
+                    f"another change of {environment} held {limit} for"
+                    f" {concurrency_timeout_s:.0f} s",
+                    hint="wait for the running deploy or migration to finish, then re-run",
+                ) from exc
+            failures = _apply_and_verify(target, plan, policy, expectations, rec)
+        applied = [r["name"] for r in rec.details["applied"] if not r["skipped"]]
+        rec.impact = f"applied {len(applied)} migration(s): {', '.join(applied) or 'none'}"
+        if failures:
+            rec.follow_up.append("restore the pre-migration backup or write a fix-forward file")
+            raise VerificationFailed(
+                "the migrated schema does not match its declarations: " + "; ".join(failures),
+                hint="the migrations are committed; inspect the schema and fix forward",
+            )
+        return {**summary, **rec.details, "verified": [e.describe() for e in expectations]}
+
+
+def _apply_and_verify(
+    target: PostgresTarget,
+    plan: Plan,
+    policy: ApplyPolicy,
+    expectations: tuple[Expectation, ...],
+    rec: OperationRecord,
+) -> tuple[str, ...]:
+    """Apply every pending file in order, then check the declarations; the failures."""
+    details = rec.details
+    applied_by = str(flow_run.id or "manual")
+    details["applied"] = []
+    details["schema_hash_before"] = hash_schema(target)
+    progress = cast(UUID, create_progress_artifact(0.0, description="migrations applied"))
+    try:
+        for i, step in enumerate(plan.pending, start=1):
+            run = apply_one.with_options(task_run_name=f"apply {step.migration.name}")
+            details["applied"].append(run(target, step, policy, applied_by))
+            update_progress_artifact(progress, 100.0 * i / len(plan.pending))
+    except OpsError:
+        details["failed"] = step.migration.name
+        done = [r["name"] for r in details["applied"]]
+        rec.follow_up.append(
+            f"applied before the failure: {', '.join(done) or 'none'}; fix the failing file"
+            " and re-run (applied files are skipped)"
+        )
+        raise
+    details["schema_hash_after"] = hash_schema(target)
+    return verify_schema(target, expectations)
