@@ -20,7 +20,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--seed", choices=SEEDS, default="default", help="initial objects (default: default)"
     )
     parser.add_argument(
-        "--tick", type=float, default=0.05, help="background catch-up interval, seconds (0: off)"
+        "--tick", type=float, default=1.0, help="background catch-up interval, seconds (0: off)"
     )
     defaults = SimConfig()
     parser.add_argument("--pod-start-seconds", type=float, default=defaults.pod_start_seconds)
