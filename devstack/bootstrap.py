@@ -6,19 +6,43 @@ Prefect reads ``PREFECT_API_URL`` when it is imported.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from devstack import postgres
-from devstack.stack import AWS_REGION, BACKUP_BUCKET, MOTO_KEYS, StackInfo
+from devstack.stack import APP_DB_SECRET, AWS_REGION, BACKUP_BUCKET, MOTO_KEYS, StackInfo
 
 #: Strict global concurrency limits: one change per environment at a time (deploys and
 #: migrations of an environment share its limit).
+#: The Secret block the CI webhook receiver verifies signatures with.
+WEBHOOK_SECRET_BLOCK = "webhook-secret"
 CONCURRENCY_LIMITS = ("change-staging", "change-production")
+
+
+def current_app_credential(info: StackInfo, passwords: dict[str, str]) -> tuple[str, str]:
+    """The app credential at AWSCURRENT (a rotation may have changed it since ``up``)."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    client = boto3.client(
+        "secretsmanager",
+        endpoint_url=info.aws_endpoint_url,
+        region_name=AWS_REGION,
+        aws_access_key_id=MOTO_KEYS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=MOTO_KEYS["AWS_SECRET_ACCESS_KEY"],
+    )
+    try:
+        response = client.get_secret_value(SecretId=APP_DB_SECRET, VersionStage="AWSCURRENT")
+        current = json.loads(response["SecretString"])
+        return str(current["username"]), str(current["password"])
+    except (ClientError, ValueError, KeyError):
+        return postgres.APP_ROLE, passwords[postgres.APP_ROLE]
 
 
 def save_blocks(info: StackInfo, passwords: dict[str, str]) -> list[str]:
     """Register the block types and save every block the runbooks load; their names."""
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.blocks.system import Secret
     from prefect_aws import AwsCredentials
 
     from blocks import BackupStore, KubeEnvironment, NotificationRouting, PostgresTarget
@@ -44,13 +68,9 @@ def save_blocks(info: StackInfo, passwords: dict[str, str]) -> list[str]:
         BackupStore(bucket=BACKUP_BUCKET, prefix="backups/", aws_credentials=creds), common.BACKUPS
     )
     pg = {"host": info.host, "port": info.postgres_port}
+    app_user, app_password = current_app_credential(info, passwords)
     save(
-        PostgresTarget(
-            **pg,
-            database=postgres.APP_DATABASE,
-            user=postgres.APP_ROLE,
-            password=passwords[postgres.APP_ROLE],
-        ),
+        PostgresTarget(**pg, database=postgres.APP_DATABASE, user=app_user, password=app_password),
         common.APP_DB,
     )
     save(
@@ -99,6 +119,8 @@ def save_blocks(info: StackInfo, passwords: dict[str, str]) -> list[str]:
         routes={"P1": [page, note], "P2": [page, note], "P3": [note], "P4": []}
     )
     save(routing, common.ROUTING)
+    # The CI webhook's HMAC secret (deployments/webhook.py reads it; never printed).
+    save(Secret(value=passwords["webhook"]), WEBHOOK_SECRET_BLOCK)
     return saved
 
 
@@ -114,4 +136,9 @@ def create_concurrency_limits() -> list[str]:
 
 def bootstrap(info: StackInfo, passwords: dict[str, str]) -> dict[str, list[str]]:
     """Everything the local stack needs saved in Prefect."""
-    return {"blocks": save_blocks(info, passwords), "limits": create_concurrency_limits()}
+    from deployments.automations import AUTOMATION_NAME, create_failure_automation
+
+    saved = save_blocks(info, passwords)
+    limits = create_concurrency_limits()
+    create_failure_automation()  # pages via custom-webhook/page, saved just above
+    return {"blocks": saved, "limits": limits, "automations": [AUTOMATION_NAME]}

@@ -26,6 +26,7 @@ APP_DB_SECRET = "opsflows/app/db"
 # moto accepts any keys; these are public placeholders, not secrets.
 MOTO_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 SERVICES = (
+    "webhook",
     "runbooks",
     "prefect",
     "moto",
@@ -49,6 +50,7 @@ class StackInfo:
     app_staging_port: int
     app_production_port: int
     prometheus_port: int
+    webhook_port: int = 0  # stack.json files written before the webhook existed lack it
 
     def url(self, port: int) -> str:
         return f"http://{self.host}:{port}"
@@ -73,6 +75,10 @@ class StackInfo:
     def prometheus_url(self) -> str:
         return self.url(self.prometheus_port)
 
+    @property
+    def webhook_url(self) -> str:
+        return self.url(self.webhook_port)
+
     def app_url(self, env: str) -> str:
         return self.url(self.app_staging_port if env == "staging" else self.app_production_port)
 
@@ -88,6 +94,7 @@ class StackInfo:
             "OPSFLOWS_APP_STAGING_PORT": str(self.app_staging_port),
             "OPSFLOWS_APP_PRODUCTION_PORT": str(self.app_production_port),
             "OPSFLOWS_PROMETHEUS_PORT": str(self.prometheus_port),
+            "OPSFLOWS_WEBHOOK_PORT": str(self.webhook_port),
             "PREFECT_API_URL": self.prefect_api_url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "AWS_ENDPOINT_URL": self.aws_endpoint_url,
@@ -135,6 +142,7 @@ def _plan_ports(settings: Settings, remembered: dict[str, Any]) -> StackInfo:
         app_staging_port=port("app_staging_port"),
         app_production_port=port("app_production_port"),
         prometheus_port=port("prometheus_port"),
+        webhook_port=port("webhook_port"),
     )
 
 
@@ -315,6 +323,7 @@ def status(settings: Settings | None = None) -> dict[str, str]:
         "app-staging": info.app_staging_port,
         "app-production": info.app_production_port,
         "prometheus": info.prometheus_port,
+        "webhook": info.webhook_port,
     }
     for name, port in ports.items():
         alive = procs.read_pid(state, name) is not None and procs.port_open(info.host, port)
@@ -340,3 +349,21 @@ def serve_runbooks(info: StackInfo, deployment_probe: str = "stack-smoke/stack-s
         start_timeout=120,
     )
     return procs.start(Path(info.state_dir), service)
+
+
+def serve_webhook(info: StackInfo) -> bool:
+    """Start the CI webhook receiver beside the served runbooks; True when started now."""
+    if not info.webhook_port:
+        raise procs.StartError("no webhook port recorded; run `opsflows devstack up` first")
+    state = Path(info.state_dir)
+    argv = [sys.executable, "-m", "deployments.webhook_cli", "serve", "--host", info.host]
+    argv += ["--port", str(info.webhook_port)]
+    argv += ["--replay-db", str(state / "webhook" / "deliveries.sqlite")]
+    service = procs.Service(
+        "webhook",
+        argv,
+        procs.http_ok(info.webhook_url + "/healthz"),
+        env=info.env(),
+        start_timeout=90,
+    )
+    return procs.start(state, service)

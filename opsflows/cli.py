@@ -2,6 +2,9 @@
 
 opsflows devstack up|down|status [--purge]
 opsflows bootstrap
+opsflows up
+opsflows webhook serve [--port N] [--routes FILE] [--secret-block NAME]
+opsflows migrate plan DIR [--database-url URL]
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ def _up(args: argparse.Namespace) -> int:
     stack.export_env(info)
     try:
         stack.serve_runbooks(info)
+        stack.serve_webhook(info)
     except StartError as exc:
         print(f"up: {exc}", file=sys.stderr)
         return 1
@@ -69,8 +73,15 @@ def _up(args: argparse.Namespace) -> int:
     run: Any = run_deployment("stack-smoke/stack-smoke", timeout=300)
     state = run.state
     print(f"stack smoke check: {state.name if state else 'unknown'}")
+    print(f"CI webhook: POST {info.webhook_url}/webhook  (docs/ci.md)")
     print(f"Prefect UI: {info.prefect_ui_url}  (runbooks served; `make down` stops everything)")
     return 0 if state is not None and state.is_completed() else 1
+
+
+def _webhook(args: argparse.Namespace) -> int:
+    from deployments.webhook_cli import serve_command
+
+    return serve_command(list(args.options))
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -90,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     boot.set_defaults(func=_bootstrap)
     up = sub.add_parser("up", help="serve every runbook and run the stack smoke check")
     up.set_defaults(func=_up)
+    hook = sub.add_parser("webhook", help="the CI webhook receiver (see docs/ci.md)")
+    hook.add_argument("action", choices=("serve",))
+    hook.add_argument("options", nargs=argparse.REMAINDER, help="see `opsflows webhook serve -h`")
+    hook.set_defaults(func=_webhook)
     mig = sub.add_parser("migrate", help="lint and plan schema migrations (migrate plan DIR)")
     mig.add_argument("argv", nargs=argparse.REMAINDER, help="plan DIR [--database-url URL]")
     mig.set_defaults(func=_migrate)

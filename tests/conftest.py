@@ -20,7 +20,16 @@ TIERS = ("unit", "integration", "e2e", "reliability")
 
 # Set before anything reads settings or imports Prefect.
 os.environ.setdefault("OPSFLOWS_STATE_DIR", str(TEST_STATE))
-for _name in ("PREFECT", "POSTGRES", "MOTO", "KUBE", "APP_STAGING", "APP_PRODUCTION", "PROMETHEUS"):
+for _name in (
+    "PREFECT",
+    "POSTGRES",
+    "MOTO",
+    "KUBE",
+    "APP_STAGING",
+    "APP_PRODUCTION",
+    "PROMETHEUS",
+    "WEBHOOK",
+):
     os.environ.setdefault(f"OPSFLOWS_{_name}_PORT", "0")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")

@@ -1,0 +1,89 @@
+"""``opsflows webhook serve``: run the CI webhook receiver in the foreground.
+
+Also runnable without the main CLI: ``python -m deployments.webhook_cli serve [options]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from deployments.webhook import (
+    ROUTES_FILE,
+    SECRET_BLOCK,
+    BlockSecret,
+    ReplayStore,
+    Unavailable,
+    create_app,
+    load_routes,
+)
+from opsflows.settings import Settings
+
+
+def build_parser(settings: Settings) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="opsflows webhook serve",
+        description="Receive signed CI events and start the runbook deployments they map to.",
+    )
+    parser.add_argument("--host", default=settings.host, help="address to bind")
+    parser.add_argument(
+        "--port", type=int, default=settings.webhook_port, help="port (OPSFLOWS_WEBHOOK_PORT)"
+    )
+    parser.add_argument("--routes", type=Path, default=ROUTES_FILE, help="routing table (YAML)")
+    parser.add_argument(
+        "--secret-block",
+        default=SECRET_BLOCK,
+        help="name of the Prefect Secret block holding the HMAC secret",
+    )
+    parser.add_argument(
+        "--replay-db",
+        type=Path,
+        default=settings.state_dir / "webhook" / "deliveries.sqlite",
+        help="sqlite file remembering delivery ids (survives restarts)",
+    )
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
+    return parser
+
+
+def serve_command(argv: list[str] | None = None) -> int:
+    """Validate the routing table, then serve until interrupted; the exit code."""
+    args = build_parser(Settings()).parse_args(argv)
+    try:
+        table = load_routes(args.routes)
+    except ValueError as exc:
+        print(f"webhook: {exc}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API call
+    secret = BlockSecret(args.secret_block)
+    try:
+        # Read it once now: pays Prefect's import before the first delivery, and says early
+        # when the block is missing (the service still starts and answers 503 until it exists).
+        asyncio.run(secret())
+    except Unavailable as exc:
+        print(f"webhook: warning: {exc}", file=sys.stderr, flush=True)
+    app = create_app(table, ReplayStore(args.replay_db), secret)
+    print(
+        f"webhook: {len(table.routes)} routes from {args.routes}; "
+        f"POST http://{args.host}:{args.port}/webhook",
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] != "serve":
+        print("usage: python -m deployments.webhook_cli serve [options]", file=sys.stderr)
+        return 2
+    return serve_command(argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

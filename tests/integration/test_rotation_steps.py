@@ -1,0 +1,342 @@
+"""Each rotation step against the real services: PostgreSQL (scram), moto Secrets Manager over
+HTTP, the Kubernetes simulator. Tasks run through ``.fn`` (no Prefect server needed).
+
+Every test works on its own role, database, secret and namespace, never on ``app``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import httpx
+import psycopg
+import pytest
+from prefect_aws import AwsCredentials
+from psycopg import sql
+from pydantic import SecretStr
+
+from blocks.kube import KubeEnvironment
+from blocks.postgres import PostgresTarget
+from decisions.rotation import CURRENT, PENDING, PREVIOUS, grant_parity
+from devstack.kubesim.seed import web_app_deployment
+from devstack.stack import AWS_REGION, MOTO_KEYS, StackInfo, stack_secrets
+from opsflows.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    NotFoundError,
+    ServiceUnavailable,
+)
+from opsflows.settings import Settings
+from tasks import consumers as kc
+from tasks import role_pairs as rp
+from tasks import rotation as t
+
+
+@pytest.fixture(scope="module")
+def admin(stack: StackInfo) -> PostgresTarget:
+    password = stack_secrets(Settings().state_dir)["postgres"]
+    return PostgresTarget(
+        host=stack.host, port=stack.postgres_port, database="postgres", user="postgres",
+        password=password,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def pair(admin: PostgresTarget) -> Iterator[tuple[str, str, str]]:
+    """``(database, role, password)``: a database with a table the role may read and write."""
+    name = "rot_" + secrets.token_hex(4)
+    password = secrets.token_urlsafe(18)
+    ident = sql.Identifier
+    with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(ident(name)))
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident(name), sql.Literal(password))
+        )
+    with psycopg.connect(admin.conninfo(name), autocommit=True) as conn:
+        conn.execute("CREATE TABLE orders (id serial PRIMARY KEY, note text)")
+        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(ident(name), ident(name)))
+        conn.execute(sql.SQL("GRANT SELECT, INSERT ON orders TO {}").format(ident(name)))
+        conn.execute(sql.SQL("GRANT USAGE ON SEQUENCE orders_id_seq TO {}").format(ident(name)))
+    yield name, name, password
+    with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(name)))
+        for role in (name, name + "_clone"):
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident(role)))
+
+
+def credential(stack: StackInfo, database: str, role: str, password: str) -> t.DbCredential:
+    return t.DbCredential(
+        username=role, host=stack.host, port=stack.postgres_port, dbname=database,
+        password=SecretStr(password), version_id="v0",
+    )  # fmt: skip
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+
+def test_set_password_changes_it_in_place_by_verifier(
+    stack: StackInfo, admin: PostgresTarget, pair: tuple[str, str, str]
+) -> None:
+    database, role, password = pair
+    old = credential(stack, database, role, password)
+    new = t.new_credential(old, role, "v1")
+    assert t.password_is_set.fn(admin, old) is True
+    assert t.password_is_set.fn(admin, new) is False
+
+    t.set_password.fn(admin, new)
+
+    assert t.password_is_set.fn(admin, new) is True
+    assert t.test_login.fn(new) == {
+        "role": role, "database": database, "auth": "scram-sha-256", "tcp": True,
+    }  # fmt: skip
+    with pytest.raises(AuthenticationError, match="refused the password"):
+        t.test_login.fn(old)
+    with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
+        row = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,))
+        stored = str(row.fetchone()[0])  # type: ignore[index]
+    assert stored.startswith("SCRAM-SHA-256$4096:")
+    assert new.password.get_secret_value() not in stored
+    assert t.scram_matches(stored, new.password.get_secret_value()) is True
+    assert t.scram_matches(stored, password) is False
+    assert t.scram_matches("md5abc", password) is False
+    assert t.scram_matches(stored, "pässword") is None
+
+
+def test_setting_a_password_on_a_missing_role_is_not_found(
+    stack: StackInfo, admin: PostgresTarget, pair: tuple[str, str, str]
+) -> None:
+    database, _, _ = pair
+    ghost = credential(stack, database, "rot_ghost_role", "x" * 20)
+    with pytest.raises(NotFoundError, match="does not exist"):
+        t.set_password.fn(admin, ghost)
+    with pytest.raises(NotFoundError):
+        t.password_is_set.fn(admin, ghost)
+
+
+def test_the_login_test_refuses_a_unix_socket(stack: StackInfo, pair: tuple[str, str, str]) -> None:
+    database, role, password = pair
+    local = t.DbCredential(role, "/tmp", stack.postgres_port, database, SecretStr(password))
+    with pytest.raises(ConfigurationError, match="TCP"):
+        t.test_login.fn(local)
+
+
+def test_a_clone_role_gets_the_same_effective_grants(
+    admin: PostgresTarget, pair: tuple[str, str, str]
+) -> None:
+    database, role, _ = pair
+    clone = role + "_clone"
+    before = rp.read_pair_privileges.fn(admin, database, role, clone)
+    assert before[clone] is None and before[role]
+    assert ("table", "public.orders", "INSERT") in before[role]
+
+    copied = rp.create_clone.fn(admin, database, role, clone)
+
+    after = rp.read_pair_privileges.fn(admin, database, role, clone)
+    assert copied >= 4
+    parity = grant_parity(role, after[role] or (), clone, after[clone] or ())
+    assert parity.equal, parity.summary()
+    with psycopg.connect(admin.conninfo(database), autocommit=True) as conn:
+        conn.execute(sql.SQL("REVOKE INSERT ON orders FROM {}").format(sql.Identifier(clone)))
+        conn.execute("CREATE TABLE later (id int)")  # default privileges keep them equal
+    drifted = rp.read_pair_privileges.fn(admin, database, role, clone)
+    parity = grant_parity(role, drifted[role] or (), clone, drifted[clone] or ())
+    assert parity.only_role == {("table", "public.orders", "INSERT")}
+    assert not parity.only_clone
+
+
+# --- Secrets Manager ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def aws(stack: StackInfo) -> AwsCredentials:
+    return AwsCredentials(
+        aws_access_key_id=MOTO_KEYS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=MOTO_KEYS["AWS_SECRET_ACCESS_KEY"],
+        region_name=AWS_REGION,
+        aws_client_parameters={"endpoint_url": stack.aws_endpoint_url},
+    )
+
+
+@pytest.fixture
+def secret(stack: StackInfo, pair: tuple[str, str, str]) -> Iterator[tuple[str, Any]]:
+    database, role, password = pair
+    client = boto3.client(
+        "secretsmanager",
+        endpoint_url=stack.aws_endpoint_url,
+        region_name=AWS_REGION,
+        aws_access_key_id=MOTO_KEYS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=MOTO_KEYS["AWS_SECRET_ACCESS_KEY"],
+    )
+    secret_id = f"opsflows-test/{role}"
+    value = {"engine": "postgres", "host": stack.host, "port": stack.postgres_port}
+    value |= {"dbname": database, "username": role, "password": password}
+    client.create_secret(Name=secret_id, SecretString=json.dumps(value))
+    yield secret_id, client
+    client.delete_secret(SecretId=secret_id, ForceDeleteWithoutRecovery=True)
+
+
+TOKEN = "7d5b0e9c-0000-4000-8000-00000000000a"
+STRAY = "7d5b0e9c-0000-4000-8000-00000000000b"
+
+
+def test_the_secrets_manager_steps_are_idempotent_and_move_the_labels(
+    aws: AwsCredentials, secret: tuple[str, Any], pair: tuple[str, str, str]
+) -> None:
+    secret_id, client = secret
+    _, role, password = pair
+    current = t.read_credential.fn(aws, secret_id, CURRENT)
+    assert current.username == role
+    assert current.extra == {"engine": "postgres"}
+    old_version = current.version_id
+
+    assert t.create_pending.fn(aws, secret_id, TOKEN, current, role) == TOKEN
+    first = t.read_credential.fn(aws, secret_id, PENDING, TOKEN)
+    t.create_pending.fn(aws, secret_id, TOKEN, current, role)  # a retry writes nothing
+    again = t.read_credential.fn(aws, secret_id, PENDING, TOKEN)
+    assert again.password.get_secret_value() == first.password.get_secret_value() != password
+    labels = t.read_labels.fn(aws, secret_id)
+    assert (labels.current, labels.pending) == (old_version, TOKEN)
+
+    moved = t.finish.fn(aws, secret_id, TOKEN)
+    assert moved == {"current": TOKEN, "previous": old_version}
+    assert t.finish.fn(aws, secret_id, TOKEN) == moved  # again: nothing left to move
+    stages = client.describe_secret(SecretId=secret_id)["VersionIdsToStages"]
+    assert stages == {old_version: [PREVIOUS], TOKEN: [CURRENT]}
+    # moto's default version follows AWSCURRENT (devstack/moto_server.py)
+    plain = json.loads(client.get_secret_value(SecretId=secret_id)["SecretString"])
+    assert plain["password"] == first.password.get_secret_value()
+
+
+def test_a_stray_pending_version_loses_its_label_to_the_new_rotation(
+    aws: AwsCredentials, secret: tuple[str, Any], pair: tuple[str, str, str]
+) -> None:
+    secret_id, _ = secret
+    _, role, _ = pair
+    current = t.read_credential.fn(aws, secret_id, CURRENT)
+    t.create_pending.fn(aws, secret_id, STRAY, current, role)
+    t.create_pending.fn(aws, secret_id, TOKEN, current, role)
+    labels = t.read_labels.fn(aws, secret_id)
+    assert labels.pending == TOKEN
+    assert labels.labels_of(STRAY) == frozenset()
+
+
+def test_finish_against_an_unreachable_endpoint_is_known_not_applied(
+    secret: tuple[str, Any],
+) -> None:
+    secret_id, _ = secret
+    params = {"endpoint_url": "http://127.0.0.1:9", "config": {"retries": {"max_attempts": 1}}}
+    dead = AwsCredentials(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=AWS_REGION,
+        aws_client_parameters=params,
+    )  # fmt: skip
+    with pytest.raises(t.FinishNotApplied) as caught:
+        t.finish.fn(dead, secret_id, TOKEN)
+    assert isinstance(caught.value, ServiceUnavailable)
+
+
+def test_a_missing_field_is_a_configuration_error_without_the_value(
+    aws: AwsCredentials, secret: tuple[str, Any], pair: tuple[str, str, str]
+) -> None:
+    secret_id, client = secret
+    _, _, password = pair
+    client.put_secret_value(
+        SecretId=secret_id, SecretString=json.dumps({"username": "x", "password": password})
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        t.read_credential.fn(aws, secret_id, CURRENT)
+    assert "host, port, dbname" in str(caught.value)
+    assert password not in str(caught.value)
+
+
+# --- Kubernetes consumers -----------------------------------------------------------------
+
+
+@pytest.fixture
+def kube_env(stack: StackInfo) -> Iterator[KubeEnvironment]:
+    namespace = "rot-" + secrets.token_hex(4)
+    base = stack.kube_url
+    with httpx.Client(base_url=base, timeout=10) as http:
+        http.post("/api/v1/namespaces", json={"metadata": {"name": namespace}}).raise_for_status()
+        manifest = web_app_deployment(name="rot-app", replicas=1)
+        manifest["spec"]["template"]["spec"]["containers"][0]["env"][0]["valueFrom"][
+            "secretKeyRef"
+        ]["name"] = "rot-db"
+        other = web_app_deployment(name="bystander", replicas=1)
+        for dep in (manifest, other):
+            http.post(
+                f"/apis/apps/v1/namespaces/{namespace}/deployments", json=dep
+            ).raise_for_status()
+        yield KubeEnvironment(
+            environment=namespace, api_url=base, namespace=namespace, deployment="rot-app",
+            service_url=stack.app_url("staging"), prometheus_url=stack.prometheus_url,
+        )  # fmt: skip
+        http.delete(f"/api/v1/namespaces/{namespace}")
+
+
+def test_switching_a_consumer_updates_the_secret_and_restarts_only_its_users(
+    stack: StackInfo, kube_env: KubeEnvironment, pair: tuple[str, str, str]
+) -> None:
+    database, role, password = pair
+    cred = credential(stack, database, role, password)
+    cred = t.DbCredential(**{**cred.__dict__, "version_id": TOKEN})
+    state = kc.consumer_state.fn(kube_env, "rot-db", cred)
+    assert state == {
+        "environment": kube_env.environment, "secret": False, "deployments": ["rot-app"],
+        "switched": False,
+    }  # fmt: skip
+
+    assert kc.update_secret.fn(kube_env, "rot-db", cred) == "created"
+    assert kc.restart_consumers.fn(kube_env, "rot-db", TOKEN) == ["rot-app"]
+    ready = kc.wait_for_consumers.fn(kube_env, "rot-db", TOKEN, timeout_s=30, poll_s=0.2)
+    assert ready == [{"environment": kube_env.environment, "deployment": "rot-app", "ready": 1}]
+    assert kc.consumer_state.fn(kube_env, "rot-db", cred)["switched"] is True
+    # switching again changes nothing
+    assert kc.update_secret.fn(kube_env, "rot-db", cred) == "unchanged"
+    assert kc.restart_consumers.fn(kube_env, "rot-db", TOKEN) == []
+
+    with httpx.Client(base_url=stack.kube_url) as http:
+        ns = kube_env.namespace
+        stored = http.get(f"/api/v1/namespaces/{ns}/secrets/rot-db").json()
+        bystander = http.get(f"/apis/apps/v1/namespaces/{ns}/deployments/bystander").json()
+    assert base64.b64decode(stored["data"]["password"]).decode() == password
+    assert stored["metadata"]["annotations"][kc.VERSION_ANNOTATION] == TOKEN
+    assert bystander["metadata"]["generation"] == 1  # it does not use the secret
+
+
+def test_a_consumer_stuck_in_its_rollout_fails_verification(
+    stack: StackInfo, kube_env: KubeEnvironment, pair: tuple[str, str, str]
+) -> None:
+    database, role, password = pair
+    cred = t.DbCredential(**credential(stack, database, role, password).__dict__)
+    with httpx.Client(base_url=stack.kube_url) as http:
+        http.patch(
+            f"/apis/apps/v1/namespaces/{kube_env.namespace}/deployments/rot-app",
+            json={"spec": {"template": {"spec": {"containers": [
+                {"name": "web", "image": "registry.local/web-app:crashloop"}
+            ]}}}},
+            headers={"Content-Type": "application/strategic-merge-patch+json"},
+        ).raise_for_status()  # fmt: skip
+    kc.restart_consumers.fn(kube_env, "rot-db", "v0")
+    with pytest.raises(Exception, match="did not finish rolling out") as caught:
+        kc.wait_for_consumers.fn(kube_env, "rot-db", "v0", timeout_s=2, poll_s=0.2)
+    assert type(caught.value).__name__ == "VerificationFailed"
+    assert password not in str(caught.value) and cred.version_id == "v0"
+
+
+def test_uses_secret_finds_every_kind_of_reference() -> None:
+    def pod(**spec: Any) -> dict[str, Any]:
+        return {"containers": [{"name": "c", "image": "i"}], **spec}
+
+    assert kc.uses_secret(pod(volumes=[{"name": "v", "secret": {"secretName": "s"}}]), "s")
+    assert kc.uses_secret(
+        pod(volumes=[{"name": "v", "projected": {"sources": [{"secret": {"name": "s"}}]}}]), "s"
+    )
+    env_from = {"name": "c", "image": "i", "envFrom": [{"secretRef": {"name": "s"}}]}
+    assert kc.uses_secret({"containers": [env_from]}, "s")
+    assert kc.uses_secret({"containers": [], "initContainers": [env_from]}, "s")
+    assert not kc.uses_secret(pod(volumes=[{"name": "v", "secret": {"secretName": "x"}}]), "s")
