@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect.schedules import Cron
+
+from flows.backup import backup_database
+from flows.deploy import staged_deploy
+from flows.migrate import migrate_database
+from flows.operate import hotfix, restart, rollback, scale
+from flows.restore import restore_database
+from flows.restore_drill import restore_drill
+from flows.rotate_credentials import rotate_credentials
 from flows.smoke import stack_smoke
 
 
@@ -14,5 +23,76 @@ def runner_deployments() -> list[Any]:
             name="stack-smoke",
             description="Check that every service the runbooks need answers.",
             tags=["devstack", "read-only"],
+        ),
+        backup_database.to_deployment(
+            name="backup-daily",
+            description="Daily backup of the application database to S3 (02:00 UTC), with "
+            "manifest and 30-day retention. Run it by hand before risky changes.",
+            schedules=[Cron("0 2 * * *", timezone="UTC")],
+            tags=["backup", "database"],
+            concurrency_limit=1,  # a late backup waits for the running one, never overlaps it
+        ),
+        restore_drill.to_deployment(
+            name="restore-drill-weekly",
+            description="Weekly restore drill (Sunday 03:00 UTC): restore the newest backup "
+            "into scratch, verify it, drop it; records RTO and RPO, notifies on failure.",
+            schedules=[Cron("0 3 * * 0", timezone="UTC")],
+            tags=["backup", "drill", "database"],
+        ),
+        restore_database.to_deployment(
+            name="restore",
+            description="Restore the database from a timestamp into a scratch database and "
+            "verify it; replacing the live database pauses for an approval.",
+            tags=["restore", "database"],
+        ),
+        migrate_database.to_deployment(
+            name="migrate-database",
+            description="Apply pending SQL migrations from a directory: squawk lint gate and lock "
+            "plan (dry_run stops there), pre-migration backup, each file in its own transaction "
+            "with lock/statement timeouts under the change-<environment> limit, then verify.",
+            tags=["database", "change"],
+        ),
+        staged_deploy.to_deployment(
+            name="staged-deploy",
+            description="Ship an image through staging (smoke tests), a promotion gate (auto, or "
+            "a person in the UI), production and a bake period judged on health, error rate "
+            "and p95 latency; rolls back automatically when any check fails.",
+            tags=["deploy", "production", "change"],
+            parameters={"policy": "auto"},
+        ),
+        hotfix.to_deployment(
+            name="hotfix",
+            description="Deploy a fix straight to production (no staging), with the same bake "
+            "and automatic rollback as the staged deploy.",
+            tags=["deploy", "production", "change"],
+            parameters={"environment": "production"},
+        ),
+        rollback.to_deployment(
+            name="rollback",
+            description="Roll an environment back to the previous (or a given) revision, like "
+            "`kubectl rollout undo`, and verify it serves healthily.",
+            tags=["deploy", "change"],
+            parameters={"environment": "production"},
+        ),
+        scale.to_deployment(
+            name="scale",
+            description="Scale an environment's Deployment (bounded by its max_replicas) and "
+            "wait until every replica is available.",
+            tags=["operate", "change"],
+        ),
+        restart.to_deployment(
+            name="restart",
+            description="Restart every pod of an environment's Deployment (rollout restart) "
+            "and verify it is healthy.",
+            tags=["operate", "change"],
+        ),
+        rotate_credentials.to_deployment(
+            name="rotate-credentials-monthly",
+            description="Monthly rotation of the application database password (1st, 04:00 UTC) "
+            "through Secrets Manager's four steps; switches and verifies the Kubernetes consumers "
+            "before finishing. Resumable: rerun the same month to resume, a done month is a no-op.",
+            schedules=[Cron("0 4 1 * *", timezone="UTC")],
+            tags=["security", "database", "change"],
+            concurrency_limit=1,  # two rotations of one secret must never interleave their steps
         ),
     ]

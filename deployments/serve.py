@@ -5,13 +5,45 @@ python -m deployments.serve
 
 from __future__ import annotations
 
-from prefect import serve
+import asyncio
+from collections.abc import Sequence
+from typing import Any
 
-from deployments.catalog import runner_deployments
+#: How often the runner asks for runs to start. Runs created by the CI webhook or the UI are
+#: picked up within this many seconds (Prefect's default, 10 s, makes a CI trigger feel slow);
+#: one small query per second against the local server is cheap.
+POLL_SECONDS = 1.0
+
+
+def serve_warm(deployments: Sequence[Any], preload: Sequence[str]) -> None:
+    """Like ``prefect.serve``, but each run forks from a warm process that imported ``preload``.
+
+    ``prefect.serve`` registers deployments without their flow objects, so every run starts
+    ``python -m prefect.engine`` and imports everything again (seconds per run). Registering
+    the in-memory flow makes the runner start the run with ``run_flow_in_subprocess``, which
+    :mod:`deployments.warm_start` points at a preloaded forkserver.
+    """
+    from prefect.flows import load_flow_from_entrypoint
+    from prefect.runner import Runner
+
+    from deployments.warm_start import install
+
+    install(preload)
+    runner = Runner(pause_on_shutdown=False, query_seconds=POLL_SECONDS)
+    registry = getattr(runner, "_deployment_registry", None)
+    for deployment in deployments:
+        deployment_id = runner.add_deployment(deployment)
+        if registry is not None and deployment.entrypoint:
+            registry.register_flow(deployment_id, load_flow_from_entrypoint(deployment.entrypoint))
+        print(f"serving {deployment.flow_name}/{deployment.name}", flush=True)
+    asyncio.run(runner.start())
 
 
 def main() -> None:
-    serve(*runner_deployments(), pause_on_shutdown=False, print_starting_message=True)
+    # Imported here so reading POLL_SECONDS does not import Prefect and every runbook.
+    from deployments.catalog import runner_deployments
+
+    serve_warm(runner_deployments(), preload=["deployments.catalog"])
 
 
 if __name__ == "__main__":

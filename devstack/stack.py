@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from devstack import postgres, procs
-from opsflows.settings import Settings
+from opsflows.settings import REPO_ROOT, Settings
 
 AWS_REGION = "us-east-1"
 BACKUP_BUCKET = "opsflows-backups"
@@ -346,6 +346,7 @@ def serve_runbooks(info: StackInfo, deployment_probe: str = "stack-smoke/stack-s
         [sys.executable, "-m", "deployments.serve"],
         procs.http_ok(f"{info.prefect_api_url}/deployments/name/{deployment_probe}", below=400),
         env=info.env(),
+        cwd=REPO_ROOT,  # catalog entrypoints are paths relative to the repository root
         start_timeout=120,
     )
     return procs.start(Path(info.state_dir), service)

@@ -1,0 +1,118 @@
+"""Backup benchmark: the backup flow against the naive pipeline, at 1x and 2x data.
+
+naive: ``pg_dump -Fc`` (default compression) piped into boto3 ``upload_fileobj`` (a plain
+managed multipart upload). flow: ``backup_database`` (snapshot fingerprint, zstd, streamed
+multipart upload with SHA-256, manifest, retention in dry-run), run in a child process whose
+peak RSS is measured. Both go to a private moto server; the last line printed is the JSON.
+
+    uv run python -m bench.bench_backup
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from bench.common import (
+    BUCKET,
+    admin_target,
+    emit,
+    ensure_bench_db,
+    log,
+    pgbin,
+    private_moto,
+    run_child,
+    s3_client,
+    save_blocks,
+    stack_info,
+    warm,
+)
+
+
+def raw_backup(admin: Any, database: str, endpoint: str, keep: bool = False) -> tuple[float, int]:
+    """The naive pipeline; (seconds, bytes uploaded). The object is deleted unless ``keep``."""
+    client = s3_client(endpoint)
+    key = f"raw/{database}.dump"
+    env = {**os.environ, **admin.libpq_env(), "PGDATABASE": database}
+    started = time.monotonic()
+    proc = subprocess.Popen([pgbin("pg_dump"), "-Fc"], stdout=subprocess.PIPE, env=env)
+    assert proc.stdout is not None
+    client.upload_fileobj(proc.stdout, BUCKET, key)
+    if proc.wait() != 0:
+        raise SystemExit("raw pg_dump failed")
+    seconds = time.monotonic() - started
+    size = int(client.head_object(Bucket=BUCKET, Key=key)["ContentLength"])
+    if not keep:
+        client.delete_object(Bucket=BUCKET, Key=key)
+    return seconds, size
+
+
+def raw_backup_key(admin: Any, database: str, endpoint: str) -> str:
+    """Make the naive backup and keep it; its key (for the restore benchmark)."""
+    raw_backup(admin, database, endpoint, keep=True)
+    return f"raw/{database}.dump"
+
+
+def child(database: str, store: str) -> None:
+    """Run the flow once in this process and print its timing."""
+    from flows.backup import backup_database
+
+    started = time.monotonic()
+    out = backup_database(database=database, store=store, reason="bench", dry_run_retention=True)
+    emit({"flow_s": time.monotonic() - started, "size_bytes": out["size_bytes"]})
+
+
+def main() -> None:
+    info = stack_info()
+    admin = admin_target(info)
+    results: dict[str, dict[str, float]] = {}
+    with private_moto(info) as endpoint:
+        for label in ("1x", "2x"):
+            database, db_mb = ensure_bench_db(admin, label)
+            blocks = save_blocks(info, database, endpoint)
+            warm(admin, database)
+            log(f"{label}: raw pg_dump -Fc | boto3 upload_fileobj")
+            raw_s, raw_size = raw_backup(admin, database, endpoint)
+            log(f"{label}: raw {raw_s:.1f} s ({raw_size / 2**20:.0f} MiB); now the flow")
+            flow, rss = run_child("bench.bench_backup", "--child", blocks.database, blocks.store)
+            log(
+                f"{label}: flow {flow['flow_s']:.1f} s ({flow['size_bytes'] / 2**20:.0f} MiB), "
+                f"peak RSS {rss:.0f} MB"
+            )
+            results[label] = {
+                "raw_s": raw_s,
+                "flow_s": float(flow["flow_s"]),
+                "rss": rss,
+                "db_mb": db_mb,
+                "raw_mb": raw_size / 2**20,
+                "flow_mb": float(flow["size_bytes"]) / 2**20,
+            }
+    one, two = results["1x"], results["2x"]
+    emit(
+        {
+            "bench": "backup",
+            "ratio": round(one["flow_s"] / one["raw_s"], 3),
+            "flow_s": round(one["flow_s"], 2),
+            "raw_s": round(one["raw_s"], 2),
+            "ratio_2x": round(two["flow_s"] / two["raw_s"], 3),
+            "flow_s_2x": round(two["flow_s"], 2),
+            "raw_s_2x": round(two["raw_s"], 2),
+            "peak_rss_mb": round(one["rss"], 1),
+            "peak_rss_mb_2x": round(two["rss"], 1),
+            "rss_growth": round(two["rss"] / one["rss"] - 1, 3),
+            "db_mb": round(one["db_mb"]),
+            "db_mb_2x": round(two["db_mb"]),
+            "dump_mb": round(one["flow_mb"], 1),
+            "raw_dump_mb": round(one["raw_mb"], 1),
+        }
+    )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3])
+    else:
+        main()

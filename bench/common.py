@@ -1,0 +1,254 @@
+"""What the backup and restore benchmarks share: data, a private S3, timing, peak RSS.
+
+The data lives in its own databases on the test stack's PostgreSQL (``bench_data_1x`` and
+``bench_data_2x``): pgbench tables plus ``bench_payload``, rows of random base64 text and
+JSON making up at least half of the size, so a dump does not compress away. They are
+generated server-side with SQL and reused when they already have the right size.
+
+S3 is a private moto server started for the run (never the shared one: multi-gigabyte
+uploads would slow every other engineer's tests), stopped at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("OPSFLOWS_STATE_DIR", str(REPO / ".devstack-test"))
+
+import psycopg  # noqa: E402
+from psycopg import sql  # noqa: E402
+
+from devstack import procs  # noqa: E402
+from devstack.stack import AWS_REGION, MOTO_KEYS, StackInfo, load, stack_secrets  # noqa: E402
+from opsflows.settings import Settings  # noqa: E402
+
+_RECORDED = load(Settings())
+if _RECORDED is not None:  # before Prefect is imported: point it at the test stack
+    os.environ.update(_RECORDED.env())
+
+MB = 1024 * 1024
+#: Target database sizes (MB) for the 1x and 2x runs.
+SIZES = {"1x": 1100, "2x": 2200}
+#: pgbench accounts + index take roughly this many MB per scale unit.
+_PGBENCH_MB_PER_SCALE = 15.0
+_PAYLOAD_SHARE = 0.55
+
+
+def log(message: str) -> None:
+    """Progress on stderr (stdout's last line is the JSON result)."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def stack_info() -> StackInfo:
+    """The test stack (must be running: ``make test`` or the devstack up command)."""
+    info = load(Settings())
+    if info is None:
+        raise SystemExit("no test stack recorded; start it first (see the Makefile's TEST_ENV)")
+    return info
+
+
+def admin_target(info: StackInfo, database: str = "postgres") -> Any:
+    """A superuser PostgresTarget on the test stack (password from the stack's secrets)."""
+    from blocks.postgres import PostgresTarget
+
+    password = stack_secrets(Path(info.state_dir))["postgres"]
+    return PostgresTarget(
+        host=info.host,
+        port=info.postgres_port,
+        database=database,
+        user="postgres",
+        password=password,
+    )
+
+
+def _pgbin(name: str) -> str:
+    candidate = Path("/usr/lib/postgresql/15/bin") / name
+    return str(candidate) if candidate.exists() else (shutil.which(name) or name)
+
+
+def db_size_mb(admin: Any, database: str) -> float:
+    with psycopg.connect(admin.conninfo("postgres"), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT pg_database_size(datname) FROM pg_database WHERE datname = %s", (database,)
+        ).fetchone()
+    return float(row[0]) / MB if row else 0.0
+
+
+def ensure_bench_db(admin: Any, label: str) -> tuple[str, float]:
+    """Create (or reuse) the bench database for ``label`` ("1x"/"2x"); its name and MB."""
+    target_mb = SIZES[label]
+    name = f"bench_data_{label}"
+    size = db_size_mb(admin, name)
+    if size >= target_mb * 0.95:
+        log(f"reusing {name} ({size:.0f} MB)")
+        return name, size
+    log(f"generating {name} (~{target_mb} MB), this takes a few minutes")
+    with psycopg.connect(admin.conninfo("postgres"), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    scale = max(1, round(target_mb * (1 - _PAYLOAD_SHARE) / _PGBENCH_MB_PER_SCALE))
+    env = {**os.environ, **admin.libpq_env(), "PGDATABASE": name}
+    subprocess.run(
+        [_pgbin("pgbench"), "-i", "-q", "-I", "dtGvp", "-s", str(scale)],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    with psycopg.connect(admin.conninfo(name), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pgcrypto")
+        conn.execute(
+            "CREATE TABLE bench_payload (id bigserial PRIMARY KEY, body text NOT NULL,"
+            " doc jsonb NOT NULL)"
+        )
+        batch = 100_000
+        while db_size_mb(admin, name) < target_mb:
+            conn.execute(
+                "INSERT INTO bench_payload (body, doc)"
+                " SELECT encode(gen_random_bytes(600), 'base64'),"
+                " jsonb_build_object('key', md5(random()::text), 'n', (random()*1e9)::bigint,"
+                " 'tags', jsonb_build_array(md5(random()::text), md5(random()::text)),"
+                " 'at', now() - random() * interval '365 days')"
+                " FROM generate_series(1, %s)",
+                (batch,),
+            )
+        conn.execute("VACUUM ANALYZE")
+    size = db_size_mb(admin, name)
+    log(f"{name} ready: {size:.0f} MB")
+    return name, size
+
+
+@contextlib.contextmanager
+def private_moto(info: StackInfo) -> Iterator[str]:
+    """A moto server of our own for this run (its URL); stopped at the end."""
+    port = procs.free_port(info.host)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devstack.moto_server", "--host", info.host, "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not procs.port_open(info.host, port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the private moto server did not start")
+            time.sleep(0.2)
+        url = f"http://{info.host}:{port}"
+        s3_client(url).create_bucket(Bucket=BUCKET)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+BUCKET = "bench-backups"
+
+
+def s3_client(endpoint: str) -> Any:
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=AWS_REGION,
+        aws_access_key_id=MOTO_KEYS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=MOTO_KEYS["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+@dataclass(frozen=True)
+class BenchBlocks:
+    """Block names the flow child process loads."""
+
+    database: str
+    admin: str
+    store: str
+
+
+def save_blocks(info: StackInfo, database: str, endpoint: str) -> BenchBlocks:
+    """PostgresTarget (superuser) and BackupStore blocks for one bench database."""
+    from prefect_aws import AwsCredentials
+
+    from blocks.storage import BackupStore
+
+    slug = database.replace("_", "-")
+    admin_target(info, database).save(slug, overwrite=True)
+    admin_target(info, database).save(f"{slug}-admin", overwrite=True)
+    creds = AwsCredentials(
+        aws_access_key_id=MOTO_KEYS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=MOTO_KEYS["AWS_SECRET_ACCESS_KEY"],
+        region_name=AWS_REGION,
+        aws_client_parameters={"endpoint_url": endpoint},
+    )
+    BackupStore(bucket=BUCKET, prefix="bench/", aws_credentials=creds).save(
+        f"{slug}-store", overwrite=True
+    )
+    return BenchBlocks(slug, f"{slug}-admin", f"{slug}-store")
+
+
+def run_child(module: str, *args: str) -> tuple[dict[str, Any], float]:
+    """Run ``python -m module args`` (a flow), return its JSON result and peak RSS in MB."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env={**os.environ, "PREFECT_LOGGING_LEVEL": "WARNING"},
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise SystemExit(f"{module} {' '.join(args)} failed with status {status}")
+    last = out.decode().strip().splitlines()[-1]
+    return json.loads(last), usage.ru_maxrss / 1024.0
+
+
+def warm(admin: Any, database: str) -> None:
+    """Read every table once, so neither contender pays for a cold cache."""
+    with psycopg.connect(admin.conninfo(database), autocommit=True) as conn:
+        tables = conn.execute(
+            "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables"
+            " WHERE schemaname = 'public'"
+        ).fetchall()
+        for (table,) in tables:
+            conn.execute(f"SELECT count(*) FROM {table}")
+
+
+def pgbin(name: str) -> str:
+    return _pgbin(name)
+
+
+def drop_database(admin: Any, name: str) -> None:
+    with psycopg.connect(admin.conninfo("postgres"), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def emit(result: dict[str, Any]) -> None:
+    """The one JSON line the Makefile target ends with."""
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    _info = stack_info()
+    _admin = admin_target(_info)
+    for _label in sys.argv[1:] or list(SIZES):
+        ensure_bench_db(_admin, _label)

@@ -1,0 +1,375 @@
+"""Backup decisions as pure functions: which backup to restore, what retention keeps.
+
+Nothing here touches S3 or PostgreSQL: the catalog is read by ``tasks/catalog.py`` into
+:class:`BackupRecord` values, and the functions below decide on them. A backup is
+*complete* only when its manifest exists (the manifest is written last, after the upload
+succeeded), so a dump left by a killed or failed run is never chosen for a restore.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from opsflows.errors import BackupMissing, ConfigurationError
+
+MANIFEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TableFingerprint:
+    """One table as the dump's snapshot saw it."""
+
+    name: str
+    rows: int
+    max_pk: int | None = None
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """The data a restore must reproduce: tables, their row counts, the schema hash."""
+
+    tables: tuple[TableFingerprint, ...]
+    schema_hash: str
+
+    def table(self, name: str) -> TableFingerprint | None:
+        return next((t for t in self.tables if t.name == name), None)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Written beside the dump, last: what the dump holds and how to check it."""
+
+    backup_id: str
+    database: str
+    server_version: str
+    started_at: datetime
+    finished_at: datetime
+    snapshot_at: datetime
+    dump_key: str
+    size_bytes: int
+    sha256: str
+    parts: int
+    compression: str
+    fingerprint: Fingerprint
+    reason: str = ""
+    database_bytes: int = 0
+    version: int = MANIFEST_VERSION
+
+
+@dataclass(frozen=True)
+class BackupRecord:
+    """One backup as listed in the store: the dump object, its manifest if any."""
+
+    backup_id: str
+    database: str
+    dump_key: str | None
+    dump_size: int | None
+    dump_modified: datetime | None
+    manifest: Manifest | None = None
+    verified_at: datetime | None = None
+    keys: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        """A dump with its manifest (written last, so the upload had succeeded)."""
+        return self.manifest is not None and self.dump_key == self.manifest.dump_key
+
+    @property
+    def size_matches(self) -> bool:
+        """The object is as large as the manifest says (else it was truncated or replaced).
+
+        A mismatch does not hide the backup from selection: restoring it fails its checksum
+        with a clear error instead of silently restoring older data.
+        """
+        return self.manifest is not None and self.dump_size == self.manifest.size_bytes
+
+    @property
+    def point_in_time(self) -> datetime | None:
+        """The moment the data in the backup reflects (its snapshot), or None if incomplete."""
+        return self.manifest.snapshot_at if self.manifest else None
+
+    @property
+    def seen_at(self) -> datetime | None:
+        """Best known time of the backup, complete or not (for listings and retention)."""
+        if self.manifest:
+            return self.manifest.snapshot_at
+        return parse_backup_id(self.backup_id) or self.dump_modified
+
+
+# --- timestamps ---------------------------------------------------------------------------
+
+
+def parse_timestamp(text: str, default_tz: timezone = UTC) -> datetime:
+    """Parse a restore point such as ``"2025-11-19 10:00:00"`` or ``"2025-11-19T10:00Z"``.
+
+    A time without a zone is taken in ``default_tz`` (UTC); the result is always aware.
+    """
+    value = text.strip()
+    if not value:
+        raise ConfigurationError("empty timestamp", hint='use e.g. "2025-11-19 10:00:00" (UTC)')
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"cannot read {text!r} as a timestamp",
+            hint='use ISO 8601, e.g. "2025-11-19 10:00:00" (UTC) or "2025-11-19T10:00:00+01:00"',
+        ) from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=default_tz)
+    return moment
+
+
+def backup_id_for(moment: datetime) -> str:
+    """A sortable, key-safe backup id for ``moment`` (UTC, microseconds)."""
+    return _as_utc(moment).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def parse_backup_id(backup_id: str) -> datetime | None:
+    """The time encoded in a backup id, or None when it is not one of ours."""
+    try:
+        return datetime.strptime(backup_id, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _as_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ConfigurationError(f"timestamp {moment.isoformat()} has no time zone")
+    return moment.astimezone(UTC)
+
+
+# --- choosing a backup --------------------------------------------------------------------
+
+
+def _sort_key(record: BackupRecord) -> tuple[datetime, bool, datetime, str]:
+    manifest = record.manifest
+    assert manifest is not None
+    return (
+        manifest.snapshot_at,
+        record.verified_at is not None,
+        manifest.finished_at,
+        record.backup_id,
+    )
+
+
+def choose_backup(
+    records: Iterable[BackupRecord], at: datetime | None, *, nearest: int = 3
+) -> BackupRecord:
+    """The newest complete backup whose snapshot is at or before ``at`` (None = newest).
+
+    Ties on the snapshot time prefer a verified backup, then the later finished one.
+    When none is old enough, :class:`BackupMissing` lists the ``nearest`` complete
+    backups after ``at`` so the caller can pick a later point knowingly.
+    """
+    complete = sorted((r for r in records if r.complete), key=_sort_key)
+    if not complete:
+        raise BackupMissing(
+            "no complete backup exists (a dump without a manifest is not a backup)",
+            hint="run the backup flow first",
+        )
+    if at is None:
+        return complete[-1]
+    limit = _as_utc(at)
+    eligible = [r for r in complete if _as_utc(r.manifest.snapshot_at) <= limit]  # type: ignore[union-attr]
+    if eligible:
+        return eligible[-1]
+    after = complete[:nearest]
+    listed = ", ".join(
+        f"{r.backup_id} (snapshot {r.manifest.snapshot_at.isoformat()})"  # type: ignore[union-attr]
+        for r in after
+    )
+    raise BackupMissing(
+        f"no complete backup at or before {limit.isoformat()}; the oldest are: {listed}",
+        hint="choose a later timestamp, or restore the oldest backup knowingly",
+    )
+
+
+# --- retention ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetentionItem:
+    """One backup and why the plan keeps or deletes it."""
+
+    record: BackupRecord
+    reason: str
+
+
+@dataclass(frozen=True)
+class RetentionPlan:
+    """What retention keeps and deletes, with the rule that decided each."""
+
+    now: datetime
+    keep: tuple[RetentionItem, ...]
+    delete: tuple[RetentionItem, ...]
+    keep_days: int
+    min_count: int
+
+    def delete_keys(self) -> list[str]:
+        return [key for item in self.delete for key in item.record.keys]
+
+
+def plan_retention(
+    records: Sequence[BackupRecord],
+    now: datetime,
+    *,
+    keep_days: int = 30,
+    min_count: int = 7,
+    incomplete_grace: timedelta = timedelta(hours=6),
+) -> RetentionPlan:
+    """Keep ``keep_days`` of backups, never fewer than ``min_count`` complete ones, and never
+    the newest verified backup; drop incomplete leftovers once past ``incomplete_grace``.
+
+    An incomplete dump younger than the grace period may belong to a run still writing its
+    manifest, so it is kept.
+    """
+    if keep_days < 1:
+        raise ConfigurationError(f"retention of {keep_days} days would delete every backup")
+    if min_count < 1:
+        raise ConfigurationError(f"a minimum count of {min_count} would allow deleting all")
+    now = _as_utc(now)
+    horizon = now - timedelta(days=keep_days)
+    complete = sorted((r for r in records if r.complete), key=_sort_key, reverse=True)
+    newest_n = {r.backup_id for r in complete[:min_count]}
+    verified = [r for r in complete if r.verified_at is not None]
+    newest_verified = verified[0].backup_id if verified else None
+    keep: list[RetentionItem] = []
+    delete: list[RetentionItem] = []
+    for record in complete:
+        when = _as_utc(record.manifest.snapshot_at)  # type: ignore[union-attr]
+        if when >= horizon:
+            keep.append(RetentionItem(record, f"younger than {keep_days} days"))
+        elif record.backup_id in newest_n:
+            keep.append(RetentionItem(record, f"one of the newest {min_count} complete backups"))
+        elif record.backup_id == newest_verified:
+            keep.append(RetentionItem(record, "the newest verified backup"))
+        else:
+            delete.append(RetentionItem(record, f"older than {keep_days} days"))
+    for record in records:
+        if record.complete:
+            continue
+        seen = record.seen_at
+        if seen is not None and _as_utc(seen) > now - incomplete_grace:
+            keep.append(RetentionItem(record, "incomplete but recent: a run may still finish it"))
+        else:
+            delete.append(RetentionItem(record, "incomplete (no manifest): not a backup"))
+    return RetentionPlan(
+        now=now, keep=tuple(keep), delete=tuple(delete), keep_days=keep_days, min_count=min_count
+    )
+
+
+@dataclass(frozen=True)
+class PendingUpload:
+    """A multipart upload that was started and neither completed nor aborted."""
+
+    key: str
+    upload_id: str
+    initiated: datetime
+
+
+def stale_uploads(
+    uploads: Iterable[PendingUpload], now: datetime, grace: timedelta = timedelta(hours=6)
+) -> list[PendingUpload]:
+    """Uploads older than ``grace``: left by killed runs, to be aborted (their parts cost)."""
+    limit = _as_utc(now) - grace
+    return [u for u in uploads if _as_utc(u.initiated) <= limit]
+
+
+# --- manifest (de)serialisation -------------------------------------------------------------
+
+
+def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
+    """The manifest as JSON-ready data."""
+    return {
+        "version": manifest.version,
+        "backup_id": manifest.backup_id,
+        "database": manifest.database,
+        "server_version": manifest.server_version,
+        "started_at": manifest.started_at.isoformat(),
+        "finished_at": manifest.finished_at.isoformat(),
+        "snapshot_at": manifest.snapshot_at.isoformat(),
+        "dump_key": manifest.dump_key,
+        "size_bytes": manifest.size_bytes,
+        "sha256": manifest.sha256,
+        "parts": manifest.parts,
+        "compression": manifest.compression,
+        "reason": manifest.reason,
+        "database_bytes": manifest.database_bytes,
+        "fingerprint": {
+            "schema_hash": manifest.fingerprint.schema_hash,
+            "tables": [
+                {"name": t.name, "rows": t.rows, "max_pk": t.max_pk}
+                for t in manifest.fingerprint.tables
+            ],
+        },
+    }
+
+
+def manifest_from_dict(data: Mapping[str, Any]) -> Manifest:
+    """Read a manifest; a malformed one is a :class:`ConfigurationError` naming the field."""
+    try:
+        fp = data["fingerprint"]
+        return Manifest(
+            version=int(data.get("version", MANIFEST_VERSION)),
+            backup_id=str(data["backup_id"]),
+            database=str(data["database"]),
+            server_version=str(data["server_version"]),
+            started_at=parse_timestamp(str(data["started_at"])),
+            finished_at=parse_timestamp(str(data["finished_at"])),
+            snapshot_at=parse_timestamp(str(data["snapshot_at"])),
+            dump_key=str(data["dump_key"]),
+            size_bytes=int(data["size_bytes"]),
+            sha256=str(data["sha256"]),
+            parts=int(data["parts"]),
+            compression=str(data["compression"]),
+            reason=str(data.get("reason", "")),
+            database_bytes=int(data.get("database_bytes", 0)),
+            fingerprint=Fingerprint(
+                schema_hash=str(fp["schema_hash"]),
+                tables=tuple(
+                    TableFingerprint(
+                        name=str(t["name"]),
+                        rows=int(t["rows"]),
+                        max_pk=None if t.get("max_pk") is None else int(t["max_pk"]),
+                    )
+                    for t in fp["tables"]
+                ),
+            ),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigurationError(f"malformed backup manifest: {exc!r}") from exc
+
+
+@dataclass(frozen=True)
+class DrillVerdict:
+    """What a restore drill concludes about recovery objectives."""
+
+    rto_s: float
+    rpo_s: float
+    max_age_s: float
+    backup_too_old: bool
+    messages: tuple[str, ...] = field(default_factory=tuple)
+
+
+def judge_drill(
+    rto_s: float, backup_at: datetime, now: datetime, max_age: timedelta
+) -> DrillVerdict:
+    """RPO is the age of the newest backup; it is too old past ``max_age``."""
+    rpo = (_as_utc(now) - _as_utc(backup_at)).total_seconds()
+    too_old = rpo > max_age.total_seconds()
+    hours, limit_h = rpo / 3600, max_age.total_seconds() / 3600
+    messages = (
+        (f"newest backup is {hours:.1f} h old (threshold {limit_h:.1f} h)",) if too_old else ()
+    )
+    return DrillVerdict(
+        rto_s=round(rto_s, 3),
+        rpo_s=round(rpo, 3),
+        max_age_s=max_age.total_seconds(),
+        backup_too_old=too_old,
+        messages=messages,
+    )

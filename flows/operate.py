@@ -1,0 +1,331 @@
+"""Runbook quick fixes on one environment: rollback, hotfix, scale, restart.
+
+Also the production release machinery the staged deploy shares with the hotfix: under the
+environment's change lock, set the image, wait for the rollout, bake (health, error rate,
+p95 latency, readiness, restarts against the block's thresholds) and, when anything fails or
+cannot be measured, roll back to the recorded revision, verify it serves healthily, notify
+and end the run failed with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any, NoReturn
+
+from prefect import flow
+from prefect.artifacts import (
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
+from prefect.concurrency.sync import concurrency
+from prefect.logging import get_run_logger
+
+from blocks.kube import KubeEnvironment
+from blocks.notify import NotificationRouting
+from decisions.deploy import PASS, check_replicas, parse_image
+from flows.common import (
+    ROUTING,
+    OperationRecord,
+    load_block,
+    notify,
+    operation_log,
+    try_load_ops_db,
+)
+from opsflows.errors import ConfigurationError, OpsError, Throttled, VerificationFailed
+from tasks.bake import limits_for, run_bake
+from tasks.rollout import (
+    current_release,
+    restart_rollout,
+    scale_deployment,
+    set_image,
+    undo_rollout,
+    wait_for_rollout,
+)
+from tasks.smoke import verify_serving
+
+ROLLOUT_TIMEOUT_S = 300.0
+
+
+@contextlib.contextmanager
+def change_lock(env: KubeEnvironment, timeout_s: float) -> Iterator[None]:
+    """Hold the environment's strict global concurrency limit ``change-<environment>``.
+
+    One change per environment at a time (deploys, hotfixes, rollbacks, migrations).
+    """
+    name = f"change-{env.environment}"
+    held = False
+    try:
+        with concurrency(name, occupy=1, strict=True, timeout_seconds=timeout_s):
+            held = True
+            get_run_logger().info("holding the %s lock", name)
+            yield
+    except ConcurrencySlotAcquisitionError as exc:
+        if held:
+            raise
+        raise ConfigurationError(
+            f"the concurrency limit {name} does not exist",
+            hint="create it (run `opsflows bootstrap`) so changes cannot overlap",
+        ) from exc
+    except TimeoutError as exc:
+        if held:
+            raise
+        raise Throttled(
+            f"another change to {env.environment} held {name} for more than {timeout_s:g}s",
+            hint="wait for the running change to finish, then start this one again",
+        ) from exc
+
+
+def try_load_routing(name: str = ROUTING) -> NotificationRouting | None:
+    """The notification routing block, or None (logged) when it is not configured."""
+    try:
+        return load_block(NotificationRouting, name)
+    except OpsError as exc:
+        get_run_logger().warning("notifications will only be logged: %s", exc)
+        return None
+
+
+def safe_notify(routing: NotificationRouting | None, severity: str, subject: str, body: str) -> int:
+    """Notify, never raising: a broken channel must not hide what the run did."""
+    try:
+        return notify(routing, severity, subject, body)
+    except Exception as exc:  # noqa: BLE001 - reported, never fatal
+        get_run_logger().warning("could not send %s notification %r: %s", severity, subject, exc)
+        return 0
+
+
+def release_to_production(
+    env: KubeEnvironment,
+    image: str,
+    target: dict[str, Any],
+    routing: NotificationRouting | None,
+    rec: OperationRecord,
+    *,
+    bake_seconds: float,
+    bake_interval_s: float,
+    metrics_window_s: float,
+) -> dict[str, Any]:
+    """Set the image, wait, bake; on any failure roll back to ``target`` and raise.
+
+    Call it while holding :func:`change_lock`. Returns the bake summary on success.
+
+    Raises:
+        VerificationFailed: the release failed and was rolled back (or the rollback failed).
+    """
+    logger = get_run_logger()
+    since = time.time()
+    rec.details["production_started_at"] = since
+    try:
+        set_image(env, image)
+        rollout = wait_for_rollout(env, timeout_s=ROLLOUT_TIMEOUT_S)
+        progress: Any = create_progress_artifact(0.0, description=f"Bake of {image}")
+        report = run_bake(
+            env,
+            limits_for(env),
+            bake_seconds,
+            bake_interval_s,
+            since,
+            metrics_window_s,
+            on_round=lambda done: update_progress_artifact(progress, round(done * 100, 1)),
+        )
+        create_table_artifact(
+            key=f"bake-{env.environment}",
+            table=report.rows(),
+            description=f"Bake of {image} in {env.environment}: {report.verdict}",
+        )
+        rec.details["bake_rounds"] = len(report.rounds)
+        rec.details["bake_verdict"] = report.verdict
+        if report.verdict == PASS:
+            logger.info("%s baked %d rounds: pass", env.environment, len(report.rounds))
+            return {"rollout_s": rollout["seconds"], "bake_rounds": len(report.rounds)}
+        bad = report.first_bad
+        rec.details["first_failure_at"] = bad.at if bad else None
+        failure = f"bake {report.verdict}: " + "; ".join(report.reasons())
+    except Exception as exc:  # noqa: BLE001 - any failure after the change means roll back
+        rec.details.setdefault("first_failure_at", time.time())
+        failure = f"{type(exc).__name__}: {exc}"
+    roll_back(env, image, target, failure, routing, rec)
+
+
+def roll_back(
+    env: KubeEnvironment,
+    image: str,
+    target: dict[str, Any],
+    failure: str,
+    routing: NotificationRouting | None,
+    rec: OperationRecord,
+) -> NoReturn:
+    """Undo to the recorded revision, wait, verify it serves healthily, notify, raise."""
+    logger = get_run_logger()
+    revision, good = int(target["revision"]), str(target["image"])
+    logger.error(
+        "%s: %s; rolling back to revision %s (%s)", env.environment, failure, revision, good
+    )
+    rec.issues.append(failure)
+    rec.details["rollback_started_at"] = time.time()
+    try:
+        undone = undo_rollout(env, revision)
+        wait_for_rollout(env, timeout_s=ROLLOUT_TIMEOUT_S)
+        verify_serving(env.service_url, good)
+    except Exception as exc:  # noqa: BLE001 - escalate whatever stopped the rollback
+        rec.follow_up.append(f"{env.environment} needs a person: the automatic rollback failed")
+        safe_notify(
+            routing,
+            "P1",
+            f"{env.environment}: rollback of {image} FAILED",
+            f"{failure}. Rolling back to revision {revision} ({good}) failed: {exc}",
+        )
+        raise VerificationFailed(
+            f"{env.environment} release of {image} failed ({failure}) and the automatic "
+            f"rollback to revision {revision} failed: {exc}",
+            hint="production may still run the bad release: roll back by hand now",
+        ) from exc
+    rec.details["recovered_at"] = time.time()
+    if undone["skipped"]:
+        # The change never took effect (e.g. the image could not be set): nothing to undo.
+        rec.impact = f"{env.environment} stayed on {good}"
+        safe_notify(routing, "P3", f"{env.environment}: {image} not deployed", failure)
+        raise VerificationFailed(
+            f"{env.environment} release of {image} failed ({failure}); production stayed on "
+            f"revision {revision} ({good}), which serves healthily",
+            hint="fix the cause and deploy again",
+        )
+    rec.impact = f"{env.environment} briefly ran {image}; rolled back to {good}"
+    rec.follow_up.append(f"find out why {image} failed in {env.environment} before retrying")
+    safe_notify(
+        routing,
+        "P2",
+        f"{env.environment}: {image} rolled back",
+        f"{failure}. Rolled back automatically to revision {revision} ({good}), serving healthy.",
+    )
+    raise VerificationFailed(
+        f"{env.environment} release of {image} failed ({failure}); rolled back automatically "
+        f"to revision {revision} ({good}), which serves healthily",
+        hint="fix the release and deploy again",
+    )
+
+
+@flow(name="rollback")
+def rollback(
+    environment: str = "production", revision: int | None = None, lock_timeout_s: float = 600
+) -> dict[str, Any]:
+    """Roll a Deployment back to the previous (or a given) revision and verify it is healthy.
+
+    Args:
+        environment: KubeEnvironment block of the environment.
+        revision: Revision to return to (``kubectl rollout undo --to-revision``); the
+            previous one when empty.
+        lock_timeout_s: How long to wait for another change to this environment to finish.
+    """
+    reason = f"roll {environment} back to " + (f"revision {revision}" if revision else "previous")
+    with operation_log("rollback", reason, try_load_ops_db()) as rec:
+        if revision is not None and revision < 1:
+            raise ConfigurationError(f"revision must be >= 1, got {revision}")
+        env = load_block(KubeEnvironment, environment)
+        routing = try_load_routing()
+        with change_lock(env, lock_timeout_s):
+            before = current_release(env)
+            undone = undo_rollout(env, revision)
+            wait_for_rollout(env, timeout_s=ROLLOUT_TIMEOUT_S)
+            verify_serving(env.service_url, undone["image"])
+            after = current_release(env)
+        rec.impact = (
+            f"{environment}: {before['image']} (rev {before['revision']}) -> "
+            f"{after['image']} (rev {after['revision']})"
+        )
+        rec.details.update(before=before, after=after, skipped=undone["skipped"])
+        safe_notify(routing, "P3", f"{environment} rolled back", rec.impact)
+        return {"before": before, "after": after, "skipped": undone["skipped"]}
+
+
+@flow(name="hotfix")
+def hotfix(
+    image: str,
+    environment: str = "production",
+    commit: str | None = None,
+    bake_seconds: float = 60,
+    bake_interval_s: float = 5,
+    metrics_window_s: float = 30,
+    lock_timeout_s: float = 900,
+) -> dict[str, Any]:
+    """Deploy a fix straight to production, baked and rolled back automatically on failure.
+
+    Args:
+        image: The fixed image (pinned tag or digest).
+        environment: KubeEnvironment block; must be a production environment.
+        commit: The commit being shipped, for the operation log.
+        bake_seconds: How long production is watched after the rollout.
+        bake_interval_s: Seconds between bake measurements.
+        metrics_window_s: Longest PromQL range judged (the bake never looks before the release).
+        lock_timeout_s: How long to wait for another change to production to finish.
+    """
+    reason = f"hotfix {image}" + (f" ({commit})" if commit else "")
+    with operation_log("hotfix", reason, try_load_ops_db()) as rec:
+        ref = parse_image(image)
+        if bake_seconds < 0 or bake_interval_s <= 0 or metrics_window_s < 5:
+            raise ConfigurationError("bake_seconds >= 0, bake_interval_s > 0, window >= 5 s")
+        env = load_block(KubeEnvironment, environment)
+        if env.environment != "production":
+            raise ConfigurationError(
+                f"hotfix goes to production only; block {environment} is {env.environment}",
+                hint="use staged_deploy for other environments",
+            )
+        routing = try_load_routing()
+        rec.details.update(image=str(ref), commit=commit)
+        with change_lock(env, lock_timeout_s):
+            target = current_release(env)
+            rec.details["rollback_target"] = target
+            safe_notify(routing, "P3", f"hotfix {image} started", f"{reason}; from {target}")
+            result = release_to_production(
+                env,
+                image,
+                target,
+                routing,
+                rec,
+                bake_seconds=bake_seconds,
+                bake_interval_s=bake_interval_s,
+                metrics_window_s=metrics_window_s,
+            )
+        rec.impact = f"{env.environment}: {target['image']} -> {image}"
+        return {"image": image, "previous": target, **result}
+
+
+@flow(name="scale")
+def scale(environment: str, replicas: int, lock_timeout_s: float = 600) -> dict[str, Any]:
+    """Scale the Deployment (bounded by the block's max_replicas) and wait until available.
+
+    Args:
+        environment: KubeEnvironment block of the environment.
+        replicas: Wanted replica count (1..max_replicas).
+        lock_timeout_s: How long to wait for another change to this environment to finish.
+    """
+    with operation_log("scale", f"scale {environment} to {replicas}", try_load_ops_db()) as rec:
+        env = load_block(KubeEnvironment, environment)
+        check_replicas(replicas, env.max_replicas)
+        with change_lock(env, lock_timeout_s):
+            scaled = scale_deployment(env, replicas)
+            rollout = wait_for_rollout(env, timeout_s=ROLLOUT_TIMEOUT_S)
+        rec.impact = f"{environment}: {scaled['from']} -> {scaled['to']} replicas"
+        return {**scaled, "seconds": rollout["seconds"]}
+
+
+@flow(name="restart")
+def restart(environment: str, lock_timeout_s: float = 600) -> dict[str, Any]:
+    """Restart every pod of the Deployment (``kubectl rollout restart``) and verify health.
+
+    Args:
+        environment: KubeEnvironment block of the environment.
+        lock_timeout_s: How long to wait for another change to this environment to finish.
+    """
+    with operation_log("restart", f"rollout restart {environment}", try_load_ops_db()) as rec:
+        env = load_block(KubeEnvironment, environment)
+        with change_lock(env, lock_timeout_s):
+            before = current_release(env)
+            stamp = restart_rollout(env)
+            rollout = wait_for_rollout(env, timeout_s=ROLLOUT_TIMEOUT_S)
+            verify_serving(env.service_url, before["image"])
+        rec.impact = f"{environment}: every pod of {before['image']} replaced"
+        return {**stamp, "seconds": rollout["seconds"], "image": before["image"]}

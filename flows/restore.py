@@ -1,0 +1,226 @@
+"""Restore runbook: restore a backup from a timestamp into a scratch database, verify it,
+and only with an explicit approval swap it in for the live database.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from pydantic import Field
+
+from blocks.postgres import PostgresTarget
+from blocks.storage import BackupStore
+from decisions.backups import BackupRecord, choose_backup, parse_timestamp
+from flows.common import (
+    APP_DB,
+    APP_DB_ADMIN,
+    BACKUPS,
+    OperationRecord,
+    load_block,
+    operation_log,
+    try_load_ops_db,
+)
+from opsflows.errors import ConfigurationError, GateRejected, VerificationFailed
+from tasks.catalog import list_backups, mark_verified
+from tasks.restore import (
+    RestoreResult,
+    drop_scratch,
+    restore_into_scratch,
+    swap_in,
+)
+from tasks.verify import VerificationReport, preload, read_user_suites, verify_restore
+
+_MAX_IDENT = 63
+
+
+class RestoreApproval(RunInput):
+    """Approve replacing the live database with the verified restore."""
+
+    approve: bool = Field(default=False, description="Replace the live database now?")
+    approver: str = Field(default="", description="Who approves (name or handle).")
+    reason: str = Field(default="", description="Why the live database is replaced.")
+
+
+@dataclass(frozen=True)
+class VerifiedRestore:
+    """A backup restored into a scratch database and verified against its manifest."""
+
+    record: BackupRecord
+    scratch: str
+    restore: RestoreResult
+    report: VerificationReport
+
+
+def scratch_name(database: str, backup_id: str) -> str:
+    """A new database name for restoring ``backup_id`` of ``database`` (≤ 63 chars)."""
+    suffix = f"_r{backup_id[:15].lower()}_{secrets.token_hex(2)}"
+    return database[: _MAX_IDENT - len(suffix)] + suffix
+
+
+def restore_and_verify(
+    target: PostgresTarget,
+    admin: PostgresTarget,
+    store: BackupStore,
+    record: BackupRecord,
+    expectations: str | None,
+) -> VerifiedRestore:
+    """Restore ``record`` into a new scratch database and verify it (shared with the drill).
+
+    A failed verification drops the scratch database and raises ``VerificationFailed``.
+    """
+    assert record.manifest is not None
+    preload()  # GX takes seconds to import: overlap it with the download
+    suites = read_user_suites(store, target.database, expectations)
+    scratch = scratch_name(target.database, record.backup_id)
+    restored = restore_into_scratch(store, record.manifest, admin, scratch, target.database)
+    try:
+        report = verify_restore(admin, scratch, record.manifest, suites)
+    except BaseException:
+        drop_scratch(admin, scratch)
+        raise
+    if not report.success:
+        drop_scratch(admin, scratch)
+        failed = "; ".join(report.summary()["failed"][:5])
+        raise VerificationFailed(
+            f"restore of backup {record.backup_id} did not match its manifest: {failed}",
+            hint="the scratch database was dropped; see the restore-verification artifact",
+        )
+    mark_verified(store, record, {"scratch": scratch, **report.summary()})
+    return VerifiedRestore(record, scratch, restored, report)
+
+
+def _summary(target: PostgresTarget, done: VerifiedRestore, rto_s: float, keep_as: str) -> str:
+    manifest = done.record.manifest
+    assert manifest is not None
+    tables = "\n".join(f"| {t.name} | {t.rows} |" for t in manifest.fingerprint.tables[:50])
+    return (
+        f"# Replace `{target.database}` with backup {done.record.backup_id}?\n\n"
+        f"* backup snapshot: {manifest.snapshot_at:%Y-%m-%d %H:%M:%S} UTC, "
+        f"{manifest.size_bytes / 2**20:.1f} MiB, SHA-256 verified while streaming\n"
+        f"* restored into `{done.scratch}` and verified: "
+        f"{len(done.report.checks)} expectations passed\n"
+        f"* time to a verified restore: {rto_s:.1f} s\n"
+        f"* on approval: connections to `{target.database}` are terminated, it is renamed to "
+        f"`{keep_as}` (kept for rollback), and `{done.scratch}` takes its name\n\n"
+        f"| table | rows |\n|---|---|\n{tables}\n\n"
+        "Resume this run with approve, approver and reason to proceed; reject to keep the "
+        "live database (the scratch database is then dropped).\n"
+    )
+
+
+def _await_approval(
+    admin: PostgresTarget, scratch: str, timeout_s: int, poll_s: int, rec: OperationRecord
+) -> RestoreApproval:
+    try:
+        approval = pause_flow_run(
+            wait_for_input=RestoreApproval,
+            timeout=timeout_s,
+            poll_interval=poll_s,
+            key="approve-replace-live",
+        )
+    except FlowPauseTimeout as exc:
+        drop_scratch(admin, scratch)
+        raise GateRejected(
+            f"nobody approved replacing the live database within {timeout_s} s",
+            hint="the live database is untouched and the scratch database was dropped",
+        ) from exc
+    if not approval.approve or not approval.approver.strip():
+        drop_scratch(admin, scratch)
+        who = approval.approver.strip() or "an anonymous reviewer"
+        raise GateRejected(
+            f"replacing the live database was rejected by {who}: {approval.reason or 'no reason'}",
+            hint="the live database is untouched; an approval needs approve=true and a name",
+        )
+    rec.details["approved_by"] = approval.approver
+    rec.details["approval_reason"] = approval.reason
+    return approval
+
+
+@flow(name="restore-database")
+def restore_database(
+    at: str | None = None,
+    database: str = APP_DB,
+    admin_database: str = APP_DB_ADMIN,
+    store: str = BACKUPS,
+    replace_live: bool = False,
+    approval_timeout_s: int = 3600,
+    approval_poll_s: int = 10,
+    expectations: str | None = None,
+    reason: str = "restore requested",
+) -> dict[str, Any]:
+    """Restore the newest complete backup at or before ``at`` and verify it.
+
+    The backup is streamed into a new scratch database with its SHA-256 checked on the way,
+    then verified with Great Expectations against the manifest fingerprint (tables, row
+    counts, schema hash) and the user's expectation suite. Only then, and only when asked
+    to replace the live database, the run pauses for an approval (approve, approver,
+    reason) and swaps the databases, keeping the old one. Reports the RTO.
+
+    Args:
+        at: restore point, e.g. "2025-11-19 10:00:00" (UTC unless a zone is given);
+            empty for the newest backup.
+        database: PostgresTarget block of the live database (names the backups).
+        admin_database: PostgresTarget block of a superuser on the same server.
+        store: BackupStore block holding the backups.
+        replace_live: after verification, ask for approval and replace the live database.
+        approval_timeout_s: how long to wait for the approval before giving up.
+        approval_poll_s: how often the paused run checks for the approval.
+        expectations: key (under the store prefix) of a suite file; default
+            "expectations/<database>.json" when it exists.
+        reason: why the restore is done (operation log).
+    """
+    started = time.monotonic()
+    with operation_log("database restore", reason, try_load_ops_db()) as rec:
+        when = parse_timestamp(at) if at and at.strip() else None
+        if approval_timeout_s < 1 or approval_poll_s < 1:
+            raise ConfigurationError("approval timeout and poll interval must be at least 1 s")
+        target = load_block(PostgresTarget, database)
+        admin = load_block(PostgresTarget, admin_database)
+        backups = load_block(BackupStore, store)
+        record = choose_backup(list_backups(backups, target.database), when)
+        assert record.manifest is not None
+        rec.details.update(
+            backup_id=record.backup_id,
+            requested_at=when.isoformat() if when else "newest",
+            snapshot_at=record.manifest.snapshot_at.isoformat(),
+        )
+        done = restore_and_verify(target, admin, backups, record, expectations)
+        rto_s = round(time.monotonic() - started, 3)
+        rec.details.update(scratch=done.scratch, rto_verified_s=rto_s)
+        result: dict[str, Any] = {
+            "backup_id": record.backup_id,
+            "snapshot_at": record.manifest.snapshot_at.isoformat(),
+            "scratch_database": done.scratch,
+            "verification": done.report.summary(),
+            "rto_s": rto_s,
+            "replaced_live": False,
+        }
+        if not replace_live:
+            rec.impact = f"backup restored into {done.scratch}; live database untouched"
+            rec.follow_up.append(f"drop database {done.scratch} when no longer needed")
+            return result
+        stamp = datetime.now(UTC).strftime("_before_restore_%Y%m%d%H%M%S")
+        keep_as = target.database[: _MAX_IDENT - len(stamp)] + stamp
+        create_markdown_artifact(
+            markdown=_summary(target, done, rto_s, keep_as),
+            key="restore-approval",
+            description="What replacing the live database will do",
+        )
+        _await_approval(admin, done.scratch, approval_timeout_s, approval_poll_s, rec)
+        kept = swap_in(admin, target.database, done.scratch, keep_as)
+        total = round(time.monotonic() - started, 3)
+        rec.impact = f"{target.database} replaced by backup {record.backup_id}; old kept as {kept}"
+        rec.follow_up.append(f"drop database {kept} once the restored data is confirmed")
+        rec.details.update(rto_replaced_s=total, previous_database=kept)
+        result.update(replaced_live=True, previous_database=kept, rto_replaced_s=total)
+        result["scratch_database"] = None
+        return result

@@ -1,0 +1,199 @@
+"""The bake period: measure production every interval and judge it against the thresholds.
+
+Each round measures health (``/health``), the 5xx share and p95 latency of ``/`` from
+Prometheus, ready replicas and container restarts of the new pods, and judges every value
+with :func:`decisions.deploy.judge_sample`. A value that cannot be measured is recorded as
+inconclusive with the reason; the bake stops at the first round that is not a pass.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from prefect import task
+from prefect.logging import get_run_logger
+
+from blocks.kube import KubeEnvironment
+from decisions.deploy import (
+    PASS,
+    BakeSample,
+    BakeThresholds,
+    Measurement,
+    Verdict,
+    bake_verdict,
+    judge_sample,
+    worst,
+)
+from devstack.prometheus import error_rate_query, p95_latency_query
+from opsflows import retry
+from opsflows.errors import OpsError
+from tasks.metrics import query
+from tasks.probes import probe
+from tasks.rollout import rollout_status
+
+MIN_WINDOW_S = 5
+
+
+def window_for(since: float, now: float, max_window_s: float) -> str:
+    """The PromQL range: the time since the release went out, within [5 s, max_window_s].
+
+    Keeping the window inside the release's own lifetime stops traffic served by the
+    previous release (good or bad) from being judged as this one's.
+    """
+    seconds = int(min(max_window_s, max(MIN_WINDOW_S, now - since)))
+    return f"{seconds}s"
+
+
+def limits_for(env: KubeEnvironment) -> BakeThresholds:
+    """The bake thresholds of an environment block."""
+    return BakeThresholds(
+        error_rate=env.thresholds.error_rate, p95_latency_s=env.thresholds.p95_latency_s
+    )
+
+
+def _metric(prometheus_url: str, promql: str) -> tuple[float | None, str]:
+    try:
+        return query(prometheus_url, promql), ""
+    except OpsError as exc:
+        return None, f"query failed: {exc.message}"
+
+
+def restart_count(env: KubeEnvironment) -> int:
+    """Container restarts summed over the new pods (the bake's baseline)."""
+    return sum(pod.restarts for pod in rollout_status(env).pods)
+
+
+@task(name="bake measurement", **retry.ONCE)
+def measure(
+    env: KubeEnvironment,
+    limits: BakeThresholds,
+    since: float,
+    restart_baseline: int,
+    max_window_s: float = 30.0,
+) -> list[Measurement]:
+    """Measure production once and judge every value against its threshold.
+
+    Args:
+        env: The environment being baked.
+        limits: Thresholds (error rate, p95 latency, restarts).
+        since: Epoch seconds when the release went out (bounds the PromQL window).
+        restart_baseline: Restarts of the new pods when the bake began.
+        max_window_s: Longest PromQL range to judge rates over.
+    """
+    notes: list[tuple[str, str]] = []
+    try:
+        health = probe(env.service_url.rstrip("/") + "/health", timeout=limits.p95_latency_s * 2)
+        health_status: int | None = int(health["status"])
+    except OpsError as exc:
+        health_status = None
+        notes.append(("health", f"no answer: {exc.message}"))
+    window = window_for(since, time.time(), max_window_s)
+    error_rate, note = _metric(env.prometheus_url, error_rate_query(env.environment, window))
+    if note:
+        notes.append(("error_rate", note))
+    p95, note = _metric(env.prometheus_url, p95_latency_query(env.environment, window))
+    if note:
+        notes.append(("p95_latency_s", note))
+    ready: int | None = None
+    restarts: int | None = None
+    desired = 0
+    try:
+        status = rollout_status(env)
+        ready, desired = status.ready, status.desired
+        restarts = max(0, sum(p.restarts for p in status.pods) - restart_baseline)
+    except OpsError as exc:
+        notes.append(("ready_replicas", f"cannot read pods: {exc.message}"))
+        notes.append(("restarts", f"cannot read pods: {exc.message}"))
+    sample = BakeSample(health_status, error_rate, p95, ready, desired, restarts, tuple(notes))
+    measurements = list(judge_sample(sample, limits))
+    logger = get_run_logger()
+    for m in measurements:
+        logger.info("%s bake [%s window]: %s", env.environment, window, m.describe())
+    return measurements
+
+
+@dataclass(frozen=True)
+class BakeRound:
+    """One round of measurements and when it was taken (epoch seconds)."""
+
+    at: float
+    measurements: tuple[Measurement, ...]
+
+    @property
+    def verdict(self) -> Verdict:
+        return worst([m.verdict for m in self.measurements])
+
+
+@dataclass(frozen=True)
+class BakeReport:
+    """Every round of a bake and the overall verdict."""
+
+    verdict: Verdict
+    rounds: tuple[BakeRound, ...]
+
+    @property
+    def first_bad(self) -> BakeRound | None:
+        return next((r for r in self.rounds if r.verdict != PASS), None)
+
+    def reasons(self) -> list[str]:
+        bad = self.first_bad
+        if bad is None:
+            return []
+        return [m.describe() for m in bad.measurements if m.verdict != PASS]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """A table: one row per measurement, with its threshold and verdict."""
+        return [
+            {
+                "round": i,
+                "at": time.strftime("%H:%M:%S", time.gmtime(r.at)) + f".{int(r.at % 1 * 10)}",
+                "epoch": round(r.at, 3),
+                "measurement": m.name,
+                "value": "no data" if m.value is None else round(m.value, 6),
+                "threshold": f"{m.comparison} {m.threshold:g}",
+                "verdict": m.verdict,
+                "detail": m.detail,
+            }
+            for i, r in enumerate(self.rounds, start=1)
+            for m in r.measurements
+        ]
+
+
+def run_bake(
+    env: KubeEnvironment,
+    limits: BakeThresholds,
+    duration_s: float,
+    interval_s: float,
+    since: float,
+    max_window_s: float = 30.0,
+    measure_fn: Callable[..., list[Measurement]] = measure,
+    on_round: Callable[[float], object] | None = None,
+) -> BakeReport:
+    """Measure every ``interval_s`` for ``duration_s``; stop at the first round not passing.
+
+    The first round is taken at once; the last no later than ``duration_s``. ``on_round``
+    is told the share of the bake done after each round (for a progress artifact).
+    """
+    try:
+        baseline = restart_count(env)
+    except OpsError:
+        baseline = 0
+    start = time.monotonic()
+    rounds: list[BakeRound] = []
+    while True:
+        at = time.time()
+        measured = measure_fn(env, limits, since, baseline, max_window_s)
+        rounds.append(BakeRound(at, tuple(measured)))
+        if rounds[-1].verdict != PASS:
+            break
+        elapsed = time.monotonic() - start
+        if on_round is not None:
+            on_round(min(1.0, elapsed / duration_s) if duration_s > 0 else 1.0)
+        if elapsed + interval_s > duration_s + 1e-6:
+            break
+        time.sleep(interval_s)
+    verdict = bake_verdict([r.measurements for r in rounds])
+    return BakeReport(verdict, tuple(rounds))

@@ -1,0 +1,249 @@
+"""The backup catalog in S3: list backups and manifests, write manifests, apply retention.
+
+Layout under the store's prefix, one folder per backup::
+
+    <prefix><database>/<backup_id>/dump.pgc       the pg_dump custom-format archive
+    <prefix><database>/<backup_id>/manifest.json  written last: the backup is complete
+    <prefix><database>/<backup_id>/verified.json  a restore verified it (drill or restore)
+    <prefix>expectations/<database>.json          optional user expectation suites
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.logging import get_run_logger
+
+from blocks.storage import BackupStore
+from decisions.backups import (
+    BackupRecord,
+    Manifest,
+    PendingUpload,
+    RetentionPlan,
+    manifest_from_dict,
+    manifest_to_dict,
+    parse_backup_id,
+)
+from opsflows import retry
+from opsflows.errors import ConfigurationError, NotFoundError
+from tasks.storage import aws_errors
+
+DUMP = "dump.pgc"
+MANIFEST = "manifest.json"
+VERIFIED = "verified.json"
+
+
+def database_prefix(store: BackupStore, database: str) -> str:
+    """Folder of every backup of ``database``."""
+    return store.key(database) + "/"
+
+
+def backup_keys(store: BackupStore, database: str, backup_id: str) -> dict[str, str]:
+    """The object keys of one backup."""
+    base = store.key(database, backup_id)
+    return {
+        "dump": f"{base}/{DUMP}",
+        "manifest": f"{base}/{MANIFEST}",
+        "verified": f"{base}/{VERIFIED}",
+    }
+
+
+def _get_json(client: Any, bucket: str, key: str) -> dict[str, Any]:
+    with aws_errors(f"read s3://{bucket}/{key}"):
+        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise ConfigurationError(f"s3://{bucket}/{key} is not valid JSON") from exc
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"s3://{bucket}/{key} is not a JSON object")
+    return data
+
+
+def read_catalog(store: BackupStore, database: str) -> list[BackupRecord]:
+    """Every backup folder of ``database``, oldest first (manifests read and parsed)."""
+    client = store.s3_client()
+    prefix = database_prefix(store, database)
+    objects: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    with aws_errors(f"list s3://{store.bucket}/{prefix}"):
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=store.bucket, Prefix=prefix
+        ):
+            for obj in page.get("Contents", []):
+                rest = str(obj["Key"])[len(prefix) :]
+                backup_id, _, name = rest.partition("/")
+                if backup_id and name:
+                    objects[backup_id][name] = obj
+    records = []
+    for backup_id in sorted(objects):
+        files = objects[backup_id]
+        dump = files.get(DUMP)
+        manifest: Manifest | None = None
+        if MANIFEST in files:
+            try:
+                manifest = manifest_from_dict(
+                    _get_json(client, store.bucket, files[MANIFEST]["Key"])
+                )
+            except (ConfigurationError, NotFoundError) as exc:
+                get_run_logger().warning("ignoring backup %s: %s", backup_id, exc)
+        verified_at = None
+        if VERIFIED in files:
+            verified_at = files[VERIFIED]["LastModified"].astimezone(UTC)
+        records.append(
+            BackupRecord(
+                backup_id=backup_id,
+                database=database,
+                dump_key=str(dump["Key"]) if dump else None,
+                dump_size=int(dump["Size"]) if dump else None,
+                dump_modified=dump["LastModified"].astimezone(UTC) if dump else None,
+                manifest=manifest,
+                verified_at=verified_at,
+                keys=tuple(str(f["Key"]) for f in files.values()),
+            )
+        )
+    return records
+
+
+@task(name="list backups", **retry.NETWORK)
+def list_backups(store: BackupStore, database: str) -> list[BackupRecord]:
+    """List the backups of ``database`` in the store, with their manifests."""
+    return read_catalog(store, database)
+
+
+@task(name="write manifest", **retry.NETWORK)
+def write_manifest(store: BackupStore, manifest: Manifest) -> str:
+    """Write the manifest beside the dump: from now on the backup is complete."""
+    key = backup_keys(store, manifest.database, manifest.backup_id)["manifest"]
+    body = json.dumps(manifest_to_dict(manifest), indent=2).encode()
+    with aws_errors(f"write manifest {key}"):
+        store.s3_client().put_object(
+            Bucket=store.bucket, Key=key, Body=body, ContentType="application/json"
+        )
+    return key
+
+
+@task(name="mark backup verified", **retry.NETWORK)
+def mark_verified(store: BackupStore, record: BackupRecord, summary: dict[str, Any]) -> str:
+    """Record that a restore of this backup was verified (retention keeps the newest)."""
+    key = backup_keys(store, record.database, record.backup_id)["verified"]
+    body = json.dumps({"verified_at": datetime.now(UTC).isoformat(), **summary}, default=str)
+    with aws_errors(f"write {key}"):
+        store.s3_client().put_object(
+            Bucket=store.bucket, Key=key, Body=body.encode(), ContentType="application/json"
+        )
+    return key
+
+
+@task(name="delete expired backups", **retry.NETWORK)
+def delete_backups(store: BackupStore, plan: RetentionPlan) -> list[str]:
+    """Delete every object of the backups the retention plan drops; the keys deleted."""
+    keys = plan.delete_keys()
+    client = store.s3_client()
+    for start in range(0, len(keys), 1000):
+        batch = keys[start : start + 1000]
+        with aws_errors(f"delete {len(batch)} expired backup objects"):
+            resp = client.delete_objects(
+                Bucket=store.bucket,
+                Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
+            )
+        if resp.get("Errors"):
+            first = resp["Errors"][0]
+            raise NotFoundError(f"could not delete {first.get('Key')}: {first.get('Code')}")
+    return keys
+
+
+def pending_uploads(store: BackupStore, database: str) -> list[PendingUpload]:
+    """Multipart uploads under the database's folder that were never completed or aborted."""
+    client = store.s3_client()
+    found: list[PendingUpload] = []
+    with aws_errors("list multipart uploads"):
+        resp = client.list_multipart_uploads(
+            Bucket=store.bucket, Prefix=database_prefix(store, database)
+        )
+    prefix = database_prefix(store, database)
+    for up in resp.get("Uploads", []):
+        key = str(up["Key"])
+        initiated = up["Initiated"].astimezone(UTC)
+        # The backup id in the key is when its run started. Take the later of the two:
+        # some S3 implementations (moto) report a fixed Initiated date, which would make
+        # a concurrent run's upload look stale.
+        started = parse_backup_id(key[len(prefix) :].partition("/")[0])
+        if started is not None:
+            initiated = max(initiated, started)
+        found.append(PendingUpload(key=key, upload_id=str(up["UploadId"]), initiated=initiated))
+    return found
+
+
+@task(name="abort stale uploads", **retry.NETWORK)
+def abort_uploads(store: BackupStore, uploads: list[PendingUpload]) -> int:
+    """Abort uploads left by killed runs (their parts are billed and useless)."""
+    client = store.s3_client()
+    for up in uploads:
+        with aws_errors(f"abort stale upload of {up.key}"):
+            client.abort_multipart_upload(Bucket=store.bucket, Key=up.key, UploadId=up.upload_id)
+    return len(uploads)
+
+
+@task(name="find pending uploads", **retry.NETWORK)
+def find_pending_uploads(store: BackupStore, database: str) -> list[PendingUpload]:
+    """Multipart uploads of ``database`` not completed nor aborted."""
+    return pending_uploads(store, database)
+
+
+def _when(record: BackupRecord) -> str:
+    seen = record.seen_at
+    return seen.strftime("%Y-%m-%d %H:%M:%S UTC") if seen else "?"
+
+
+def catalog_rows(records: list[BackupRecord]) -> list[dict[str, Any]]:
+    """One row per backup for a table artifact, newest first."""
+    rows = []
+    for r in sorted(records, key=lambda r: r.backup_id, reverse=True):
+        rows.append(
+            {
+                "backup": r.backup_id,
+                "snapshot": _when(r),
+                "complete": ("yes" if r.size_matches else "SIZE MISMATCH")
+                if r.complete
+                else "NO (no manifest)",
+                "size_mib": round((r.dump_size or 0) / 2**20, 2),
+                "sha256": r.manifest.sha256[:16] + "…" if r.manifest else "",
+                "verified": r.verified_at.strftime("%Y-%m-%d %H:%M") if r.verified_at else "",
+            }
+        )
+    return rows
+
+
+def publish_catalog(records: list[BackupRecord], database: str) -> None:
+    """The catalog as a table artifact (key ``backup-catalog``)."""
+    create_table_artifact(
+        key="backup-catalog",
+        table=catalog_rows(records) or [{"backup": "(none)"}],
+        description=f"Backups of {database}",
+    )
+
+
+def publish_plan(plan: RetentionPlan, dry_run: bool) -> str:
+    """The retention plan as markdown, shown before anything is deleted."""
+    verb = "would delete (dry run)" if dry_run else "deletes"
+    lines = [
+        f"# Retention plan ({plan.keep_days} days, at least {plan.min_count} backups)",
+        "",
+        f"Evaluated at {plan.now:%Y-%m-%d %H:%M:%S} UTC: keeps {len(plan.keep)}, {verb} "
+        f"{len(plan.delete)}.",
+        "",
+        "| backup | snapshot | decision | rule |",
+        "|---|---|---|---|",
+    ]
+    for item in plan.keep:
+        lines.append(f"| {item.record.backup_id} | {_when(item.record)} | keep | {item.reason} |")
+    for item in plan.delete:
+        lines.append(f"| {item.record.backup_id} | {_when(item.record)} | delete | {item.reason} |")
+    text = "\n".join(lines) + "\n"
+    create_markdown_artifact(markdown=text, key="backup-retention", description="Retention plan")
+    return text

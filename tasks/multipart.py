@@ -1,0 +1,188 @@
+"""Stream any byte source into one S3 multipart upload, with bounded memory and SHA-256.
+
+A reader thread cuts the source into parts (hashing them) and hands them through a bounded
+queue to the uploader, so memory is a few parts whatever the size. The upload is either
+completed or aborted (``with MultipartUpload(...)``): a failure never leaves orphan parts.
+Transient part failures are retried here; a lasting failure propagates to the task retry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Any
+
+from decisions.parts import S3_MAX_PARTS, part_size_for
+from opsflows.errors import PermanentError, TransientError, scrub
+from tasks.storage import aws_errors
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    """A finished upload: where it is, how big, its SHA-256, how many parts."""
+
+    key: str
+    size_bytes: int
+    sha256: str
+    parts: int
+
+
+class _PartReader(threading.Thread):
+    """Cuts ``source`` into parts (hashing them) and queues them; ``None`` ends the stream."""
+
+    def __init__(self, source: IO[bytes], base_part: int, out: queue.Queue[Any]) -> None:
+        super().__init__(name="dump-part-reader", daemon=True)
+        self.source, self.base_part, self.out = source, base_part, out
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+
+    def _put(self, item: Any) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.out.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run(self) -> None:
+        number = 1
+        try:
+            while not self.stop.is_set():
+                if number > S3_MAX_PARTS:
+                    raise PermanentError(
+                        f"the dump exceeds {S3_MAX_PARTS} parts",
+                        hint="raise the first part size (the estimate was far too small)",
+                    )
+                buf = bytearray(part_size_for(number, self.base_part))
+                view = memoryview(buf)
+                filled = 0
+                while filled < len(buf):
+                    got = self.source.readinto(view[filled:])  # type: ignore[attr-defined]
+                    if not got:
+                        break
+                    filled += got
+                view.release()
+                if filled == 0:
+                    break
+                del buf[filled:]
+                self.digest.update(buf)
+                self.size += filled
+                if not self._put((number, buf)) or filled < part_size_for(number, self.base_part):
+                    break
+                number += 1
+        except BaseException as exc:  # noqa: BLE001 - handed to the uploader thread
+            self.error = exc
+        finally:
+            self._put(None)
+
+
+class MultipartUpload:
+    """One S3 multipart upload that is either completed or aborted, never left behind."""
+
+    def __init__(self, client: Any, bucket: str, key: str, *, part_retries: int = 2) -> None:
+        self.client, self.bucket, self.key = client, bucket, key
+        self.part_retries = part_retries
+        self.upload_id: str | None = None
+        self.parts: list[dict[str, Any]] = []
+        self.completed = False
+
+    def __enter__(self) -> MultipartUpload:
+        with aws_errors(f"start upload of s3://{self.bucket}/{self.key}"):
+            resp = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=self.key, ContentType="application/octet-stream"
+            )
+        self.upload_id = str(resp["UploadId"])
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if not self.completed:
+            self.abort()
+
+    def abort(self, attempts: int = 4) -> bool:
+        """Abort the upload (parts deleted); retried, since a blip must not orphan parts."""
+        if self.upload_id is None:
+            return True
+        for attempt in range(attempts):
+            try:
+                with aws_errors(f"abort upload of {self.key}"):
+                    self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=self.key, UploadId=self.upload_id
+                    )
+                return True
+            except TransientError:
+                time.sleep(0.5 * 2**attempt)
+            except PermanentError:
+                return False
+        return False
+
+    def put_part(self, number: int, data: bytes | bytearray) -> None:
+        for attempt in range(self.part_retries + 1):
+            try:
+                with aws_errors(f"upload part {number} of {self.key}"):
+                    resp = self.client.upload_part(
+                        Bucket=self.bucket,
+                        Key=self.key,
+                        UploadId=self.upload_id,
+                        PartNumber=number,
+                        Body=bytes(data),
+                    )
+                self.parts.append({"PartNumber": number, "ETag": resp["ETag"]})
+                return
+            except TransientError:
+                if attempt == self.part_retries:
+                    raise
+                time.sleep(0.5 * 2**attempt)
+
+    def feed(
+        self,
+        source: IO[bytes],
+        base_part: int,
+        on_part: Callable[[int, int], None] | None = None,
+        depth: int = 2,
+        stop_source: Callable[[], None] | None = None,
+    ) -> tuple[int, str]:
+        """Upload everything ``source`` yields; (bytes, sha256 hex).
+
+        ``depth`` parts may wait in the queue (memory is about ``depth + 2`` parts);
+        ``stop_source`` ends the producer when the upload fails, so the reader can finish.
+        """
+        parts: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        reader = _PartReader(source, base_part, parts)
+        reader.start()
+        ok = False
+        try:
+            while True:
+                item = parts.get()
+                if item is None:
+                    break
+                number, data = item
+                self.put_part(number, data)
+                del data, item
+                if on_part is not None:
+                    on_part(number, reader.size)
+            ok = True
+        finally:
+            if not ok and stop_source is not None:
+                stop_source()
+            reader.stop.set()
+            reader.join()
+        if reader.error is not None:
+            raise PermanentError(f"reading the dump stream failed: {scrub(str(reader.error))}")
+        return reader.size, reader.digest.hexdigest()
+
+    def complete(self) -> None:
+        with aws_errors(f"complete upload of {self.key}"):
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                MultipartUpload={"Parts": sorted(self.parts, key=lambda p: p["PartNumber"])},
+            )
+        self.completed = True

@@ -1,0 +1,323 @@
+"""Restore a backup object into a new scratch database, checking its SHA-256 on the way.
+
+The object is streamed from S3 into ``pg_restore`` (through ``zstd -d`` when the dump was
+zstd-compressed): no temporary file. The last chunk is held back until the whole stream's
+size and SHA-256 match the manifest, so a corrupt or truncated object never completes a
+restore; on any failure the scratch database is dropped, leaving nothing behind. The live
+database is never touched here except by :func:`swap_in`, which the flow calls only after
+verification and approval.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import queue
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from typing import IO, Any
+
+from prefect import task
+from prefect.logging import get_run_logger
+from psycopg import errors as pgerr
+from psycopg import sql
+
+from blocks.postgres import PostgresTarget
+from blocks.storage import BackupStore
+from decisions.backups import Manifest
+from opsflows import retry
+from opsflows.errors import (
+    ConflictError,
+    NotFoundError,
+    PermanentError,
+    ServiceUnavailable,
+    VerificationFailed,
+    scrub,
+)
+from tasks.dump import _program, pg_tool
+from tasks.postgres import connect
+from tasks.storage import aws_errors
+
+_CHUNK = 1024 * 1024
+_QUEUE_DEPTH = 16
+MAINTENANCE_DB = "postgres"
+
+
+def database_exists(admin: PostgresTarget, name: str) -> bool:
+    with connect(admin, database=MAINTENANCE_DB) as conn:
+        return (
+            conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            is not None
+        )
+
+
+def database_owner(admin: PostgresTarget, name: str) -> str | None:
+    """The owner role of database ``name``, or None when it does not exist."""
+    with connect(admin, database=MAINTENANCE_DB) as conn:
+        row = conn.execute(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (name,)
+        ).fetchone()
+    return str(row[0]) if row else None
+
+
+def create_database(admin: PostgresTarget, name: str, owner: str | None) -> None:
+    """``CREATE DATABASE name OWNER owner TEMPLATE template0`` (empty, like the dump expects)."""
+    stmt = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))
+    if owner:
+        stmt = sql.SQL("{} OWNER {}").format(stmt, sql.Identifier(owner))
+    with connect(admin, database=MAINTENANCE_DB) as conn:
+        conn.execute(stmt)
+
+
+def drop_database(admin: PostgresTarget, name: str) -> None:
+    """Drop ``name`` (sessions on it are terminated); no error when it does not exist."""
+    with connect(admin, database=MAINTENANCE_DB) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@task(name="drop scratch database", **retry.NETWORK)
+def drop_scratch(admin: PostgresTarget, name: str) -> None:
+    """Drop a scratch database made by a restore."""
+    drop_database(admin, name)
+    get_run_logger().info("dropped scratch database %s", name)
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    """A verified-checksum restore: where it went, what came through, how long it took."""
+
+    database: str
+    bytes_read: int
+    sha256: str
+    seconds: float
+
+
+class _Downloader(threading.Thread):
+    """Reads the object body in chunks into a bounded queue; ``None`` ends it."""
+
+    def __init__(self, body: Any, out: queue.Queue[Any]) -> None:
+        super().__init__(name="restore-download", daemon=True)
+        self.body, self.out = body, out
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            for chunk in self.body.iter_chunks(_CHUNK):
+                while not self.stop.is_set():
+                    try:
+                        self.out.put(chunk, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if self.stop.is_set():
+                    break
+        except BaseException as exc:  # noqa: BLE001 - handed to the restoring thread
+            self.error = exc
+        with contextlib.suppress(Exception):
+            self.body.close()
+        while not self.stop.is_set():
+            try:
+                self.out.put(None, timeout=0.2)
+                break
+            except queue.Full:
+                continue
+
+
+def _start_restore(
+    admin: PostgresTarget, database: str, compression: str, version_num: int
+) -> tuple[list[subprocess.Popen[bytes]], IO[bytes]]:
+    env = {"PATH": "/usr/bin:/bin", **admin.libpq_env(), "PGDATABASE": database}
+    argv = [
+        pg_tool("pg_restore", version_num),
+        f"--dbname={database}",
+        "--exit-on-error",
+        "--no-password",
+    ]
+    if not compression.startswith("zstd"):
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        assert proc.stdin is not None
+        return [proc], proc.stdin
+    unzstd = subprocess.Popen(
+        ["zstd", "-d", "-q", "-c"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert unzstd.stdin is not None and unzstd.stdout is not None
+    proc = subprocess.Popen(argv, stdin=unzstd.stdout, stderr=subprocess.PIPE, env=env)
+    unzstd.stdout.close()
+    return [unzstd, proc], unzstd.stdin
+
+
+def _server_version_num(admin: PostgresTarget) -> int:
+    with connect(admin, database=MAINTENANCE_DB) as conn:
+        row = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def stream_restore(
+    store: BackupStore, manifest: Manifest, admin: PostgresTarget, database: str
+) -> RestoreResult:
+    """Stream the dump into ``pg_restore`` on ``database``; checksum checked before the end."""
+    started = time.monotonic()
+    client = store.s3_client()
+    with aws_errors(f"download s3://{store.bucket}/{manifest.dump_key}"):
+        body = client.get_object(Bucket=store.bucket, Key=manifest.dump_key)["Body"]
+    procs, sink = _start_restore(admin, database, manifest.compression, _server_version_num(admin))
+    errors: list[list[bytes]] = [[] for _ in procs]
+    drainers = [
+        threading.Thread(target=lambda p=p, e=e: e.extend(p.stderr), daemon=True)
+        for p, e in zip(procs, errors, strict=True)
+    ]
+    for thread in drainers:
+        thread.start()
+    chunks: queue.Queue[Any] = queue.Queue(maxsize=_QUEUE_DEPTH)
+    downloader = _Downloader(body, chunks)
+    downloader.start()
+    digest = hashlib.sha256()
+    size = 0
+    held: bytes | None = None
+    sink_open = True
+    try:
+        while True:
+            chunk = chunks.get()
+            if chunk is None:
+                break
+            digest.update(chunk)
+            size += len(chunk)
+            if size > manifest.size_bytes:
+                raise VerificationFailed(
+                    f"backup {manifest.backup_id} is larger than its manifest says "
+                    f"({manifest.size_bytes} bytes): the object was changed",
+                    hint="do not trust this object; restore another backup",
+                )
+            if held is not None and sink_open:
+                try:
+                    sink.write(held)
+                except BrokenPipeError:
+                    sink_open = False  # pg_restore gave up; keep hashing for a clear error
+            held = chunk
+        if downloader.error is not None:
+            raise ServiceUnavailable(
+                f"download of {manifest.dump_key} failed: {scrub(str(downloader.error))}"
+            )
+        actual = digest.hexdigest()
+        if size != manifest.size_bytes or actual != manifest.sha256:
+            raise VerificationFailed(
+                f"checksum mismatch for backup {manifest.backup_id}: read {size} bytes with "
+                f"SHA-256 {actual}, the manifest says {manifest.size_bytes} bytes with "
+                f"{manifest.sha256}; the object is corrupt or truncated",
+                hint="nothing was restored; pick an earlier backup (restore with an earlier `at`)",
+            )
+        if held is not None and sink_open:
+            with contextlib.suppress(BrokenPipeError):
+                sink.write(held)
+        with contextlib.suppress(BrokenPipeError):
+            sink.close()
+        codes = [p.wait() for p in procs]
+        for thread in drainers:
+            thread.join(timeout=5)
+        for p, code, errs in zip(procs, codes, errors, strict=True):
+            if code != 0:
+                text = scrub(
+                    b"".join(errs).decode(errors="replace").strip()[-600:],
+                    admin.password.get_secret_value(),
+                )
+                raise PermanentError(
+                    f"{_program(p)} into {database} exited with {code}: {text}",
+                    hint="the checksum matched, so the archive is intact: read the message",
+                )
+    finally:
+        downloader.stop.set()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        with contextlib.suppress(OSError, ValueError):
+            sink.close()
+        for p in procs:
+            p.wait()
+        downloader.join(timeout=10)
+    return RestoreResult(database, size, digest.hexdigest(), round(time.monotonic() - started, 3))
+
+
+@task(name="restore into scratch database", **retry.HEAVY)
+def restore_into_scratch(
+    store: BackupStore, manifest: Manifest, admin: PostgresTarget, scratch: str, live: str
+) -> RestoreResult:
+    """Create ``scratch`` and restore the backup into it; on any failure drop it again.
+
+    Args:
+        store: backup bucket holding the dump.
+        manifest: the backup's manifest (key, size, SHA-256, compression).
+        admin: superuser target on the server (creates the database, runs pg_restore).
+        scratch: name of the new database (must not exist).
+        live: the live database: its owner will own the scratch database too.
+    """
+    logger = get_run_logger()
+    owner = database_owner(admin, live)
+    if database_exists(admin, scratch):
+        raise ConflictError(f"scratch database {scratch} already exists", hint="drop it or retry")
+    create_database(admin, scratch, owner)
+    try:
+        result = stream_restore(store, manifest, admin, scratch)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            drop_database(admin, scratch)
+        logger.warning("restore failed; scratch database %s dropped", scratch)
+        raise
+    logger.info(
+        "restored %s (%.1f MiB, sha256 ok) into %s in %.1f s",
+        manifest.backup_id,
+        result.bytes_read / 2**20,
+        scratch,
+        result.seconds,
+    )
+    return result
+
+
+@task(name="swap restored database in", **retry.ONCE)
+def swap_in(admin: PostgresTarget, live: str, scratch: str, keep_as: str) -> str:
+    """Rename ``live`` to ``keep_as`` and ``scratch`` to ``live``; the kept old name.
+
+    New connections to the live database are refused and existing ones terminated first,
+    because a database cannot be renamed while in use. The old database is kept (with
+    connections allowed again) so the swap can be undone by renaming back.
+    """
+    if not database_exists(admin, scratch):
+        raise NotFoundError(f"scratch database {scratch} does not exist")
+    live_id, keep_id, scratch_id = (sql.Identifier(n) for n in (live, keep_as, scratch))
+    with connect(admin, database=MAINTENANCE_DB) as conn:
+        if database_exists(admin, live):
+            conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(live_id))
+            for _ in range(5):
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (live,),
+                )
+                try:
+                    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(live_id, keep_id))
+                    break
+                except pgerr.ObjectInUse:
+                    time.sleep(0.5)
+            else:
+                conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(live_id))
+                raise ConflictError(
+                    f"{live} stayed in use; it was not replaced",
+                    hint=f"stop its clients and run again; {scratch} still holds the restore",
+                )
+            conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(keep_id))
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (scratch,),
+        )
+        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(scratch_id, live_id))
+    get_run_logger().info("%s replaced by the restore; previous database kept as %s", live, keep_as)
+    return keep_as

@@ -1,0 +1,161 @@
+"""The migrate-database flow through the real Prefect server, on a scratch database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from blocks.postgres import PostgresTarget
+from flows.migrate import migrate_database
+from opsflows.errors import ConfigurationError, VerificationFailed
+from tasks.migrate import schema_fingerprint
+from tests.migrate_support import (
+    change_limit,
+    migrations_dir,
+    migrations_table,
+    ops_log_entry,
+    query,
+    saved_target,
+    scratch_database,
+    superuser_password,
+)
+from tests.support import assert_no_secret, flow_run_artifacts, flow_run_id, flow_run_texts
+
+ENV = "migtest-e2e"
+
+
+@pytest.fixture
+def db(stack: Any, bootstrapped: Any) -> Iterator[tuple[PostgresTarget, str]]:
+    with (
+        scratch_database(stack, "flow") as target,
+        saved_target(target, "flow") as block,
+        change_limit(ENV),
+    ):
+        yield target, block
+
+
+def run(directory: Path, block: str, **params: Any) -> Any:
+    params.setdefault("lock_timeout_s", 0.5)
+    return migrate_database(
+        str(directory), database=block, environment=ENV, return_state=True, **params
+    )
+
+
+def test_dry_run_publishes_the_plan_and_changes_nothing(
+    stack: Any, db: tuple[PostgresTarget, str], tmp_path: Path
+) -> None:
+    target, block = db
+    state = run(migrations_dir(tmp_path, "app"), block, dry_run=True)
+    assert state.is_completed(), state
+    assert state.result()["pending"] == [
+        "001_create_accounts.sql",
+        "002_add_note.sql",
+        "003_index_note.sql",
+    ]
+    assert migrations_table(target) is None
+    run_id = flow_run_id(state)
+    (plan,) = [a for a in flow_run_artifacts(run_id) if a.startswith("migration-plan")]
+    assert "003_index_note.sql  (OUTSIDE a transaction" in plan
+    assert "lock: ACCESS EXCLUSIVE" in plan and "verdict: ok to apply" in plan
+    _, status, impact, _, _, details = ops_log_entry(stack, run_id)
+    assert (status, impact, details["dry_run"]) == ("succeeded", "none: dry run, plan only", True)
+
+
+def test_apply_verify_record_and_refuse_an_edited_file(
+    stack: Any, db: tuple[PostgresTarget, str], tmp_path: Path
+) -> None:
+    target, block = db
+    directory = migrations_dir(tmp_path, "app")
+    state = run(directory, block, skip_backup=True, reason="e2e migration")
+    assert state.is_completed(), state
+    result = state.result()
+    assert [r["attempts"] for r in result["applied"]] == [1, 1, 1]
+    assert "index accounts_note_idx" in result["verified"]
+    assert result["schema_hash_after"] != result["schema_hash_before"]
+    run_id = flow_run_id(state)
+    assert query(target, "SELECT DISTINCT applied_by FROM schema_migrations") == [(str(run_id),)]
+    _, status, impact, issues, follow_up, details = ops_log_entry(stack, run_id)
+    assert status == "succeeded"
+    assert impact.startswith("applied 3 migration(s): 001_create_accounts.sql")
+    assert "pre-migration backup skipped (skip_backup=True)" in issues
+    assert details["backup"] == "skipped by parameter skip_backup=True"
+    assert "take a backup" in follow_up
+    assert_no_secret(flow_run_texts(run_id), [superuser_password(stack)])
+
+    before = schema_fingerprint(target)
+    note = directory / "002_add_note.sql"
+    note.write_text(note.read_text().replace("free text", "notes"))
+    state = run(directory, block, skip_backup=True)
+    with pytest.raises(
+        ConfigurationError, match="002_add_note.sql was edited after it was applied"
+    ):
+        state.result()
+    assert schema_fingerprint(target) == before
+    assert len(migrations_table(target) or []) == 3
+
+
+def test_a_declaration_the_schema_contradicts_fails_verification(
+    stack: Any, db: tuple[PostgresTarget, str], tmp_path: Path
+) -> None:
+    target, block = db
+    directory = migrations_dir(tmp_path, "app")
+    (directory / "004_tier.sql").write_text(
+        "-- verify: accounts.tier, absent accounts.note\n"
+        "ALTER TABLE accounts ADD COLUMN IF NOT EXISTS tier bigint;\n"
+    )
+    state = run(directory, block, skip_backup=True)
+    with pytest.raises(VerificationFailed, match="column accounts.note still exists"):
+        state.result()
+    assert len(migrations_table(target) or []) == 4
+    _, status, _, _, follow_up, _ = ops_log_entry(stack, flow_run_id(state))
+    assert status == "failed" and "fix-forward" in follow_up
+
+
+def test_a_missing_change_limit_is_a_configuration_error_before_any_change(
+    db: tuple[PostgresTarget, str], tmp_path: Path
+) -> None:
+    target, block = db
+    state = migrate_database(
+        str(migrations_dir(tmp_path, "app")),
+        database=block,
+        environment="migtest-nolimit",
+        skip_backup=True,
+        return_state=True,
+    )
+    with pytest.raises(ConfigurationError, match="change-migtest-nolimit does not exist"):
+        state.result()
+    assert migrations_table(target) is None
+
+
+def test_the_pre_migration_backup_runs_first(
+    stack: Any, db: tuple[PostgresTarget, str], tmp_path: Path
+) -> None:
+    pytest.importorskip("flows.backup", reason="the backup runbook is not merged yet")
+    from prefect_aws import AwsCredentials
+
+    from blocks.storage import BackupStore
+    from devstack.stack import BACKUP_BUCKET
+
+    target, block = db
+    store = BackupStore(
+        bucket=BACKUP_BUCKET, prefix="migtest/", aws_credentials=AwsCredentials.load("devstack")
+    )
+    store.save("migtest-backups", overwrite=True)
+    try:
+        state = run(migrations_dir(tmp_path, "app"), block, backup_store="migtest-backups")
+        assert state.is_completed(), state
+        _, _, _, issues, _, details = ops_log_entry(stack, flow_run_id(state))
+        backup = details["backup"]
+        assert backup["key"].startswith("migtest/") and len(backup["sha256"]) == 64
+        assert backup["tables"] == "{}", "the backup must be taken before the migration"
+        assert "backup skipped" not in issues
+        assert len(migrations_table(target) or []) == 3
+    finally:
+        s3 = store.s3_client()
+        listed = s3.list_objects_v2(Bucket=BACKUP_BUCKET, Prefix=f"migtest/{target.database}")
+        for item in listed.get("Contents", []):
+            s3.delete_object(Bucket=BACKUP_BUCKET, Key=item["Key"])
+        BackupStore.delete("migtest-backups")

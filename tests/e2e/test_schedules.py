@@ -1,0 +1,121 @@
+"""Serving the catalog (``python -m deployments.serve``, as ``make up`` does) registers the
+scheduled runbooks with the right cron, one-at-a-time limits, and schedules that outlive the
+serving process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devstack.stack import StackInfo
+
+REPO = Path(__file__).resolve().parents[2]
+#: What the issue asks for, by flow name: (cron check, deployment concurrency limit).
+DAILY_0200 = "0 2 * * *"
+
+
+def catalog() -> dict[str, Any]:
+    from deployments.catalog import runner_deployments
+
+    return {d.flow_name: d for d in runner_deployments()}
+
+
+def read_deployments(names: list[str]) -> dict[str, Any]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return {name: client.read_deployment_by_name(name) for name in names}
+
+
+@pytest.fixture(scope="module")
+def served(
+    stack: StackInfo, prefect_api: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    """Serve the catalog once; the served deployments as the server has them; stop after."""
+    from prefect.exceptions import ObjectNotFound
+
+    wanted = [f"{d.flow_name}/{d.name}" for d in catalog().values()]
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    started = datetime.now(UTC)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deployments.serve"],
+            cwd=REPO,
+            env={**os.environ, **stack.env()},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        fresh: dict[str, Any] = {}
+        while time.monotonic() < deadline and proc.poll() is None:
+            with contextlib.suppress(ObjectNotFound):
+                fresh = read_deployments(wanted)
+                if all(d.updated and d.updated >= started for d in fresh.values()):
+                    break
+            time.sleep(1)
+        else:
+            raise AssertionError(f"catalog not served within 120 s:\n{log.read_text()[-2000:]}")
+        yield {"deployments": fresh, "proc": proc}
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def by_flow(served: dict[str, Any], flow_name: str) -> Any:
+    matches = [d for key, d in served["deployments"].items() if key.startswith(flow_name + "/")]
+    assert len(matches) == 1, f"expected one served deployment of {flow_name}"
+    return matches[0]
+
+
+def crons(deployment: Any) -> list[tuple[str, str | None, bool]]:
+    return [(s.schedule.cron, s.schedule.timezone, s.active) for s in deployment.schedules]
+
+
+def test_scheduled_runbooks_have_the_right_cron(served: dict[str, Any]) -> None:
+    backup = by_flow(served, "backup-database")
+    assert crons(backup) == [(DAILY_0200, "UTC", True)]
+    drill = crons(by_flow(served, "restore-drill"))
+    assert len(drill) == 1 and drill[0][1:] == ("UTC", True)
+    minute, hour, dom, month, dow = drill[0][0].split()
+    assert (dom, month) == ("*", "*") and dow != "*", f"drill is not weekly: {drill[0][0]}"
+    rotation = crons(by_flow(served, "rotate-credentials"))
+    assert len(rotation) == 1 and rotation[0][1:] == ("UTC", True)
+    minute, hour, dom, month, dow = rotation[0][0].split()
+    assert dom != "*" and (month, dow) == ("*", "*"), f"rotation is not monthly: {rotation[0][0]}"
+    # Every schedule the catalog declares is on the server, as declared.
+    for flow_name, runner in catalog().items():
+        declared = [(s.schedule.cron, s.schedule.timezone) for s in runner.schedules or []]
+        assert [c[:2] for c in crons(by_flow(served, flow_name))] == declared, flow_name
+
+
+def test_backup_and_rotation_cannot_overlap_themselves(served: dict[str, Any]) -> None:
+    for flow_name in ("backup-database", "rotate-credentials"):
+        limit = by_flow(served, flow_name).global_concurrency_limit
+        assert limit is not None and limit.limit == 1, flow_name
+
+
+def test_schedules_stay_active_after_the_serving_process_stops(served: dict[str, Any]) -> None:
+    proc = served["proc"]
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+    names = list(served["deployments"])
+    for name, deployment in read_deployments(names).items():
+        assert not deployment.paused, name
+        assert all(s.active for s in deployment.schedules), name

@@ -1,0 +1,144 @@
+"""Backups under real faults: S3 failing during the upload, and a run killed mid-upload.
+
+Each test puts its own fault proxy (devstack/faultproxy.py) between its own BackupStore
+block and the shared moto server, so the faults reach only this test's requests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+import flows.backup
+from decisions.backups import choose_backup, stale_uploads
+from devstack.faultproxy import FaultProxy, Rule
+from flows.backup import backup_database
+from opsflows.errors import BackupMissing, ServiceUnavailable
+from tasks.catalog import abort_uploads, pending_uploads, read_catalog
+from tests.backup_support import REPO_ROOT, BackupEnv, backup_env, fill
+
+#: No botocore-level retries: the retries under test are ours (part, then task).
+NO_SDK_RETRIES = {"config": {"retries": {"mode": "standard", "total_max_attempts": 1}}}
+
+
+@pytest.fixture(scope="module")
+def env(stack: Any, bootstrapped: object) -> Iterator[BackupEnv]:
+    """~11 MiB of incompressible rows: the dump needs two 8 MiB parts."""
+    with backup_env(stack, "rel") as made:
+        fill(made, 12_000, payload_bytes=900)
+        yield made
+
+
+@pytest.fixture
+def proxy(env: BackupEnv) -> Iterator[FaultProxy]:
+    with FaultProxy(env.info.host, env.info.moto_port) as made:
+        yield made
+
+
+@pytest.fixture
+def fast_task_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One task retry instead of two, and without the production 5 s / 15 s delays."""
+    monkeypatch.setattr(
+        flows.backup,
+        "dump_to_s3",
+        flows.backup.dump_to_s3.with_options(retries=1, retry_delay_seconds=0),
+    )
+
+
+def _no_trace(env: BackupEnv) -> None:
+    assert env.keys() == [], "no dump object and no manifest"
+    assert env.uploads() == [], "no orphan multipart parts"
+
+
+def test_s3_failing_during_upload_is_retried(env: BackupEnv, proxy: FaultProxy) -> None:
+    store = env.save_store(proxy.url, f"{env.store_block}-blip", **NO_SDK_RETRIES)
+    proxy.add(Rule("503", method="PUT", contains="partNumber=", times=2))
+    made = backup_database(database=env.db_block, store=store, reason="fault: blip")
+    assert proxy.count("503") == 2, "two part uploads were refused, then retried"
+    assert made["parts"] >= 2
+    records = read_catalog(env.store, env.dbname)
+    assert [r.backup_id for r in records if r.complete and r.size_matches] == [made["backup_id"]]
+    assert env.uploads() == []
+    for key in env.keys():
+        env.client.delete_object(Bucket="opsflows-backups", Key=key)
+
+
+def test_s3_staying_down_fails_with_no_manifest_and_no_orphan_parts(
+    env: BackupEnv, proxy: FaultProxy, fast_task_retries: None
+) -> None:
+    """First attempt: connections cut mid-part; second attempt: 503s. Then the flow fails."""
+    store = env.save_store(proxy.url, f"{env.store_block}-down", **NO_SDK_RETRIES)
+    part = {"method": "PUT", "contains": "partNumber="}
+    proxy.add(Rule("cut", cut_after=1024 * 1024, times=3, **part))  # type: ignore[arg-type]
+    proxy.add(Rule("503", **part))  # type: ignore[arg-type]
+    state = backup_database(
+        database=env.db_block, store=store, reason="fault: S3 down", return_state=True
+    )
+    assert state.is_failed()
+    with pytest.raises(ServiceUnavailable):
+        state.result()
+    assert (proxy.count("cut"), proxy.count("503")) == (3, 3), (
+        "2 task attempts x 3 attempts of the first part"
+    )
+    creates = [t for m, t, _ in proxy.log if m == "POST" and t.endswith("?uploads")]
+    aborts = [t for m, t, _ in proxy.log if m == "DELETE" and "uploadId=" in t]
+    assert len(creates) == len(aborts) == 2, "every attempt aborted its own upload"
+    _no_trace(env)
+
+
+def test_run_killed_mid_upload_leaves_no_complete_looking_backup(
+    env: BackupEnv, proxy: FaultProxy
+) -> None:
+    store = env.save_store(proxy.url, f"{env.store_block}-slow", **NO_SDK_RETRIES)
+    proxy.add(Rule("slow", method="PUT", contains="partNumber=", rate_bps=1024 * 1024))
+    code = (
+        "from flows.backup import backup_database; "
+        f"backup_database(database={env.db_block!r}, store={store!r}, reason='killed')"
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any("partNumber=" in t for _, t, _ in proxy.log):
+            assert run.poll() is None, "the backup process ended before it was killed"
+            assert time.monotonic() < deadline, "the upload never started"
+            time.sleep(0.2)
+        time.sleep(1.0)  # mid-part
+        run.send_signal(signal.SIGKILL)
+    finally:
+        run.wait(timeout=30)
+    assert run.returncode == -signal.SIGKILL
+
+    keys = env.keys()
+    assert not any(k.endswith(("dump.pgc", "manifest.json")) for k in keys), keys
+    with pytest.raises(BackupMissing):
+        choose_backup(read_catalog(env.store, env.dbname), None)
+
+    deadline = time.monotonic() + 20
+    while env.sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+        (env.dbname,),
+    ) != [(0,)]:
+        assert time.monotonic() < deadline, "pg_dump or the snapshot session outlived the run"
+        time.sleep(0.5)
+
+    # The killed run could not abort its upload; the sweep in later runs does, once stale.
+    pending = pending_uploads(env.store, env.dbname)
+    assert len(pending) == 1
+    assert stale_uploads(pending, datetime.now(UTC)) == [], "too young to sweep yet"
+    later = datetime.now(UTC) + timedelta(hours=7)
+    assert abort_uploads.fn(env.store, stale_uploads(pending, later)) == 1
+    _no_trace(env)
