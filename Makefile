@@ -41,5 +41,6 @@ lint: deps
 
 bench: deps $(addprefix bench-,$(BENCHES))  ## every benchmark in bench/
 
-bench-%: deps
+# A static pattern rule: a plain `bench-%` rule is ignored for .PHONY targets.
+$(addprefix bench-,$(BENCHES)): bench-%: deps
 	@$(RUN) python -m bench.bench_$*

@@ -9,6 +9,7 @@ compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresq
 command -v pg_dump >/dev/null || need_apt+=(postgresql-client)
 command -v pgbench >/dev/null || need_apt+=(postgresql-contrib)
 command -v prometheus >/dev/null || need_apt+=(prometheus)
+command -v zstd >/dev/null || need_apt+=(zstd)
 command -v runuser >/dev/null || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
