@@ -45,7 +45,7 @@ def install(preload: Sequence[str]) -> bool:
         return False
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(preload))
-    flow_engine.multiprocessing = _ForkserverFirst(context)  # type: ignore[assignment]
+    flow_engine.multiprocessing = _ForkserverFirst(context)  # type: ignore[assignment,attr-defined]
     # Start the server (and its imports) now, not on the first run's clock.
     from multiprocessing import forkserver
 
