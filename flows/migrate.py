@@ -60,6 +60,7 @@ from opsflows.errors import (
     Throttled,
     VerificationFailed,
 )
+from tasks.gitref import folder_at_ref
 from tasks.migrate import apply_one, hash_schema, read_database_state, verify_schema
 from tasks.squawk import lint_migrations
 
@@ -136,6 +137,8 @@ def migrate_database(
     backup_store: str = BACKUPS,
     concurrency_timeout_s: float = 600,
     reason: str = "apply pending schema migrations",
+    git_ref: str | None = None,
+    repository: str = ".",
 ) -> dict[str, Any]:
     """Lint, back up, and apply pending SQL migrations without stalling the application.
 
@@ -151,10 +154,46 @@ def migrate_database(
         backup_store: BackupStore block the pre-migration backup goes to.
         concurrency_timeout_s: Longest wait for another change of the environment to end.
         reason: Why the migration runs (for the operation log).
+        git_ref: Apply the migrations as they are at this branch, tag or commit of
+            ``repository`` (``migrations_dir`` is then relative to the repository root).
+        repository: The git checkout ``git_ref`` is read from.
     """
+    options: dict[str, Any] = {
+        "database": database,
+        "environment": environment,
+        "dry_run": dry_run,
+        "skip_backup": skip_backup,
+        "lock_timeout_s": lock_timeout_s,
+        "statement_timeout_s": statement_timeout_s,
+        "lock_retries": lock_retries,
+        "backup_store": backup_store,
+        "concurrency_timeout_s": concurrency_timeout_s,
+        "reason": reason,
+    }
+    if git_ref is None:
+        return _migrate(migrations_dir, migrations_dir, **options)
+    with folder_at_ref(repository, git_ref, migrations_dir) as folder:
+        return _migrate(str(folder), f"{migrations_dir}@{git_ref}", **options)
+
+
+def _migrate(
+    migrations_dir: str,
+    source: str,
+    *,
+    database: str,
+    environment: str,
+    dry_run: bool,
+    skip_backup: bool,
+    lock_timeout_s: float,
+    statement_timeout_s: float,
+    lock_retries: int,
+    backup_store: str,
+    concurrency_timeout_s: float,
+    reason: str,
+) -> dict[str, Any]:
     with operation_log("database migration", reason, try_load_ops_db()) as rec:
         rec.details.update(
-            migrations_dir=migrations_dir,
+            migrations_dir=source,
             database=database,
             environment=environment,
             dry_run=dry_run,

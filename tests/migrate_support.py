@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,3 +119,40 @@ def ops_log_entry(info: Any, run_id: Any) -> tuple[Any, ...]:
         ).fetchall()
     assert len(rows) == 1, rows
     return tuple(rows[0])
+
+
+APP_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "migrations" / "app"
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+        "PATH": "/usr/bin:/bin",
+    }
+    result = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, env=env
+    )
+    return result.stdout.strip()
+
+
+def make_repo(tmp_path: Path) -> tuple[Path, str, str]:
+    """A repo whose db/migrations holds one file at the first commit and all three at the second."""
+    repo = tmp_path / "repo"
+    folder = repo / "db" / "migrations"
+    folder.mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    shutil.copy(APP_FIXTURES / "001_create_accounts.sql", folder)
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "first")
+    first = git(repo, "rev-parse", "HEAD")
+    for name in ("002_add_note.sql", "003_index_note.sql"):
+        shutil.copy(APP_FIXTURES / name, folder)
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "second")
+    git(repo, "tag", "v2")
+    # The working tree has an uncommitted file that no ref contains.
+    (folder / "999_uncommitted.sql").write_text("DROP TABLE accounts;\n")
+    return repo, first, "v2"

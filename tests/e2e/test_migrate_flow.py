@@ -14,6 +14,7 @@ from opsflows.errors import ConfigurationError, VerificationFailed
 from tasks.migrate import schema_fingerprint
 from tests.migrate_support import (
     change_limit,
+    make_repo,
     migrations_dir,
     migrations_table,
     ops_log_entry,
@@ -159,3 +160,25 @@ def test_the_pre_migration_backup_runs_first(
         for item in listed.get("Contents", []):
             s3.delete_object(Bucket=BACKUP_BUCKET, Key=item["Key"])
         BackupStore.delete("migtest-backups")
+
+
+def test_git_ref_applies_the_migrations_of_that_commit(
+    stack: Any, db: tuple[PostgresTarget, str], tmp_path: Path
+) -> None:
+    target, block = db
+    repo, first, _ = make_repo(tmp_path)
+    state = migrate_database(
+        "db/migrations",
+        database=block,
+        environment=ENV,
+        skip_backup=True,
+        lock_timeout_s=0.5,
+        git_ref=first,
+        repository=str(repo),
+        return_state=True,
+    )
+    assert state.is_completed(), state
+    assert [r["name"] for r in state.result()["applied"]] == ["001_create_accounts.sql"]
+    assert query(target, "SELECT name FROM schema_migrations") == [("001_create_accounts.sql",)]
+    details = ops_log_entry(stack, flow_run_id(state))[5]
+    assert details["migrations_dir"] == f"db/migrations@{first}"
