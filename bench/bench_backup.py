@@ -27,6 +27,7 @@ from bench.common import (
     run_child,
     s3_client,
     save_blocks,
+    size_summary,
     stack_info,
     warm,
 )
@@ -93,18 +94,7 @@ def main() -> None:
     one, two = results["1x"], results["2x"]
     emit(
         {
-            "bench": "backup",
-            "ratio": round(one["flow_s"] / one["raw_s"], 3),
-            "flow_s": round(one["flow_s"], 2),
-            "raw_s": round(one["raw_s"], 2),
-            "ratio_2x": round(two["flow_s"] / two["raw_s"], 3),
-            "flow_s_2x": round(two["flow_s"], 2),
-            "raw_s_2x": round(two["raw_s"], 2),
-            "peak_rss_mb": round(one["rss"], 1),
-            "peak_rss_mb_2x": round(two["rss"], 1),
-            "rss_growth": round(two["rss"] / one["rss"] - 1, 3),
-            "db_mb": round(one["db_mb"]),
-            "db_mb_2x": round(two["db_mb"]),
+            **size_summary("backup", one, two),
             "dump_mb": round(one["flow_mb"], 1),
             "raw_dump_mb": round(one["raw_mb"], 1),
         }

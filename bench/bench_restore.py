@@ -32,6 +32,7 @@ from bench.common import (
     run_child,
     s3_client,
     save_blocks,
+    size_summary,
     stack_info,
 )
 
@@ -101,22 +102,7 @@ def main() -> None:
                 "db_mb": db_mb,
             }
     one, two = results["1x"], results["2x"]
-    emit(
-        {
-            "bench": "restore",
-            "ratio": round(one["flow_s"] / one["raw_s"], 3),
-            "flow_s": round(one["flow_s"], 2),
-            "raw_s": round(one["raw_s"], 2),
-            "ratio_2x": round(two["flow_s"] / two["raw_s"], 3),
-            "flow_s_2x": round(two["flow_s"], 2),
-            "raw_s_2x": round(two["raw_s"], 2),
-            "peak_rss_mb": round(one["rss"], 1),
-            "peak_rss_mb_2x": round(two["rss"], 1),
-            "rss_growth": round(two["rss"] / one["rss"] - 1, 3),
-            "db_mb": round(one["db_mb"]),
-            "db_mb_2x": round(two["db_mb"]),
-        }
-    )
+    emit(size_summary("restore", one, two))
 
 
 if __name__ == "__main__":

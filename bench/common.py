@@ -252,3 +252,21 @@ if __name__ == "__main__":
     _admin = admin_target(_info)
     for _label in sys.argv[1:] or list(SIZES):
         ensure_bench_db(_admin, _label)
+
+
+def size_summary(bench: str, one: dict[str, float], two: dict[str, float]) -> dict[str, Any]:
+    """The JSON figures shared by the 1x/2x size benchmarks (times, ratios, peak RSS, sizes)."""
+    return {
+        "bench": bench,
+        "ratio": round(one["flow_s"] / one["raw_s"], 3),
+        "flow_s": round(one["flow_s"], 2),
+        "raw_s": round(one["raw_s"], 2),
+        "ratio_2x": round(two["flow_s"] / two["raw_s"], 3),
+        "flow_s_2x": round(two["flow_s"], 2),
+        "raw_s_2x": round(two["raw_s"], 2),
+        "peak_rss_mb": round(one["rss"], 1),
+        "peak_rss_mb_2x": round(two["rss"], 1),
+        "rss_growth": round(two["rss"] / one["rss"] - 1, 3),
+        "db_mb": round(one["db_mb"]),
+        "db_mb_2x": round(two["db_mb"]),
+    }
