@@ -13,18 +13,14 @@ stdout line is ``{"bench": "trigger", "p50_s": ..., "max_s": ...}``; target p50 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import secrets
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,25 +50,6 @@ def _serve_probe() -> None:
 
     deployment: Any = trigger_probe.to_deployment(name=DEPLOYMENT.split("/")[1])
     serve_warm([deployment], preload=["bench.bench_trigger"])
-
-
-@contextlib.contextmanager
-def background(argv: list[str], env: dict[str, str], log_path: Path) -> Iterator[Any]:
-    """Run ``argv`` in its own process group; stop exactly that group afterwards."""
-    with log_path.open("ab") as out:
-        proc = subprocess.Popen(
-            argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        yield proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def signed_request(secret: bytes, payload: dict[str, Any]) -> tuple[dict[str, str], bytes]:
@@ -145,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         hook += ["--replay-db", str(Path(tmp) / "deliveries.sqlite"), "--log-level", "warning"]
         serve = [sys.executable, "-m", "bench.bench_trigger", "--serve-probe"]
         with (
-            background(serve, env, Path(tmp) / "serve.log"),
-            background(hook, env, Path(tmp) / "webhook.log") as hook_proc,
+            procs.background(serve, env, Path(tmp) / "serve.log", cwd=REPO),
+            procs.background(hook, env, Path(tmp) / "webhook.log", cwd=REPO) as hook_proc,
         ):
             url = f"http://{info.host}:{port}"
             deployment_url = f"{info.prefect_api_url}/deployments/name/{DEPLOYMENT}"

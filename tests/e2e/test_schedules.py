@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from devstack import procs
 from devstack.stack import StackInfo
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,16 +47,9 @@ def served(
     wanted = [f"{d.flow_name}/{d.name}" for d in catalog().values()]
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     started = datetime.now(UTC)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "deployments.serve"],
-            cwd=REPO,
-            env={**os.environ, **stack.env()},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    serve = [sys.executable, "-m", "deployments.serve"]
+    env = {**os.environ, **stack.env()}
+    with procs.background(serve, env, log, cwd=REPO, stop_timeout=30) as proc:
         deadline = time.monotonic() + 120
         fresh: dict[str, Any] = {}
         while time.monotonic() < deadline and proc.poll() is None:
@@ -68,14 +61,6 @@ def served(
         else:
             raise AssertionError(f"catalog not served within 120 s:\n{log.read_text()[-2000:]}")
         yield {"deployments": fresh, "proc": proc}
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def by_flow(served: dict[str, Any], flow_name: str) -> Any:

@@ -81,26 +81,6 @@ ROUTES = {
 }
 
 
-@contextlib.contextmanager
-def background(
-    argv: list[str], env: dict[str, str], log: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        yield proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 @dataclass
 class Receiver:
     url: str
@@ -186,7 +166,7 @@ def receiver(
     argv += ["--replay-db", str(tmp / "deliveries.sqlite")]
     hook = Receiver(f"http://{stack.host}:{port}", secret.encode(), argv, env, tmp / "webhook.log")
     serve = [sys.executable, "-c", "from tests.e2e.test_webhook import serve_probe; serve_probe()"]
-    with background(serve, env, tmp / "serve.log") as runner:
+    with procs.background(serve, env, tmp / "serve.log", cwd=REPO) as runner:
         hook.start()
         served = procs.http_ok(f"{stack.prefect_api_url}/deployments/name/{PROBE}", below=400)
         assert procs.wait_until(served, 90) and runner.poll() is None, (
