@@ -122,7 +122,7 @@ def preflight_alert_rules(prometheus_url: str, app: str) -> tuple[str, ...]:
 def served_image_check(base_url: str, image: str) -> Check:
     """Whether the environment now answers from ``image`` (whatever its health)."""
     try:
-        verify_serving.fn(base_url, image, timeout_s=5.0, consecutive=3, healthy=False)
+        verify_serving.fn(base_url, image, timeout_s=15.0, consecutive=3, healthy=False)
     except OpsError as exc:
         return check(f"serves {image}", False, exc.message)
     return check(f"serves {image}", True, "3 answers in a row from the new image")
@@ -297,10 +297,13 @@ def staged_deploy(
                 rec.follow_up.append(f"fix or roll back {stg.environment}")
                 safe_notify(routing, "P3", f"deploy of {image} failed in staging", exc.message)
                 raise
+            # The rollout can finish before the service stops routing to the old pods: wait
+            # until it answers from the new image, so the smoke tests judge the new release.
+            serving = served_image_check(stg.service_url, image)
             smoke = run_smoke_checks(stg.service_url, checks, smoke_retry_s)
             verification = [
                 check("staging rollout", True, f"{rollout['message']} in {rollout['seconds']}s"),
-                served_image_check(stg.service_url, image),
+                serving,
             ]
         create_table_artifact(
             key="staging-smoke",

@@ -1,8 +1,11 @@
 """HTTP smoke checks against a freshly rolled-out environment.
 
 Right after a rollout the service may still route a few requests to the old pods (its
-endpoints follow readiness a moment later), so each check is retried for a short window and
-passes as soon as one attempt passes; a check still failing when the window closes fails.
+endpoints follow readiness a moment later). The deploy flow therefore first waits until the
+service answers from the new image (:func:`verify_serving` with ``healthy=False``), so a
+healthy old pod cannot pass a smoke test for a broken release. Each check is then retried for
+a short window (a new pod warming up) and passes as soon as one attempt passes; a check still
+failing when the window closes fails.
 """
 
 from __future__ import annotations
