@@ -98,6 +98,10 @@ def test_a_failing_first_migration_does_not_even_leave_the_table(
     assert migrations_table(db) is None
 
 
+BLOCKER_HOLD_S = 4.0  # how long the competing report holds its lock
+STALL_MARGIN_S = 1.0  # allowed on top of lock_timeout for a loaded 2-core machine
+
+
 def pgbench_latencies(log_prefix: Path) -> list[float]:
     """Per-transaction latencies (seconds) from pgbench's ``-l`` logs."""
     values = []
@@ -119,7 +123,7 @@ def test_a_long_transaction_makes_the_migration_back_off_without_stalling_the_ap
     )
     log_prefix = tmp_path / "pgbench"
     bench = subprocess.Popen(
-        [PGBENCH, "-n", "-f", str(script), "-c", "2", "-j", "1", "-T", "6", "-R", "100",
+        [PGBENCH, "-n", "-f", str(script), "-c", "2", "-j", "1", "-T", "8", "-R", "100",
          "--max-tries=1", "-l", f"--log-prefix={log_prefix}"],
         env={**os.environ, **db.libpq_env()},
         cwd=tmp_path,
@@ -129,11 +133,11 @@ def test_a_long_transaction_makes_the_migration_back_off_without_stalling_the_ap
     )  # fmt: skip
     try:
         time.sleep(1.0)
-        blocker = psycopg.connect(db.conninfo())  # a report holding ACCESS SHARE for 2.5 s
+        blocker = psycopg.connect(db.conninfo())  # a report holding ACCESS SHARE for 4 s
         blocker.execute("SELECT count(*) FROM accounts").fetchone()
-        release = threading.Timer(2.5, blocker.rollback)
+        release = threading.Timer(BLOCKER_HOLD_S, blocker.rollback)
         release.start()
-        policy = ApplyPolicy(lock_timeout, 30, lock_retries=6, backoff_base_s=0.3, backoff_cap_s=1)
+        policy = ApplyPolicy(lock_timeout, 30, lock_retries=10, backoff_base_s=0.3, backoff_cap_s=1)
         step = plan_migration(load_migrations(str(FIXTURES / "lockwait"))[1][0])
         result = apply_migration(db, step, policy, "test")
         release.join()
@@ -152,7 +156,11 @@ def test_a_long_transaction_makes_the_migration_back_off_without_stalling_the_ap
     assert worst >= 0.7 * lock_timeout, (
         f"the workload never waited behind the ALTER ({worst:.3f} s)"
     )
-    assert worst <= lock_timeout + 0.4, f"the workload stalled {worst:.3f} s"
+    # Without lock_timeout the workload would queue behind the ALTER for as long as the report
+    # holds its lock (seconds); the margin only absorbs scheduling noise of a busy machine.
+    assert worst <= lock_timeout + STALL_MARGIN_S < BLOCKER_HOLD_S - 1, (
+        f"the workload stalled {worst:.3f} s"
+    )
     assert query(db, "SELECT attempts FROM schema_migrations WHERE name = '002_add_flag.sql'") == [
         (result["attempts"],)
     ]
