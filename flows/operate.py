@@ -121,6 +121,8 @@ def release_to_production(
     try:
         set_image(env, image)
         rollout = wait_for_rollout(env, timeout_s=ROLLOUT_TIMEOUT_S)
+        # Bake the new release, not the old pods the service may still route to for a moment.
+        verify_serving(env.service_url, image, timeout_s=30.0, consecutive=3, healthy=False)
         progress: Any = create_progress_artifact(0.0, description=f"Bake of {image}")
         report = run_bake(
             env,
