@@ -38,7 +38,9 @@ def _run_until_killed(params: dict[str, Any], attr: str, marker: str) -> None:
         from prefect.runtime import flow_run
 
         result = original(*args, **kwargs)
-        Path(marker).write_text(str(flow_run.id))
+        # written aside, then renamed: the test kills this process as soon as the marker exists
+        Path(marker + ".tmp").write_text(str(flow_run.id))
+        os.replace(marker + ".tmp", marker)
         time.sleep(600)
         return result
 
