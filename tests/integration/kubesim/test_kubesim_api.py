@@ -1,0 +1,139 @@
+"""The simulator's API semantics: conflicts, not found, bad bodies, patches, secrets, selectors."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from tests.kubesim_support import deploy, manifest, status_body
+
+
+def test_replace_with_a_stale_resource_version_conflicts(apps: client.AppsV1Api, ns: str) -> None:
+    stale = deploy(apps, ns, "cas")
+    apps.patch_namespaced_deployment("cas", ns, {"metadata": {"labels": {"owner": "someone-else"}}})
+    stale.spec.replicas = 3
+
+    with pytest.raises(ApiException) as raised:
+        apps.replace_namespaced_deployment("cas", ns, stale)
+
+    assert raised.value.status == 409
+    body = status_body(raised.value)
+    assert (body["kind"], body["apiVersion"], body["status"]) == ("Status", "v1", "Failure")
+    assert (body["reason"], body["code"]) == ("Conflict", 409)
+    assert "the object has been modified" in body["message"]
+    fresh = apps.read_namespaced_deployment("cas", ns)
+    fresh.spec.replicas = 3
+    assert apps.replace_namespaced_deployment("cas", ns, fresh).metadata.generation == 2
+
+
+def test_missing_objects_get_a_not_found_status(
+    apps: client.AppsV1Api, core: client.CoreV1Api
+) -> None:
+    with pytest.raises(ApiException) as raised:
+        apps.read_namespaced_deployment("no-such-app", "staging")
+    assert raised.value.status == 404
+    body = status_body(raised.value)
+    assert body["kind"] == "Status" and body["reason"] == "NotFound" and body["code"] == 404
+    assert body["message"] == 'deployments.apps "no-such-app" not found'
+    assert body["details"] == {"name": "no-such-app", "group": "apps", "kind": "deployments"}
+    with pytest.raises(ApiException) as raised:
+        core.read_namespaced_secret("nope", "staging")
+    assert raised.value.status == 404
+    with pytest.raises(ApiException) as raised:
+        apps.create_namespaced_deployment("no-such-namespace", manifest("x"))
+    assert raised.value.status == 404
+
+
+def test_create_twice_and_invalid_bodies_are_refused(apps: client.AppsV1Api, ns: str) -> None:
+    apps.create_namespaced_deployment(ns, manifest("twice"))
+    with pytest.raises(ApiException) as raised:
+        apps.create_namespaced_deployment(ns, manifest("twice"))
+    assert raised.value.status == 409 and status_body(raised.value)["reason"] == "AlreadyExists"
+
+    broken = manifest("mismatch")
+    broken.spec.template.metadata.labels = {"app": "other"}
+    with pytest.raises(ApiException) as raised:
+        apps.create_namespaced_deployment(ns, broken)
+    assert raised.value.status == 422 and status_body(raised.value)["reason"] == "Invalid"
+
+    with pytest.raises(ApiException) as raised:
+        apps.patch_namespaced_deployment(
+            "twice", ns, [{"op": "replace", "path": "/spec/nope", "value": 1}]
+        )
+    assert raised.value.status == 422
+
+
+def test_merge_and_json_patches(apps: client.AppsV1Api, ns: str) -> None:
+    deploy(apps, ns, "patchy")
+    merged = apps.patch_namespaced_deployment(
+        "patchy",
+        ns,
+        {"metadata": {"annotations": {"team": "ops"}}},
+        _content_type="application/merge-patch+json",
+    )
+    assert merged.metadata.annotations["team"] == "ops"
+    assert merged.metadata.generation == 1, "metadata changes do not bump the generation"
+    patched = apps.patch_namespaced_deployment(
+        "patchy",
+        ns,
+        [
+            {"op": "test", "path": "/spec/replicas", "value": 2},
+            {"op": "replace", "path": "/spec/replicas", "value": 3},
+            {"op": "remove", "path": "/metadata/annotations/team"},
+        ],
+    )
+    assert patched.spec.replicas == 3 and "team" not in patched.metadata.annotations
+    assert patched.metadata.generation == 2
+
+
+def test_secrets_merge_string_data_into_base64_data(core: client.CoreV1Api, ns: str) -> None:
+    created = core.create_namespaced_secret(
+        ns,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="db"),
+            string_data={"username": "app", "password": "first"},
+        ),
+    )
+    assert created.type == "Opaque" and created.string_data is None
+    assert base64.b64decode(created.data["password"]).decode() == "first"
+
+    core.patch_namespaced_secret("db", ns, {"stringData": {"password": "second"}})
+    secret = core.read_namespaced_secret("db", ns)
+    decoded = {k: base64.b64decode(v).decode() for k, v in secret.data.items()}
+    assert decoded == {"username": "app", "password": "second"}
+    assert secret.metadata.resource_version != created.metadata.resource_version
+
+    listed = core.list_namespaced_secret(ns, field_selector="metadata.name=db")
+    assert listed.kind == "SecretList" and [s.metadata.name for s in listed.items] == ["db"]
+    core.delete_namespaced_secret("db", ns)
+    with pytest.raises(ApiException) as raised:
+        core.read_namespaced_secret("db", ns)
+    assert raised.value.status == 404
+
+
+def test_label_selectors(apps: client.AppsV1Api, ns: str) -> None:
+    for name, tier in (("a", "web"), ("b", "api"), ("c", "db")):
+        body = manifest(name, replicas=0)
+        body.metadata.labels["tier"] = tier
+        apps.create_namespaced_deployment(ns, body)
+    apps.create_namespaced_deployment(ns, manifest("d", replicas=0))
+
+    def names(selector: str) -> list[str]:
+        listed = apps.list_namespaced_deployment(ns, label_selector=selector)
+        assert listed.kind == "DeploymentList" and listed.metadata.resource_version
+        return [d.metadata.name for d in listed.items]
+
+    assert names("tier=web") == ["a"]
+    assert names("tier in (web,api)") == ["a", "b"]
+    assert names("tier notin (web,api)") == ["c", "d"]
+    assert names("tier!=db") == ["a", "b", "d"]
+    assert names("tier") == ["a", "b", "c"]
+    assert names("!tier") == ["d"]
+    assert names("app=a,tier=web") == ["a"]
+    assert names("app=a,tier=api") == []
+    with pytest.raises(ApiException) as raised:
+        names("tier in (web")
+    assert raised.value.status == 400

@@ -1,0 +1,84 @@
+"""Signed webhook requests for the unit tests of the webhook's rules and receiver.
+
+A fixed secret and clock, a small routing table (one GitHub route, one generic route) and
+builders for GitHub and generic (``X-Opsflows-*``) deliveries signed with that secret.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from decisions.webhook import Rejected, RouteTable, decide, load_table, sign
+
+SECRET = b"unit-test-secret"
+NOW = 1_700_000_000.0
+
+TABLE = load_table(
+    {
+        "routes": [
+            {
+                "name": "push-main",
+                "source": "github",
+                "event": "push",
+                "match": {"ref": "refs/heads/main", "deleted": False},
+                "deployment": "staged-deploy/staged-deploy",
+                "parameters": {
+                    "image": "registry.local/web-app:{{ after }}",
+                    "replicas": "{{ replicas }}",
+                },
+            },
+            {
+                "name": "ci-run",
+                "source": "opsflows",
+                "event": "run-deployment",
+                "allow": {"migrate-database/migrate-database": ["reason"]},
+            },
+        ]
+    }
+)
+
+
+def github(
+    event: str, payload: dict[str, Any], delivery: str = "d-1"
+) -> tuple[dict[str, str], bytes]:
+    body = json.dumps(payload).encode()
+    headers = {
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery,
+        "X-Hub-Signature-256": sign(SECRET, body),
+    }
+    return headers, body
+
+
+def generic(
+    payload: dict[str, Any], ts: float = NOW, delivery: str = "ci-42"
+) -> tuple[dict[str, str], bytes]:
+    body = json.dumps(payload).encode()
+    stamp = str(int(ts))
+    headers = {
+        "X-Opsflows-Event": "run-deployment",
+        "X-Opsflows-Delivery": delivery,
+        "X-Opsflows-Timestamp": stamp,
+        "X-Opsflows-Signature": sign(SECRET, body, stamp),
+    }
+    return headers, body
+
+
+def push(**extra: Any) -> dict[str, Any]:
+    return {
+        "ref": "refs/heads/main",
+        "deleted": False,
+        "after": "abc123",
+        "replicas": 3,
+        "repository": {"pushed_at": int(NOW) - 10},
+        **extra,
+    }
+
+
+def status_of(headers: dict[str, str], body: bytes, table: RouteTable = TABLE) -> int:
+    with pytest.raises(Rejected) as info:
+        decide(table, SECRET, headers, body, NOW)
+    return info.value.status
