@@ -164,8 +164,14 @@ def migrate_database(
 ) -> dict[str, Any]:
     """Lint, back up, and apply pending SQL migrations without stalling the application.
 
+    After applying, verifies the files' ``-- verify:`` declarations and validates every
+    Great Expectations 1.x suite in ``<migrations_dir>/expectations/<table>.json`` against
+    its table (``migration-validation`` artifact). A failed migration or expectation fails
+    the run and pages P2; a malformed suite is refused before the backup.
+
     Args:
-        migrations_dir: Folder of ``*.sql`` migration files, applied in name order.
+        migrations_dir: Folder of ``*.sql`` migration files, applied in name order, and of
+            the ``expectations/`` suites.
         database: PostgresTarget block of the database to migrate.
         environment: Environment whose change limit (``change-<environment>``) is taken.
         dry_run: Stop after the plan (published as the ``migration-plan`` artifact).
