@@ -1,14 +1,29 @@
 """Runbook "Running a database migration": plan and lint, back up, apply safely, verify.
 
 1. Plan: pending files (name order), the lock each statement takes, which files run outside
-   a transaction, and squawk's findings. The plan is an artifact; ``dry_run`` stops here.
-   Edited applied files, missing files and out-of-order files refuse the run; a squawk
-   finding not marked reviewed (``-- squawk-ignore rule``) blocks it. Nothing is written.
+   a transaction, squawk's findings, and the expectation suites that will be validated.
+   The plan is an artifact; ``dry_run`` stops here. Edited applied files, missing files and
+   out-of-order files refuse the run; a squawk finding not marked reviewed
+   (``-- squawk-ignore rule``) blocks it; a suite that is not valid JSON, not a GX 1.x
+   suite, or uses an expectation type or argument GX does not know is rejected. Nothing is
+   written.
 2. Back up with the backup runbook (a subflow); ``skip_backup`` is recorded in the log.
 3. Apply each file under the strict concurrency limit ``change-<environment>`` (shared with
    deploys): its own transaction, ``lock_timeout`` and ``statement_timeout``, lock timeouts
    retried with backoff, recorded in ``schema_migrations``.
-4. Verify the ``-- verify:`` declarations of the applied files; write the operation log.
+4. Verify: the ``-- verify:`` declarations of the applied files, and every Great
+   Expectations suite kept with the migrations, validated against the migrated database
+   (the ``migration-validation`` table artifact). Write the operation log.
+
+Expectation suites: ``<migrations_dir>/expectations/<table>.json`` (or
+``<schema>.<table>.json``; schema ``public`` by default) holds one GX 1.x suite, as
+``ExpectationSuite.to_json_dict()`` writes it (``name``, ``expectations`` of
+``{"type": ..., "kwargs": {...}}``), validated against that table after every run that
+applied something. They describe the database as it must be after the newest migration.
+
+A failed migration (SQL error, lock timeout retries spent) or a failed verification is
+paged as P2 through the notification routing; the operation log names the failed file or
+the failed checks and the pre-migration backup to fall back on.
 """
 
 from __future__ import annotations
@@ -32,7 +47,10 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 
+from blocks.notify import NotificationRouting
 from blocks.postgres import PostgresTarget
+from decisions.migration_suites import TableSuite, render_suites
+from decisions.migration_suites import failures as suite_failures
 from decisions.migrations import (
     ApplyPolicy,
     Expectation,
@@ -53,16 +71,20 @@ from flows.common import (
     operation_log,
     try_load_ops_db,
 )
+from flows.operate import safe_notify, try_load_routing
 from opsflows.errors import (
     ConfigurationError,
     GateRejected,
     OpsError,
     Throttled,
     VerificationFailed,
+    scrub,
 )
 from tasks.gitref import folder_at_ref
 from tasks.migrate import apply_one, hash_schema, read_database_state, verify_schema
+from tasks.migration_checks import check_suites, load_suites, validate_suites
 from tasks.squawk import lint_migrations
+from tasks.verify import preload
 
 _BACKUP_FIELDS = ("backup_id", "key", "manifest_key", "sha256", "snapshot_at", "tables")
 _ENVIRONMENT = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
@@ -142,8 +164,14 @@ def migrate_database(
 ) -> dict[str, Any]:
     """Lint, back up, and apply pending SQL migrations without stalling the application.
 
+    After applying, verifies the files' ``-- verify:`` declarations and validates every
+    Great Expectations 1.x suite in ``<migrations_dir>/expectations/<table>.json`` against
+    its table (``migration-validation`` artifact). A failed migration or expectation fails
+    the run and pages P2; a malformed suite is refused before the backup.
+
     Args:
-        migrations_dir: Folder of ``*.sql`` migration files, applied in name order.
+        migrations_dir: Folder of ``*.sql`` migration files, applied in name order, and of
+            the ``expectations/`` suites.
         database: PostgresTarget block of the database to migrate.
         environment: Environment whose change limit (``change-<environment>``) is taken.
         dry_run: Stop after the plan (published as the ``migration-plan`` artifact).
@@ -205,6 +233,9 @@ def _migrate(
             raise ConfigurationError(f"environment {environment!r} is not a valid name")
         policy = ApplyPolicy(lock_timeout_s, statement_timeout_s, lock_retries)
         directory, migrations = load_migrations(migrations_dir)
+        suites = load_suites(directory)
+        if suites:
+            preload()  # GX takes seconds to import: warm it while the plan is made
         target = load_block(PostgresTarget, database)
 
         state = read_database_state(target)
@@ -216,13 +247,16 @@ def _migrate(
         )
         create_markdown_artifact(
             key="migration-plan",
-            markdown=render_plan(plan, markdown=True),
+            markdown=render_plan(plan, markdown=True) + render_suites(suites, markdown=True),
             description=f"Migration plan for {database} ({len(plan.pending)} pending)",
         )
         names = [p.migration.name for p in plan.pending]
-        rec.details.update(pending=names, blocked=plan.blocked)
-        summary: dict[str, Any] = {"pending": names, "dry_run": dry_run}
+        suite_files = [s.file for s in suites]
+        rec.details.update(pending=names, blocked=plan.blocked, suites=suite_files)
+        summary: dict[str, Any] = {"pending": names, "dry_run": dry_run, "suites": suite_files}
         refuse_if_blocked(plan)
+        if suites:
+            check_suites(suites)
         if not plan.pending or dry_run:
             rec.impact = "none: " + ("dry run, plan only" if dry_run else "nothing pending")
             return summary
@@ -237,6 +271,7 @@ def _migrate(
             rec.details["backup"] = _backup(database, backup_store, names)
 
         expectations = final_expectations(step.migration for step in plan.pending)
+        routing = try_load_routing()
         with contextlib.ExitStack() as held:
             try:
                 held.enter_context(
@@ -248,16 +283,60 @@ def _migrate(
                     f" {concurrency_timeout_s:.0f} s",
                     hint="wait for the running deploy or migration to finish, then re-run",
                 ) from exc
-            failures = _apply_and_verify(target, plan, policy, expectations, rec)
+            try:
+                failures = _apply_and_verify(target, plan, policy, expectations, suites, rec)
+            except Exception as exc:
+                where = rec.details.get("failed")
+                subject = f"migration of {target.database} failed" + (
+                    f" at {where}" if where else ""
+                )
+                _page(routing, rec, subject, exc)
+                raise
         applied = [r["name"] for r in rec.details["applied"] if not r["skipped"]]
         rec.impact = f"applied {len(applied)} migration(s): {', '.join(applied) or 'none'}"
         if failures:
-            rec.follow_up.append("restore the pre-migration backup or write a fix-forward file")
-            raise VerificationFailed(
-                "the migrated schema does not match its declarations: " + "; ".join(failures),
-                hint="the migrations are committed; inspect the schema and fix forward",
+            fallback = _fallback(rec.details.get("backup"))
+            rec.follow_up.append(f"write a fix-forward migration, or restore {fallback}")
+            shown = "; ".join(failures[:10]) + (
+                f" (and {len(failures) - 10} more)" if len(failures) > 10 else ""
             )
+            failed = VerificationFailed(
+                f"the migrated database failed {len(failures)} verification check(s): {shown}",
+                hint="the migrations are committed (schema_migrations): write a follow-up"
+                " migration that fixes the schema or data and re-run (applied files are"
+                f" skipped), or restore {fallback}",
+            )
+            _page(routing, rec, f"migration of {target.database} failed verification", failed)
+            raise failed
         return {**summary, **rec.details, "verified": [e.describe() for e in expectations]}
+
+
+def _fallback(backup: Any) -> str:
+    """Where to go back to: the pre-migration backup, as the operation log recorded it."""
+    if isinstance(backup, dict) and backup.get("key"):
+        when = (
+            f" (restore-database at={backup['snapshot_at']})" if backup.get("snapshot_at") else ""
+        )
+        return f"the pre-migration backup {backup['key']}{when}"
+    return "a backup taken before the migration (none was taken by this run: skip_backup=True)"
+
+
+def _page(
+    routing: NotificationRouting | None, rec: OperationRecord, subject: str, exc: Exception
+) -> None:
+    """Send a P2 for a failure after the migration started; record that it went out."""
+    applied = [r["name"] for r in rec.details.get("applied", []) if not r["skipped"]]
+    if isinstance(exc, OpsError):
+        message, hint = exc.message, exc.hint
+    else:
+        message, hint = f"{type(exc).__name__}: {scrub(str(exc))}", None
+    body = f"{message}\n\nApplied by this run: {', '.join(applied) or 'none'}."
+    if "backup" not in (hint or ""):
+        body += f" To fall back on: {_fallback(rec.details.get('backup'))}."
+    if hint:
+        body += f"\n\nWhat to do: {hint}"
+    delivered = safe_notify(routing, "P2", subject, body)
+    rec.details["notified"] = f"P2 to {delivered} channel(s): {subject}"
 
 
 def _apply_and_verify(
@@ -265,9 +344,10 @@ def _apply_and_verify(
     plan: Plan,
     policy: ApplyPolicy,
     expectations: tuple[Expectation, ...],
+    suites: Sequence[TableSuite],
     rec: OperationRecord,
 ) -> tuple[str, ...]:
-    """Apply every pending file in order, then check the declarations; the failures."""
+    """Apply every pending file in order, then check declarations and suites; the failures."""
     details = rec.details
     applied_by = str(flow_run.id or "manual")
     details["applied"] = []
@@ -278,7 +358,7 @@ def _apply_and_verify(
             run = apply_one.with_options(task_run_name=f"apply {step.migration.name}")
             details["applied"].append(run(target, step, policy, applied_by))
             update_progress_artifact(progress, 100.0 * i / len(plan.pending))
-    except OpsError:
+    except Exception:
         details["failed"] = step.migration.name
         done = [r["name"] for r in details["applied"]]
         rec.follow_up.append(
@@ -287,4 +367,14 @@ def _apply_and_verify(
         )
         raise
     details["schema_hash_after"] = hash_schema(target)
-    return verify_schema(target, expectations)
+    failures = verify_schema(target, expectations)
+    if not suites:
+        return failures
+    results = validate_suites(target, suites)
+    failed = suite_failures(results)
+    details["validation"] = {
+        "suites": [s.file for s in suites],
+        "evaluated": len(results),
+        "failed": list(failed),
+    }
+    return failures + failed

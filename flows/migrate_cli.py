@@ -1,12 +1,16 @@
 """``opsflows migrate plan DIR --database-url URL``: the migration plan, for people and CI.
 
 Prints the same plan the ``migrate-database`` flow publishes (pending files, the lock each
-statement takes, which files run outside a transaction, squawk's findings) and exits
-non-zero when anything blocks. Read-only: nothing is created in the database. Without
-``--database-url`` every file counts as pending and the server version is unknown.
+statement takes, which files run outside a transaction, squawk's findings, the Great
+Expectations suites of ``DIR/expectations/`` validated after applying) and exits
+non-zero when anything blocks. Suites are checked the way the flow checks them (valid
+GX 1.x suites of expectation types GX knows; importing GX takes a few seconds).
+Read-only: nothing is created in the database. Without ``--database-url`` every file
+counts as pending and the server version is unknown.
 
-Exit status: 0 ok to apply, 1 blocked (lint, edited or missing files), 2 bad input or an
-unreachable database. The password (from the URL, else ``PGPASSWORD``) is never printed.
+Exit status: 0 ok to apply, 1 blocked (lint, edited or missing files), 2 bad input (a
+malformed suite included) or an unreachable database. The password (from the URL, else
+``PGPASSWORD``) is never printed.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from blocks.postgres import PostgresTarget
+from decisions.migration_suites import render_suites
 from decisions.migrations import Migration, Plan, make_plan, pending, render_plan
 from decisions.migrations import runs_in_transaction as in_transaction
 from flows.migrate import load_migrations
 from opsflows.errors import ConfigurationError, OpsError
 from tasks.migrate import read_state
+from tasks.migration_checks import build_expectations, load_suites
 from tasks.squawk import lint
 
 
@@ -81,6 +87,9 @@ def plan_command(argv: Sequence[str] | None = None) -> int:
     try:
         target = target_from_url(args.database_url) if args.database_url else None
         directory, migrations = load_migrations(args.directory)
+        suites = load_suites(directory)
+        for suite in suites:
+            build_expectations(suite)
         plan = compute_plan(directory, migrations, target)
     except OpsError as exc:
         print(f"migrate plan: {exc}", file=sys.stderr)
@@ -88,6 +97,7 @@ def plan_command(argv: Sequence[str] | None = None) -> int:
     where = target.describe() if target else "no database (every file counted as pending)"
     print(f"database: {where}; directory: {directory}")
     print(render_plan(plan), end="")
+    print(render_suites(suites), end="")
     if plan.blocked:
         print(f"BLOCKED: {len(plan.errors) + len(plan.blocking)} item(s) need a fix")
         return 1

@@ -10,10 +10,11 @@ import contextlib
 import secrets
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 from psycopg import sql
 
@@ -156,3 +157,70 @@ def make_repo(tmp_path: Path) -> tuple[Path, str, str]:
     # The working tree has an uncommitted file that no ref contains.
     (folder / "999_uncommitted.sql").write_text("DROP TABLE accounts;\n")
     return repo, first, "v2"
+
+
+def with_suites(directory: Path, *files: str) -> Path:
+    """Copy fixture suites (``tests/fixtures/migrations/suites/<file>``) into
+    ``<directory>/expectations/``; the expectations folder."""
+    out = directory / "expectations"
+    out.mkdir(exist_ok=True)
+    for name in files:
+        shutil.copy(FIXTURES / "suites" / name, out / name)
+    return out
+
+
+def apply_files(target: PostgresTarget, directory: Path) -> list[str]:
+    """Apply a folder's pending files directly (no flow), as the runner would; their names."""
+    from decisions.migrations import ApplyPolicy
+    from flows.migrate import load_migrations
+    from flows.migrate_cli import compute_plan
+    from tasks.migrate import apply_migration
+
+    plan = compute_plan(*load_migrations(str(directory)), target)
+    assert not plan.blocked, plan.blocking + plan.errors
+    policy = ApplyPolicy(lock_timeout_s=0.5, statement_timeout_s=30, lock_retries=0)
+    return [apply_migration(target, step, policy, "test")["name"] for step in plan.pending]
+
+
+@contextlib.contextmanager
+def backup_store() -> Iterator[tuple[str, Callable[[], list[str]]]]:
+    """A BackupStore block on its own prefix of the test bucket: its name and a function
+    listing the keys under it; the objects and the block are removed afterwards."""
+    from prefect_aws import AwsCredentials
+
+    from blocks.storage import BackupStore
+
+    name = f"migtest-backups-{secrets.token_hex(3)}"
+    store = BackupStore(
+        bucket=devstack.BACKUP_BUCKET,
+        prefix=f"{name}/",
+        aws_credentials=AwsCredentials.load("devstack"),
+    )
+    store.save(name, overwrite=True)
+    s3 = store.s3_client()
+
+    def keys() -> list[str]:
+        listed = s3.list_objects_v2(Bucket=devstack.BACKUP_BUCKET, Prefix=f"{name}/")
+        return [str(item["Key"]) for item in listed.get("Contents", [])]
+
+    try:
+        yield name, keys
+    finally:
+        for key in keys():
+            s3.delete_object(Bucket=devstack.BACKUP_BUCKET, Key=key)
+        with contextlib.suppress(Exception):
+            BackupStore.delete(name)
+
+
+def sink_messages(info: Any, channel: str) -> list[str]:
+    """What the kubesim notification sink received on ``channel`` ("page", "notify")."""
+    response = httpx.get(f"{info.kube_url}/_sink/{channel}", timeout=5)
+    response.raise_for_status()
+    data = response.json()
+    items = data if isinstance(data, list) else data.get("items", data.get("messages", []))
+    return [str(item) for item in items]
+
+
+def paged(info: Any, marker: str) -> list[str]:
+    """Messages the page channel received that mention ``marker``."""
+    return [m for m in sink_messages(info, "page") if marker in m]
