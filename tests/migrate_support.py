@@ -107,6 +107,30 @@ def change_limit(environment: str) -> Iterator[str]:
             client.delete_global_concurrency_limit_by_name(name)
 
 
+@contextlib.contextmanager
+def flow_database(
+    info: Any, purpose: str, environment: str
+) -> Iterator[tuple[PostgresTarget, str]]:
+    """What a migrate-flow test runs against: a scratch database saved as a block, and the
+    strict change limit of ``environment``; yields ``(target, block name)``."""
+    with (
+        scratch_database(info, purpose) as target,
+        saved_target(target, purpose) as block,
+        change_limit(environment),
+    ):
+        yield target, block
+
+
+def run_flow(directory: Path, block: str, environment: str, **params: Any) -> Any:
+    """Run the migrate flow on ``directory`` against ``block``; its final state."""
+    from flows.migrate import migrate_database
+
+    params.setdefault("lock_timeout_s", 0.5)
+    return migrate_database(
+        str(directory), database=block, environment=environment, return_state=True, **params
+    )
+
+
 def ops_log_entry(info: Any, run_id: Any) -> tuple[Any, ...]:
     """``(operation, status, impact, issues, follow_up, details)`` of a flow run's entry."""
     secret = devstack.stack_secrets(Path(info.state_dir))["opsflows"]

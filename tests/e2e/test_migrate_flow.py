@@ -13,14 +13,13 @@ from flows.migrate import migrate_database
 from opsflows.errors import ConfigurationError, VerificationFailed
 from tasks.migrate import schema_fingerprint
 from tests.migrate_support import (
-    change_limit,
+    flow_database,
     make_repo,
     migrations_dir,
     migrations_table,
     ops_log_entry,
     query,
-    saved_target,
-    scratch_database,
+    run_flow,
     superuser_password,
 )
 from tests.support import assert_no_secret, flow_run_artifacts, flow_run_id, flow_run_texts
@@ -30,19 +29,12 @@ ENV = "migtest-e2e"
 
 @pytest.fixture
 def db(stack: Any, bootstrapped: Any) -> Iterator[tuple[PostgresTarget, str]]:
-    with (
-        scratch_database(stack, "flow") as target,
-        saved_target(target, "flow") as block,
-        change_limit(ENV),
-    ):
-        yield target, block
+    with flow_database(stack, "flow", ENV) as made:
+        yield made
 
 
 def run(directory: Path, block: str, **params: Any) -> Any:
-    params.setdefault("lock_timeout_s", 0.5)
-    return migrate_database(
-        str(directory), database=block, environment=ENV, return_state=True, **params
-    )
+    return run_flow(directory, block, ENV, **params)
 
 
 def test_dry_run_publishes_the_plan_and_changes_nothing(

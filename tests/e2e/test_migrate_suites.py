@@ -14,18 +14,16 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from blocks.postgres import PostgresTarget
-from flows.migrate import migrate_database
 from opsflows.errors import ConfigurationError, VerificationFailed
 from tasks.migrate import schema_fingerprint
 from tests.migrate_support import (
     backup_store,
-    change_limit,
+    flow_database,
     migrations_dir,
     migrations_table,
     ops_log_entry,
     paged,
-    saved_target,
-    scratch_database,
+    run_flow,
     superuser_password,
     with_suites,
 )
@@ -36,19 +34,12 @@ ENV = "migtest-suites"
 
 @pytest.fixture
 def db(stack: Any, bootstrapped: Any) -> Iterator[tuple[PostgresTarget, str]]:
-    with (
-        scratch_database(stack, "suite") as target,
-        saved_target(target, "suite") as block,
-        change_limit(ENV),
-    ):
-        yield target, block
+    with flow_database(stack, "suite", ENV) as made:
+        yield made
 
 
 def run(directory: Path, block: str, **params: Any) -> Any:
-    params.setdefault("lock_timeout_s", 0.5)
-    return migrate_database(
-        str(directory), database=block, environment=ENV, return_state=True, **params
-    )
+    return run_flow(directory, block, ENV, **params)
 
 
 def validation_rows(run_id: Any) -> list[dict[str, Any]]:

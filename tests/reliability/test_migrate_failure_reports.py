@@ -11,18 +11,16 @@ import psycopg
 import pytest
 
 from blocks.postgres import PostgresTarget
-from flows.migrate import migrate_database
 from opsflows.errors import ConfigurationError, Throttled
 from tasks.migrate import schema_fingerprint
 from tests.migrate_support import (
     apply_files,
-    change_limit,
+    flow_database,
     migrations_dir,
     migrations_table,
     ops_log_entry,
     paged,
-    saved_target,
-    scratch_database,
+    run_flow,
 )
 from tests.support import flow_run_id
 
@@ -31,23 +29,12 @@ ENV = "migtest-failreport"
 
 @pytest.fixture
 def db(stack: Any, bootstrapped: Any) -> Iterator[tuple[PostgresTarget, str]]:
-    with (
-        scratch_database(stack, "failreport") as target,
-        saved_target(target, "failreport") as block,
-        change_limit(ENV),
-    ):
-        yield target, block
+    with flow_database(stack, "failreport", ENV) as made:
+        yield made
 
 
 def run(directory: Path, block: str, **params: Any) -> Any:
-    return migrate_database(
-        str(directory),
-        database=block,
-        environment=ENV,
-        skip_backup=True,
-        return_state=True,
-        **params,
-    )
+    return run_flow(directory, block, ENV, skip_backup=True, **params)
 
 
 def test_a_sql_error_is_paged_and_the_log_names_the_file(
