@@ -166,7 +166,9 @@ def restore_database(
     then verified with Great Expectations against the manifest fingerprint (tables, row
     counts, schema hash) and the user's expectation suite. Only then, and only when asked
     to replace the live database, the run pauses for an approval (approve, approver,
-    reason) and swaps the databases, keeping the old one. Reports the RTO.
+    reason) and swaps the databases, keeping the old one. Reports the RTO. Scratch
+    databases that interrupted restores of the same database left unverified are dropped
+    first and listed in the result and the operation log.
 
     Args:
         at: restore point, e.g. "2025-11-19 10:00:00" (UTC unless a zone is given);
