@@ -14,7 +14,9 @@ request target; a rule with ``times`` stops matching after that many requests.
 
 Actions: ``pass`` (forward), ``503`` (answer 503 with an S3-style error body), ``refuse``
 (close the connection without an answer), ``cut`` (forward the headers and ``cut_after``
-body bytes, then drop both sides), ``slow`` (forward the body at ``rate_bps``).
+body bytes, then drop both sides), ``slow`` (forward the body at ``rate_bps``). With
+``reply=True``, ``cut`` and ``slow`` act on the answer instead (a download cut after
+``cut_after`` bytes of the response, or served at ``rate_bps``).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Rule:
     times: int | None = None
     cut_after: int = 0
     rate_bps: int = 0
+    reply: bool = False
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
@@ -198,22 +201,27 @@ class FaultProxy:
             return
         with contextlib.closing(socket.create_connection(self.upstream, timeout=60)) as up:
             up.sendall(request.head_bytes())
-            sent = 0
-            for data in request.body_chunks():
-                if rule.action == "cut" and sent + len(data) > rule.cut_after:
-                    up.sendall(data[: max(rule.cut_after - sent, 0)])
-                    _hard_close(up)
-                    _hard_close(client)
-                    return
-                if rule.action == "slow" and rule.rate_bps > 0:
-                    time.sleep(len(data) / rule.rate_bps)
-                up.sendall(data)
-                sent += len(data)
-            while True:
-                answer = up.recv(65536)
-                if not answer:
-                    break
-                client.sendall(answer)
+            on_body = None if rule.reply else rule
+            if not _relay(request.body_chunks(), up, on_body, (up, client)):
+                return
+            answers = iter(lambda: up.recv(65536), b"")
+            _relay(answers, client, rule if rule.reply else None, (up, client))
+
+
+def _relay(chunks: Any, out: socket.socket, rule: Rule | None, ends: tuple[Any, ...]) -> bool:
+    """Send ``chunks`` to ``out``, cut or slowed by ``rule``; False when it cut the link."""
+    sent = 0
+    for data in chunks:
+        if rule is not None and rule.action == "cut" and sent + len(data) > rule.cut_after:
+            out.sendall(data[: max(rule.cut_after - sent, 0)])
+            for end in ends:
+                _hard_close(end)
+            return False
+        if rule is not None and rule.action == "slow" and rule.rate_bps > 0:
+            time.sleep(len(data) / rule.rate_bps)
+        out.sendall(data)
+        sent += len(data)
+    return True
 
 
 def _hard_close(sock: socket.socket) -> None:

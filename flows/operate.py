@@ -36,6 +36,7 @@ from flows.common import (
     try_load_ops_db,
 )
 from opsflows.errors import ConfigurationError, OpsError, Throttled, VerificationFailed
+from opsflows.settings import get_settings
 from tasks.bake import limits_for, run_bake
 from tasks.rollout import (
     current_release,
@@ -54,14 +55,22 @@ ROLLOUT_TIMEOUT_S = 300.0
 def change_lock(env: KubeEnvironment, timeout_s: float) -> Iterator[None]:
     """Hold the environment's strict global concurrency limit ``change-<environment>``.
 
-    One change per environment at a time (deploys, hotfixes, rollbacks, migrations).
+    One change per environment at a time (deploys, hotfixes, rollbacks, migrations). The
+    slot is a lease of ``OPSFLOWS_CHANGE_LEASE_S`` seconds (120 by default) that this
+    process renews while it holds it: when the process dies (``kill -9``, a lost node) the
+    Prefect server takes the slot back at most that long after the death, plus its
+    repossessor interval (15 s by default), so a crashed change never blocks the
+    environment for good.
     """
     name = f"change-{env.environment}"
+    lease_s = get_settings().change_lease_s
     held = False
     try:
-        with concurrency(name, occupy=1, strict=True, timeout_seconds=timeout_s):
+        with concurrency(
+            name, occupy=1, strict=True, timeout_seconds=timeout_s, lease_duration=lease_s
+        ):
             held = True
-            get_run_logger().info("holding the %s lock", name)
+            get_run_logger().info("holding the %s lock (lease %gs)", name, lease_s)
             yield
     except ConcurrencySlotAcquisitionError as exc:
         if held:
@@ -75,7 +84,11 @@ def change_lock(env: KubeEnvironment, timeout_s: float) -> Iterator[None]:
             raise
         raise Throttled(
             f"another change to {env.environment} held {name} for more than {timeout_s:g}s",
-            hint="wait for the running change to finish, then start this one again",
+            hint=(
+                "wait for the running change to finish, then start this one again (a change "
+                f"whose process died frees it within {lease_s:g}s plus the server's repossessor "
+                "interval)"
+            ),
         ) from exc
 
 
@@ -173,7 +186,12 @@ def roll_back(
         wait_for_rollout(env, timeout_s=ROLLOUT_TIMEOUT_S)
         verify_serving(env.service_url, good)
     except Exception as exc:  # noqa: BLE001 - escalate whatever stopped the rollback
-        rec.follow_up.append(f"{env.environment} needs a person: the automatic rollback failed")
+        rec.impact = f"{env.environment} may still run {image}: the automatic rollback failed"
+        rec.follow_up.append(
+            f"{env.environment} needs a person: the automatic rollback failed ({exc}); roll back "
+            f"by hand to revision {revision} ({good}), e.g. run the rollback flow with "
+            f"environment={env.environment}, revision={revision}"
+        )
         safe_notify(
             routing,
             "P1",

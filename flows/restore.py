@@ -4,9 +4,8 @@ and only with an explicit approval swap it in for the live database.
 
 from __future__ import annotations
 
-import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +36,7 @@ from tasks.restore import (
     restore_into_scratch,
     swap_in,
 )
+from tasks.scratch import claim, mark_scratch_verified, scratch_name, sweep_abandoned
 from tasks.verify import VerificationReport, preload, read_user_suites, verify_restore
 
 _MAX_IDENT = 63
@@ -58,12 +58,8 @@ class VerifiedRestore:
     scratch: str
     restore: RestoreResult
     report: VerificationReport
-
-
-def scratch_name(database: str, backup_id: str) -> str:
-    """A new database name for restoring ``backup_id`` of ``database`` (≤ 63 chars)."""
-    suffix = f"_r{backup_id[:15].lower()}_{secrets.token_hex(2)}"
-    return database[: _MAX_IDENT - len(suffix)] + suffix
+    #: Scratch databases abandoned by interrupted restores, dropped before this one began.
+    dropped_leftovers: tuple[str, ...] = field(default=())
 
 
 def restore_and_verify(
@@ -75,27 +71,34 @@ def restore_and_verify(
 ) -> VerifiedRestore:
     """Restore ``record`` into a new scratch database and verify it (shared with the drill).
 
-    A failed verification drops the scratch database and raises ``VerificationFailed``.
+    First drops what interrupted restores of the same database left behind (which also
+    fails fast, before any download, when the server cannot be reached). The run claims
+    its scratch database while it fills and verifies it, so a concurrent restore never
+    takes it for abandoned. A failed verification drops the scratch database and raises
+    ``VerificationFailed``.
     """
     assert record.manifest is not None
     preload()  # GX takes seconds to import: overlap it with the download
+    leftovers = sweep_abandoned(admin, target.database)
     suites = read_user_suites(store, target.database, expectations)
     scratch = scratch_name(target.database, record.backup_id)
-    restored = restore_into_scratch(store, record.manifest, admin, scratch, target.database)
-    try:
-        report = verify_restore(admin, scratch, record.manifest, suites)
-    except BaseException:
-        drop_scratch(admin, scratch)
-        raise
-    if not report.success:
-        drop_scratch(admin, scratch)
-        failed = "; ".join(report.summary()["failed"][:5])
-        raise VerificationFailed(
-            f"restore of backup {record.backup_id} did not match its manifest: {failed}",
-            hint="the scratch database was dropped; see the restore-verification artifact",
-        )
+    with claim(admin, scratch):
+        restored = restore_into_scratch(store, record.manifest, admin, scratch, target.database)
+        try:
+            report = verify_restore(admin, scratch, record.manifest, suites)
+        except BaseException:
+            drop_scratch(admin, scratch)
+            raise
+        if not report.success:
+            drop_scratch(admin, scratch)
+            failed = "; ".join(report.summary()["failed"][:5])
+            raise VerificationFailed(
+                f"restore of backup {record.backup_id} did not match its manifest: {failed}",
+                hint="the scratch database was dropped; see the restore-verification artifact",
+            )
+        mark_scratch_verified(admin, scratch, target.database, record.backup_id)
     mark_verified(store, record, {"scratch": scratch, **report.summary()})
-    return VerifiedRestore(record, scratch, restored, report)
+    return VerifiedRestore(record, scratch, restored, report, tuple(leftovers))
 
 
 def _summary(target: PostgresTarget, done: VerifiedRestore, rto_s: float, keep_as: str) -> str:
@@ -163,7 +166,9 @@ def restore_database(
     then verified with Great Expectations against the manifest fingerprint (tables, row
     counts, schema hash) and the user's expectation suite. Only then, and only when asked
     to replace the live database, the run pauses for an approval (approve, approver,
-    reason) and swaps the databases, keeping the old one. Reports the RTO.
+    reason) and swaps the databases, keeping the old one. Reports the RTO. Scratch
+    databases that interrupted restores of the same database left unverified are dropped
+    first and listed in the result and the operation log.
 
     Args:
         at: restore point, e.g. "2025-11-19 10:00:00" (UTC unless a zone is given);
@@ -196,10 +201,17 @@ def restore_database(
         done = restore_and_verify(target, admin, backups, record, expectations)
         rto_s = round(time.monotonic() - started, 3)
         rec.details.update(scratch=done.scratch, rto_verified_s=rto_s)
+        if done.dropped_leftovers:
+            rec.details["dropped_leftovers"] = list(done.dropped_leftovers)
+            rec.issues.append(
+                "dropped scratch database(s) abandoned by an interrupted restore: "
+                + ", ".join(done.dropped_leftovers)
+            )
         result: dict[str, Any] = {
             "backup_id": record.backup_id,
             "snapshot_at": record.manifest.snapshot_at.isoformat(),
             "scratch_database": done.scratch,
+            "dropped_leftovers": list(done.dropped_leftovers),
             "verification": done.report.summary(),
             "rto_s": rto_s,
             "replaced_live": False,

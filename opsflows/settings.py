@@ -38,6 +38,16 @@ class Settings(BaseSettings):
     kube_namespace_staging: str = "staging"
     kube_namespace_production: str = "production"
     app_name: str = Field(default="web-app", description="Name of the sample app's Deployment.")
+    change_lease_s: float = Field(
+        default=120,
+        ge=60,
+        le=3600,
+        description=(
+            "Lease (s) on an environment's change lock, renewed while the change runs: the lock "
+            "of a change whose process died is free at most this long after the death (plus "
+            "the Prefect server's repossessor interval, 15 s by default). Prefect's minimum: 60."
+        ),
+    )
 
 
 @lru_cache(maxsize=1)

@@ -3,7 +3,9 @@
 The object is streamed from S3 into ``pg_restore`` (through ``zstd -d`` when the dump was
 zstd-compressed): no temporary file. The last chunk is held back until the whole stream's
 size and SHA-256 match the manifest, so a corrupt or truncated object never completes a
-restore; on any failure the scratch database is dropped, leaving nothing behind. The live
+restore; on any failure the scratch database is dropped, leaving nothing behind (a run killed
+before it could drop it leaves one marked unverified, which the next restore of the same
+database drops: see :mod:`tasks.scratch`). The live
 database is never touched here except by :func:`swap_in`, which the flow calls only after
 verification and approval.
 """
@@ -38,45 +40,19 @@ from opsflows.errors import (
 )
 from tasks.dump import _program, pg_tool
 from tasks.postgres import connect
+from tasks.scratch import (
+    MAINTENANCE_DB,
+    create_database,
+    database_exists,
+    database_owner,
+    drop_database,
+    mark,
+    set_comment,
+)
 from tasks.storage import aws_errors
 
 _CHUNK = 1024 * 1024
 _QUEUE_DEPTH = 16
-MAINTENANCE_DB = "postgres"
-
-
-def database_exists(admin: PostgresTarget, name: str) -> bool:
-    with connect(admin, database=MAINTENANCE_DB) as conn:
-        return (
-            conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-            is not None
-        )
-
-
-def database_owner(admin: PostgresTarget, name: str) -> str | None:
-    """The owner role of database ``name``, or None when it does not exist."""
-    with connect(admin, database=MAINTENANCE_DB) as conn:
-        row = conn.execute(
-            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (name,)
-        ).fetchone()
-    return str(row[0]) if row else None
-
-
-def create_database(admin: PostgresTarget, name: str, owner: str | None) -> None:
-    """``CREATE DATABASE name OWNER owner TEMPLATE template0`` (empty, like the dump expects)."""
-    stmt = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))
-    if owner:
-        stmt = sql.SQL("{} OWNER {}").format(stmt, sql.Identifier(owner))
-    with connect(admin, database=MAINTENANCE_DB) as conn:
-        conn.execute(stmt)
-
-
-def drop_database(admin: PostgresTarget, name: str) -> None:
-    """Drop ``name`` (sessions on it are terminated); no error when it does not exist."""
-    with connect(admin, database=MAINTENANCE_DB) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
 
 
 @task(name="drop scratch database", **retry.NETWORK)
@@ -263,13 +239,22 @@ def restore_into_scratch(
     owner = database_owner(admin, live)
     if database_exists(admin, scratch):
         raise ConflictError(f"scratch database {scratch} already exists", hint="drop it or retry")
-    create_database(admin, scratch, owner)
+    create_database(admin, scratch, owner, mark(live, manifest.backup_id, verified=False))
     try:
         result = stream_restore(store, manifest, admin, scratch)
     except BaseException:
-        with contextlib.suppress(Exception):
+        try:
             drop_database(admin, scratch)
-        logger.warning("restore failed; scratch database %s dropped", scratch)
+        except Exception as exc:  # noqa: BLE001 - the restore's own error is the one to raise
+            logger.warning(
+                "restore failed and scratch database %s could not be dropped (%s); the next "
+                "restore of %s drops it",
+                scratch,
+                exc,
+                live,
+            )
+        else:
+            logger.warning("restore failed; scratch database %s dropped", scratch)
         raise
     logger.info(
         "restored %s (%.1f MiB, sha256 ok) into %s in %.1f s",
@@ -319,5 +304,6 @@ def swap_in(admin: PostgresTarget, live: str, scratch: str, keep_as: str) -> str
             (scratch,),
         )
         conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(scratch_id, live_id))
+        set_comment(conn, live, None)  # it is the live database now, no longer a scratch copy
     get_run_logger().info("%s replaced by the restore; previous database kept as %s", live, keep_as)
     return keep_as

@@ -63,9 +63,12 @@ class BackupEnv:
     def client(self) -> Any:
         return s3(self.info.aws_endpoint_url)
 
-    def keys(self) -> list[str]:
+    def objects(self) -> list[dict[str, Any]]:
         resp = self.client.list_objects_v2(Bucket=BACKUP_BUCKET, Prefix=self.prefix)
-        return sorted(o["Key"] for o in resp.get("Contents", []))
+        return sorted(resp.get("Contents", []), key=lambda o: str(o["Key"]))
+
+    def keys(self) -> list[str]:
+        return [str(o["Key"]) for o in self.objects()]
 
     def uploads(self) -> list[dict[str, Any]]:
         resp = self.client.list_multipart_uploads(Bucket=BACKUP_BUCKET, Prefix=self.prefix)

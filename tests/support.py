@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -54,3 +55,24 @@ def assert_no_secret(texts: Iterable[str], secret_values: Iterable[str]) -> None
     for text in texts:
         for value in values:
             assert value not in text, f"a secret value leaked into: {text[:120]!r}"
+
+
+def oplog_row(stack: Any, run_id: UUID | str) -> dict[str, Any]:
+    """The ``ops_log`` row a flow run wrote (as a dict of its columns)."""
+    import psycopg
+
+    from devstack import stack as devstack
+
+    password = devstack.stack_secrets(Path(stack.state_dir))["opsflows"]
+    with psycopg.connect(
+        host=stack.host,
+        port=stack.postgres_port,
+        dbname="opsflows",
+        user="opsflows",
+        password=password,
+    ) as conn:
+        cur = conn.execute("SELECT * FROM ops_log WHERE flow_run_id = %s", (str(run_id),))
+        row = cur.fetchone()
+        names = [c.name for c in cur.description or ()]
+    assert row is not None, "the run wrote no operation-log row"
+    return dict(zip(names, row, strict=True))
