@@ -193,6 +193,11 @@ def _services(info: StackInfo, settings: Settings) -> dict[str, procs.Service]:
                     f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}"
                 ),
                 "PREFECT_LOGGING_SERVER_LEVEL": "WARNING",
+                # Concurrency leases on disk: a server restart must not forget who holds a
+                # change slot (with in-memory leases the slot would stay taken for good).
+                "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": (
+                    "prefect.server.concurrency.lease_storage.filesystem"
+                ),
             },
             start_timeout=120,
         ),

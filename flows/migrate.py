@@ -43,7 +43,6 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.client.orchestration import get_client
-from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 
@@ -71,12 +70,12 @@ from flows.common import (
     operation_log,
     try_load_ops_db,
 )
+from flows.locks import change_slot, limit_name
 from flows.operate import safe_notify, try_load_routing
 from opsflows.errors import (
     ConfigurationError,
     GateRejected,
     OpsError,
-    Throttled,
     VerificationFailed,
     scrub,
 )
@@ -261,7 +260,7 @@ def _migrate(
             rec.impact = "none: " + ("dry run, plan only" if dry_run else "nothing pending")
             return summary
 
-        limit = f"change-{environment}"
+        limit = limit_name(environment)
         _require_limit(limit)
         if skip_backup:
             rec.issues.append("pre-migration backup skipped (skip_backup=True)")
@@ -273,16 +272,7 @@ def _migrate(
         expectations = final_expectations(step.migration for step in plan.pending)
         routing = try_load_routing()
         with contextlib.ExitStack() as held:
-            try:
-                held.enter_context(
-                    concurrency(limit, occupy=1, strict=True, timeout_seconds=concurrency_timeout_s)
-                )
-            except TimeoutError as exc:
-                raise Throttled(
-                    f"another change of {environment} held {limit} for"
-                    f" {concurrency_timeout_s:.0f} s",
-                    hint="wait for the running deploy or migration to finish, then re-run",
-                ) from exc
+            held.enter_context(change_slot(environment, concurrency_timeout_s))
             try:
                 failures = _apply_and_verify(target, plan, policy, expectations, suites, rec)
             except Exception as exc:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
 from typing import Any, NoReturn
 
 from prefect import flow
@@ -20,8 +19,6 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
-from prefect.concurrency.sync import concurrency
 from prefect.logging import get_run_logger
 
 from blocks.kube import KubeEnvironment
@@ -35,8 +32,8 @@ from flows.common import (
     operation_log,
     try_load_ops_db,
 )
-from opsflows.errors import ConfigurationError, OpsError, Throttled, VerificationFailed
-from opsflows.settings import get_settings
+from flows.locks import change_slot
+from opsflows.errors import ConfigurationError, OpsError, VerificationFailed
 from tasks.bake import limits_for, run_bake
 from tasks.rollout import (
     current_release,
@@ -51,45 +48,9 @@ from tasks.smoke import verify_serving
 ROLLOUT_TIMEOUT_S = 300.0
 
 
-@contextlib.contextmanager
-def change_lock(env: KubeEnvironment, timeout_s: float) -> Iterator[None]:
-    """Hold the environment's strict global concurrency limit ``change-<environment>``.
-
-    One change per environment at a time (deploys, hotfixes, rollbacks, migrations). The
-    slot is a lease of ``OPSFLOWS_CHANGE_LEASE_S`` seconds (120 by default) that this
-    process renews while it holds it: when the process dies (``kill -9``, a lost node) the
-    Prefect server takes the slot back at most that long after the death, plus its
-    repossessor interval (15 s by default), so a crashed change never blocks the
-    environment for good.
-    """
-    name = f"change-{env.environment}"
-    lease_s = get_settings().change_lease_s
-    held = False
-    try:
-        with concurrency(
-            name, occupy=1, strict=True, timeout_seconds=timeout_s, lease_duration=lease_s
-        ):
-            held = True
-            get_run_logger().info("holding the %s lock (lease %gs)", name, lease_s)
-            yield
-    except ConcurrencySlotAcquisitionError as exc:
-        if held:
-            raise
-        raise ConfigurationError(
-            f"the concurrency limit {name} does not exist",
-            hint="create it (run `opsflows bootstrap`) so changes cannot overlap",
-        ) from exc
-    except TimeoutError as exc:
-        if held:
-            raise
-        raise Throttled(
-            f"another change to {env.environment} held {name} for more than {timeout_s:g}s",
-            hint=(
-                "wait for the running change to finish, then start this one again (a change "
-                f"whose process died frees it within {lease_s:g}s plus the server's repossessor "
-                "interval)"
-            ),
-        ) from exc
+def change_lock(env: KubeEnvironment, timeout_s: float) -> contextlib.AbstractContextManager[None]:
+    """Hold ``change-<environment>`` for ``env`` (see :func:`flows.locks.change_slot`)."""
+    return change_slot(env.environment, timeout_s)
 
 
 def try_load_routing(name: str = ROUTING) -> NotificationRouting | None:

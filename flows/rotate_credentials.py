@@ -16,7 +16,6 @@ from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.concurrency.sync import concurrency
 from prefect.logging import get_run_logger
 from prefect_aws import AwsCredentials
 
@@ -46,6 +45,7 @@ from flows.common import (
     operation_log,
     try_load_ops_db,
 )
+from flows.locks import change_slot
 from opsflows.errors import ConfigurationError, ConflictError, OpsError, VerificationFailed
 from tasks.consumers import (
     block_matches,
@@ -211,7 +211,7 @@ class Rotation:
     def switch(self, cred: DbCredential, only_from: str | None = None) -> None:
         """Point every consumer at ``cred``: Secret, rollout restart, wait, verify pods."""
         for env in self.envs:
-            with concurrency(f"change-{env.environment}", strict=False, timeout_seconds=600):
+            with change_slot(env.environment, 600, strict=False):
                 wrote = update_secret(env, self.kube_secret, cred)
                 restarted = restart_consumers(env, self.kube_secret, cred.version_id, only_from)
                 names = restarted if only_from is not None else None
