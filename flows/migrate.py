@@ -48,8 +48,8 @@ from prefect.runtime import flow_run
 
 from blocks.notify import NotificationRouting
 from blocks.postgres import PostgresTarget
-from decisions.migration_suites import TableSuite, render_suites
-from decisions.migration_suites import failures as suite_failures
+from decisions.expectation_suites import TableSuite, render_suites
+from decisions.expectation_suites import failures as suite_failures
 from decisions.migrations import (
     ApplyPolicy,
     Expectation,
@@ -80,10 +80,10 @@ from opsflows.errors import (
     scrub,
 )
 from tasks.gitref import folder_at_ref
+from tasks.gx_validation import preload
 from tasks.migrate import apply_one, hash_schema, read_database_state, verify_schema
 from tasks.migration_checks import check_suites, load_suites, validate_suites
 from tasks.squawk import lint_migrations
-from tasks.verify import preload
 
 _BACKUP_FIELDS = ("backup_id", "key", "manifest_key", "sha256", "snapshot_at", "tables")
 _ENVIRONMENT = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")

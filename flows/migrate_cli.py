@@ -25,13 +25,14 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from blocks.postgres import PostgresTarget
-from decisions.migration_suites import render_suites
+from decisions.expectation_suites import render_suites
 from decisions.migrations import Migration, Plan, make_plan, pending, render_plan
 from decisions.migrations import runs_in_transaction as in_transaction
 from flows.migrate import load_migrations
 from opsflows.errors import ConfigurationError, OpsError
+from tasks.gx_validation import build_expectations
 from tasks.migrate import read_state
-from tasks.migration_checks import build_expectations, load_suites
+from tasks.migration_checks import load_suites
 from tasks.squawk import lint
 
 

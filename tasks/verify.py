@@ -5,21 +5,20 @@ Checks, each a GX expectation run against the scratch database itself:
 * tables present: the set of tables equals the manifest's (none missing, none extra);
 * row counts and highest primary keys: every ``(table, count)`` pair equals the manifest's;
 * schema hash: the same SQL that fingerprinted the dump hashes the restored schema;
-* the user's own suites for the database, if any (``<prefix>expectations/<db>.json``:
-  ``{"tables": {"public.orders": [{"type": "expect_column_values_to_not_be_null",
-  "kwargs": {"column": "id"}}]}}``).
+* the user's own suites for the database, if any: one GX 1.x suite per table, in the format
+  the migrations use (:mod:`decisions.expectation_suites`), kept in the backup store as
+  ``<prefix>expectations/<database>/<table>.json`` (or ``<schema>.<table>.json``).
 
-The results become a table artifact and a markdown artifact holding the GX JSON. GX is
-imported lazily (it takes seconds): :func:`preload` warms it in a thread while a restore
-streams.
+The user's suites are read, and every expectation built by GX, before the restore creates
+the scratch database: a malformed suite stops it with an error naming the S3 object. The
+results become a table artifact and a markdown artifact holding the GX JSON. GX runs through
+:mod:`tasks.gx_validation` (lazy import, libpq settings, both engines closed afterwards).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,29 +29,29 @@ from prefect.logging import get_run_logger
 from blocks.postgres import PostgresTarget
 from blocks.storage import BackupStore
 from decisions.backups import Manifest
+from decisions.expectation_suites import (
+    MAX_SUITE_BYTES,
+    SUITES_DIR,
+    SuiteResult,
+    TableSuite,
+    one_per_table,
+    parse_suite,
+)
 from opsflows import retry
-from opsflows.errors import ConfigurationError, NotFoundError, scrub
-from tasks.catalog import _get_json
+from opsflows.errors import ConfigurationError, scrub
 from tasks.dump import SCHEMA_HASH_SQL, TABLES_SQL, table_rows_query
+from tasks.gx_validation import (
+    GxSession,
+    build_expectations,
+    gx_session,
+    observed,
+    table_missing,
+)
+from tasks.gx_validation import preload as preload
 from tasks.postgres import connect
+from tasks.storage import aws_errors
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-_GX_LOCK = threading.Lock()
 _MAX_JSON = 60_000
-
-
-def preload() -> threading.Thread:
-    """Import Great Expectations in the background (several seconds of CPU) and return."""
-    thread = threading.Thread(target=_import_gx, name="gx-preload", daemon=True)
-    thread.start()
-    return thread
-
-
-def _import_gx() -> Any:
-    with _GX_LOCK:
-        import great_expectations as gx
-
-        return gx
 
 
 @dataclass(frozen=True)
@@ -92,116 +91,143 @@ class VerificationReport:
         }
 
 
-def load_user_suites(store: BackupStore, database: str, key: str | None) -> dict[str, Any]:
-    """The user's suites for ``database`` (``{}`` when the conventional object is absent)."""
-    path = store.key(key) if key else store.key("expectations", f"{database}.json")
-    try:
-        data = _get_json(store.s3_client(), store.bucket, path)
-    except NotFoundError as exc:
-        if key:
+def suites_folder(store: BackupStore, database: str, key: str | None = None) -> str:
+    """The S3 folder of the user's suites: ``key`` under the prefix, or the convention."""
+    folder = store.key(key) if key else store.key(SUITES_DIR, database)
+    return folder.rstrip("/") + "/"
+
+
+def load_user_suites(
+    store: BackupStore, database: str, key: str | None = None
+) -> tuple[TableSuite, ...]:
+    """The user's suites for ``database``: every ``*.json`` object in its suites folder.
+
+    Each object is one GX suite named for its table; anything else (bad JSON, not a GX 1.x
+    suite, a bad name, two suites for one table) is a ConfigurationError naming the object.
+    No folder means no user checks, unless ``key`` named it explicitly.
+    """
+    client = store.s3_client()
+    folder = suites_folder(store, database, key)
+    where = f"s3://{store.bucket}/{folder}"
+    objects: list[dict[str, Any]] = []
+    with aws_errors(f"list {where}"):
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=store.bucket, Prefix=folder
+        ):
+            objects += [o for o in page.get("Contents", []) if str(o["Key"]).endswith(".json")]
+    if not objects and key:
+        raise ConfigurationError(
+            f"no expectation suites under {where}",
+            hint="keep one GX suite per table there: <table>.json or <schema>.<table>.json",
+        )
+    suites = []
+    for obj in sorted(objects, key=lambda o: str(o["Key"])):
+        name = str(obj["Key"])
+        url = f"s3://{store.bucket}/{name}"
+        if int(obj.get("Size") or 0) > MAX_SUITE_BYTES:
             raise ConfigurationError(
-                f"expectation suite s3://{store.bucket}/{path} not found"
-            ) from exc
-        return {}
-    tables = data.get("tables")
-    if not isinstance(tables, dict):
-        raise ConfigurationError(f'{path}: expected {{"tables": {{table: [expectations]}}}}')
-    return tables
+                f"expectation suite {url} is larger than {MAX_SUITE_BYTES} bytes"
+            )
+        with aws_errors(f"read {url}"):
+            body = client.get_object(Bucket=store.bucket, Key=name)["Body"].read()
+        suites.append(parse_suite(name[len(folder) :], body, url))
+    return one_per_table(suites)
 
 
 @task(name="read expectation suites", **retry.NETWORK)
-def read_user_suites(store: BackupStore, database: str, key: str | None) -> dict[str, Any]:
-    """The user's expectation suites for ``database`` kept in the backup store, if any."""
-    return load_user_suites(store, database, key)
+def read_user_suites(
+    store: BackupStore, database: str, key: str | None = None
+) -> tuple[TableSuite, ...]:
+    """Read the user's expectation suites for ``database`` and have GX build each one.
 
+    Runs before the scratch database is created: a malformed suite, or an expectation
+    type or argument GX does not know, stops the restore with an error naming the object.
 
-def _observed(result: dict[str, Any]) -> str:
-    res = result.get("result") or {}
-    exc = result.get("exception_info") or {}
-    if exc.get("raised_exception"):
-        return "error: " + str(exc.get("exception_message"))[:200]
-    for name in ("observed_value", "partial_unexpected_list", "partial_missing_list"):
-        value = res.get(name)
-        if value not in (None, []):
-            return json.dumps(value, default=str)[:300]
-    unexpected = res.get("partial_unexpected_list") or res.get("partial_missing_list")
-    return json.dumps(unexpected, default=str)[:300] if unexpected else "as expected"
+    Args:
+        store: The backup store holding the suites.
+        database: The live database's name (the conventional folder is
+            ``<prefix>expectations/<database>/``).
+        key: Another folder under the store prefix, if given (it must hold suites).
 
-
-def _url(admin: PostgresTarget, database: str) -> str:
-    from sqlalchemy.engine import URL
-
-    return URL.create(
-        "postgresql+psycopg",
-        username=admin.user,
-        password=admin.password.get_secret_value(),
-        host=admin.host,
-        port=admin.port,
-        database=database,
-        query={"options": "-c search_path=pg_catalog", "application_name": "opsflows-verify"},
-    ).render_as_string(hide_password=False)
-
-
-def _expectations_from(name: str, specs: list[dict[str, Any]]) -> list[Any]:
-    """GX expectation objects from ``[{"type": ..., "kwargs": {...}}]`` specs."""
-    from great_expectations.expectations.expectation_configuration import (
-        ExpectationConfiguration,
-    )
-
-    if not isinstance(specs, list):
-        raise ConfigurationError(f"suite for {name} must be a list of expectations")
-    built = []
-    for spec in specs:
-        try:
-            config = ExpectationConfiguration(type=spec["type"], kwargs=spec.get("kwargs", {}))
-            built.append(config.to_domain_obj())
-        except Exception as exc:  # noqa: BLE001 - GX raises many types for a bad spec
-            raise ConfigurationError(f"bad expectation in the suite for {name}: {exc}") from exc
-    return built
+    Returns:
+        The suites, in object-name order (none when the conventional folder is empty).
+    """
+    suites = load_user_suites(store, database, key)
+    expectations = sum(len(build_expectations(s)) for s in suites)
+    if suites:
+        get_run_logger().info(
+            "user suites: %s (%d expectations)",
+            ", ".join(s.qualified for s in suites),
+            expectations,
+        )
+    return suites
 
 
 def run_checks(
     admin: PostgresTarget,
     database: str,
     manifest: Manifest,
-    user_suites: dict[str, Any] | None = None,
+    user_suites: Sequence[TableSuite] | None = None,
 ) -> VerificationReport:
-    """Validate ``database`` against ``manifest`` (and ``user_suites``) with GX."""
-    gx = _import_gx()
-    from great_expectations.data_context.types.base import (
-        DataContextConfig,
-        InMemoryStoreBackendDefaults,
-        ProgressBarsConfig,
-    )
+    """Validate ``database`` against ``manifest`` (and ``user_suites``) with GX.
 
+    A user suite whose table is not in ``database`` fails each of its expectations
+    ("table missing"); the GX sessions are closed before this returns.
+    """
     with connect(admin, database=database) as conn:
         present = [(str(s), str(t), pk) for s, t, pk in conn.execute(TABLES_SQL).fetchall()]
         expected = {t.name: t for t in manifest.fingerprint.tables}
         common = [(s, t, pk) for s, t, pk in present if f"{s}.{t}" in expected]
         counts_sql = table_rows_query(common).as_string(conn) if common else None
+    tables = {f"{s}.{t}" for s, t, _ in present}
+    suites = list(user_suites or ())
+    secret = admin.password.get_secret_value()
+    checks: list[CheckResult] = []
+    raw: list[dict[str, Any]] = []
+    with gx_session(admin, database, "restored") as session:
+        for index, (check, asset, expectations) in enumerate(
+            _manifest_plans(session, manifest, counts_sql)
+        ):
+            outcome = session.validate(f"{index}-{check}", asset, expectations)
+            raw.append(outcome)
+            for item in outcome.get("results", []):
+                config = item.get("expectation_config") or {}
+                checks.append(
+                    CheckResult(
+                        check=check,
+                        expectation=str(config.get("type")),
+                        success=bool(item.get("success")),
+                        observed=scrub(observed(item), secret),
+                    )
+                )
+        results: list[SuiteResult] = []
+        for suite in (s for s in suites if s.qualified not in tables):
+            results += table_missing(suite)
+        found, suite_raw = session.validate_suites([s for s in suites if s.qualified in tables])
+    checks += [
+        CheckResult(f"user suite {r.table}", r.expectation, r.success, r.observed)
+        for r in results + found
+    ]
+    return VerificationReport(database, manifest.backup_id, tuple(checks), raw + suite_raw)
 
-    ctx = gx.get_context(
-        mode="ephemeral",
-        project_config=DataContextConfig(
-            store_backend_defaults=InMemoryStoreBackendDefaults(),
-            analytics_enabled=False,
-            progress_bars=ProgressBarsConfig(globally=False),
-        ),
-    )
-    source = ctx.data_sources.add_postgres("restored", connection_string=_url(admin, database))
-    E = gx.expectations
-    plans: list[tuple[str, Any, list[Any]]] = []
-    tables_q = f"SELECT t.nspname || '.' || t.relname AS table_name FROM ({TABLES_SQL}) AS t"
+
+def _manifest_plans(
+    session: GxSession, manifest: Manifest, counts_sql: str | None
+) -> list[tuple[str, Any, list[Any]]]:
+    """(check, GX asset, expectations) for the tables, row counts and schema hash."""
+    E = session.gx.expectations
+    expected = {t.name: t for t in manifest.fingerprint.tables}
     names = sorted(expected)
-    plans.append(
+    tables_q = f"SELECT t.nspname || '.' || t.relname AS table_name FROM ({TABLES_SQL}) AS t"
+    plans: list[tuple[str, Any, list[Any]]] = [
         (
             "tables present",
-            source.add_query_asset("tables", query=tables_q),
+            session.query_asset("tables", tables_q),
             [E.ExpectColumnDistinctValuesToEqualSet(column="table_name", value_set=names)]
             if names
             else [E.ExpectTableRowCountToEqual(value=0)],
         )
-    )
+    ]
     if counts_sql:
         pk_pairs = [(n, t.max_pk) for n, t in expected.items() if t.max_pk is not None]
         checks = [
@@ -220,11 +246,11 @@ def run_checks(
                     ignore_row_if="either_value_is_missing",
                 )
             )
-        plans.append(("row counts", source.add_query_asset("counts", query=counts_sql), checks))
+        plans.append(("row counts", session.query_asset("counts", counts_sql), checks))
     plans.append(
         (
             "schema hash",
-            source.add_query_asset("schema", query=SCHEMA_HASH_SQL.strip()),
+            session.query_asset("schema", SCHEMA_HASH_SQL.strip()),
             [
                 E.ExpectColumnValuesToBeInSet(
                     column="schema_hash", value_set=[manifest.fingerprint.schema_hash]
@@ -232,59 +258,7 @@ def run_checks(
             ],
         )
     )
-    for table, specs in (user_suites or {}).items():
-        schema, _, name = table.rpartition(".")
-        asset = source.add_table_asset(
-            f"user-{table}", table_name=name, schema_name=schema or "public"
-        )
-        plans.append((f"user suite {table}", asset, _expectations_from(table, specs)))
-
-    try:
-        return _validate(gx, ctx, plans, admin, database, manifest)
-    finally:
-        # GX pools its connections: close them, or the database cannot be renamed/dropped.
-        with contextlib.suppress(Exception):
-            source.get_engine().dispose()
-
-
-def _validate(
-    gx: Any,
-    ctx: Any,
-    plans: list[tuple[str, Any, list[Any]]],
-    admin: PostgresTarget,
-    database: str,
-    manifest: Manifest,
-) -> VerificationReport:
-    results: list[CheckResult] = []
-    raw: list[dict[str, Any]] = []
-    secret = admin.password.get_secret_value()
-    for index, (check, asset, expectations) in enumerate(plans):
-        batch_def = asset.add_batch_definition_whole_table("all")
-        suite = ctx.suites.add(gx.ExpectationSuite(name=f"{check}-{index}"))
-        for expectation in expectations:
-            suite.add_expectation(expectation)
-        validation = ctx.validation_definitions.add(
-            gx.ValidationDefinition(name=f"v-{index}", data=batch_def, suite=suite)
-        )
-        outcome = validation.run().to_json_dict()
-        raw.append(json.loads(scrub_json(outcome, secret)))
-        for item in outcome.get("results", []):
-            config = item.get("expectation_config") or {}
-            results.append(
-                CheckResult(
-                    check=check,
-                    expectation=str(config.get("type")),
-                    success=bool(item.get("success")),
-                    observed=scrub(_observed(item), secret),
-                )
-            )
-    return VerificationReport(database, manifest.backup_id, tuple(results), raw)
-
-
-def scrub_json(data: Any, secret: str) -> str:
-    """JSON text with the secret masked (GX results should not hold it; be sure anyway)."""
-    text = json.dumps(data, default=str)
-    return text.replace(secret, "***") if secret else text
+    return plans
 
 
 def publish(report: VerificationReport) -> None:
@@ -319,7 +293,7 @@ def verify_restore(
     admin: PostgresTarget,
     database: str,
     manifest: Manifest,
-    user_suites: dict[str, Any] | None = None,
+    user_suites: Sequence[TableSuite] | None = None,
 ) -> VerificationReport:
     """Check the restored database against the manifest fingerprint with Great Expectations.
 
@@ -327,7 +301,7 @@ def verify_restore(
         admin: superuser target on the server holding ``database``.
         database: the restored (scratch) database.
         manifest: the backup's manifest (tables, row counts, max keys, schema hash).
-        user_suites: the user's expectations per table, if any.
+        user_suites: the user's suites (from :func:`read_user_suites`), if any.
     """
     report = run_checks(admin, database, manifest, user_suites)
     publish(report)

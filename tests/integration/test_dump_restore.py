@@ -135,31 +135,47 @@ def test_restore_streams_back_and_verifies_with_great_expectations(
     assert any("public.orders" in c.observed and "11990" in c.observed for c in failed.failures)
 
 
-def test_user_suite_from_the_store_runs_and_can_fail(env: BackupEnv, manifest: Manifest) -> None:
+def test_user_suites_from_the_store_run_and_can_fail(env: BackupEnv, manifest: Manifest) -> None:
+    """GX-native suites under expectations/<db>/, one per table, as the migrations keep them."""
     from tasks.verify import load_user_suites
 
-    suite = {
-        "tables": {
-            "public.customers": [
-                {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "name"}},
-                {
-                    "type": "expect_column_values_to_match_regex",
-                    "kwargs": {"column": "name", "regex": "^vip "},
-                },
-            ]
-        }
+    customers = {
+        "name": "customers",
+        "expectations": [
+            {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "name"}},
+            {
+                "type": "expect_column_values_to_match_regex",
+                "kwargs": {"column": "name", "regex": "^vip "},
+            },
+        ],
+        "meta": {"great_expectations_version": "1.24.1"},
     }
-    key = env.store.key("expectations", f"{env.dbname}.json")
-    env.client.put_object(Bucket=BACKUP_BUCKET, Key=key, Body=json.dumps(suite).encode())
+    gone = {
+        "name": "gone",
+        "expectations": [{"type": "expect_table_row_count_to_equal", "kwargs": {"value": 0}}],
+    }
+    folder = env.store.key("expectations", env.dbname)
+    keys = [f"{folder}/public.customers.json", f"{folder}/gone.json", f"{folder}/README.md"]
+    for key, body in zip(keys, [customers, gone, "not a suite"], strict=True):
+        env.client.put_object(Bucket=BACKUP_BUCKET, Key=key, Body=json.dumps(body).encode())
     try:
-        loaded = load_user_suites(env.store, env.dbname, None)
-        assert loaded == suite["tables"]
+        loaded = load_user_suites(env.store, env.dbname)
+        assert [(s.qualified, s.location) for s in loaded] == [
+            ("public.gone", f"s3://{BACKUP_BUCKET}/{keys[1]}"),
+            ("public.customers", f"s3://{BACKUP_BUCKET}/{keys[0]}"),
+        ]
         report = run_checks(env.admin, env.dbname, manifest, loaded)
     finally:
-        env.client.delete_object(Bucket=BACKUP_BUCKET, Key=key)
-    user = [c for c in report.checks if c.check.startswith("user suite")]
-    assert [c.success for c in user] == [True, False]
-    assert load_user_suites(env.store, env.dbname, None) == {}, "no suite file: no user checks"
+        for key in keys:
+            env.client.delete_object(Bucket=BACKUP_BUCKET, Key=key)
+    user = [(c.check, c.success, c.observed) for c in report.checks if c.check.startswith("user")]
+    assert user == [
+        ("user suite public.gone", False, "table missing"),
+        ("user suite public.customers", True, "as expected"),
+        ("user suite public.customers", False, user[2][2]),
+    ]
+    assert "customer 1" in user[2][2], "the failure shows the values that did not match"
+    assert load_user_suites(env.store, env.dbname) == (), "no suite folder: no user checks"
 
 
 @pytest.mark.parametrize("damage", ["corrupt", "truncate"])

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from blocks.postgres import PostgresTarget
-from decisions.migration_suites import parse_suite
+from decisions.expectation_suites import parse_suite
 from flows.migrate_cli import plan_command
 from tasks.migration_checks import run_suites
 from tests.migrate_support import (

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from decisions.migration_suites import (
+from decisions.expectation_suites import (
     SuiteExpectation,
     SuiteResult,
     TableSuite,

@@ -1,19 +1,25 @@
-"""Great Expectations suites kept with the migrations: reading them and judging results.
+"""Great Expectations suites, one per table: reading them and judging their results.
 
-Convention: ``<migrations_dir>/expectations/<table>.json`` (or ``<schema>.<table>.json``;
-the schema defaults to ``public``) holds one Great Expectations 1.x expectation suite in
-its own JSON format (what ``ExpectationSuite.to_json_dict()`` writes)::
+One format for every suite the runbooks validate: a file named ``<table>.json`` (or
+``<schema>.<table>.json``; the schema defaults to ``public``) holding one Great Expectations
+1.x expectation suite in its own JSON format (what ``ExpectationSuite.to_json_dict()``
+writes)::
 
     {"name": "accounts",
      "expectations": [
         {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "email"}},
         {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 0}}]}
 
-The file name says which table the suite is validated against once the migrations are
-applied; the suites describe the schema (and data) as it must be after the newest
-migration. A file that is not such a suite is bad input, rejected before any change
-(whether GX knows each expectation type and its arguments is checked by the task that
-imports GX; this module only reads JSON).
+The file name says which table the suite is validated against. Where the files live:
+
+* migrations: ``<migrations_dir>/expectations/``, validated once the migrations are
+  applied (the suites describe the schema and data as they must be after the newest one);
+* restores: ``<prefix>expectations/<database>/`` in the backup store, validated against the
+  restored scratch database.
+
+A file that is not such a suite is bad input, rejected before any change with an error
+naming the file (or the S3 object). Whether GX knows each expectation type and its
+arguments is checked by the task that imports GX; this module only reads JSON.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ _SUITE_FIELDS = frozenset({"name", "expectations", "id", "meta", "notes", "suite
 _IDENT = r"[A-Za-z_][A-Za-z0-9_$]*"
 _FILE = re.compile(rf"^(?:(?P<schema>{_IDENT})\.)?(?P<table>{_IDENT})\.json$")
 _TYPE = re.compile(r"^expect_[a-z0-9_]+$")
-_MAX_BYTES = 1_000_000
+#: The largest suite file accepted, in bytes.
+MAX_SUITE_BYTES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -59,22 +66,32 @@ class SuiteExpectation:
 
 @dataclass(frozen=True)
 class TableSuite:
-    """A suite file and the table it is validated against."""
+    """A suite file and the table it is validated against.
+
+    ``location`` is what errors and reports call the file (``expectations/<file>`` when
+    empty; the ``s3://`` URL of a suite kept in the backup store).
+    """
 
     file: str
     name: str
     schema: str
     table: str
     expectations: tuple[SuiteExpectation, ...]
+    location: str = ""
 
     @property
     def qualified(self) -> str:
         return f"{self.schema}.{self.table}"
 
+    @property
+    def where(self) -> str:
+        """The file's path or object URL, as errors name it."""
+        return self.location or f"{SUITES_DIR}/{self.file}"
+
 
 @dataclass(frozen=True)
 class SuiteResult:
-    """One expectation's outcome against the migrated database."""
+    """One expectation's outcome against the validated (migrated or restored) database."""
 
     file: str
     table: str
@@ -130,17 +147,23 @@ def _expectation(path: str, index: int, raw: Any) -> SuiteExpectation:
     return SuiteExpectation(kind, json.dumps(kwargs, sort_keys=True))
 
 
-def parse_suite(file: str, data: bytes) -> TableSuite:
-    """Read one suite file; anything but a GX 1.x suite is a ConfigurationError naming it."""
-    path = f"{SUITES_DIR}/{file}"
+def parse_suite(file: str, data: bytes, location: str = "") -> TableSuite:
+    """Read one suite file; anything but a GX 1.x suite is a ConfigurationError naming it.
+
+    Args:
+        file: The file's name, ``<table>.json`` or ``<schema>.<table>.json``.
+        data: Its bytes.
+        location: How errors name it (default ``expectations/<file>``).
+    """
+    path = location or f"{SUITES_DIR}/{file}"
     m = _FILE.match(file)
     if not m:
         raise ConfigurationError(
             f"expectation suite {path}: the file name must be <table>.json or"
             " <schema>.<table>.json (the table the suite is validated against)"
         )
-    if len(data) > _MAX_BYTES:
-        raise ConfigurationError(f"expectation suite {path} is larger than {_MAX_BYTES} bytes")
+    if len(data) > MAX_SUITE_BYTES:
+        raise ConfigurationError(f"expectation suite {path} is larger than {MAX_SUITE_BYTES} bytes")
     try:
         doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -169,7 +192,22 @@ def parse_suite(file: str, data: bytes) -> TableSuite:
         schema=m.group("schema") or "public",
         table=m.group("table"),
         expectations=expectations,
+        location=location,
     )
+
+
+def one_per_table(suites: Iterable[TableSuite]) -> tuple[TableSuite, ...]:
+    """The suites, unless two name the same table (a ConfigurationError naming both)."""
+    found = tuple(suites)
+    seen: dict[str, TableSuite] = {}
+    for suite in found:
+        if suite.qualified in seen:
+            raise ConfigurationError(
+                f"expectation suites {seen[suite.qualified].where} and {suite.where} both name"
+                f" table {suite.qualified}; keep one file per table"
+            )
+        seen[suite.qualified] = suite
+    return found
 
 
 def failures(results: Iterable[SuiteResult]) -> tuple[str, ...]:
@@ -200,9 +238,7 @@ def render_suites(suites: Iterable[TableSuite], *, markdown: bool = False) -> st
         return f"\n{h}Expectation suites: none ({SUITES_DIR}/*.json)\n"
     out = ["", f"{h}Expectation suites checked after applying ({len(found)})"]
     for s in found:
-        out.append(
-            f"{li}{SUITES_DIR}/{s.file} -> {s.qualified}: {len(s.expectations)} expectation(s)"
-        )
+        out.append(f"{li}{s.where} -> {s.qualified}: {len(s.expectations)} expectation(s)")
         for e in s.expectations:
             out.append(f"{li}  {e.type}" + (f" ({e.column})" if e.column else ""))
     return "\n".join(out) + "\n"

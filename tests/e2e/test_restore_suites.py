@@ -1,0 +1,154 @@
+"""The user's Great Expectations suites in the restore flow, through the real Prefect server:
+a malformed suite stops the restore before a scratch database exists or a byte is streamed;
+the suites run against the restored database and a failed expectation fails the restore;
+a verified scratch database is left with no session on it."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
+
+from devstack import stack as devstack
+from devstack.stack import BACKUP_BUCKET
+from flows.backup import backup_database
+from flows.restore import restore_database
+from opsflows.errors import ConfigurationError, VerificationFailed
+from tests.backup_support import BackupEnv, backup_env, fill
+from tests.support import assert_no_secret, flow_run_artifacts, flow_run_id, flow_run_texts
+
+CUSTOMERS: dict[str, Any] = {
+    "name": "customers",
+    "expectations": [
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "name"}},
+        {"type": "expect_table_row_count_to_equal", "kwargs": {"value": 30}},
+    ],
+    "meta": {"great_expectations_version": "1.24.1"},
+}
+
+
+@pytest.fixture(scope="module")
+def env(stack: object, bootstrapped: object) -> Iterator[BackupEnv]:
+    """A database of 30 rows with one backup."""
+    with backup_env(stack, "e2esuites") as made:
+        fill(made, 30)
+        backup_database(database=made.db_block, store=made.store_block, reason="e2e suites")
+        yield made
+
+
+@pytest.fixture
+def suites(env: BackupEnv) -> Iterator[Any]:
+    """Put suite objects under ``expectations/<db>/``; all removed afterwards. Returns the
+    ``s3://`` URL of the folder."""
+    folder = env.store.key("expectations", env.dbname)
+    made: list[str] = []
+
+    def put(objects: dict[str, Any]) -> str:
+        for name, body in objects.items():
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            env.client.put_object(Bucket=BACKUP_BUCKET, Key=f"{folder}/{name}", Body=data)
+            made.append(f"{folder}/{name}")
+        return f"s3://{BACKUP_BUCKET}/{folder}/"
+
+    yield put
+    for key in made:
+        env.client.delete_object(Bucket=BACKUP_BUCKET, Key=key)
+
+
+def _restore(env: BackupEnv, **kw: Any) -> Any:
+    return restore_database(
+        database=env.db_block,
+        admin_database=env.admin_block,
+        store=env.store_block,
+        return_state=True,
+        **kw,
+    )
+
+
+def _task_names(state: Any) -> list[str]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(
+                flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id(state)])
+            )
+        )
+    return [r.name for r in runs]
+
+
+@pytest.mark.parametrize(
+    ("objects", "params", "message"),
+    [
+        ({"orders.json": b'{"name": "orders", "expectations": ['}, {}, "orders.json is not valid"),
+        (
+            {
+                "customers.json": CUSTOMERS,
+                "public.orders.json": {
+                    "name": "orders",
+                    "expectations": [{"type": "expect_orders_to_be_tidy", "kwargs": {}}],
+                },
+            },
+            {},
+            "public.orders.json: expectation 1 (expect_orders_to_be_tidy) is not valid",
+        ),
+        ({}, {"expectations": "expectations/elsewhere"}, "no expectation suites under s3://"),
+    ],
+)
+def test_a_malformed_suite_stops_the_restore_before_anything_is_restored(
+    env: BackupEnv, suites: Any, objects: dict[str, Any], params: dict[str, Any], message: str
+) -> None:
+    folder = suites(objects)
+    state = _restore(env, **params)
+    assert state.is_failed()
+    with pytest.raises(ConfigurationError) as err:
+        state.result()
+    assert message in str(err.value)
+    if objects:
+        assert folder in str(err.value), "the error names the S3 object"
+    assert env.databases() == [env.dbname], "no scratch database was created"
+    names = _task_names(state)
+    assert any(n.startswith("read expectation suites") for n in names)
+    assert not any(n.startswith("restore into scratch database") for n in names), (
+        "nothing was streamed"
+    )
+
+
+def _no_sessions_on(env: BackupEnv, database: str) -> None:
+    deadline = time.monotonic() + 30  # a closed session leaves pg_stat_activity soon after
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+    while env.sql(query, (database,), database="postgres") != [(0,)]:
+        assert time.monotonic() < deadline, "verification left a session on the scratch database"
+        time.sleep(0.2)
+
+
+def test_user_suites_run_in_the_restore_and_a_failed_expectation_fails_it(
+    env: BackupEnv, stack: Any, suites: Any
+) -> None:
+    orders = {
+        "name": "orders",
+        "expectations": [{"type": "expect_table_row_count_to_equal", "kwargs": {"value": 999}}],
+    }
+    suites({"customers.json": CUSTOMERS, "public.orders.json": orders})
+    failed = _restore(env)
+    with pytest.raises(VerificationFailed, match="user suite public.orders") as err:
+        failed.result()
+    assert "expect_table_row_count_to_equal (observed 30)" in str(err.value)
+    assert "public.customers" not in str(err.value), "only the failures are named"
+    assert env.databases() == [env.dbname], "the failed restore's scratch database is gone"
+
+    suites({"public.orders.json": {**orders, "expectations": [CUSTOMERS["expectations"][1]]}})
+    state = _restore(env)
+    result = state.result()
+    scratch = result["scratch_database"]
+    assert result["verification"]["success"]
+    artifacts = " ".join(flow_run_artifacts(flow_run_id(state)))
+    assert "user suite public.customers" in artifacts and "user suite public.orders" in artifacts
+    _no_sessions_on(env, scratch)
+    secrets = devstack.stack_secrets(Path(stack.state_dir))
+    texts = flow_run_texts(flow_run_id(state)) + flow_run_texts(flow_run_id(failed))
+    assert_no_secret(texts, [secrets["postgres"], secrets["app"]])
