@@ -164,9 +164,10 @@ def restore_database(
 
     The backup is streamed into a new scratch database with its SHA-256 checked on the way,
     then verified with Great Expectations against the manifest fingerprint (tables, row
-    counts, schema hash) and the user's expectation suite. Only then, and only when asked
-    to replace the live database, the run pauses for an approval (approve, approver,
-    reason) and swaps the databases, keeping the old one. Reports the RTO. Scratch
+    counts, schema hash) and the user's expectation suites (one per table, read and checked
+    before anything is restored). Only then, and only when asked to replace the live
+    database, the run pauses for an approval (approve, approver, reason) and swaps the
+    databases, keeping the old one. Reports the RTO. Scratch
     databases that interrupted restores of the same database left unverified are dropped
     first and listed in the result and the operation log.
 
@@ -179,8 +180,9 @@ def restore_database(
         replace_live: after verification, ask for approval and replace the live database.
         approval_timeout_s: how long to wait for the approval before giving up.
         approval_poll_s: how often the paused run checks for the approval.
-        expectations: key (under the store prefix) of a suite file; default
-            "expectations/<database>.json" when it exists.
+        expectations: folder (under the store prefix) of the user's GX 1.x suites, one
+            <table>.json (or <schema>.<table>.json) per table; default
+            "expectations/<database>/" when it holds any.
         reason: why the restore is done (operation log).
     """
     started = time.monotonic()

@@ -61,7 +61,8 @@ def restore_drill(
         store: BackupStore block holding the backups.
         max_backup_age_h: notify when the newest backup is older than this (hours).
         routing: NotificationRouting block; failures go out as P2, a stale backup as P3.
-        expectations: the user's suite key under the store prefix (default convention).
+        expectations: folder of the user's suites under the store prefix (default
+            "expectations/<database>/").
     """
     started = time.monotonic()
     with operation_log("restore drill", "weekly restore drill", try_load_ops_db()) as rec:

@@ -5,7 +5,10 @@ Layout under the store's prefix, one folder per backup::
     <prefix><database>/<backup_id>/dump.pgc       the pg_dump custom-format archive
     <prefix><database>/<backup_id>/manifest.json  written last: the backup is complete
     <prefix><database>/<backup_id>/verified.json  a restore verified it (drill or restore)
-    <prefix>expectations/<database>.json          optional user expectation suites
+    <prefix>expectations/<database>/<table>.json  optional user expectation suites (GX 1.x;
+                                                  or <schema>.<table>.json)
+
+Only folders named like a backup id (``20251119T020000123456Z``) are backups.
 """
 
 from __future__ import annotations
@@ -77,7 +80,9 @@ def read_catalog(store: BackupStore, database: str) -> list[BackupRecord]:
             for obj in page.get("Contents", []):
                 rest = str(obj["Key"])[len(prefix) :]
                 backup_id, _, name = rest.partition("/")
-                if backup_id and name:
+                # Only folders named like our backup ids: anything else under the prefix
+                # (e.g. the suites of a database named "expectations") is not a backup.
+                if name and parse_backup_id(backup_id) is not None:
                     objects[backup_id][name] = obj
     records = []
     for backup_id in sorted(objects):

@@ -81,6 +81,17 @@ def test_dump_streams_in_parts_with_checksum_tag_and_fingerprint(
     assert [r.backup_id for r in records if r.complete] == [manifest.backup_id]
 
 
+def test_catalog_ignores_folders_that_are_not_backups(env: BackupEnv, manifest: Manifest) -> None:
+    # e.g. the user's suites when a database is named "expectations": never a backup to prune
+    stray = env.store.key(env.dbname, "orders", "orders.json")
+    env.client.put_object(Bucket=BACKUP_BUCKET, Key=stray, Body=b"{}")
+    try:
+        ids = [r.backup_id for r in read_catalog(env.store, env.dbname)]
+    finally:
+        env.client.delete_object(Bucket=BACKUP_BUCKET, Key=stray)
+    assert ids == [manifest.backup_id]
+
+
 def test_fingerprint_and_dump_share_one_snapshot(env: BackupEnv) -> None:
     """Rows written after the snapshot is exported are in neither the counts nor the dump."""
     scratch = env.dbname + "_snap"
