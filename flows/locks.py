@@ -5,7 +5,8 @@ the same slot, so a migration never runs under a deploy's bake and two productio
 never overlap. The slot is a lease the holding process renews: when the process dies
 (``kill -9``, a lost node) the Prefect server takes it back within the lease
 (``OPSFLOWS_CHANGE_LEASE_S``, 120 s by default) plus its repossessor interval (15 s), so a
-crashed change never blocks the environment for good.
+crashed change never blocks the environment for good. A change already under way is never
+cancelled because the Prefect API was unreachable when its lease was due for renewal.
 """
 
 from __future__ import annotations
@@ -44,7 +45,15 @@ def change_slot(environment: str, timeout_s: float, *, strict: bool = True) -> I
     held = False
     try:
         with concurrency(
-            name, occupy=1, strict=strict, timeout_seconds=timeout_s, lease_duration=lease_s
+            name,
+            occupy=1,
+            strict=strict,
+            timeout_seconds=timeout_s,
+            lease_duration=lease_s,
+            # A Prefect API outage at renewal time must not cancel a change half-way (a deploy
+            # cancelled mid-bake would skip its automatic rollback): the change carries on, and
+            # Prefect logs that the slot may no longer be reserved.
+            raise_on_lease_renewal_failure=False,
         ):
             held = True
             get_run_logger().info("holding the %s lock (lease %gs)", name, lease_s)
