@@ -15,21 +15,32 @@ from typing import Any
 POLL_SECONDS = 1.0
 
 
-def serve_warm(deployments: Sequence[Any], preload: Sequence[str]) -> None:
+def serve_warm(
+    deployments: Sequence[Any], preload: Sequence[str], heartbeat_s: int | None = None
+) -> None:
     """Like ``prefect.serve``, but each run forks from a warm process that imported ``preload``.
 
     ``prefect.serve`` registers deployments without their flow objects, so every run starts
     ``python -m prefect.engine`` and imports everything again (seconds per run). Registering
     the in-memory flow makes the runner start the run with ``run_flow_in_subprocess``, which
     :mod:`deployments.warm_start` points at a preloaded forkserver.
+
+    Every run sends a heartbeat event each ``heartbeat_s`` (default ``Settings.run_heartbeat_s``):
+    the runner hands it to the run's process as ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``, where the
+    flow engine emits them. When the heartbeats stop (this process and its runs killed), the
+    "crash unresponsive runs" automation (:mod:`deployments.automations`) marks the run Crashed.
     """
     from prefect.flows import load_flow_from_entrypoint
     from prefect.runner import Runner
 
     from deployments.warm_start import install
+    from opsflows.settings import get_settings
 
     install(preload)
-    runner = Runner(pause_on_shutdown=False, query_seconds=POLL_SECONDS)
+    heartbeat = heartbeat_s if heartbeat_s is not None else get_settings().run_heartbeat_s
+    runner = Runner(
+        pause_on_shutdown=False, query_seconds=POLL_SECONDS, heartbeat_seconds=heartbeat
+    )
     registry = getattr(runner, "_deployment_registry", None)
     for deployment in deployments:
         deployment_id = runner.add_deployment(deployment)

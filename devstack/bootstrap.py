@@ -136,9 +136,13 @@ def create_concurrency_limits() -> list[str]:
 
 def bootstrap(info: StackInfo, passwords: dict[str, str]) -> dict[str, list[str]]:
     """Everything the local stack needs saved in Prefect."""
-    from deployments.automations import AUTOMATION_NAME, create_failure_automation
+    from deployments import automations
+    from opsflows.settings import get_settings
 
     saved = save_blocks(info, passwords)
     limits = create_concurrency_limits()
-    create_failure_automation()  # pages via custom-webhook/page, saved just above
-    return {"blocks": saved, "limits": limits, "automations": [AUTOMATION_NAME]}
+    automations.create_failure_automation()  # pages via custom-webhook/page, saved just above
+    # Runs whose process died go silent; this marks them Crashed, which the one above pages on.
+    automations.create_unresponsive_automation(get_settings().unresponsive_after_s)
+    names = [automations.AUTOMATION_NAME, automations.UNRESPONSIVE_NAME]
+    return {"blocks": saved, "limits": limits, "automations": names}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +48,35 @@ class Settings(BaseSettings):
             "the Prefect server's repossessor interval, 15 s by default). Prefect's minimum: 60."
         ),
     )
+    run_heartbeat_s: int = Field(
+        default=30,
+        ge=30,
+        le=600,
+        description=(
+            "Seconds between the heartbeat events of every served flow run (Prefect's "
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY, set by deployments/serve.py; Prefect's minimum: "
+            "30). Heartbeats are how a run whose process died is told from a slow one."
+        ),
+    )
+    unresponsive_after_s: int = Field(
+        default=90,
+        ge=45,
+        le=3600,
+        description=(
+            "Silence (s) after a flow run's last heartbeat before the 'crash unresponsive runs' "
+            "automation marks it Crashed (which pages for production changes and rotations). "
+            "Keep it at least 2 heartbeats: a live run that misses one must not be crashed."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _window_outlasts_heartbeats(self) -> Settings:
+        if self.unresponsive_after_s < 2 * self.run_heartbeat_s:
+            raise ValueError(
+                f"unresponsive_after_s ({self.unresponsive_after_s}) must be at least twice "
+                f"run_heartbeat_s ({self.run_heartbeat_s}), or live runs get crashed"
+            )
+        return self
 
 
 @lru_cache(maxsize=1)
