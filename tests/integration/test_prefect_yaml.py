@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from opsflows.settings import Settings
+
 REPO = Path(__file__).resolve().parents[2]
 PREFECT_YAML = REPO / "prefect.yaml"
 SUFFIX = "-yamltest"
@@ -127,6 +129,11 @@ def test_work_pool_definitions() -> None:
     worker = json.loads(metadata.read_text())["prefect-kubernetes"]["kubernetes"]
     variables = worker["default_base_job_configuration"]["variables"]["properties"]
     assert set(k8s["job_variables"]) <= set(variables)
+    # Worker-started runs beat as often as served ones, or the "crash unresponsive runs"
+    # automation would crash them while they still run.
+    beat = str(int(Settings().run_heartbeat_s))
+    for pool in (process, k8s):
+        assert pool["job_variables"]["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == beat, pool
     # One line switches every runbook to Kubernetes (docs/ci.md relies on it).
     assert PREFECT_YAML.read_text().count("<<: *one_machine") == 1
     assert all(d["work_pool"]["name"] == "opsflows-process" for d in yaml_deployments())
