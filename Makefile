@@ -8,7 +8,7 @@ TEST_ENV := OPSFLOWS_STATE_DIR=$(TEST_STATE) OPSFLOWS_PREFECT_PORT=0 OPSFLOWS_PO
 	OPSFLOWS_APP_PRODUCTION_PORT=0 OPSFLOWS_PROMETHEUS_PORT=0 OPSFLOWS_WEBHOOK_PORT=0
 BENCHES := $(patsubst bench/bench_%.py,%,$(wildcard bench/bench_*.py))
 
-.PHONY: deps up down status test test-unit lint typecheck bench down-test $(addprefix bench-,$(BENCHES))
+.PHONY: deps up down status test test-stack test-unit lint typecheck bench down-test $(addprefix bench-,$(BENCHES))
 
 deps:  ## install Debian packages, uv and the locked Python environment
 	@bash scripts/install-deps.sh
@@ -24,9 +24,11 @@ down:  ## stop the local stack (state kept; `opsflows devstack down --purge` del
 status:
 	@$(RUN) opsflows devstack status
 
-test: deps  ## the whole suite, with the services it needs
-	@$(TEST_ENV) $(RUN) opsflows devstack up
+test: test-stack  ## the whole suite, with the services it needs
 	$(TEST_ENV) $(RUN) pytest tests
+
+test-stack: deps  ## start (or reuse) the test stack the tests and benchmarks run against
+	@$(TEST_ENV) $(RUN) opsflows devstack up
 
 test-unit: deps
 	$(RUN) pytest tests/unit
@@ -42,5 +44,5 @@ lint: deps
 bench: deps $(addprefix bench-,$(BENCHES))  ## every benchmark in bench/
 
 # A static pattern rule: a plain `bench-%` rule is ignored for .PHONY targets.
-$(addprefix bench-,$(BENCHES)): bench-%: deps
+$(addprefix bench-,$(BENCHES)): bench-%: test-stack
 	@$(RUN) python -m bench.bench_$*
