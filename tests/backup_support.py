@@ -9,8 +9,9 @@ test database's name too: scratch and replaced copies).
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,3 +177,25 @@ def backup_env(info: Any, purpose: str) -> Iterator[BackupEnv]:
         for cls, block_name in set(env.saved):
             with contextlib.suppress(Exception):
                 cls.delete(block_name)
+
+
+@contextlib.contextmanager
+def suite_objects(env: BackupEnv) -> Iterator[Callable[[dict[str, Any]], str]]:
+    """A ``put(objects)`` that writes the user's suite objects under ``expectations/<db>/``
+    (a dict body as JSON, bytes as they are) and returns the folder's ``s3://`` URL; every
+    object written is removed afterwards."""
+    folder = env.store.key("expectations", env.dbname)
+    made: list[str] = []
+
+    def put(objects: dict[str, Any]) -> str:
+        for name, body in objects.items():
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            env.client.put_object(Bucket=BACKUP_BUCKET, Key=f"{folder}/{name}", Body=data)
+            made.append(f"{folder}/{name}")
+        return f"s3://{BACKUP_BUCKET}/{folder}/"
+
+    try:
+        yield put
+    finally:
+        for key in made:
+            env.client.delete_object(Bucket=BACKUP_BUCKET, Key=key)

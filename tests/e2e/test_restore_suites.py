@@ -5,7 +5,6 @@ a verified scratch database is left with no session on it."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +15,10 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
 
 from devstack import stack as devstack
-from devstack.stack import BACKUP_BUCKET
 from flows.backup import backup_database
 from flows.restore import restore_database
 from opsflows.errors import ConfigurationError, VerificationFailed
-from tests.backup_support import BackupEnv, backup_env, fill
+from tests.backup_support import BackupEnv, backup_env, fill, suite_objects
 from tests.support import assert_no_secret, flow_run_artifacts, flow_run_id, flow_run_texts
 
 CUSTOMERS: dict[str, Any] = {
@@ -46,19 +44,8 @@ def env(stack: object, bootstrapped: object) -> Iterator[BackupEnv]:
 def suites(env: BackupEnv) -> Iterator[Any]:
     """Put suite objects under ``expectations/<db>/``; all removed afterwards. Returns the
     ``s3://`` URL of the folder."""
-    folder = env.store.key("expectations", env.dbname)
-    made: list[str] = []
-
-    def put(objects: dict[str, Any]) -> str:
-        for name, body in objects.items():
-            data = body if isinstance(body, bytes) else json.dumps(body).encode()
-            env.client.put_object(Bucket=BACKUP_BUCKET, Key=f"{folder}/{name}", Body=data)
-            made.append(f"{folder}/{name}")
-        return f"s3://{BACKUP_BUCKET}/{folder}/"
-
-    yield put
-    for key in made:
-        env.client.delete_object(Bucket=BACKUP_BUCKET, Key=key)
+    with suite_objects(env) as put:
+        yield put
 
 
 def _restore(env: BackupEnv, **kw: Any) -> Any:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,11 +27,11 @@ from prefect.logging import disable_run_logger
 
 from blocks.kube import KubeEnvironment
 from devstack import stack as devstack
-from devstack.loadgen import run_load
 from devstack.stack import StackInfo
 from flows.deploy import staged_deploy
 from opsflows.errors import GateRejected, VerificationFailed
 from tasks import rollout
+from tests.deploy_support import environments, new_image, steady_load
 from tests.support import assert_no_secret, flow_run_artifacts, flow_run_id, flow_run_texts
 
 FAST: dict[str, Any] = {
@@ -44,28 +43,16 @@ FAST: dict[str, Any] = {
 BAD_MARKERS = ("broken", "crashloop", "badpull", "slow", "flaky")
 
 
-def new_image(suffix: str = "") -> str:
-    """A version nobody deployed yet (so every deploy is a real change)."""
-    return f"registry.local/web-app:4.{uuid.uuid4().int % 10_000}.0{suffix}"
-
-
 @pytest.fixture(scope="module")
 def envs(bootstrapped: Any) -> dict[str, KubeEnvironment]:
-    return {name: KubeEnvironment.load(name) for name in ("staging", "production")}
+    return environments()
 
 
 @pytest.fixture(scope="module", autouse=True)
 def production_traffic(stack: StackInfo) -> Iterator[None]:
     """Steady load on production: the error rate and p95 the bake judges are real."""
-    stop = threading.Event()
-    thread = threading.Thread(
-        target=run_load, args=(stack.app_url("production") + "/", 15, 0, stop), daemon=True
-    )
-    thread.start()
-    time.sleep(2)
-    yield
-    stop.set()
-    thread.join(timeout=15)
+    with steady_load(stack.app_url("production") + "/"):
+        yield
 
 
 def image_of(env: KubeEnvironment) -> str:

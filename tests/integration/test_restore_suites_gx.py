@@ -19,13 +19,12 @@ from psycopg import sql
 
 from blocks.postgres import PostgresTarget
 from decisions.backups import Manifest, backup_id_for
-from devstack.stack import BACKUP_BUCKET
 from opsflows.errors import AuthenticationError, ConfigurationError, ServiceUnavailable
 from tasks.dump import take_fingerprint
 from tasks.gx_validation import APPLICATION_NAME, gx_session
 from tasks.postgres import connect
 from tasks.verify import load_user_suites, read_user_suites, run_checks
-from tests.backup_support import BackupEnv, backup_env, fill
+from tests.backup_support import BackupEnv, backup_env, fill, suite_objects
 
 GOOD = {
     "name": "customers",
@@ -43,19 +42,8 @@ def env(stack: object, bootstrapped: object) -> Iterator[BackupEnv]:
 @pytest.fixture
 def put(env: BackupEnv) -> Iterator[Any]:
     """Put objects under the database's suites folder; all removed afterwards."""
-    folder = env.store.key("expectations", env.dbname)
-    made: list[str] = []
-
-    def put_objects(objects: dict[str, Any]) -> str:
-        for name, body in objects.items():
-            data = body if isinstance(body, bytes) else json.dumps(body).encode()
-            env.client.put_object(Bucket=BACKUP_BUCKET, Key=f"{folder}/{name}", Body=data)
-            made.append(f"{folder}/{name}")
-        return f"s3://{BACKUP_BUCKET}/{folder}/"
-
-    yield put_objects
-    for key in made:
-        env.client.delete_object(Bucket=BACKUP_BUCKET, Key=key)
+    with suite_objects(env) as put:
+        yield put
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,13 +22,13 @@ from prefect.client.orchestration import get_client
 from prefect.logging import disable_run_logger
 
 from blocks.kube import KubeEnvironment
-from devstack.loadgen import run_load
 from devstack.stack import StackInfo
 from flows.deploy import staged_deploy
 from flows.operate import rollback
 from opsflows.errors import VerificationFailed
 from tasks import rollout
 from tests.backup_support import REPO_ROOT
+from tests.deploy_support import environments, new_image, steady_load
 from tests.support import flow_run_id, oplog_row
 
 DEPLOYMENT = "/apis/apps/v1/namespaces/production/deployments/web-app"
@@ -38,28 +37,16 @@ FAST: dict[str, Any] = {"bake_interval_s": 1, "smoke_retry_s": 3, "approval_time
 TEST_LEASE_S = 60
 
 
-def new_image(suffix: str = "") -> str:
-    """A version nobody deployed yet (so every deploy is a real change)."""
-    return f"registry.local/web-app:6.{uuid.uuid4().int % 10_000}.0{suffix}"
-
-
 @pytest.fixture(scope="module")
 def envs(bootstrapped: Any) -> dict[str, KubeEnvironment]:
-    return {name: KubeEnvironment.load(name) for name in ("staging", "production")}
+    return environments()
 
 
 @pytest.fixture(scope="module", autouse=True)
 def production_traffic(stack: StackInfo) -> Iterator[None]:
     """Steady load on production: the error rate the bake judges is real."""
-    stop = threading.Event()
-    thread = threading.Thread(
-        target=run_load, args=(stack.app_url("production") + "/", 15, 0, stop), daemon=True
-    )
-    thread.start()
-    time.sleep(2)
-    yield
-    stop.set()
-    thread.join(timeout=15)
+    with steady_load(stack.app_url("production") + "/"):
+        yield
 
 
 def release_of(env: KubeEnvironment) -> dict[str, Any]:
