@@ -115,3 +115,23 @@ def notify(routing: NotificationRouting | None, severity: str, subject: str, bod
     if not targets:
         return 0
     return int(send_notification(targets, severity, subject, body))
+
+
+def try_load_routing(name: str | None = ROUTING) -> NotificationRouting | None:
+    """The notification routing block, or None (logged) when it is not configured."""
+    if not name:
+        return None
+    try:
+        return load_block(NotificationRouting, name)
+    except OpsError as exc:
+        get_run_logger().warning("notifications will only be logged: %s", exc)
+        return None
+
+
+def safe_notify(routing: NotificationRouting | None, severity: str, subject: str, body: str) -> int:
+    """Notify, never raising: a broken channel must not hide what the run did."""
+    try:
+        return notify(routing, severity, subject, body)
+    except Exception as exc:  # noqa: BLE001 - reported, never fatal
+        get_run_logger().warning("could not send %s notification %r: %s", severity, subject, exc)
+        return 0

@@ -42,13 +42,19 @@ from decisions.deploy import (
     rules_for_app,
     validate_smoke_checks,
 )
-from flows.common import APP_DB, OperationRecord, load_block, operation_log, try_load_ops_db
+from flows.common import (
+    APP_DB,
+    OperationRecord,
+    load_block,
+    operation_log,
+    safe_notify,
+    try_load_ops_db,
+    try_load_routing,
+)
 from flows.operate import (
     ROLLOUT_TIMEOUT_S,
     change_lock,
     release_to_production,
-    safe_notify,
-    try_load_routing,
 )
 from opsflows import retry
 from opsflows.errors import ConfigurationError, GateRejected, OpsError

@@ -68,10 +68,11 @@ from flows.common import (
     OperationRecord,
     load_block,
     operation_log,
+    safe_notify,
     try_load_ops_db,
+    try_load_routing,
 )
 from flows.locks import change_slot, limit_name
-from flows.operate import safe_notify, try_load_routing
 from opsflows.errors import (
     ConfigurationError,
     GateRejected,

@@ -25,15 +25,15 @@ from blocks.kube import KubeEnvironment
 from blocks.notify import NotificationRouting
 from decisions.deploy import PASS, check_replicas, parse_image
 from flows.common import (
-    ROUTING,
     OperationRecord,
     load_block,
-    notify,
     operation_log,
+    safe_notify,
     try_load_ops_db,
+    try_load_routing,
 )
 from flows.locks import change_slot
-from opsflows.errors import ConfigurationError, OpsError, VerificationFailed
+from opsflows.errors import ConfigurationError, VerificationFailed
 from tasks.bake import limits_for, run_bake
 from tasks.rollout import (
     current_release,
@@ -51,24 +51,6 @@ ROLLOUT_TIMEOUT_S = 300.0
 def change_lock(env: KubeEnvironment, timeout_s: float) -> contextlib.AbstractContextManager[None]:
     """Hold ``change-<environment>`` for ``env`` (see :func:`flows.locks.change_slot`)."""
     return change_slot(env.environment, timeout_s)
-
-
-def try_load_routing(name: str = ROUTING) -> NotificationRouting | None:
-    """The notification routing block, or None (logged) when it is not configured."""
-    try:
-        return load_block(NotificationRouting, name)
-    except OpsError as exc:
-        get_run_logger().warning("notifications will only be logged: %s", exc)
-        return None
-
-
-def safe_notify(routing: NotificationRouting | None, severity: str, subject: str, body: str) -> int:
-    """Notify, never raising: a broken channel must not hide what the run did."""
-    try:
-        return notify(routing, severity, subject, body)
-    except Exception as exc:  # noqa: BLE001 - reported, never fatal
-        get_run_logger().warning("could not send %s notification %r: %s", severity, subject, exc)
-        return 0
 
 
 def release_to_production(

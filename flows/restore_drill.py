@@ -12,9 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import flow
-from prefect.logging import get_run_logger
 
-from blocks.notify import NotificationRouting
 from blocks.postgres import PostgresTarget
 from blocks.storage import BackupStore
 from decisions.backups import choose_backup, judge_drill
@@ -27,21 +25,12 @@ from flows.common import (
     notify,
     operation_log,
     try_load_ops_db,
+    try_load_routing,
 )
 from flows.restore import restore_and_verify
-from opsflows.errors import ConfigurationError, OpsError
+from opsflows.errors import ConfigurationError
 from tasks.catalog import list_backups
 from tasks.restore import drop_scratch
-
-
-def _routing(name: str | None) -> NotificationRouting | None:
-    if not name:
-        return None
-    try:
-        return load_block(NotificationRouting, name)
-    except OpsError as exc:
-        get_run_logger().warning("drill notifications disabled: %s", exc)
-        return None
 
 
 @flow(name="restore-drill")
@@ -68,7 +57,7 @@ def restore_drill(
     with operation_log("restore drill", "weekly restore drill", try_load_ops_db()) as rec:
         if max_backup_age_h <= 0:
             raise ConfigurationError("max_backup_age_h must be positive")
-        routes = _routing(routing)
+        routes = try_load_routing(routing)
         target = load_block(PostgresTarget, database)
         try:
             admin = load_block(PostgresTarget, admin_database)
