@@ -89,9 +89,11 @@ def set_comment(conn: psycopg.Connection[Any], name: str, comment: str | None) -
 def drop_database(admin: PostgresTarget, name: str) -> None:
     """Drop ``name`` (sessions on it are terminated); no error when it does not exist."""
     with connect(admin, database=MAINTENANCE_DB) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+        _drop(conn, name)
+
+
+def _drop(conn: psycopg.Connection[Any], name: str) -> None:
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @contextlib.contextmanager
@@ -152,9 +154,7 @@ def sweep_abandoned(admin: PostgresTarget, live: str) -> list[str]:
                 logger.info("scratch database %s is in use by a running restore", name)
                 continue
             try:
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-                )
+                _drop(conn, name)
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (CLAIM_CLASS, name))
             dropped.append(name)
