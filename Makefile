@@ -1,11 +1,13 @@
 # opsflows: the two commands that matter are `make up` and `make test`.
 SHELL := /bin/bash
-UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# scripts/uv finds uv when a recipe runs, so the first recipe after `make deps` installed it works.
+UV ?= $(CURDIR)/scripts/uv
 RUN := $(UV) run --frozen
 TEST_STATE := $(CURDIR)/.devstack-test
 TEST_ENV := OPSFLOWS_STATE_DIR=$(TEST_STATE) OPSFLOWS_PREFECT_PORT=0 OPSFLOWS_POSTGRES_PORT=0 \
 	OPSFLOWS_MOTO_PORT=0 OPSFLOWS_KUBE_PORT=0 OPSFLOWS_APP_STAGING_PORT=0 \
-	OPSFLOWS_APP_PRODUCTION_PORT=0 OPSFLOWS_PROMETHEUS_PORT=0 OPSFLOWS_WEBHOOK_PORT=0
+	OPSFLOWS_APP_PRODUCTION_PORT=0 OPSFLOWS_PROMETHEUS_PORT=0 OPSFLOWS_WEBHOOK_PORT=0 \
+	OPSFLOWS_OS_USER=opsflows-test
 BENCHES := $(patsubst bench/bench_%.py,%,$(wildcard bench/bench_*.py))
 
 .PHONY: deps up down status test test-stack test-unit lint typecheck bench down-test $(addprefix bench-,$(BENCHES))
@@ -33,8 +35,8 @@ test-stack: deps  ## start (or reuse) the test stack the tests and benchmarks ru
 test-unit: deps
 	$(RUN) pytest tests/unit
 
-down-test:
-	@$(TEST_ENV) $(RUN) opsflows devstack down
+down-test:  ## stop the test stack and delete its OS user (the next run creates it as a fresh machine does)
+	@$(TEST_ENV) $(RUN) opsflows devstack down --remove-os-user
 
 lint: deps
 	$(RUN) ruff check .

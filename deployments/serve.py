@@ -30,7 +30,6 @@ def serve_warm(
     flow engine emits them. When the heartbeats stop (this process and its runs killed), the
     "crash unresponsive runs" automation (:mod:`deployments.automations`) marks the run Crashed.
     """
-    from prefect.flows import load_flow_from_entrypoint
     from prefect.runner import Runner
 
     from deployments.warm_start import install
@@ -45,9 +44,30 @@ def serve_warm(
     for deployment in deployments:
         deployment_id = runner.add_deployment(deployment)
         if registry is not None and deployment.entrypoint:
-            registry.register_flow(deployment_id, load_flow_from_entrypoint(deployment.entrypoint))
+            registry.register_flow(deployment_id, flow_by_module(deployment.entrypoint))
         print(f"serving {deployment.flow_name}/{deployment.name}", flush=True)
     asyncio.run(runner.start())
+
+
+def flow_by_module(entrypoint: str) -> Any:
+    """The flow of a ``path/to/module.py:name`` entrypoint, imported as its package module.
+
+    Runs are handed to their process by pickling the flow. A flow loaded from a *file*
+    (``load_flow_from_entrypoint``) lives in a throw-away ``__prefect_loader_…`` module that the
+    run's process cannot import, so cloudpickle copies the function by value, without the names
+    its annotations use: parameter validation then fails (``Staged_DeployModel is not fully
+    defined``) or the process dies with ``No module named '__prefect_loader_…'``. Imported as
+    ``flows.deploy``, the flow is pickled by reference and the run's process imports the real
+    module, exactly as in-process callers do.
+    """
+    import importlib
+
+    path, _, name = entrypoint.rpartition(":")
+    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    flow = getattr(module, name)
+    if not hasattr(flow, "fn"):
+        raise TypeError(f"{entrypoint} is not a Prefect flow")
+    return flow
 
 
 def main() -> None:

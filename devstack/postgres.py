@@ -52,10 +52,31 @@ def ensure_os_user(user: str) -> None:
         )
 
 
+def remove_os_user(user: str) -> bool:
+    """Delete the service user (``devstack down --remove-os-user``); True when it existed.
+
+    The test stack runs as a user of its own and removes it when stopped, so every test run
+    takes the creation path a fresh machine takes.
+    """
+    if os.geteuid() != 0:
+        return False
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        return False
+    subprocess.run(["userdel", user], check=True, capture_output=True)
+    return True
+
+
 def chown_tree(path: Path, user: str) -> None:
     if os.geteuid() != 0:
         return
-    entry = pwd.getpwnam(user)
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise StartError(
+            f"OS user {user!r} does not exist; `opsflows devstack up` creates it (run it as root)"
+        ) from None
     for root, dirs, files in os.walk(path):
         os.chown(root, entry.pw_uid, entry.pw_gid)
         for name in dirs + files:

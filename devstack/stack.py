@@ -231,12 +231,13 @@ def up(settings: Settings | None = None) -> StackInfo:
     info = _plan_ports(settings, load_json(state / "stack.json"))
     _save(info)
     passwords = stack_secrets(state)
+    # Before anything is chowned to it: a fresh machine has no such user yet.
+    postgres.ensure_os_user(settings.os_user)
     services = _services(info, settings)
 
     # The Prefect server is the slowest to boot: launch it first, wait for it last.
     launched = {name: procs.spawn(state, services[name]) for name in ("prefect", "moto", "kubesim")}
     pg_base = state / "postgres"
-    postgres.ensure_os_user(settings.os_user)
     postgres.init_cluster(pg_base, settings.os_user, passwords["postgres"])
     postgres.start(pg_base, settings.os_user, info.host, info.postgres_port)
     postgres.provision(info.host, info.postgres_port, passwords["postgres"], passwords)
@@ -301,8 +302,14 @@ def load(settings: Settings | None = None) -> StackInfo | None:
         return None
 
 
-def down(settings: Settings | None = None, purge: bool = False) -> list[str]:
-    """Stop every service (and with ``purge`` delete all state); the names stopped."""
+def down(
+    settings: Settings | None = None, purge: bool = False, remove_os_user: bool = False
+) -> list[str]:
+    """Stop every service (and with ``purge`` delete all state); the names stopped.
+
+    ``remove_os_user`` also deletes the OS user the services ran as (the test stack's own),
+    so the next ``up`` creates it again as on a fresh machine.
+    """
     settings = settings or Settings()
     state = settings.state_dir
     stopped = [name for name in SERVICES if procs.stop(state, name)]
@@ -310,6 +317,8 @@ def down(settings: Settings | None = None, purge: bool = False) -> list[str]:
         stopped.append("postgres")
     if purge:
         shutil.rmtree(state, ignore_errors=True)
+    if remove_os_user and postgres.remove_os_user(settings.os_user):
+        stopped.append(f"os user {settings.os_user}")
     return stopped
 
 

@@ -3,7 +3,9 @@
 Daily at 02:00 UTC, before every migration (as a subflow), and from the UI.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: served runs pickle the flow function by value,
+# and string annotations would lose the names their parameter types need
+# (tests/integration/test_served_flows.py).
 
 from datetime import UTC, datetime
 from typing import Any

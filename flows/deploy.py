@@ -12,7 +12,9 @@
    inconclusive check rolls back to the recorded revision (see :mod:`flows.operate`).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: served runs pickle the flow function by value,
+# and string annotations would lose the names their parameter types need
+# (tests/integration/test_served_flows.py).
 
 import importlib
 import time

@@ -26,7 +26,9 @@ paged as P2 through the notification routing; the operation log names the failed
 the failed checks and the pre-migration backup to fall back on.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: served runs pickle the flow function by value,
+# and string annotations would lose the names their parameter types need
+# (tests/integration/test_served_flows.py).
 
 import contextlib
 import importlib

@@ -7,7 +7,9 @@ cannot be measured, roll back to the recorded revision, verify it serves healthi
 and end the run failed with the reason.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: served runs pickle the flow function by value,
+# and string annotations would lose the names their parameter types need
+# (tests/integration/test_served_flows.py).
 
 import contextlib
 import time

@@ -2,7 +2,9 @@
 and only with an explicit approval swap it in for the live database.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: served runs pickle the flow function by value,
+# and string annotations would lose the names their parameter types need
+# (tests/integration/test_served_flows.py).
 
 import time
 from dataclasses import dataclass, field

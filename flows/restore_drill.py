@@ -5,7 +5,9 @@ manifest, drops it, and records RTO (time to a verified restore) and RPO (age of
 backup) in the operation log. Notifies when the drill fails or the backup is too old.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: served runs pickle the flow function by value,
+# and string annotations would lose the names their parameter types need
+# (tests/integration/test_served_flows.py).
 
 import time
 from datetime import UTC, datetime, timedelta

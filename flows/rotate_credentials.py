@@ -9,7 +9,9 @@ broken (``decisions.rotation.recovery``), writes a report and records the failed
 operation log. Secret values never reach a log line, an artifact, an exception or a parameter.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: served runs pickle the flow function by value,
+# and string annotations would lose the names their parameter types need
+# (tests/integration/test_served_flows.py).
 
 from datetime import UTC, datetime
 from typing import Any

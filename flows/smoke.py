@@ -1,6 +1,8 @@
 """Stack smoke check: every service the runbooks depend on answers, with our credentials."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: served runs pickle the flow function by value,
+# and string annotations would lose the names their parameter types need
+# (tests/integration/test_served_flows.py).
 
 from typing import Any
 

@@ -1,6 +1,6 @@
 """``opsflows``: the local stack and its bootstrap.
 
-opsflows devstack up|down|status [--purge]
+opsflows devstack up|down|status [--purge] [--remove-os-user]
 opsflows bootstrap
 opsflows up
 opsflows webhook serve [--port N] [--routes FILE] [--secret-block NAME]
@@ -30,7 +30,7 @@ def _devstack(args: argparse.Namespace) -> int:
         print(f"devstack up; state in {info.state_dir}, env file {info.state_dir}/env")
         print(f"Prefect UI: {info.prefect_ui_url}")
     elif args.action == "down":
-        stopped = stack.down(settings, purge=args.purge)
+        stopped = stack.down(settings, purge=args.purge, remove_os_user=args.remove_os_user)
         print("stopped: " + (", ".join(stopped) or "nothing was running"))
     else:
         for name, state in stack.status(settings).items():
@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("devstack", help="start, stop or show the local stack")
     dev.add_argument("action", choices=("up", "down", "status"))
     dev.add_argument("--purge", action="store_true", help="with down: delete all local state")
+    dev.add_argument(
+        "--remove-os-user",
+        action="store_true",
+        help="with down: also delete the OS user the services ran as (the test stack's own)",
+    )
     dev.set_defaults(func=_devstack)
     boot = sub.add_parser("bootstrap", help="save blocks and concurrency limits for the stack")
     boot.set_defaults(func=_bootstrap)

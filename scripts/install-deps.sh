@@ -22,10 +22,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-if ! command -v uv >/dev/null; then
+if ! scripts/uv --version >/dev/null 2>&1; then
   echo "install-deps: installing uv from PyPI"
   python3 -m pip install --quiet uv || python3 -m pip install --quiet --user uv
+  command -v pyenv >/dev/null 2>&1 && pyenv rehash >/dev/null 2>&1 || true
 fi
-UV="$(command -v uv || echo "$HOME/.local/bin/uv")"
+UV=scripts/uv
 # Compile bytecode at install: imports of the big clients are slow when every process recompiles.
 UV_COMPILE_BYTECODE=1 "$UV" sync --frozen --quiet

@@ -31,6 +31,9 @@ for _name in (
     "WEBHOOK",
 ):
     os.environ.setdefault(f"OPSFLOWS_{_name}_PORT", "0")
+# The test stack's services run as an OS user of their own, created by `devstack up` and
+# deleted by `make down-test`: every CI run takes the path of a fresh machine.
+os.environ.setdefault("OPSFLOWS_OS_USER", "opsflows-test")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")

@@ -1,7 +1,7 @@
 """A real Prometheus (Debian's) scraping two sample apps, queried over its HTTP API.
 
-Run as root, Prometheus runs as the unprivileged ``opsflows`` user exactly like the
-launcher runs it (``runuser -u opsflows --``); the user is created if missing.
+Run as root, Prometheus runs as the stack's unprivileged OS user exactly like the
+launcher runs it (``runuser -u <user> --``); the user is created if missing.
 """
 
 from __future__ import annotations
@@ -23,17 +23,18 @@ from typing import Any
 import httpx
 import pytest
 
-from devstack import prometheus
+from devstack import postgres, prometheus
 from devstack.loadgen import run_load
 from devstack.sampleapp import create_app
 from devstack.sampleapp.server import ServerThread
+from opsflows.settings import Settings
 
 pytestmark = pytest.mark.skipif(
     shutil.which("prometheus") is None,
     reason="prometheus binary not installed (apt-get install -y prometheus)",
 )
 
-OS_USER = "opsflows"
+OS_USER = Settings().os_user  # the test stack's own user (tests/conftest.py)
 GOOD = "registry.local/web-app:1.0.0"
 ENVS = ("staging", "production")
 
@@ -46,16 +47,10 @@ def free_port() -> int:
 
 
 def ensure_os_user() -> str | None:
-    """The user Prometheus runs as: ``opsflows`` when we are root, else ourselves (None)."""
+    """The user Prometheus runs as: the stack's OS user when we are root, else ourselves (None)."""
     if os.geteuid() != 0:
         return None
-    try:
-        pwd.getpwnam(OS_USER)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", OS_USER],
-            check=True,
-        )
+    postgres.ensure_os_user(OS_USER)
     return OS_USER
 
 
