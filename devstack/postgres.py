@@ -3,7 +3,8 @@
 Every role authenticates with a scram-sha-256 password, over TCP and the local socket alike,
 so a rotated password is really tested. The superuser ``postgres`` exists for the devstack
 and for admin tasks (rotation sets passwords with it); ``app`` owns the ``app`` database the
-runbooks operate on; ``opsflows`` owns the operations database (the ``ops_log`` table).
+runbooks operate on; ``opsflows`` owns the operations database (the ``ops_log`` table);
+``prefect`` owns the Prefect server's database.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ APP_ROLE = "app"
 APP_DATABASE = "app"
 OPS_ROLE = "opsflows"
 OPS_DATABASE = "opsflows"
+PREFECT_ROLE = "prefect"
+PREFECT_DATABASE = "prefect"
 
 
 def bindir() -> Path:
@@ -206,7 +209,12 @@ def provision(host: str, port: int, admin_password: str, passwords: dict[str, st
     password survives ``devstack up``.
     """
     with psycopg.connect(admin_conninfo(host, port, admin_password), autocommit=True) as conn:
-        for role, database in ((APP_ROLE, APP_DATABASE), (OPS_ROLE, OPS_DATABASE)):
+        pairs = (
+            (APP_ROLE, APP_DATABASE),
+            (OPS_ROLE, OPS_DATABASE),
+            (PREFECT_ROLE, PREFECT_DATABASE),
+        )
+        for role, database in pairs:
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
             if not exists:
                 conn.execute(

@@ -76,9 +76,13 @@ def tcp_ok(host: str, port: int) -> Probe:
     return lambda: port_open(host, port)
 
 
-def choose_port(host: str, wanted: int, remembered: int | None) -> int:
-    """The remembered port if any, else ``wanted`` when free, else any free port."""
-    if remembered:
+def choose_port(host: str, wanted: int, remembered: int | None, ours_running: bool = False) -> int:
+    """The remembered port while ours or free, else ``wanted`` when free, else any free port.
+
+    A remembered port another program took while this stack was down (another checkout's
+    stack, a test stack's randomly chosen port) is given up rather than clashed with.
+    """
+    if remembered and (ours_running or not port_open(host, remembered)):
         return remembered
     if wanted and not port_open(host, wanted):
         return wanted

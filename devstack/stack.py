@@ -115,7 +115,7 @@ def stack_secrets(state_dir: Path) -> dict[str, str]:
     """The generated passwords of this stack (created once, mode 0600)."""
     path = state_dir / "secrets.json"
     data = {k: str(v) for k, v in load_json(path).items()}
-    wanted = ("postgres", postgres.APP_ROLE, postgres.OPS_ROLE, "webhook")
+    wanted = ("postgres", postgres.APP_ROLE, postgres.OPS_ROLE, postgres.PREFECT_ROLE, "webhook")
     if all(k in data for k in wanted):
         return data
     for key in wanted:
@@ -127,10 +127,29 @@ def stack_secrets(state_dir: Path) -> dict[str, str]:
     return data
 
 
+#: The service behind each port setting, to tell our own running service from a stranger.
+PORT_SERVICES = {
+    "prefect_port": "prefect",
+    "moto_port": "moto",
+    "kube_port": "kubesim",
+    "app_staging_port": "app-staging",
+    "app_production_port": "app-production",
+    "prometheus_port": "prometheus",
+    "webhook_port": "webhook",
+}
+
+
 def _plan_ports(settings: Settings, remembered: dict[str, Any]) -> StackInfo:
+    state = settings.state_dir
+
+    def ours_running(name: str) -> bool:
+        if name == "postgres_port":
+            return postgres.is_running(state / "postgres")
+        return procs.read_pid(state, PORT_SERVICES[name]) is not None
+
     def port(name: str) -> int:
         wanted = int(getattr(settings, name))
-        return procs.choose_port(settings.host, wanted, remembered.get(name))
+        return procs.choose_port(settings.host, wanted, remembered.get(name), ours_running(name))
 
     return StackInfo(
         state_dir=str(settings.state_dir),
@@ -146,7 +165,37 @@ def _plan_ports(settings: Settings, remembered: dict[str, Any]) -> StackInfo:
     )
 
 
-def _services(info: StackInfo, settings: Settings) -> dict[str, procs.Service]:
+def prefect_database_env(
+    info: StackInfo, settings: Settings, passwords: dict[str, str]
+) -> dict[str, str]:
+    """The Prefect server's database settings: the stack's PostgreSQL, or SQLite by setting.
+
+    On PostgreSQL (``prefect`` role and database, scram password) the server takes concurrent
+    flow runs without the 503s SQLite answers when several writers queue; it is the same
+    server setup as the scale-out guide (docs/ci.md). The password reaches the server only
+    through its environment, never a log or ``stack.json``.
+    """
+    prefect_home = Path(info.state_dir) / "prefect"
+    if settings.prefect_database == "sqlite":
+        return {
+            "PREFECT_API_DATABASE_CONNECTION_URL": (
+                f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}"
+            )
+        }
+    # Parts rather than a URL: the password stays out of the connection URL (and its errors).
+    return {
+        "PREFECT_SERVER_DATABASE_DRIVER": "postgresql+asyncpg",
+        "PREFECT_SERVER_DATABASE_HOST": info.host,
+        "PREFECT_SERVER_DATABASE_PORT": str(info.postgres_port),
+        "PREFECT_SERVER_DATABASE_NAME": postgres.PREFECT_DATABASE,
+        "PREFECT_SERVER_DATABASE_USER": postgres.PREFECT_ROLE,
+        "PREFECT_SERVER_DATABASE_PASSWORD": passwords[postgres.PREFECT_ROLE],
+    }
+
+
+def _services(
+    info: StackInfo, settings: Settings, passwords: dict[str, str]
+) -> dict[str, procs.Service]:
     from devstack import prometheus
 
     state = Path(info.state_dir)
@@ -189,9 +238,10 @@ def _services(info: StackInfo, settings: Settings) -> dict[str, procs.Service]:
             env={
                 "PREFECT_HOME": str(prefect_home),
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PREFECT_API_DATABASE_CONNECTION_URL": (
-                    f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}"
-                ),
+                **prefect_database_env(info, settings, passwords),
+                # The UI's scripts call the API at this URL: without it they call :4200 whatever
+                # port the server was given.
+                "PREFECT_UI_API_URL": info.prefect_api_url,
                 "PREFECT_LOGGING_SERVER_LEVEL": "WARNING",
                 # Concurrency leases on disk: a server restart must not forget who holds a
                 # change slot (with in-memory leases the slot would stay taken for good).
@@ -233,14 +283,16 @@ def up(settings: Settings | None = None) -> StackInfo:
     passwords = stack_secrets(state)
     # Before anything is chowned to it: a fresh machine has no such user yet.
     postgres.ensure_os_user(settings.os_user)
-    services = _services(info, settings)
+    services = _services(info, settings, passwords)
 
-    # The Prefect server is the slowest to boot: launch it first, wait for it last.
-    launched = {name: procs.spawn(state, services[name]) for name in ("prefect", "moto", "kubesim")}
+    launched = {name: procs.spawn(state, services[name]) for name in ("moto", "kubesim")}
     pg_base = state / "postgres"
     postgres.init_cluster(pg_base, settings.os_user, passwords["postgres"])
     postgres.start(pg_base, settings.os_user, info.host, info.postgres_port)
     postgres.provision(info.host, info.postgres_port, passwords["postgres"], passwords)
+    # The Prefect server keeps its state in PostgreSQL: launched once its database exists, and
+    # waited for last (it is the slowest to boot).
+    launched["prefect"] = procs.spawn(state, services["prefect"])
     for name in ("moto", "kubesim"):
         proc = launched[name]
         if proc is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,14 @@ class Settings(BaseSettings):
     )
     prometheus_port: int = Field(default=19090, description="Prometheus port (0 = any free).")
     webhook_port: int = Field(default=18090, description="CI webhook receiver port.")
+    prefect_database: Literal["postgres", "sqlite"] = Field(
+        default="postgres",
+        description=(
+            "Where the devstack's Prefect server keeps its state: the stack's own PostgreSQL "
+            "(a `prefect` database, as a production server runs; survives concurrent runs) or "
+            "SQLite under the state dir (lighter, but answers 503 under concurrent writes)."
+        ),
+    )
     os_user: str = Field(
         default="opsflows",
         description="Unprivileged OS user running PostgreSQL and Prometheus (initdb refuses root).",

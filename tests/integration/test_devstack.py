@@ -118,3 +118,36 @@ def test_a_service_that_cannot_start_names_its_log(tmp_path: Path) -> None:
     assert "exited with code 3" in message
     assert str(tmp_path / "logs" / "doomed.log") in message
     assert "cannot bind" in message
+
+
+def test_prefect_server_keeps_its_state_in_the_stacks_postgres(stack: StackInfo) -> None:
+    """The server answers concurrent runs from PostgreSQL (SQLite answered 503 under load)."""
+    import httpx
+
+    secrets = stack_secrets(stack)
+    conn_args = {"host": stack.host, "port": stack.postgres_port, "dbname": "prefect"}
+    with psycopg.connect(**conn_args, user="prefect", password=secrets["prefect"]) as conn:
+        flows_table = conn.execute("SELECT to_regclass('public.flow_run')").fetchone()
+    assert flows_table == ("flow_run",)
+    assert not (Path(stack.state_dir) / "prefect" / "prefect.db").exists()
+    # Ten flow runs created at once are all accepted.
+    flow = httpx.post(f"{stack.prefect_api_url}/flows/", json={"name": "concurrency-probe"})
+    flow.raise_for_status()
+    import concurrent.futures
+
+    def create(i: int) -> int:
+        body = {"flow_id": flow.json()["id"], "name": f"probe-{i}", "state": {"type": "PENDING"}}
+        return httpx.post(f"{stack.prefect_api_url}/flow_runs/", json=body, timeout=30).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        codes = list(pool.map(create, range(10)))
+    assert codes == [201] * 10
+
+
+def test_ui_calls_the_api_on_the_servers_own_port(stack: StackInfo) -> None:
+    """On any port the UI's settings point at this server (not :4200)."""
+    import httpx
+
+    ui = httpx.get(f"{stack.prefect_ui_url}/ui-settings", timeout=10)
+    ui.raise_for_status()
+    assert ui.json()["api_url"] == stack.prefect_api_url

@@ -20,6 +20,19 @@ def test_choose_port_prefers_remembered_then_wanted_then_free() -> None:
         assert not procs.port_open("127.0.0.1", chosen)
 
 
+def test_a_remembered_port_taken_by_another_program_is_given_up() -> None:
+    """A second checkout (or a test stack's random port) took the port while we were down."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        chosen = procs.choose_port("127.0.0.1", 0, taken, ours_running=False)
+        assert chosen != taken
+        assert not procs.port_open("127.0.0.1", chosen)
+        # Our own service still running there keeps its port.
+        assert procs.choose_port("127.0.0.1", 0, taken, ours_running=True) == taken
+
+
 def test_as_user_wraps_only_when_root() -> None:
     import os
 
