@@ -13,6 +13,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -53,6 +54,7 @@ def ensure_os_user(user: str) -> None:
             ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
             check=True,
         )
+        print(f"devstack: created the OS user {user!r} the services run as", file=sys.stderr)
 
 
 def remove_os_user(user: str) -> bool:
