@@ -7,6 +7,8 @@ from typing import ClassVar
 from prefect.blocks.core import Block
 from pydantic import Field
 
+from opsflows.errors import ConfigurationError
+
 SEVERITIES = ("P1", "P2", "P3", "P4")
 
 
@@ -31,5 +33,7 @@ class NotificationRouting(Block):
     def targets(self, severity: str) -> list[str]:
         """The block documents for ``severity`` (an unknown severity is an error)."""
         if severity not in SEVERITIES:
-            raise ValueError(f"unknown severity {severity!r}; use one of {', '.join(SEVERITIES)}")
+            raise ConfigurationError(
+                f"unknown severity {severity!r}; use one of {', '.join(SEVERITIES)}"
+            )
         return list(self.routes.get(severity, []))

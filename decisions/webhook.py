@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from opsflows.errors import ConfigurationError, PermanentError
+
 MAX_BODY_BYTES = 256 * 1024
 MAX_AGE_SECONDS = 300.0
 REPLAY_TTL_SECONDS = 86400.0
@@ -64,7 +66,7 @@ _DELIVERY_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _MISSING = object()
 
 
-class Rejected(Exception):
+class Rejected(PermanentError):
     """The request is refused with an HTTP status and a reason safe to send back."""
 
     def __init__(self, status: int, reason: str) -> None:
@@ -327,28 +329,30 @@ def decide(
 
 def _route(raw: Any, index: int) -> Route:
     if not isinstance(raw, Mapping):
-        raise ValueError(f"routes[{index}] must be a mapping")
+        raise ConfigurationError(f"routes[{index}] must be a mapping")
     name = str(raw.get("name") or f"routes[{index}]")
     source, event = raw.get("source"), raw.get("event")
     if source not in (GITHUB, OPSFLOWS):
-        raise ValueError(f"route {name!r}: source must be {GITHUB!r} or {OPSFLOWS!r}")
+        raise ConfigurationError(f"route {name!r}: source must be {GITHUB!r} or {OPSFLOWS!r}")
     if not isinstance(event, str) or not event:
-        raise ValueError(f"route {name!r}: event is required")
+        raise ConfigurationError(f"route {name!r}: event is required")
     deployment, allow_raw = raw.get("deployment"), raw.get("allow") or {}
     if bool(deployment) == bool(allow_raw):
-        raise ValueError(f"route {name!r}: give exactly one of 'deployment' or 'allow'")
+        raise ConfigurationError(f"route {name!r}: give exactly one of 'deployment' or 'allow'")
     if allow_raw and source != OPSFLOWS:
-        raise ValueError(f"route {name!r}: 'allow' is for the generic (opsflows) form only")
+        raise ConfigurationError(f"route {name!r}: 'allow' is for the generic (opsflows) form only")
     for target in [deployment] if deployment else list(allow_raw):
         if not isinstance(target, str) or target.count("/") != 1:
-            raise ValueError(f"route {name!r}: deployment {target!r} is not 'flow/deployment'")
+            raise ConfigurationError(
+                f"route {name!r}: deployment {target!r} is not 'flow/deployment'"
+            )
     if not isinstance(allow_raw, Mapping):
-        raise ValueError(f"route {name!r}: allow maps deployment names to parameter lists")
+        raise ConfigurationError(f"route {name!r}: allow maps deployment names to parameter lists")
     allow = {str(k): tuple(str(p) for p in (v or ())) for k, v in allow_raw.items()}
     match_raw = raw.get("match") or {}
     parameters = raw.get("parameters") or {}
     if not isinstance(match_raw, Mapping) or not isinstance(parameters, Mapping):
-        raise ValueError(f"route {name!r}: match and parameters must be mappings")
+        raise ConfigurationError(f"route {name!r}: match and parameters must be mappings")
     match = tuple(
         (str(path), tuple(v) if isinstance(v, list) else (v,)) for path, v in match_raw.items()
     )
@@ -356,10 +360,10 @@ def _route(raw: Any, index: int) -> Route:
 
 
 def load_table(data: Mapping[str, Any]) -> RouteTable:
-    """Validate a parsed routing table; ``ValueError`` names the first bad entry."""
+    """Validate a parsed routing table; ``ConfigurationError`` names the first bad entry."""
     routes = data.get("routes")
     if not isinstance(routes, list) or not routes:
-        raise ValueError("the routing table needs a non-empty 'routes' list")
+        raise ConfigurationError("the routing table needs a non-empty 'routes' list")
     table = RouteTable(
         routes=tuple(_route(raw, i) for i, raw in enumerate(routes)),
         max_body_bytes=int(data.get("max_body_bytes", MAX_BODY_BYTES)),
@@ -367,8 +371,8 @@ def load_table(data: Mapping[str, Any]) -> RouteTable:
         replay_ttl_seconds=float(data.get("replay_ttl_seconds", REPLAY_TTL_SECONDS)),
     )
     if table.replay_ttl_seconds < 2 * table.max_age_seconds:
-        raise ValueError("replay_ttl_seconds must cover at least twice max_age_seconds")
+        raise ConfigurationError("replay_ttl_seconds must cover at least twice max_age_seconds")
     names = [r.name for r in table.routes]
     if len(set(names)) != len(names):
-        raise ValueError("route names must be unique")
+        raise ConfigurationError("route names must be unique")
     return table

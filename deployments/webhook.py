@@ -34,7 +34,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from decisions.webhook import Rejected, RouteTable, RunRequest, decide, load_table
-from opsflows.errors import scrub
+from opsflows.errors import ConfigurationError, ServiceUnavailable, scrub
 
 log = logging.getLogger("opsflows.webhook")
 
@@ -51,22 +51,22 @@ class StartedRun:
     ui_url: str
 
 
-class Unavailable(Exception):
+class Unavailable(ServiceUnavailable):
     """The receiver cannot act right now (Prefect down, secret block missing): answer 503."""
 
 
 def load_routes(path: Path = ROUTES_FILE) -> RouteTable:
-    """Read and validate the routing table; ``ValueError`` says what is wrong and where."""
+    """Read and validate the routing table; ``ConfigurationError`` says what and where."""
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"cannot read webhook routes {path}: {exc}") from exc
+        raise ConfigurationError(f"cannot read webhook routes {path}: {exc}") from exc
     if not isinstance(data, dict):
-        raise ValueError(f"webhook routes {path} must be a mapping with a 'routes' list")
+        raise ConfigurationError(f"webhook routes {path} must be a mapping with a 'routes' list")
     try:
         return load_table(data)
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from exc
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{path}: {exc}") from exc
 
 
 class ReplayStore:

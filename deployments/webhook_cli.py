@@ -20,6 +20,7 @@ from deployments.webhook import (
     create_app,
     load_routes,
 )
+from opsflows.errors import ConfigurationError
 from opsflows.settings import Settings
 
 
@@ -53,7 +54,7 @@ def serve_command(argv: list[str] | None = None) -> int:
     args = build_parser(Settings()).parse_args(argv)
     try:
         table = load_routes(args.routes)
-    except ValueError as exc:
+    except ConfigurationError as exc:
         print(f"webhook: {exc}", file=sys.stderr)
         return 2
     import uvicorn

@@ -48,3 +48,28 @@ def test_scrub_masks_known_values_url_passwords_and_fields() -> None:
 
 def test_scrub_truncates_long_vendor_text() -> None:
     assert len(errors.scrub("x" * 5000)) < 400
+
+
+def test_every_exception_the_project_defines_is_in_the_tree() -> None:
+    """No bare ``Exception`` subclasses: callers and retries classify by the tree alone."""
+    import ast
+    import importlib
+    import inspect
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    outside: list[str] = []
+    for package in ("opsflows", "decisions", "blocks", "tasks", "flows", "deployments"):
+        for path in sorted((repo / package).rglob("*.py")):
+            tree = ast.parse(path.read_text())
+            names = [n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)]
+            if not names:
+                continue
+            module_name = ".".join(path.relative_to(repo).with_suffix("").parts)
+            module = importlib.import_module(module_name)
+            for name in names:
+                cls = getattr(module, name, None)
+                if inspect.isclass(cls) and issubclass(cls, BaseException):
+                    if not issubclass(cls, errors.OpsError):
+                        outside.append(f"{module_name}.{name}")
+    assert not outside, f"exceptions outside opsflows/errors.py's tree: {outside}"

@@ -8,6 +8,7 @@ import pytest
 
 from decisions.webhook import Delivery, decide, load_table, render, route_event
 from deployments.webhook import ROUTES_FILE, load_routes
+from opsflows.errors import ConfigurationError
 from tests.webhook_support import NOW, SECRET, TABLE, generic, github, push, status_of
 
 
@@ -88,9 +89,9 @@ def test_first_matching_route_wins() -> None:
     ],
 )
 def test_bad_tables_are_refused_with_the_reason(route: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigurationError, match=message):
         load_table({"routes": [route]})
-    with pytest.raises(ValueError, match="non-empty"):
+    with pytest.raises(ConfigurationError, match="non-empty"):
         load_table({"routes": []})
 
 

@@ -16,6 +16,7 @@ from decisions.webhook import (
     sign,
     signature_valid,
 )
+from opsflows.errors import ConfigurationError
 from tests.webhook_support import NOW, SECRET, TABLE, generic, github, push, status_of
 
 # --- signatures -------------------------------------------------------------------------
@@ -142,6 +143,6 @@ def test_ping_is_answered_without_a_route() -> None:
 
 def test_replay_window_must_cover_the_freshness_window() -> None:
     base = {"routes": [{"source": "github", "event": "push", "deployment": "a/b"}]}
-    with pytest.raises(ValueError, match="replay_ttl_seconds"):
+    with pytest.raises(ConfigurationError, match="replay_ttl_seconds"):
         load_table({**base, "max_age_seconds": 300, "replay_ttl_seconds": 500})
     assert load_table({**base, "replay_ttl_seconds": 600}).replay_ttl_seconds == 600
