@@ -26,7 +26,7 @@ B = TypeVar("B", bound=Block)
 OPS_DB = "ops-db"
 APP_DB = "app-db"
 APP_DB_ADMIN = "app-db-admin"
-AWS = "devstack"
+AWS = "opsflows"  # aws-credentials/opsflows: the AWS account the runbooks act in
 BACKUPS = "backups"
 ROUTING = "default"
 

@@ -20,6 +20,7 @@ from psycopg import sql
 
 from blocks.postgres import PostgresTarget
 from devstack import stack as devstack
+from flows.common import AWS
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures" / "migrations"
@@ -218,7 +219,7 @@ def backup_store() -> Iterator[tuple[str, Callable[[], list[str]]]]:
     store = BackupStore(
         bucket=devstack.BACKUP_BUCKET,
         prefix=f"{name}/",
-        aws_credentials=AwsCredentials.load("devstack"),
+        aws_credentials=AwsCredentials.load(AWS),
     )
     store.save(name, overwrite=True)
     s3 = store.s3_client()

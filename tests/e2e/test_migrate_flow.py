@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from blocks.postgres import PostgresTarget
+from flows.common import AWS
 from flows.migrate import migrate_database
 from opsflows.errors import ConfigurationError, VerificationFailed
 from tasks.migrate import schema_fingerprint
@@ -134,7 +135,7 @@ def test_the_pre_migration_backup_runs_first(
 
     target, block = db
     store = BackupStore(
-        bucket=BACKUP_BUCKET, prefix="migtest/", aws_credentials=AwsCredentials.load("devstack")
+        bucket=BACKUP_BUCKET, prefix="migtest/", aws_credentials=AwsCredentials.load(AWS)
     )
     store.save("migtest-backups", overwrite=True)
     try:
