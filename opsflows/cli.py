@@ -14,12 +14,16 @@ import json
 import sys
 from typing import Any
 
-from devstack import stack
-from devstack.procs import StartError
 from opsflows.settings import Settings
+
+# `devstack` (the local stand-ins: simulator, moto, sample app) is an optional extra: only the
+# commands that drive the local stack import it, inside the command.
 
 
 def _devstack(args: argparse.Namespace) -> int:
+    from devstack import stack
+    from devstack.procs import StartError
+
     settings = Settings()
     if args.action == "up":
         try:
@@ -39,6 +43,8 @@ def _devstack(args: argparse.Namespace) -> int:
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
+    from devstack import stack
+
     settings = Settings()
     info = stack.load(settings)
     if info is None:
@@ -56,6 +62,9 @@ def _bootstrap(args: argparse.Namespace) -> int:
 
 def _up(args: argparse.Namespace) -> int:
     """Serve every runbook, run the stack smoke check once, print where the UI is."""
+    from devstack import stack
+    from devstack.procs import StartError
+
     settings = Settings()
     info = stack.load(settings)
     if info is None:
