@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 # scripts/uv finds uv when a recipe runs, so the first recipe after `make deps` installed it works.
 UV ?= $(CURDIR)/scripts/uv
-RUN := $(UV) run --frozen
+RUN := $(UV) run --frozen --extra devstack
 TEST_STATE := $(CURDIR)/.devstack-test
 TEST_ENV := OPSFLOWS_STATE_DIR=$(TEST_STATE) OPSFLOWS_PREFECT_PORT=0 OPSFLOWS_POSTGRES_PORT=0 \
 	OPSFLOWS_MOTO_PORT=0 OPSFLOWS_KUBE_PORT=0 OPSFLOWS_APP_STAGING_PORT=0 \

@@ -29,4 +29,4 @@ if ! scripts/uv --version >/dev/null 2>&1; then
 fi
 UV=scripts/uv
 # Compile bytecode at install: imports of the big clients are slow when every process recompiles.
-UV_COMPILE_BYTECODE=1 "$UV" sync --frozen --quiet
+UV_COMPILE_BYTECODE=1 "$UV" sync --frozen --quiet --extra devstack
