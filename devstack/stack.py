@@ -193,6 +193,7 @@ def _services(info: StackInfo, settings: Settings) -> dict[str, procs.Service]:
                     f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}"
                 ),
                 "PREFECT_LOGGING_SERVER_LEVEL": "WARNING",
+                "PREFECT_UI_API_URL": info.prefect_api_url,  # the UI calls this server, any port
                 # Concurrency leases on disk: a server restart must not forget who holds a
                 # change slot (with in-memory leases the slot would stay taken for good).
                 "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": (
