@@ -92,30 +92,31 @@ class PromotionFacts:
 
 
 def promotion_description(facts: PromotionFacts) -> str:
-    """The markdown above the promotion form: the change, the staging evidence, the choices."""
+    """The markdown above the promotion form: the change, the staging evidence, the choices.
+
+    Lists rather than wide tables: the UI shows it in a narrow dialog.
+    """
     passed = sum(r.passed for r in facts.smoke) + sum(c.passed for c in facts.verification)
     total = len(facts.smoke) + len(facts.verification)
     lines = [
         f"## Promote `{facts.image}` to {facts.production}?",
         "",
-        "| | |",
-        "|---|---|",
-        f"| new image | `{facts.image}` |",
-        f"| replaces in {facts.production} | `{facts.production_image}` "
-        f"(revision {facts.production_revision}, the rollback target) |",
-        f"| staging (`{facts.staging}`) | {passed} of {total} checks passed |",
+        f"* **new image:** `{facts.image}`",
+        f"* **replaces in {facts.production}:** `{facts.production_image}` "
+        f"(revision {facts.production_revision}, the rollback target)",
+        f"* **staging (`{facts.staging}`):** {passed} of {total} checks passed",
         "",
         f"### Staging results ({facts.staging})",
         "",
-        "| check | verdict | expected | seen |",
-        "|---|---|---|---|",
     ]
     lines += [
-        f"| {_cell(r.name)} | {r.verdict} | {_cell(r.expected)} | {_cell(r.measured)} |"
+        f"* {r.verdict.upper()} **{_cell(r.name)}**: saw {_cell(r.measured)} "
+        f"(expected {_cell(r.expected)})"
         for r in facts.smoke
     ]
     lines += [
-        f"| {_cell(c.name)} | {c.verdict} | | {_cell(c.detail)} |" for c in facts.verification
+        f"* {c.verdict.upper()} **{_cell(c.name)}**" + (f": {_cell(c.detail)}" if c.detail else "")
+        for c in facts.verification
     ]
     lines += [
         "",
@@ -125,7 +126,7 @@ def promotion_description(facts: PromotionFacts) -> str:
         f"which is baked for {facts.bake_seconds:g} s on health, error rate and p95 latency; "
         f"any failed check rolls back to revision {facts.production_revision} "
         f"(`{facts.production_image}`).",
-        f"* **reject** (approve unticked): the run stops; {facts.production} keeps "
+        f"* **reject** (approve off): the run stops; {facts.production} keeps "
         f"`{facts.production_image}`, staging keeps `{facts.image}`.",
         f"* no answer within {facts.timeout_s} s rejects.",
         "",
@@ -164,15 +165,13 @@ def replace_description(facts: ReplaceFacts, max_tables: int = 50) -> str:
     lines = [
         f"## Replace the live database `{facts.database}` with backup {facts.backup_id}?",
         "",
-        "| | |",
-        "|---|---|",
-        f"| backup | {facts.backup_id} |",
-        f"| backup taken | {facts.snapshot_at:%Y-%m-%d %H:%M:%S} UTC ({age} ago) |",
-        f"| dump | {human_bytes(facts.backup_bytes)}, SHA-256 verified while streaming |",
-        f"| verification | {facts.checks_passed} expectations passed; {verdict} |",
-        f"| live database `{facts.database}` | {human_bytes(facts.live_bytes)} |",
-        f"| verified copy `{facts.scratch}` | {human_bytes(facts.scratch_bytes)} |",
-        f"| time to a verified restore | {facts.rto_s:.1f} s |",
+        f"* **backup:** {facts.backup_id}, taken {facts.snapshot_at:%Y-%m-%d %H:%M:%S} UTC "
+        f"(**{age} ago**)",
+        f"* **dump:** {human_bytes(facts.backup_bytes)}, SHA-256 verified while streaming",
+        f"* **verification:** {facts.checks_passed} expectations passed; {verdict}",
+        f"* **live database `{facts.database}`:** {human_bytes(facts.live_bytes)}",
+        f"* **verified copy `{facts.scratch}`:** {human_bytes(facts.scratch_bytes)}",
+        f"* **time to a verified restore:** {facts.rto_s:.1f} s",
     ]
     if facts.checks_failed:
         lines += ["", "Failed expectations:", ""]
@@ -189,7 +188,7 @@ def replace_description(facts: ReplaceFacts, max_tables: int = 50) -> str:
         f"* **approve** (with your name): connections to `{facts.database}` are terminated, "
         f"it is renamed to `{facts.keep_as}` (kept for rollback) and `{facts.scratch}` takes "
         "its name. Changes made since the backup are no longer in the live database.",
-        f"* **reject** (approve unticked): `{facts.database}` is left as it is and "
+        f"* **reject** (approve off): `{facts.database}` is left as it is and "
         f"`{facts.scratch}` is dropped.",
         f"* no answer within {facts.timeout_s} s rejects.",
         "",

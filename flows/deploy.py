@@ -75,7 +75,7 @@ OPERATION = "staged deploy"
 class ApprovalInput(RunInput):
     """The approval form a person fills in to promote a release to production."""
 
-    approve: bool = Field(default=False, description="Tick to promote; leave unticked to reject.")
+    approve: bool = Field(default=False, description="On to promote; leave off to reject.")
     approver: str = Field(
         min_length=1,
         pattern=APPROVER_PATTERN,
@@ -199,7 +199,7 @@ def _preflight(
 
 def ask_for_approval(summary: str, timeout_s: int) -> Approval | None:
     """Pause the run for the approval form; None when nobody answered in time."""
-    form = ApprovalInput.with_initial_data(description=summary, approve=False)
+    form = ApprovalInput.with_initial_data(description=summary)
     poll = max(1, min(5, timeout_s // 20))
     try:
         answer = pause_flow_run(wait_for_input=form, timeout=timeout_s, poll_interval=poll)

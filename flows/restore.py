@@ -61,7 +61,7 @@ class RestoreApproval(RunInput):
     """Approve replacing the live database with the verified restore."""
 
     approve: bool = Field(
-        default=False, description="Tick to replace the live database; leave unticked to reject."
+        default=False, description="On to replace the live database; leave off to reject."
     )
     approver: str = Field(
         min_length=1,
@@ -163,7 +163,7 @@ def _await_approval(
     poll_s: int,
     rec: OperationRecord,
 ) -> RestoreApproval:
-    form = RestoreApproval.with_initial_data(description=description, approve=False)
+    form = RestoreApproval.with_initial_data(description=description)
     try:
         approval = pause_flow_run(
             wait_for_input=form,

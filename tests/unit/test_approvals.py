@@ -48,11 +48,14 @@ def promotion(**changes: Any) -> PromotionFacts:
 def test_promotion_description_names_the_change_and_the_staging_evidence() -> None:
     text = promotion_description(promotion())
     assert text.startswith("## Promote `registry.local/web-app:4.2.0` to production?")
-    assert "| new image | `registry.local/web-app:4.2.0` |" in text
-    assert "`registry.local/web-app:4.1.0` (revision 7, the rollback target)" in text
-    assert "4 of 4 checks passed" in text
-    assert "| GET /health | pass | 200 | 200 in 12 ms |" in text
-    assert "| staging rollout | pass | | rolled out in 2.1s |" in text
+    assert "* **new image:** `registry.local/web-app:4.2.0`" in text
+    assert (
+        "* **replaces in production:** `registry.local/web-app:4.1.0` "
+        "(revision 7, the rollback target)"
+    ) in text
+    assert "* **staging (`staging`):** 4 of 4 checks passed" in text
+    assert "* PASS **GET /health**: saw 200 in 12 ms (expected 200)" in text
+    assert "* PASS **staging rollout**: rolled out in 2.1s" in text
     assert "**approve**" in text and "baked for 60 s" in text
     assert "roll back to revision 7" in text.replace("rolls back", "roll back")
     assert "**reject**" in text and "production keeps `registry.local/web-app:4.1.0`" in text
@@ -64,7 +67,7 @@ def test_promotion_description_counts_failures_and_escapes_cells() -> None:
     smoke = (SmokeResult("GET /a|b", FAIL, "200", "503\nbody"),)
     text = promotion_description(promotion(smoke=smoke, verification=()))
     assert "0 of 1 checks passed" in text
-    assert "| GET /a\\|b | fail | 200 | 503 body |" in text
+    assert "* FAIL **GET /a\\|b**: saw 503 body (expected 200)" in text
 
 
 def replace(**changes: Any) -> ReplaceFacts:
@@ -90,11 +93,11 @@ def replace(**changes: Any) -> ReplaceFacts:
 def test_replace_description_names_backup_age_verification_and_sizes() -> None:
     text = replace_description(replace())
     assert text.startswith("## Replace the live database `app` with backup 20261130T101500Z-ab12?")
-    assert "| backup taken | 2026-11-30 10:15:00 UTC (3 h 30 min ago) |" in text
-    assert "| dump | 3.0 MiB, SHA-256 verified while streaming |" in text
-    assert "| verification | 12 expectations passed; passed |" in text
-    assert "| live database `app` | 9.0 MiB |" in text
-    assert "| verified copy `app_restore_x_1` | 8.5 MiB |" in text
+    assert "taken 2026-11-30 10:15:00 UTC (**3 h 30 min ago**)" in text
+    assert "* **dump:** 3.0 MiB, SHA-256 verified while streaming" in text
+    assert "* **verification:** 12 expectations passed; passed" in text
+    assert "* **live database `app`:** 9.0 MiB" in text
+    assert "* **verified copy `app_restore_x_1`:** 8.5 MiB" in text
     assert "| customers | 50 |" in text and "| orders | 7 |" in text
     assert "renamed to `app_before_restore_1` (kept for rollback)" in text
     assert "`app` is left as it is and `app_restore_x_1` is dropped" in text
@@ -108,7 +111,7 @@ def test_replace_description_shows_failures_unknown_sizes_and_truncates_tables()
         max_tables=2,
     )
     assert "1 FAILED" in text and "* rows: customers (observed 3)" in text
-    assert "| live database `app` | unknown |" in text
+    assert "* **live database `app`:** unknown" in text
     assert "| t1 | 1 |" in text and "| t2 |" not in text and "… 3 more" in text
 
 
@@ -158,12 +161,13 @@ def forms() -> list[Any]:
 
 @pytest.mark.parametrize("index", [0, 1])
 def test_the_form_schema_requires_a_non_blank_approver(index: int) -> None:
-    form = forms()[index].with_initial_data(description="## what", approve=False)
+    form = forms()[index].with_initial_data(description="## what")
     schema = form.model_json_schema()
     assert "approver" in schema["required"]
     assert schema["properties"]["approver"]["minLength"] == 1
     assert schema["properties"]["approver"]["pattern"] == r"\S"
     assert schema["properties"]["approve"]["default"] is False
+    assert "leave off to reject" in schema["properties"]["approve"]["description"]
     for blank in ("", "   "):
         with pytest.raises(ValidationError, match="approver"):
             form(approve=True, approver=blank, reason="x")
