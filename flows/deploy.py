@@ -371,6 +371,7 @@ def staged_deploy(
 def _enforce(decision: GateDecision, image: str, rec: OperationRecord, routing: Any) -> None:
     """Record the gate's decision; stop the run (production untouched) unless it promotes."""
     rec.details["gate"] = f"{decision.action}: " + "; ".join(decision.reasons)
+    get_run_logger().info("promotion gate: %s", rec.details["gate"])
     if decision.action == "promote":
         return
     safe_notify(routing, "P3", f"deploy of {image} stopped", "; ".join(decision.reasons))
