@@ -4,12 +4,14 @@ The served runbooks (``devstack.stack.serve_runbooks``, as ``make up`` starts th
 ``staged-deploy`` run created through the REST API as the UI's Run button creates it; the run
 pauses at the promotion gate; Debian's Chromium, driven by Playwright, opens the run's page,
 clicks Resume, reads what it is asked to approve, is refused without an approver, fills the
-form and submits it; the run completes and production serves the new image. The screenshots
-in docs/screenshots/ (shown in the README) are taken on the way.
+form and submits it; the run completes and production serves the new image. Screenshots
+are taken on the way, into a temporary folder; to refresh the README's, run it with
+``OPSFLOWS_UI_SCREENSHOTS=docs/screenshots``.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,8 +37,9 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+REPO = Path(__file__).resolve().parents[2]
 DEPLOYMENT = "staged-deploy/staged-deploy"
+VIEWPORT = {"width": 1100, "height": 820}
 FAST: dict[str, Any] = {"bake_seconds": 4, "bake_interval_s": 1, "smoke_retry_s": 3}
 
 
@@ -56,6 +59,15 @@ def production_traffic(stack: StackInfo) -> Iterator[None]:
     """Steady load on production: the bake judges real error rate and p95."""
     with steady_load(stack.app_url("production") + "/"):
         yield
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the screenshots go: ``OPSFLOWS_UI_SCREENSHOTS`` (e.g. docs/screenshots) or tmp."""
+    wanted = os.environ.get("OPSFLOWS_UI_SCREENSHOTS")
+    folder = REPO / wanted if wanted else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -105,12 +117,31 @@ def run_logs(api: str, run_id: str) -> list[str]:
     return [str(entry["message"]) for entry in response.json()]
 
 
+def show_whole_description(page: Any, dialog: Any) -> None:
+    """For the screenshot: the dialog's description unscrolled, in a viewport tall enough."""
+    # The description (an <article>) scrolls inside a card of limited height: unclip both.
+    height = dialog.locator("article").first.evaluate(
+        """article => {
+            const extra = article.scrollHeight - article.clientHeight;
+            for (let e = article; e && !e.matches("[role=dialog]"); e = e.parentElement) {
+                e.style.maxHeight = "none";
+                if (e === article) {
+                    e.style.height = "auto";
+                    e.style.overflowY = "visible";
+                }
+            }
+            return extra;
+        }"""
+    )
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": VIEWPORT["height"] + height})
+
+
 def production_image(stack: StackInfo) -> str:
     return str(httpx.get(stack.app_url("production") + "/health", timeout=5).json()["image"])
 
 
 def test_a_person_approves_the_release_in_the_prefect_ui(
-    served: StackInfo, production_traffic: None, browser: Any
+    served: StackInfo, production_traffic: None, browser: Any, screenshots: Path
 ) -> None:
     from playwright.sync_api import expect
 
@@ -124,8 +155,7 @@ def test_a_person_approves_the_release_in_the_prefect_ui(
     wait_for_state(api, run_id, "PAUSED", 180)
     assert production_image(stack) == before, "nothing reaches production before approval"
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page = browser.new_page(viewport={"width": 1100, "height": 820})
+    page = browser.new_page(viewport=VIEWPORT)
     page.set_default_timeout(30_000)
     page.goto(f"{stack.prefect_ui_url}/runs/flow-run/{run_id}")
     expect(page.get_by_text("Paused").first).to_be_visible()
@@ -137,7 +167,8 @@ def test_a_person_approves_the_release_in_the_prefect_ui(
     expect(dialog).to_contain_text("checks passed")
     expect(dialog).to_contain_text("PASS GET /health")
     expect(dialog).to_contain_text("What your answer does")
-    page.screenshot(path=str(SCREENSHOTS / "approval-request.png"))
+    show_whole_description(page, dialog)
+    page.screenshot(path=str(screenshots / "approval-request.png"))
 
     # The approver is required: the form refuses to submit without one, or with spaces.
     approver, reason = dialog.locator("textarea").nth(0), dialog.locator("textarea").nth(1)
@@ -156,16 +187,16 @@ def test_a_person_approves_the_release_in_the_prefect_ui(
     approver.fill("alice")
     reason.fill("staging green; release 4.x approved in the change meeting")
     expect(dialog).not_to_contain_text("does not match")
-    reason.scroll_into_view_if_needed()
-    page.screenshot(path=str(SCREENSHOTS / "approval-form.png"))
+    dialog.locator(".p-modal__card").screenshot(path=str(screenshots / "approval-form.png"))
     submit.click()
     expect(dialog).to_be_hidden()
 
     wait_for_state(api, run_id, "COMPLETED", 240)
     assert production_image(stack) == image
     assert any("promote: approved by alice: staging green" in m for m in run_logs(api, run_id))
+    page.set_viewport_size(VIEWPORT)
     page.reload()
     expect(page.get_by_text("Completed").first).to_be_visible()
     expect(page.get_by_text("Beginning flow run").first).to_be_visible()
-    page.screenshot(path=str(SCREENSHOTS / "approval-completed.png"))
+    page.screenshot(path=str(screenshots / "approval-completed.png"))
     page.close()
