@@ -16,6 +16,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from prefect.logging import get_run_logger
 from pydantic import Field, ValidationError
 
 from blocks.postgres import PostgresTarget
@@ -37,7 +38,7 @@ from flows.common import (
     operation_log,
     try_load_ops_db,
 )
-from opsflows.errors import ConfigurationError, GateRejected, VerificationFailed
+from opsflows.errors import ConfigurationError, GateRejected, OpsError, VerificationFailed
 from tasks.catalog import list_backups, mark_verified
 from tasks.restore import (
     RestoreResult,
@@ -133,7 +134,11 @@ def _description(
     """The markdown above the replace-live form (sizes measured now, on the server)."""
     manifest = done.record.manifest
     assert manifest is not None
-    sizes = database_sizes(admin, [target.database, done.scratch])
+    try:
+        sizes = database_sizes(admin, [target.database, done.scratch])
+    except OpsError as exc:  # the sizes inform the approver; their absence blocks nothing
+        get_run_logger().warning("could not measure the database sizes: %s", exc.message)
+        sizes = {}
     summary = done.report.summary()
     return replace_description(
         ReplaceFacts(
