@@ -1,6 +1,7 @@
-"""Trigger latency: seconds from a signed webhook request to the flow run being Running.
+"""Trigger latency: seconds from a signed webhook request to the flow run being Running,
+and to a served ``stack-smoke`` run being Completed.
 
-uv run python -m bench.bench_trigger [--requests N]
+uv run python -m bench.bench_trigger [--requests N] [--complete-requests N]
 
 Against the test stack's Prefect server, it starts its own two processes, as ``make up``
 runs them: a runner serving a trivial flow (same poll interval as ``deployments.serve``) and
@@ -8,6 +9,13 @@ the webhook receiver (``python -m deployments.webhook_cli serve``) with a privat
 table and secret block. Each request is signed and sent one at a time; the latency is the
 server's timestamp of the run's Running state minus the moment the request was sent. The last
 stdout line is ``{"bench": "trigger", "p50_s": ..., "max_s": ...}``; target p50 <= 3 s.
+
+Then, through the same receiver and the real serving path (the runbooks served by
+``python -m deployments.serve`` as ``make up`` starts it, with the blocks ``opsflows bootstrap``
+saves), each of ``--complete-requests`` requests starts the ``stack-smoke`` runbook: the
+latency is the server's timestamp of its Completed state minus the moment the request was
+sent (``complete_p50_s``), and ``incomplete`` counts the runs that ended in any other state
+or did not end in time (must be 0).
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ devstack.export_env(INFO)  # before Prefect is imported: it reads PREFECT_API_UR
 from prefect import flow  # noqa: E402
 
 DEPLOYMENT = "trigger-probe/bench-trigger"
+#: A real runbook, served the way ``make up`` serves it.
+SMOKE = "stack-smoke/stack-smoke"
 SECRET_BLOCK = "opsflows-bench-webhook-secret"
 
 
@@ -84,9 +94,52 @@ def state_times(run_id: str, timeout: float = 90.0) -> dict[str, float]:
     raise SystemExit(f"run {run_id} did not finish within {timeout:.0f}s")
 
 
+def final_state(run_id: str, timeout: float = 120.0) -> tuple[str, float]:
+    """The run's final state type and its server timestamp (``TIMEOUT`` when it never ended)."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            state = client.read_flow_run(uuid.UUID(run_id)).state
+            if state is not None and state.is_final():
+                return state.type.value, state.timestamp.timestamp()
+            time.sleep(0.2)
+    return "TIMEOUT", time.time()
+
+
+def serve_runbooks(info: Any) -> bool:
+    """Blocks saved and every runbook served as ``make up`` does; True when started now."""
+    from devstack.bootstrap import bootstrap
+
+    bootstrap(info, devstack.stack_secrets(Path(info.state_dir)))
+    return devstack.serve_runbooks(info)
+
+
+def completed_runs(http: Any, secret: bytes, requests: int) -> tuple[list[float], list[str]]:
+    """Request ``stack-smoke`` runs one at a time; seconds to Completed, and what did not."""
+    latencies: list[float] = []
+    incomplete: list[str] = []
+    for i in range(requests):
+        headers, body = signed_request(secret, {"deployment": SMOKE, "parameters": {}})
+        sent = time.time()
+        resp = http.post("/webhook", content=body, headers=headers)
+        if resp.status_code != 202:
+            raise SystemExit(f"webhook answered {resp.status_code}: {resp.text}")
+        run_id = resp.json()["flow_run_id"]
+        final, at = final_state(run_id)
+        if final == "COMPLETED":
+            latencies.append(at - sent)
+        else:
+            incomplete.append(f"{run_id}: {final}")
+        log(f"{SMOKE} {i + 1}/{requests}: {final} {at - sent:.2f}s after the request")
+    return latencies, incomplete
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=5)
+    parser.add_argument("--complete-requests", type=int, default=5)
     parser.add_argument("--serve-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_probe:
@@ -111,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                             "name": "bench",
                             "source": "opsflows",
                             "event": "run-deployment",
-                            "allow": {DEPLOYMENT: ["note"]},
+                            "allow": {DEPLOYMENT: ["note"], SMOKE: []},
                         }
                     ]
                 }
@@ -155,6 +208,14 @@ def main(argv: list[str] | None = None) -> int:
                         f"{sample['pickup']:.2f}s, Running {sample['running']:.2f}s"
                     )
                     samples.append(sample)
+                started_runbooks = serve_runbooks(info)
+                try:
+                    completes, incomplete = completed_runs(
+                        http, secret.encode(), args.complete_requests
+                    )
+                finally:
+                    if started_runbooks:
+                        procs.stop(Path(info.state_dir), "runbooks")
     running = [s["running"] for s in samples]
 
     def p50(key: str) -> float:
@@ -170,12 +231,18 @@ def main(argv: list[str] | None = None) -> int:
                 "answer_p50_s": p50("answer"),
                 "pickup_p50_s": p50("pickup"),
                 "requests": len(samples),
+                "complete_p50_s": round(statistics.median(completes), 3) if completes else None,
+                "complete_max_s": round(max(completes), 3) if completes else None,
+                "complete_requests": args.complete_requests,
+                "incomplete": len(incomplete),
                 "poll_s": POLL_SECONDS,
                 "target_p50_s": 3.0,
             }
         )
     )
-    return 0
+    if incomplete:
+        log("runs that did not complete: " + "; ".join(incomplete))
+    return 0 if not incomplete else 1
 
 
 if __name__ == "__main__":

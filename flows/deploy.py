@@ -26,16 +26,21 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.logging import get_run_logger
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from blocks.kube import KubeEnvironment
 from blocks.postgres import PostgresTarget
+from decisions.approvals import (
+    APPROVER_PATTERN,
+    PromotionFacts,
+    form_errors,
+    promotion_description,
+)
 from decisions.deploy import (
     Approval,
     Check,
     GateDecision,
     SmokeCheck,
-    SmokeResult,
     approval_decision,
     check,
     parse_image,
@@ -70,8 +75,12 @@ OPERATION = "staged deploy"
 class ApprovalInput(RunInput):
     """The approval form a person fills in to promote a release to production."""
 
-    approve: bool = Field(default=False, description="Promote this release to production.")
-    approver: str = Field(default="", description="Your name (recorded in the operation log).")
+    approve: bool = Field(default=False, description="On to promote; leave off to reject.")
+    approver: str = Field(
+        min_length=1,
+        pattern=APPROVER_PATTERN,
+        description="Your name (required; recorded in the operation log).",
+    )
     reason: str = Field(default="", description="Why (recorded in the operation log).")
 
 
@@ -188,33 +197,19 @@ def _preflight(
     return checklist, target
 
 
-def approval_summary(
-    image: str, staging: str, smoke: list[SmokeResult], verification: list[Check]
-) -> str:
-    """The markdown a person reads before approving: what was measured in staging."""
-    lines = [
-        f"## Promote `{image}` to production?",
-        "",
-        f"Staging (`{staging}`) rolled out and was tested:",
-        "",
-        "| check | verdict | expected | seen |",
-        "|---|---|---|---|",
-    ]
-    lines += [f"| {r.name} | {r.verdict} | {r.expected} | {r.measured} |" for r in smoke]
-    lines += [f"| {c.name} | {c.verdict} | | {c.detail} |" for c in verification]
-    lines += ["", "Approve to roll out to production with a bake and automatic rollback."]
-    return "\n".join(lines)
-
-
 def ask_for_approval(summary: str, timeout_s: int) -> Approval | None:
     """Pause the run for the approval form; None when nobody answered in time."""
-    form = ApprovalInput.with_initial_data(description=summary, approve=False)
+    form = ApprovalInput.with_initial_data(description=summary)
     poll = max(1, min(5, timeout_s // 20))
     try:
         answer = pause_flow_run(wait_for_input=form, timeout=timeout_s, poll_interval=poll)
     except FlowPauseTimeout:
         return None
-    return Approval(bool(answer.approve), str(answer.approver), str(answer.reason))
+    except ValidationError as exc:
+        # The server validates the form against its schema; an answer that got past it
+        # (blank approver) is a rejection, said plainly in the operation log.
+        return Approval(False, "", form_errors(exc))
+    return Approval(bool(answer.approve), str(answer.approver).strip(), str(answer.reason))
 
 
 def _validate(
@@ -323,7 +318,19 @@ def staged_deploy(
         )
         decision = promotion_gate(smoke, verification, policy)
         if decision.action == "ask":
-            summary = approval_summary(image, stg.environment, smoke, verification)
+            summary = promotion_description(
+                PromotionFacts(
+                    image=image,
+                    staging=stg.environment,
+                    production=prd.environment,
+                    production_image=str(preflight_target["image"]),
+                    production_revision=int(preflight_target["revision"]),
+                    smoke=smoke,
+                    verification=verification,
+                    bake_seconds=bake_seconds,
+                    timeout_s=approval_timeout_s,
+                )
+            )
             create_markdown_artifact(key="approval-request", markdown=summary)
             approval = ask_for_approval(summary, approval_timeout_s)
             if approval is not None:
@@ -364,6 +371,7 @@ def staged_deploy(
 def _enforce(decision: GateDecision, image: str, rec: OperationRecord, routing: Any) -> None:
     """Record the gate's decision; stop the run (production untouched) unless it promotes."""
     rec.details["gate"] = f"{decision.action}: " + "; ".join(decision.reasons)
+    get_run_logger().info("promotion gate: %s", rec.details["gate"])
     if decision.action == "promote":
         return
     safe_notify(routing, "P3", f"deploy of {image} stopped", "; ".join(decision.reasons))

@@ -16,10 +16,18 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
-from pydantic import Field
+from prefect.logging import get_run_logger
+from pydantic import Field, ValidationError
 
 from blocks.postgres import PostgresTarget
 from blocks.storage import BackupStore
+from decisions.approvals import (
+    APPROVER_PATTERN,
+    ReplaceFacts,
+    approver_name,
+    form_errors,
+    replace_description,
+)
 from decisions.backups import BackupRecord, choose_backup, parse_timestamp
 from flows.common import (
     APP_DB,
@@ -30,7 +38,7 @@ from flows.common import (
     operation_log,
     try_load_ops_db,
 )
-from opsflows.errors import ConfigurationError, GateRejected, VerificationFailed
+from opsflows.errors import ConfigurationError, GateRejected, OpsError, VerificationFailed
 from tasks.catalog import list_backups, mark_verified
 from tasks.restore import (
     RestoreResult,
@@ -38,7 +46,13 @@ from tasks.restore import (
     restore_into_scratch,
     swap_in,
 )
-from tasks.scratch import claim, mark_scratch_verified, scratch_name, sweep_abandoned
+from tasks.scratch import (
+    claim,
+    database_sizes,
+    mark_scratch_verified,
+    scratch_name,
+    sweep_abandoned,
+)
 from tasks.verify import VerificationReport, preload, read_user_suites, verify_restore
 
 _MAX_IDENT = 63
@@ -47,8 +61,14 @@ _MAX_IDENT = 63
 class RestoreApproval(RunInput):
     """Approve replacing the live database with the verified restore."""
 
-    approve: bool = Field(default=False, description="Replace the live database now?")
-    approver: str = Field(default="", description="Who approves (name or handle).")
+    approve: bool = Field(
+        default=False, description="On to replace the live database; leave off to reject."
+    )
+    approver: str = Field(
+        min_length=1,
+        pattern=APPROVER_PATTERN,
+        description="Your name (required; recorded in the operation log).",
+    )
     reason: str = Field(default="", description="Why the live database is replaced.")
 
 
@@ -103,31 +123,55 @@ def restore_and_verify(
     return VerifiedRestore(record, scratch, restored, report, tuple(leftovers))
 
 
-def _summary(target: PostgresTarget, done: VerifiedRestore, rto_s: float, keep_as: str) -> str:
+def _description(
+    target: PostgresTarget,
+    admin: PostgresTarget,
+    done: VerifiedRestore,
+    rto_s: float,
+    keep_as: str,
+    timeout_s: int,
+) -> str:
+    """The markdown above the replace-live form (sizes measured now, on the server)."""
     manifest = done.record.manifest
     assert manifest is not None
-    tables = "\n".join(f"| {t.name} | {t.rows} |" for t in manifest.fingerprint.tables[:50])
-    return (
-        f"# Replace `{target.database}` with backup {done.record.backup_id}?\n\n"
-        f"* backup snapshot: {manifest.snapshot_at:%Y-%m-%d %H:%M:%S} UTC, "
-        f"{manifest.size_bytes / 2**20:.1f} MiB, SHA-256 verified while streaming\n"
-        f"* restored into `{done.scratch}` and verified: "
-        f"{len(done.report.checks)} expectations passed\n"
-        f"* time to a verified restore: {rto_s:.1f} s\n"
-        f"* on approval: connections to `{target.database}` are terminated, it is renamed to "
-        f"`{keep_as}` (kept for rollback), and `{done.scratch}` takes its name\n\n"
-        f"| table | rows |\n|---|---|\n{tables}\n\n"
-        "Resume this run with approve, approver and reason to proceed; reject to keep the "
-        "live database (the scratch database is then dropped).\n"
+    try:
+        sizes = database_sizes(admin, [target.database, done.scratch])
+    except OpsError as exc:  # the sizes inform the approver; their absence blocks nothing
+        get_run_logger().warning("could not measure the database sizes: %s", exc.message)
+        sizes = {}
+    summary = done.report.summary()
+    return replace_description(
+        ReplaceFacts(
+            database=target.database,
+            backup_id=done.record.backup_id,
+            snapshot_at=manifest.snapshot_at,
+            now=datetime.now(UTC),
+            backup_bytes=manifest.size_bytes,
+            scratch=done.scratch,
+            keep_as=keep_as,
+            checks_passed=int(summary["evaluated"]) - len(summary["failed"]),
+            checks_failed=tuple(summary["failed"]),
+            live_bytes=sizes.get(target.database),
+            scratch_bytes=sizes.get(done.scratch),
+            rto_s=rto_s,
+            timeout_s=timeout_s,
+            tables=tuple((t.name, t.rows) for t in manifest.fingerprint.tables),
+        )
     )
 
 
 def _await_approval(
-    admin: PostgresTarget, scratch: str, timeout_s: int, poll_s: int, rec: OperationRecord
+    admin: PostgresTarget,
+    scratch: str,
+    description: str,
+    timeout_s: int,
+    poll_s: int,
+    rec: OperationRecord,
 ) -> RestoreApproval:
+    form = RestoreApproval.with_initial_data(description=description)
     try:
         approval = pause_flow_run(
-            wait_for_input=RestoreApproval,
+            wait_for_input=form,
             timeout=timeout_s,
             poll_interval=poll_s,
             key="approve-replace-live",
@@ -138,15 +182,27 @@ def _await_approval(
             f"nobody approved replacing the live database within {timeout_s} s",
             hint="the live database is untouched and the scratch database was dropped",
         ) from exc
-    if not approval.approve or not approval.approver.strip():
+    except ValidationError as exc:
         drop_scratch(admin, scratch)
-        who = approval.approver.strip() or "an anonymous reviewer"
+        raise GateRejected(
+            f"the approval form was refused ({form_errors(exc)}): the live database needs an "
+            "approver's name",
+            hint="the live database is untouched and the scratch database was dropped",
+        ) from exc
+    who = approver_name(approval.approver)
+    if who is None:
+        drop_scratch(admin, scratch)
+        raise GateRejected(
+            "the approval form names no approver: replacing the live database needs a name",
+            hint="the live database is untouched and the scratch database was dropped",
+        )
+    rec.details.update(approved_by=who, approved=approval.approve, approval_reason=approval.reason)
+    if not approval.approve:
+        drop_scratch(admin, scratch)
         raise GateRejected(
             f"replacing the live database was rejected by {who}: {approval.reason or 'no reason'}",
-            hint="the live database is untouched; an approval needs approve=true and a name",
+            hint="the live database is untouched and the scratch database was dropped",
         )
-    rec.details["approved_by"] = approval.approver
-    rec.details["approval_reason"] = approval.reason
     return approval
 
 
@@ -226,12 +282,13 @@ def restore_database(
             return result
         stamp = datetime.now(UTC).strftime("_before_restore_%Y%m%d%H%M%S")
         keep_as = target.database[: _MAX_IDENT - len(stamp)] + stamp
+        description = _description(target, admin, done, rto_s, keep_as, approval_timeout_s)
         create_markdown_artifact(
-            markdown=_summary(target, done, rto_s, keep_as),
+            markdown=description,
             key="restore-approval",
             description="What replacing the live database will do",
         )
-        _await_approval(admin, done.scratch, approval_timeout_s, approval_poll_s, rec)
+        _await_approval(admin, done.scratch, description, approval_timeout_s, approval_poll_s, rec)
         kept = swap_in(admin, target.database, done.scratch, keep_as)
         total = round(time.monotonic() - started, 3)
         rec.impact = f"{target.database} replaced by backup {record.backup_id}; old kept as {kept}"

@@ -11,6 +11,8 @@ command -v pgbench >/dev/null || need_apt+=(postgresql-contrib)
 command -v prometheus >/dev/null || need_apt+=(prometheus)
 command -v zstd >/dev/null || need_apt+=(zstd)
 command -v runuser >/dev/null || need_apt+=(util-linux)
+# The browser tests (tests/e2e/test_ui_approval.py) drive Debian's Chromium with Playwright.
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps: need root to apt-get install ${need_apt[*]}" >&2

@@ -160,3 +160,13 @@ def sweep_abandoned(admin: PostgresTarget, live: str) -> list[str]:
             dropped.append(name)
             logger.warning("dropped %s, abandoned by an interrupted restore (%s)", name, text)
     return dropped
+
+
+def database_sizes(admin: PostgresTarget, names: list[str]) -> dict[str, int]:
+    """``pg_database_size`` in bytes of each database in ``names`` that exists."""
+    with connect(admin, database=MAINTENANCE_DB) as conn:
+        rows = conn.execute(
+            "SELECT datname, pg_database_size(oid) FROM pg_database WHERE datname = ANY(%s)",
+            (names,),
+        ).fetchall()
+    return {str(name): int(size) for name, size in rows}

@@ -173,7 +173,16 @@ def test_replacing_live_waits_for_approval_then_swaps(env: BackupEnv) -> None:
     thread, out = _in_thread(env, tag)
     run = _paused_run(tag)
     assert _customers(env) == ["after the backup"] * 50, "nothing changes while paused"
-    assert any("restore-approval" in a for a in flow_run_artifacts(run))
+    request = next(a for a in flow_run_artifacts(run) if a.startswith("restore-approval"))
+    # The form says what is approved: the backup, its age, the verification, both sizes.
+    for said in (made["backup_id"], " ago**", "expectations passed", "live database", "MiB"):
+        assert said in request, said
+    # The approver is required: the server refuses the answer and the run stays paused.
+    for blank in ("", "   "):
+        with pytest.raises(RuntimeError, match="approver"):
+            resume_flow_run(run, run_input={"approve": True, "approver": blank, "reason": "x"})
+    assert _paused_run(tag, timeout_s=1) == run
+    assert _customers(env) == ["after the backup"] * 50
     resume_flow_run(run, run_input={"approve": True, "approver": "dba-on-call", "reason": "e2e"})
     thread.join(timeout=120)
     result = out["state"].result()
