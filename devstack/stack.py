@@ -243,7 +243,6 @@ def _services(
                 # port the server was given.
                 "PREFECT_UI_API_URL": info.prefect_api_url,
                 "PREFECT_LOGGING_SERVER_LEVEL": "WARNING",
-                "PREFECT_UI_API_URL": info.prefect_api_url,  # the UI calls this server, any port
                 # Concurrency leases on disk: a server restart must not forget who holds a
                 # change slot (with in-memory leases the slot would stay taken for good).
                 "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": (

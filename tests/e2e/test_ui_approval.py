@@ -140,12 +140,6 @@ def production_image(stack: StackInfo) -> str:
     return str(httpx.get(stack.app_url("production") + "/health", timeout=5).json()["image"])
 
 
-def test_the_ui_calls_this_servers_api(stack: StackInfo) -> None:
-    """On any port (the test stack's is free-chosen) the UI's JavaScript calls this server."""
-    settings = httpx.get(f"{stack.prefect_ui_url}/ui-settings", timeout=10).json()
-    assert settings["api_url"] == stack.prefect_api_url
-
-
 def test_a_person_approves_the_release_in_the_prefect_ui(
     served: StackInfo, production_traffic: None, browser: Any, screenshots: Path
 ) -> None:
