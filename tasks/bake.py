@@ -3,7 +3,8 @@
 Each round measures health (``/health``), the 5xx share and p95 latency of ``/`` from
 Prometheus, ready replicas and container restarts of the new pods, and judges every value
 with :func:`decisions.deploy.judge_sample`. A value that cannot be measured is recorded as
-inconclusive with the reason; the bake stops at the first round that is not a pass.
+inconclusive with the reason; the bake stops at the first failing round, and a bake with
+rounds of missing data (but no failure) ends inconclusive.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from prefect.logging import get_run_logger
 from blocks.kube import KubeEnvironment
 from decisions.bake_review import ProbeSummary
 from decisions.deploy import (
+    FAIL,
     PASS,
     BakeSample,
     BakeThresholds,
@@ -137,7 +139,9 @@ class BakeReport:
 
     @property
     def first_bad(self) -> BakeRound | None:
-        return next((r for r in self.rounds if r.verdict != PASS), None)
+        """The first failing round, else the first inconclusive one (None when all passed)."""
+        failed = next((r for r in self.rounds if r.verdict == FAIL), None)
+        return failed or next((r for r in self.rounds if r.verdict != PASS), None)
 
     def reasons(self) -> list[str]:
         bad = self.first_bad
@@ -222,9 +226,11 @@ def run_bake(
     on_round: Callable[[float], object] | None = None,
     probe_figures: Callable[[], ProbeSummary] | None = None,
 ) -> BakeReport:
-    """Measure every ``interval_s`` for ``duration_s``; stop at the first round not passing.
+    """Measure every ``interval_s`` for ``duration_s``; stop at the first failing round.
 
-    The first round is taken at once; the last no later than ``duration_s``. ``on_round``
+    The first round is taken at once; the last no later than ``duration_s``. A round with
+    missing data does not stop the bake: later rounds may still fail it (a bad release whose
+    samples were late) and the probe keeps sending for the whole window either way. ``on_round``
     is told the share of the bake done after each round (for a progress artifact);
     ``probe_figures`` gives the synthetic probe's figures so far, kept with each round.
     """
@@ -238,7 +244,7 @@ def run_bake(
         at = time.time()
         measured = measure_fn(env, limits, since, baseline, max_window_s)
         rounds.append(BakeRound(at, tuple(measured), probe_figures() if probe_figures else None))
-        if rounds[-1].verdict != PASS:
+        if rounds[-1].verdict == FAIL:
             break
         elapsed = time.monotonic() - start
         if on_round is not None:
