@@ -3,12 +3,14 @@
 Unlike tests/e2e/test_staged_deploy.py there is no steady load here: the bake's only traffic
 is its own synthetic probe, as on a fresh ``make up``. A good release must bake and stay; a bad
 one must still be caught by the probe's traffic alone and rolled back. A bake whose metrics
-backend is unreachable pauses for a person: approve keeps the release, reject rolls back.
+backend is down or unreachable pauses for a person: approve keeps the release, reject rolls
+back (no answer in time rolls back too: tests/reliability/test_deploy_faults.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,10 +20,12 @@ from prefect.logging import disable_run_logger
 
 from blocks.kube import KubeEnvironment
 from devstack import procs
+from devstack import stack as devstack
 from devstack.stack import StackInfo
 from flows.deploy import staged_deploy
 from flows.operate import hotfix
 from opsflows.errors import VerificationFailed
+from opsflows.settings import Settings
 from tasks import rollout
 from tests.deploy_support import environments, new_image, paused_run_of, run_in_thread
 from tests.support import flow_run_artifacts, flow_run_id, oplog_row
@@ -132,6 +136,17 @@ def no_prometheus(stack: StackInfo, envs: dict[str, KubeEnvironment]) -> str:
     return NO_PROMETHEUS
 
 
+@pytest.fixture
+def prometheus_down(stack: StackInfo, envs: dict[str, KubeEnvironment]) -> Iterator[str]:
+    """The stack's Prometheus stopped for the test (started again afterwards)."""
+    assert procs.stop(Path(stack.state_dir), "prometheus")
+    try:
+        yield "production"
+    finally:
+        devstack.up(Settings())  # starts what is not running: Prometheus
+        assert httpx.get(stack.prometheus_url + "/-/ready", timeout=5).status_code == 200
+
+
 def paused_hotfix(image: str, block: str) -> tuple[Any, Any, dict[str, Any]]:
     thread, box = run_in_thread(
         lambda: hotfix(
@@ -149,11 +164,11 @@ def test_inconclusive_bake_pauses_and_reject_rolls_back(
     stack: StackInfo,
     envs: dict[str, KubeEnvironment],
     healthy_afterwards: dict[str, str],
-    no_prometheus: str,
+    prometheus_down: str,
 ) -> None:
     previous = healthy_afterwards["production"]
     image = new_image()
-    run, thread, box = paused_hotfix(image, no_prometheus)
+    run, thread, box = paused_hotfix(image, prometheus_down)
     assert run.state.is_paused()
     assert image_of(envs["production"]) == image  # the release serves while a person decides
     artifacts = " ".join(flow_run_artifacts(run.id))
