@@ -111,10 +111,18 @@ def release_to_production(
         rec.details["first_failure_at"] = bad.at if bad else None
         failure = f"bake {report.verdict}: " + "; ".join(report.reasons())
         if action == "ask":
+            safe_notify(
+                routing,
+                "P2",
+                f"{env.environment}: bake of {image} inconclusive, needs a decision",
+                f"{failure}. Approve (keep) or reject (roll back) the paused run in the Prefect "
+                f"UI within {inconclusive_timeout_s} s; no answer rolls back.",
+            )
             outcome = review_inconclusive(env, image, report, probe, rec, inconclusive_timeout_s)
             if outcome.keep:
                 rec.issues.append(f"{failure} ({outcome.why})")
                 rec.follow_up.append(f"{image} kept in {env.environment} without a full bake")
+                safe_notify(routing, "P3", f"{env.environment}: {image} kept", outcome.why)
                 return {**summary, "kept_by": rec.details["bake_review"]["approver"]}
             failure = f"{failure} ({outcome.why})"
     except Exception as exc:  # noqa: BLE001 - any failure after the change means roll back

@@ -169,13 +169,20 @@ def test_inconclusive_bake_pauses_and_reject_rolls_back(
     previous = healthy_afterwards["production"]
     image = new_image()
     run, thread, box = paused_hotfix(image, prometheus_down)
-    assert run.state.is_paused()
-    assert image_of(envs["production"]) == image  # the release serves while a person decides
-    artifacts = " ".join(flow_run_artifacts(run.id))
-    assert "bake-review-production" in artifacts and "inconclusive" in artifacts
-    resume_flow_run(run.id, run_input={"approve": False, "approver": "bob", "reason": "no data"})
+    try:
+        assert run.state.is_paused()
+        assert image_of(envs["production"]) == image  # the release serves while people decide
+    finally:
+        resume_flow_run(
+            run.id, run_input={"approve": False, "approver": "bob", "reason": "no data"}
+        )
     thread.join(timeout=120)
     state = box["state"]
+    artifacts = " ".join(flow_run_artifacts(run.id))
+    assert "bake-review-production" in artifacts and "inconclusive" in artifacts
+    pages = httpx.get(f"{stack.kube_url}/_sink/page", timeout=5).json()
+    subjects = " ".join(str(e["body"].get("subject")) for e in pages if isinstance(e["body"], dict))
+    assert f"production: bake of {image} inconclusive, needs a decision" in subjects
     assert state.is_failed()
     with pytest.raises(VerificationFailed) as info:
         state.result()
