@@ -115,7 +115,7 @@ def test_missing_data_does_not_stop_the_bake_but_a_failure_does() -> None:
     late_failure = bake(no_data, slow, good)
     assert late_failure.verdict == FAIL and len(late_failure.rounds) == 2
     assert any("p95_latency_s = 2.5" in r for r in late_failure.reasons())
-    rounds = [no_data, good] * 100
+    rounds = [no_data, *[good] * 200]
     inconclusive = bake(*rounds)
     assert inconclusive.verdict == INCONCLUSIVE
     assert len(inconclusive.rounds) > 2
