@@ -8,8 +8,9 @@
 3. Promotion gate (:func:`decisions.deploy.promotion_gate`): ``auto`` promotes when all
    passed, ``manual`` pauses for a person (typed form; timeout or rejection ends the run,
    production untouched). Anything failed or inconclusive rejects.
-4. Production (under ``change-<production>``): set image, wait, bake; any failed or
-   inconclusive check rolls back to the recorded revision (see :mod:`flows.operate`).
+4. Production (under ``change-<production>``): set image, wait, bake with probe traffic; a
+   failed check rolls back to the recorded revision, an inconclusive bake asks a person
+   (see :mod:`flows.operate` and :mod:`flows.bake_review`).
 """
 
 # No `from __future__ import annotations`: served runs pickle the flow function by value,
@@ -36,6 +37,7 @@ from decisions.approvals import (
     form_errors,
     promotion_description,
 )
+from decisions.bake_review import validate_probe
 from decisions.deploy import (
     Approval,
     Check,
@@ -59,6 +61,8 @@ from flows.common import (
     try_load_routing,
 )
 from flows.operate import (
+    DEFAULT_INCONCLUSIVE_TIMEOUT_S,
+    DEFAULT_PROBE_RPS,
     ROLLOUT_TIMEOUT_S,
     change_lock,
     release_to_production,
@@ -242,6 +246,8 @@ def staged_deploy(
     metrics_window_s: float = 30,
     lock_timeout_s: float = 900,
     migrations_database: str = APP_DB,
+    probe_rps: float = DEFAULT_PROBE_RPS,
+    inconclusive_timeout_s: int = DEFAULT_INCONCLUSIVE_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Ship a release through staging to production, gated, baked, rolled back on failure.
 
@@ -261,6 +267,9 @@ def staged_deploy(
         metrics_window_s: Longest PromQL range the bake judges (never before the release).
         lock_timeout_s: How long to wait for another change of an environment to finish.
         migrations_database: PostgresTarget block the migrations are planned against.
+        probe_rps: Synthetic requests per second sent to production during the bake (0: none).
+        inconclusive_timeout_s: How long an inconclusive bake waits for a person to keep the
+            release; no answer rolls back.
     """
     reason = f"deploy {image} ({app})" + (f" at {commit}" if commit else "")
     with operation_log(OPERATION, reason, try_load_ops_db()) as rec:
@@ -275,6 +284,7 @@ def staged_deploy(
             "lock_timeout_s": lock_timeout_s,
         }
         checks = _validate(policy, smoke_checks, numbers)
+        validate_probe(probe_rps, inconclusive_timeout_s)
         stg = load_block(KubeEnvironment, staging)
         prd = load_block(KubeEnvironment, production)
         routing = try_load_routing()
@@ -356,6 +366,8 @@ def staged_deploy(
                 bake_seconds=bake_seconds,
                 bake_interval_s=bake_interval_s,
                 metrics_window_s=metrics_window_s,
+                probe_rps=probe_rps,
+                inconclusive_timeout_s=inconclusive_timeout_s,
             )
             finished = time.time()
         rec.impact = f"{prd.environment}: {target['image']} -> {image}"

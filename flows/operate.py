@@ -1,10 +1,11 @@
 """Runbook quick fixes on one environment: rollback, hotfix, scale, restart.
 
 Also the production release machinery the staged deploy shares with the hotfix: under the
-environment's change lock, set the image, wait for the rollout, bake (health, error rate,
-p95 latency, readiness, restarts against the block's thresholds) and, when anything fails or
-cannot be measured, roll back to the recorded revision, verify it serves healthily, notify
-and end the run failed with the reason.
+environment's change lock, set the image, wait for the rollout, bake with synthetic probe
+traffic (health, error rate, p95 latency, readiness, restarts against the block's thresholds;
+:mod:`flows.bake_review`) and, when anything fails, roll back to the recorded revision, verify
+it serves healthily, notify and end the run failed with the reason. A bake that cannot judge
+the release (no metrics) pauses for a person: approve keeps it, reject or timeout rolls back.
 """
 
 # No `from __future__ import annotations`: served runs pickle the flow function by value,
@@ -16,16 +17,13 @@ import time
 from typing import Any, NoReturn
 
 from prefect import flow
-from prefect.artifacts import (
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
 from prefect.logging import get_run_logger
 
 from blocks.kube import KubeEnvironment
 from blocks.notify import NotificationRouting
-from decisions.deploy import PASS, check_replicas, parse_image
+from decisions.bake_review import bake_action, validate_probe
+from decisions.deploy import check_replicas, parse_image
+from flows.bake_review import baked, review_inconclusive
 from flows.common import (
     OperationRecord,
     load_block,
@@ -36,7 +34,6 @@ from flows.common import (
 )
 from flows.locks import change_slot
 from opsflows.errors import ConfigurationError, VerificationFailed
-from tasks.bake import limits_for, run_bake
 from tasks.rollout import (
     current_release,
     restart_rollout,
@@ -48,6 +45,10 @@ from tasks.rollout import (
 from tasks.smoke import verify_serving
 
 ROLLOUT_TIMEOUT_S = 300.0
+DEFAULT_PROBE_RPS = 5.0
+"""Synthetic requests per second sent to production during the bake."""
+DEFAULT_INCONCLUSIVE_TIMEOUT_S = 900
+"""How long an inconclusive bake waits for a person before rolling back (15 min)."""
 
 
 def change_lock(env: KubeEnvironment, timeout_s: float) -> contextlib.AbstractContextManager[None]:
@@ -65,10 +66,15 @@ def release_to_production(
     bake_seconds: float,
     bake_interval_s: float,
     metrics_window_s: float,
+    probe_rps: float = DEFAULT_PROBE_RPS,
+    inconclusive_timeout_s: int = DEFAULT_INCONCLUSIVE_TIMEOUT_S,
 ) -> dict[str, Any]:
-    """Set the image, wait, bake; on any failure roll back to ``target`` and raise.
+    """Set the image, wait, bake with probe traffic; on failure roll back to ``target``.
 
-    Call it while holding :func:`change_lock`. Returns the bake summary on success.
+    A failing bake rolls back at once; an inconclusive one pauses for a person
+    (:func:`flows.bake_review.review_inconclusive`): approve keeps the release, reject or no
+    answer within ``inconclusive_timeout_s`` rolls back. Call it while holding
+    :func:`change_lock`. Returns the bake summary on success.
 
     Raises:
         VerificationFailed: the release failed and was rolled back (or the rollback failed).
@@ -81,29 +87,44 @@ def release_to_production(
         rollout = wait_for_rollout(env, timeout_s=ROLLOUT_TIMEOUT_S)
         # Bake the new release, not the old pods the service may still route to for a moment.
         verify_serving(env.service_url, image, timeout_s=30.0, consecutive=3, healthy=False)
-        progress: Any = create_progress_artifact(0.0, description=f"Bake of {image}")
-        report = run_bake(
+        report, probe = baked(
             env,
-            limits_for(env),
-            bake_seconds,
-            bake_interval_s,
-            since,
-            metrics_window_s,
-            on_round=lambda done: update_progress_artifact(progress, round(done * 100, 1)),
+            image,
+            rec,
+            since=since,
+            bake_seconds=bake_seconds,
+            bake_interval_s=bake_interval_s,
+            metrics_window_s=metrics_window_s,
+            probe_rps=probe_rps,
         )
-        create_table_artifact(
-            key=f"bake-{env.environment}",
-            table=report.rows(),
-            description=f"Bake of {image} in {env.environment}: {report.verdict}",
-        )
-        rec.details["bake_rounds"] = len(report.rounds)
-        rec.details["bake_verdict"] = report.verdict
-        if report.verdict == PASS:
+        summary = {
+            "rollout_s": rollout["seconds"],
+            "bake_rounds": len(report.rounds),
+            "bake_verdict": report.verdict,
+            "probe": probe.as_dict() if probe is not None else None,
+        }
+        action = bake_action(report.verdict)
+        if action == "keep":
             logger.info("%s baked %d rounds: pass", env.environment, len(report.rounds))
-            return {"rollout_s": rollout["seconds"], "bake_rounds": len(report.rounds)}
+            return summary
         bad = report.first_bad
         rec.details["first_failure_at"] = bad.at if bad else None
         failure = f"bake {report.verdict}: " + "; ".join(report.reasons())
+        if action == "ask":
+            safe_notify(
+                routing,
+                "P2",
+                f"{env.environment}: bake of {image} inconclusive, needs a decision",
+                f"{failure}. Approve (keep) or reject (roll back) the paused run in the Prefect "
+                f"UI within {inconclusive_timeout_s} s; no answer rolls back.",
+            )
+            outcome = review_inconclusive(env, image, report, probe, rec, inconclusive_timeout_s)
+            if outcome.keep:
+                rec.issues.append(f"{failure} ({outcome.why})")
+                rec.follow_up.append(f"{image} kept in {env.environment} without a full bake")
+                safe_notify(routing, "P3", f"{env.environment}: {image} kept", outcome.why)
+                return {**summary, "kept_by": rec.details["bake_review"]["approver"]}
+            failure = f"{failure} ({outcome.why})"
     except Exception as exc:  # noqa: BLE001 - any failure after the change means roll back
         rec.details.setdefault("first_failure_at", time.time())
         failure = f"{type(exc).__name__}: {exc}"
@@ -215,6 +236,8 @@ def hotfix(
     bake_interval_s: float = 5,
     metrics_window_s: float = 30,
     lock_timeout_s: float = 900,
+    probe_rps: float = DEFAULT_PROBE_RPS,
+    inconclusive_timeout_s: int = DEFAULT_INCONCLUSIVE_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Deploy a fix straight to production, baked and rolled back automatically on failure.
 
@@ -226,12 +249,17 @@ def hotfix(
         bake_interval_s: Seconds between bake measurements.
         metrics_window_s: Longest PromQL range judged (the bake never looks before the release).
         lock_timeout_s: How long to wait for another change to production to finish.
+        probe_rps: Synthetic requests per second sent to production during the bake, so it
+            always has traffic to judge (0: none, rely on real traffic).
+        inconclusive_timeout_s: How long a bake that could not judge the release waits for
+            a person to keep it; no answer rolls back.
     """
     reason = f"hotfix {image}" + (f" ({commit})" if commit else "")
     with operation_log("hotfix", reason, try_load_ops_db()) as rec:
         ref = parse_image(image)
         if bake_seconds < 0 or bake_interval_s <= 0 or metrics_window_s < 5:
             raise ConfigurationError("bake_seconds >= 0, bake_interval_s > 0, window >= 5 s")
+        validate_probe(probe_rps, inconclusive_timeout_s)
         env = load_block(KubeEnvironment, environment)
         if env.environment != "production":
             raise ConfigurationError(
@@ -253,6 +281,8 @@ def hotfix(
                 bake_seconds=bake_seconds,
                 bake_interval_s=bake_interval_s,
                 metrics_window_s=metrics_window_s,
+                probe_rps=probe_rps,
+                inconclusive_timeout_s=inconclusive_timeout_s,
             )
         rec.impact = f"{env.environment}: {target['image']} -> {image}"
         return {"image": image, "previous": target, **result}

@@ -3,7 +3,8 @@
 Each round measures health (``/health``), the 5xx share and p95 latency of ``/`` from
 Prometheus, ready replicas and container restarts of the new pods, and judges every value
 with :func:`decisions.deploy.judge_sample`. A value that cannot be measured is recorded as
-inconclusive with the reason; the bake stops at the first round that is not a pass.
+inconclusive with the reason; the bake stops at the first failing round, and a bake with
+rounds of missing data (but no failure) ends inconclusive.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from blocks.kube import KubeEnvironment
+from decisions.bake_review import ProbeSummary
 from decisions.deploy import (
+    FAIL,
     PASS,
     BakeSample,
     BakeThresholds,
@@ -27,10 +30,9 @@ from decisions.deploy import (
     judge_sample,
     worst,
 )
-from devstack.prometheus import error_rate_query, p95_latency_query
 from opsflows import retry
 from opsflows.errors import OpsError
-from tasks.metrics import query
+from tasks.metrics import error_rate_query, p95_latency_query, query
 from tasks.probes import probe
 from tasks.rollout import rollout_status
 
@@ -121,6 +123,7 @@ class BakeRound:
 
     at: float
     measurements: tuple[Measurement, ...]
+    probe: ProbeSummary | None = None
 
     @property
     def verdict(self) -> Verdict:
@@ -136,7 +139,9 @@ class BakeReport:
 
     @property
     def first_bad(self) -> BakeRound | None:
-        return next((r for r in self.rounds if r.verdict != PASS), None)
+        """The first failing round, else the first inconclusive one (None when all passed)."""
+        failed = next((r for r in self.rounds if r.verdict == FAIL), None)
+        return failed or next((r for r in self.rounds if r.verdict != PASS), None)
 
     def reasons(self) -> list[str]:
         bad = self.first_bad
@@ -144,8 +149,23 @@ class BakeReport:
             return []
         return [m.describe() for m in bad.measurements if m.verdict != PASS]
 
+    def real_traffic(self) -> dict[str, float | None]:
+        """The last round's values as measured on the service (Prometheus, pods, health)."""
+        if not self.rounds:
+            return {}
+        return {m.name: m.value for m in self.rounds[-1].measurements}
+
+    @property
+    def probe(self) -> ProbeSummary | None:
+        """The synthetic probe's figures at the last round (None without a probe)."""
+        return self.rounds[-1].probe if self.rounds else None
+
     def rows(self) -> list[dict[str, Any]]:
-        """A table: one row per measurement, with its threshold and verdict."""
+        """A table: one row per measurement, with its threshold and verdict.
+
+        ``probe`` holds the synthetic probe's own client-side figure for the same quantity
+        (cumulative up to that round), beside the real traffic's value from Prometheus.
+        """
         return [
             {
                 "round": i,
@@ -155,11 +175,44 @@ class BakeReport:
                 "value": "no data" if m.value is None else round(m.value, 6),
                 "threshold": f"{m.comparison} {m.threshold:g}",
                 "verdict": m.verdict,
+                "probe": _probe_figure(r.probe, m.name),
                 "detail": m.detail,
             }
             for i, r in enumerate(self.rounds, start=1)
             for m in r.measurements
         ]
+
+
+def _probe_figure(probe: ProbeSummary | None, name: str) -> str:
+    if probe is None or name not in ("error_rate", "p95_latency_s"):
+        return ""
+    value = probe.error_rate if name == "error_rate" else probe.p95_latency_s
+    shown = "no answer" if value is None else f"{value:.6g}"
+    return f"{shown} ({probe.requests} requests)"
+
+
+def wait_for_samples(
+    env: KubeEnvironment, since: float, max_window_s: float, timeout_s: float
+) -> float:
+    """Wait until Prometheus has error-rate and p95 samples of the release; seconds waited.
+
+    The probe's first requests need a scrape or two before ``rate()`` sees them. Gives up
+    at ``timeout_s`` or when Prometheus cannot be asked (the bake then records why).
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        window = window_for(since, time.time(), max_window_s)
+        try:
+            values = [
+                query(env.prometheus_url, error_rate_query(env.environment, window)),
+                query(env.prometheus_url, p95_latency_query(env.environment, window)),
+            ]
+        except OpsError:
+            break
+        if all(v is not None for v in values):
+            break
+        time.sleep(0.5)
+    return round(time.monotonic() - started, 2)
 
 
 def run_bake(
@@ -171,11 +224,15 @@ def run_bake(
     max_window_s: float = 30.0,
     measure_fn: Callable[..., list[Measurement]] = measure,
     on_round: Callable[[float], object] | None = None,
+    probe_figures: Callable[[], ProbeSummary] | None = None,
 ) -> BakeReport:
-    """Measure every ``interval_s`` for ``duration_s``; stop at the first round not passing.
+    """Measure every ``interval_s`` for ``duration_s``; stop at the first failing round.
 
-    The first round is taken at once; the last no later than ``duration_s``. ``on_round``
-    is told the share of the bake done after each round (for a progress artifact).
+    The first round is taken at once; the last no later than ``duration_s``. A round with
+    missing data does not stop the bake: later rounds may still fail it (a bad release whose
+    samples were late) and the probe keeps sending for the whole window either way. ``on_round``
+    is told the share of the bake done after each round (for a progress artifact);
+    ``probe_figures`` gives the synthetic probe's figures so far, kept with each round.
     """
     try:
         baseline = restart_count(env)
@@ -186,8 +243,8 @@ def run_bake(
     while True:
         at = time.time()
         measured = measure_fn(env, limits, since, baseline, max_window_s)
-        rounds.append(BakeRound(at, tuple(measured)))
-        if rounds[-1].verdict != PASS:
+        rounds.append(BakeRound(at, tuple(measured), probe_figures() if probe_figures else None))
+        if rounds[-1].verdict == FAIL:
             break
         elapsed = time.monotonic() - start
         if on_round is not None:

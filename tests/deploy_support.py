@@ -1,4 +1,4 @@
-"""What the deploy tests share: fresh image names, the two environments, production traffic."""
+"""What the deploy tests share: image names, the two environments, traffic, paused runs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,16 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
 
 from blocks.kube import KubeEnvironment
 from devstack.loadgen import run_load
@@ -35,3 +44,30 @@ def steady_load(url: str, rps: float = 15) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(timeout=15)
+
+
+def paused_run_of(image: str, timeout_s: float = 120) -> Any:
+    """The paused flow run (staged deploy or hotfix) deploying ``image``."""
+    paused = FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+    )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            for run in client.read_flow_runs(flow_run_filter=paused, limit=50):
+                if run.parameters.get("image") == image:
+                    return run
+        time.sleep(0.5)
+    raise AssertionError(f"no paused run for {image}")
+
+
+def run_in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
+    """Run ``fn`` in a thread; its return value lands in the box under ``state``."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        box["state"] = fn()
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, box

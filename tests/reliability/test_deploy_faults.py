@@ -214,12 +214,16 @@ def test_prometheus_unreachable_is_inconclusive_and_rolls_back(
         environment="test-production-no-prometheus",
         bake_seconds=3,
         bake_interval_s=1,
+        inconclusive_timeout_s=2,
         return_state=True,
     )
+    # An inconclusive bake waits for a person; nobody answered within 2 s, so it rolled back.
     assert state.is_failed()
     with pytest.raises(VerificationFailed) as info:
         state.result()
-    assert "inconclusive" in str(info.value) and "rolled back automatically" in str(info.value)
+    message = str(info.value)
+    assert "inconclusive" in message and "rolled back automatically" in message
+    assert "nobody reviewed the inconclusive bake within 2s" in message
     assert image_of(production) == previous
     assert httpx.get(stack.app_url("production") + "/health", timeout=5).json()["image"] == (
         previous
