@@ -38,10 +38,11 @@ test-unit: deps
 down-test:  ## stop the test stack and delete its OS user (the next run creates it as a fresh machine does)
 	@$(TEST_ENV) $(RUN) opsflows devstack down --remove-os-user
 
-lint: deps
+lint: deps  ## ruff, formatting, mypy --strict, and the import contract (layers point down only)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
+	$(RUN) pytest -q -p no:randomly tests/unit/test_import_contract.py
 
 bench: deps $(addprefix bench-,$(BENCHES))  ## every benchmark in bench/
 

@@ -40,8 +40,8 @@ from prefect.logging import disable_run_logger  # noqa: E402
 from blocks.kube import KubeEnvironment  # noqa: E402
 from devstack.bootstrap import bootstrap  # noqa: E402
 from devstack.loadgen import run_load  # noqa: E402
-from flows.common import load_block  # noqa: E402
 from flows.deploy import staged_deploy  # noqa: E402
+from procedures.operation import load_block  # noqa: E402
 from tasks import rollout  # noqa: E402
 
 TARGET_RECOVER_S = 30.0

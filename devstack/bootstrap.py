@@ -46,7 +46,7 @@ def save_blocks(info: StackInfo, passwords: dict[str, str]) -> list[str]:
     from prefect_aws import AwsCredentials
 
     from blocks import BackupStore, KubeEnvironment, NotificationRouting, PostgresTarget
-    from flows import common
+    from procedures import operation as common
 
     for cls in (BackupStore, KubeEnvironment, NotificationRouting, PostgresTarget):
         cls.register_type_and_schema()

@@ -10,14 +10,13 @@
    production untouched). Anything failed or inconclusive rejects.
 4. Production (under ``change-<production>``): set image, wait, bake with probe traffic; a
    failed check rolls back to the recorded revision, an inconclusive bake asks a person
-   (see :mod:`flows.operate` and :mod:`flows.bake_review`).
+   (see :mod:`flows.operate` and :mod:`procedures.bake_review`).
 """
 
 # No `from __future__ import annotations`: served runs pickle the flow function by value,
 # and string annotations would lose the names their parameter types need
 # (tests/integration/test_served_flows.py).
 
-import importlib
 import time
 from typing import Any
 
@@ -51,7 +50,10 @@ from decisions.deploy import (
     rules_for_app,
     validate_smoke_checks,
 )
-from flows.common import (
+from opsflows import retry
+from opsflows.errors import ConfigurationError, GateRejected, OpsError
+from procedures.migration_plan import compute_plan, load_migrations
+from procedures.operation import (
     APP_DB,
     OperationRecord,
     load_block,
@@ -60,15 +62,13 @@ from flows.common import (
     try_load_ops_db,
     try_load_routing,
 )
-from flows.operate import (
+from procedures.release import (
     DEFAULT_INCONCLUSIVE_TIMEOUT_S,
     DEFAULT_PROBE_RPS,
     ROLLOUT_TIMEOUT_S,
     change_lock,
     release_to_production,
 )
-from opsflows import retry
-from opsflows.errors import ConfigurationError, GateRejected, OpsError
 from tasks.metrics import rule_names
 from tasks.rollout import current_release, set_image, wait_for_rollout
 from tasks.smoke import run_smoke_checks, verify_serving
@@ -117,14 +117,8 @@ def preflight_image(image: str) -> str:
 def preflight_migrations(migrations_dir: str, database: PostgresTarget) -> tuple[str, str]:
     """Plan the pending migrations with the migration runbook's planner and lint gate.
 
-    Returns ``(result, detail)``; ``skipped`` when the migration runbook is not installed.
+    Returns ``(result, detail)``.
     """
-    try:
-        migrate: Any = importlib.import_module("flows.migrate")
-        planner: Any = importlib.import_module("flows.migrate_cli")
-        load_migrations, compute_plan = migrate.load_migrations, planner.compute_plan
-    except (ImportError, AttributeError) as exc:
-        return "skipped", f"migration planner not available ({exc})"
     directory, migrations = load_migrations(migrations_dir)
     plan = compute_plan(directory, migrations, database)
     names = [p.migration.name for p in plan.pending]

@@ -31,10 +31,8 @@ the failed checks and the pre-migration backup to fall back on.
 # (tests/integration/test_served_flows.py).
 
 import contextlib
-import importlib
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
@@ -55,16 +53,20 @@ from decisions.expectation_suites import failures as suite_failures
 from decisions.migrations import (
     ApplyPolicy,
     Expectation,
-    Migration,
     Plan,
     final_expectations,
-    make_plan,
-    parse_migration,
-    pending,
     render_plan,
-    runs_in_transaction,
 )
-from flows.common import (
+from opsflows.errors import (
+    ConfigurationError,
+    OpsError,
+    VerificationFailed,
+    scrub,
+)
+from procedures.backup import backup_database
+from procedures.change_slot import change_slot, limit_name
+from procedures.migration_plan import compute_plan, load_migrations, refuse_if_blocked
+from procedures.operation import (
     APP_DB,
     BACKUPS,
     OperationRecord,
@@ -74,52 +76,13 @@ from flows.common import (
     try_load_ops_db,
     try_load_routing,
 )
-from flows.locks import change_slot, limit_name
-from opsflows.errors import (
-    ConfigurationError,
-    GateRejected,
-    OpsError,
-    VerificationFailed,
-    scrub,
-)
 from tasks.gitref import folder_at_ref
 from tasks.gx_validation import preload
-from tasks.migrate import apply_one, hash_schema, read_database_state, verify_schema
+from tasks.migrate import apply_one, hash_schema, verify_schema
 from tasks.migration_checks import check_suites, load_suites, validate_suites
-from tasks.squawk import lint_migrations
 
 _BACKUP_FIELDS = ("backup_id", "key", "manifest_key", "sha256", "snapshot_at", "tables")
 _ENVIRONMENT = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
-
-
-def load_migrations(migrations_dir: str) -> tuple[Path, tuple[Migration, ...]]:
-    """The ``*.sql`` files of a directory, parsed, in name order."""
-    directory = Path(migrations_dir).expanduser()
-    if not directory.is_dir():
-        raise ConfigurationError(
-            f"migrations directory {migrations_dir!r} does not exist",
-            hint="pass the folder holding the NNN_name.sql files",
-        )
-    files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix == ".sql")
-    if not files:
-        raise ConfigurationError(f"no .sql files in {migrations_dir!r}")
-    return directory, tuple(parse_migration(p.name, p.read_bytes()) for p in files)
-
-
-def refuse_if_blocked(plan: Plan) -> None:
-    """Raise before any side effect when the plan refuses or blocks the run."""
-    if plan.errors:
-        raise ConfigurationError(
-            "migrations do not match schema_migrations: " + "; ".join(plan.errors)
-        )
-    if plan.blocking:
-        shown = "; ".join(plan.blocking[:5])
-        more = f" (and {len(plan.blocking) - 5} more)" if len(plan.blocking) > 5 else ""
-        raise GateRejected(
-            f"the migration lint blocks {len(plan.blocking)} item(s): {shown}{more}",
-            hint="rewrite the statement safely (see the plan artifact), or mark it reviewed"
-            " with `-- squawk-ignore <rule>` on the line before it",
-        )
 
 
 def _require_limit(name: str) -> None:
@@ -134,13 +97,6 @@ def _require_limit(name: str) -> None:
 
 
 def _backup(database: str, store: str, names: Sequence[str]) -> dict[str, Any]:
-    try:
-        backup_database = importlib.import_module("flows.backup").backup_database
-    except (ImportError, AttributeError) as exc:
-        raise ConfigurationError(
-            "the backup runbook (flows.backup) is not available",
-            hint="install it, or run with skip_backup=True (recorded in the operation log)",
-        ) from exc
     result = backup_database(
         database=database, store=store, reason=f"pre-migration backup before {', '.join(names)}"
     )
@@ -240,13 +196,7 @@ def _migrate(
             preload()  # GX takes seconds to import: warm it while the plan is made
         target = load_block(PostgresTarget, database)
 
-        state = read_database_state(target)
-        todo = pending(migrations, state.applied)
-        modes = [(m.name, runs_in_transaction(m, state.server_version_num)) for m in todo]
-        findings = lint_migrations(directory, modes, state.server_version)
-        plan = make_plan(
-            migrations, state.applied, findings, state.server_version, state.server_version_num
-        )
+        plan = compute_plan(directory, migrations, target)
         create_markdown_artifact(
             key="migration-plan",
             markdown=render_plan(plan, markdown=True) + render_suites(suites, markdown=True),

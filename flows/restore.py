@@ -7,7 +7,6 @@ and only with an explicit approval swap it in for the live database.
 # (tests/integration/test_served_flows.py).
 
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,8 +27,9 @@ from decisions.approvals import (
     form_errors,
     replace_description,
 )
-from decisions.backups import BackupRecord, choose_backup, parse_timestamp
-from flows.common import (
+from decisions.backups import choose_backup, parse_timestamp
+from opsflows.errors import ConfigurationError, GateRejected, OpsError
+from procedures.operation import (
     APP_DB,
     APP_DB_ADMIN,
     BACKUPS,
@@ -38,22 +38,15 @@ from flows.common import (
     operation_log,
     try_load_ops_db,
 )
-from opsflows.errors import ConfigurationError, GateRejected, OpsError, VerificationFailed
-from tasks.catalog import list_backups, mark_verified
+from procedures.restore import VerifiedRestore, restore_and_verify
+from tasks.catalog import list_backups
 from tasks.restore import (
-    RestoreResult,
     drop_scratch,
-    restore_into_scratch,
     swap_in,
 )
 from tasks.scratch import (
-    claim,
     database_sizes,
-    mark_scratch_verified,
-    scratch_name,
-    sweep_abandoned,
 )
-from tasks.verify import VerificationReport, preload, read_user_suites, verify_restore
 
 _MAX_IDENT = 63
 
@@ -70,57 +63,6 @@ class RestoreApproval(RunInput):
         description="Your name (required; recorded in the operation log).",
     )
     reason: str = Field(default="", description="Why the live database is replaced.")
-
-
-@dataclass(frozen=True)
-class VerifiedRestore:
-    """A backup restored into a scratch database and verified against its manifest."""
-
-    record: BackupRecord
-    scratch: str
-    restore: RestoreResult
-    report: VerificationReport
-    #: Scratch databases abandoned by interrupted restores, dropped before this one began.
-    dropped_leftovers: tuple[str, ...] = field(default=())
-
-
-def restore_and_verify(
-    target: PostgresTarget,
-    admin: PostgresTarget,
-    store: BackupStore,
-    record: BackupRecord,
-    expectations: str | None,
-) -> VerifiedRestore:
-    """Restore ``record`` into a new scratch database and verify it (shared with the drill).
-
-    First drops what interrupted restores of the same database left behind (which also
-    fails fast, before any download, when the server cannot be reached). The run claims
-    its scratch database while it fills and verifies it, so a concurrent restore never
-    takes it for abandoned. A failed verification drops the scratch database and raises
-    ``VerificationFailed``.
-    """
-    assert record.manifest is not None
-    preload()  # GX takes seconds to import: overlap it with the download
-    leftovers = sweep_abandoned(admin, target.database)
-    suites = read_user_suites(store, target.database, expectations)
-    scratch = scratch_name(target.database, record.backup_id)
-    with claim(admin, scratch):
-        restored = restore_into_scratch(store, record.manifest, admin, scratch, target.database)
-        try:
-            report = verify_restore(admin, scratch, record.manifest, suites)
-        except BaseException:
-            drop_scratch(admin, scratch)
-            raise
-        if not report.success:
-            drop_scratch(admin, scratch)
-            failed = "; ".join(report.summary()["failed"][:5])
-            raise VerificationFailed(
-                f"restore of backup {record.backup_id} did not match its manifest: {failed}",
-                hint="the scratch database was dropped; see the restore-verification artifact",
-            )
-        mark_scratch_verified(admin, scratch, target.database, record.backup_id)
-    mark_verified(store, record, {"scratch": scratch, **report.summary()})
-    return VerifiedRestore(record, scratch, restored, report, tuple(leftovers))
 
 
 def _description(

@@ -18,7 +18,8 @@ from prefect import flow
 from blocks.postgres import PostgresTarget
 from blocks.storage import BackupStore
 from decisions.backups import choose_backup, judge_drill
-from flows.common import (
+from opsflows.errors import ConfigurationError
+from procedures.operation import (
     APP_DB,
     APP_DB_ADMIN,
     BACKUPS,
@@ -29,8 +30,7 @@ from flows.common import (
     try_load_ops_db,
     try_load_routing,
 )
-from flows.restore import restore_and_verify
-from opsflows.errors import ConfigurationError
+from procedures.restore import restore_and_verify
 from tasks.catalog import list_backups
 from tasks.restore import drop_scratch
 

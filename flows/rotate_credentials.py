@@ -38,7 +38,9 @@ from decisions.rotation import (
     rotation_token,
     target_role,
 )
-from flows.common import (
+from opsflows.errors import ConfigurationError, ConflictError, OpsError, VerificationFailed
+from procedures.change_slot import change_slot
+from procedures.operation import (
     APP_DB,
     APP_DB_ADMIN,
     AWS,
@@ -47,8 +49,6 @@ from flows.common import (
     operation_log,
     try_load_ops_db,
 )
-from flows.locks import change_slot
-from opsflows.errors import ConfigurationError, ConflictError, OpsError, VerificationFailed
 from tasks.consumers import (
     block_matches,
     consumer_state,

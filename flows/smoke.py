@@ -13,7 +13,8 @@ from prefect_aws import AwsCredentials
 from blocks.kube import KubeEnvironment
 from blocks.postgres import PostgresTarget
 from blocks.storage import BackupStore
-from flows.common import (
+from opsflows.errors import VerificationFailed
+from procedures.operation import (
     APP_DB,
     AWS,
     BACKUPS,
@@ -21,7 +22,6 @@ from flows.common import (
     operation_log,
     try_load_ops_db,
 )
-from opsflows.errors import VerificationFailed
 from tasks.kube import read_deployment
 from tasks.metrics import check_prometheus
 from tasks.postgres import check_database

@@ -94,7 +94,7 @@ def _webhook(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from flows.migrate_cli import main as migrate_main
+    from opsflows.migrate_cli import main as migrate_main
 
     return migrate_main(args.argv)
 

@@ -68,7 +68,8 @@ def _get_json(client: Any, bucket: str, key: str) -> dict[str, Any]:
     return data
 
 
-def read_catalog(store: BackupStore, database: str) -> list[BackupRecord]:
+@task(name="list backups", **retry.NETWORK)
+def list_backups(store: BackupStore, database: str) -> list[BackupRecord]:
     """Every backup folder of ``database``, oldest first (manifests read and parsed)."""
     client = store.s3_client()
     prefix = database_prefix(store, database)
@@ -114,12 +115,6 @@ def read_catalog(store: BackupStore, database: str) -> list[BackupRecord]:
     return records
 
 
-@task(name="list backups", **retry.NETWORK)
-def list_backups(store: BackupStore, database: str) -> list[BackupRecord]:
-    """List the backups of ``database`` in the store, with their manifests."""
-    return read_catalog(store, database)
-
-
 @task(name="write manifest", **retry.NETWORK)
 def write_manifest(store: BackupStore, manifest: Manifest) -> str:
     """Write the manifest beside the dump: from now on the backup is complete."""
@@ -162,7 +157,8 @@ def delete_backups(store: BackupStore, plan: RetentionPlan) -> list[str]:
     return keys
 
 
-def pending_uploads(store: BackupStore, database: str) -> list[PendingUpload]:
+@task(name="find pending uploads", **retry.NETWORK)
+def find_pending_uploads(store: BackupStore, database: str) -> list[PendingUpload]:
     """Multipart uploads under the database's folder that were never completed or aborted."""
     client = store.s3_client()
     found: list[PendingUpload] = []
@@ -192,12 +188,6 @@ def abort_uploads(store: BackupStore, uploads: list[PendingUpload]) -> int:
         with aws_errors(f"abort stale upload of {up.key}"):
             client.abort_multipart_upload(Bucket=store.bucket, Key=up.key, UploadId=up.upload_id)
     return len(uploads)
-
-
-@task(name="find pending uploads", **retry.NETWORK)
-def find_pending_uploads(store: BackupStore, database: str) -> list[PendingUpload]:
-    """Multipart uploads of ``database`` not completed nor aborted."""
-    return pending_uploads(store, database)
 
 
 def _when(record: BackupRecord) -> str:

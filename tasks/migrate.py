@@ -76,7 +76,8 @@ class DatabaseState:
     server_version_num: int
 
 
-def read_state(target: PostgresTarget) -> DatabaseState:
+@task(name="read migration state", **retry.NETWORK)
+def read_database_state(target: PostgresTarget) -> DatabaseState:
     """Applied migrations and server version; read-only (the table is not created here)."""
     with connect(target) as conn:
         row = conn.execute(
@@ -334,12 +335,6 @@ def schema_snapshot(target: PostgresTarget) -> SchemaSnapshot:
             else:
                 indexes.update(dict.fromkeys(names, bool(valid)))
     return SchemaSnapshot(frozenset(tables), frozenset(columns), indexes)
-
-
-@task(name="read migration state", **retry.NETWORK)
-def read_database_state(target: PostgresTarget) -> DatabaseState:
-    """Read the applied migrations (``schema_migrations``) and the server version."""
-    return read_state(target)
 
 
 @task(name="apply migration", **retry.ONCE)

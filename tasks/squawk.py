@@ -94,17 +94,6 @@ def run_squawk(
     return parse_report(out.stdout)
 
 
-def lint(
-    directory: Path, files: Sequence[tuple[str, bool]], pg_version: str | None = None
-) -> tuple[Finding, ...]:
-    """Lint ``(name, transactional)`` files: transactional ones as run inside a transaction."""
-    inside = [name for name, transactional in files if transactional]
-    outside = [name for name, transactional in files if not transactional]
-    return run_squawk(
-        directory, inside, assume_in_transaction=True, pg_version=pg_version
-    ) + run_squawk(directory, outside, assume_in_transaction=False, pg_version=pg_version)
-
-
 @task(name="lint migrations with squawk", **retry.ONCE)
 def lint_migrations(
     directory: Path, files: Sequence[tuple[str, bool]], pg_version: str | None = None
@@ -116,7 +105,11 @@ def lint_migrations(
         files: ``(file name, runs in a transaction)`` for each pending file.
         pg_version: Server version squawk should judge against (e.g. ``15.8``).
     """
-    return lint(directory, files, pg_version)
+    inside = [name for name, transactional in files if transactional]
+    outside = [name for name, transactional in files if not transactional]
+    return run_squawk(
+        directory, inside, assume_in_transaction=True, pg_version=pg_version
+    ) + run_squawk(directory, outside, assume_in_transaction=False, pg_version=pg_version)
 
 
 def _run(cmd: list[str], cwd: Path | None) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,7 @@ from psycopg import sql
 
 from blocks.postgres import PostgresTarget
 from devstack import stack as devstack
-from flows.common import AWS
+from procedures.operation import AWS
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures" / "migrations"
@@ -197,8 +197,7 @@ def with_suites(directory: Path, *files: str) -> Path:
 def apply_files(target: PostgresTarget, directory: Path) -> list[str]:
     """Apply a folder's pending files directly (no flow), as the runner would; their names."""
     from decisions.migrations import ApplyPolicy
-    from flows.migrate import load_migrations
-    from flows.migrate_cli import compute_plan
+    from procedures.migration_plan import compute_plan, load_migrations
     from tasks.migrate import apply_migration
 
     plan = compute_plan(*load_migrations(str(directory)), target)

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from blocks.postgres import PostgresTarget
-from flows.common import AWS
 from flows.migrate import migrate_database
 from opsflows.errors import ConfigurationError, VerificationFailed
+from procedures.operation import AWS
 from tasks.migrate import schema_fingerprint
 from tests.migrate_support import (
     flow_database,
@@ -127,7 +127,6 @@ def test_a_missing_change_limit_is_a_configuration_error_before_any_change(
 def test_the_pre_migration_backup_runs_first(
     stack: Any, db: tuple[PostgresTarget, str], tmp_path: Path
 ) -> None:
-    pytest.importorskip("flows.backup", reason="the backup runbook is not merged yet")
     from prefect_aws import AwsCredentials
 
     from blocks.storage import BackupStore

@@ -13,7 +13,7 @@ from prefect import flow
 
 from blocks.notify import NotificationRouting
 from devstack.stack import StackInfo
-from flows.common import ROUTING, load_block, notify
+from procedures.operation import ROUTING, load_block, notify
 
 
 @flow(name="test-notify")

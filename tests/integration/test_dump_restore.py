@@ -14,7 +14,7 @@ from psycopg import sql
 from decisions.backups import Manifest, backup_id_for
 from devstack.stack import BACKUP_BUCKET
 from opsflows.errors import PermanentError, VerificationFailed
-from tasks.catalog import backup_keys, read_catalog, write_manifest
+from tasks.catalog import backup_keys, list_backups, write_manifest
 from tasks.dump import (
     dump_to_s3,
     exported_snapshot,
@@ -77,7 +77,7 @@ def test_dump_streams_in_parts_with_checksum_tag_and_fingerprint(
     assert manifest.fingerprint.table("public.orders").max_pk == 12_000  # type: ignore[union-attr]
     assert len(manifest.fingerprint.schema_hash) == 64
     assert env.uploads() == [], "a completed upload leaves no pending multipart upload"
-    records = read_catalog(env.store, env.dbname)
+    records = list_backups.fn(env.store, env.dbname)
     assert [r.backup_id for r in records if r.complete] == [manifest.backup_id]
 
 
@@ -86,7 +86,7 @@ def test_catalog_ignores_folders_that_are_not_backups(env: BackupEnv, manifest: 
     stray = env.store.key(env.dbname, "orders", "orders.json")
     env.client.put_object(Bucket=BACKUP_BUCKET, Key=stray, Body=b"{}")
     try:
-        ids = [r.backup_id for r in read_catalog(env.store, env.dbname)]
+        ids = [r.backup_id for r in list_backups.fn(env.store, env.dbname)]
     finally:
         env.client.delete_object(Bucket=BACKUP_BUCKET, Key=stray)
     assert ids == [manifest.backup_id]

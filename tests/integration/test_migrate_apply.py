@@ -18,12 +18,12 @@ from decisions.migrations import (
     parse_migration,
     plan_migration,
 )
-from flows.migrate import load_migrations
-from flows.migrate_cli import compute_plan, plan_command
 from opsflows.errors import AuthenticationError, PermanentError, Throttled
+from opsflows.migrate_cli import plan_command
+from procedures.migration_plan import compute_plan, load_migrations
 from tasks.migrate import (
     apply_migration,
-    read_state,
+    read_database_state,
     schema_fingerprint,
     schema_snapshot,
 )
@@ -184,7 +184,7 @@ def test_plan_command_reads_the_database_without_changing_it(
 
 
 def test_read_state_of_a_fresh_database_creates_nothing(db: PostgresTarget) -> None:
-    state = read_state(db)
+    state = read_database_state.fn(db)
     assert state.applied == () and state.server_version_num >= 120000
     assert migrations_table(db) is None
 
@@ -198,7 +198,7 @@ def test_wrong_password_is_an_authentication_error(db: PostgresTarget) -> None:
         password="definitely-wrong-5q",
     )
     with pytest.raises(AuthenticationError) as info:
-        read_state(wrong)
+        read_database_state.fn(wrong)
     assert "definitely-wrong-5q" not in str(info.value)
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from blocks.postgres import PostgresTarget
 from decisions.expectation_suites import parse_suite
-from flows.migrate_cli import plan_command
+from opsflows.migrate_cli import plan_command
 from tasks.migration_checks import run_suites
 from tests.migrate_support import (
     apply_files,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from decisions.migrations import Migration, make_plan, parse_migration, runs_in_transaction
-from flows.migrate_cli import main, plan_command
-from tasks.squawk import PINNED_VERSION, lint, parse_report, run_squawk, squawk_version
+from opsflows.migrate_cli import main, plan_command
+from tasks.squawk import PINNED_VERSION, lint_migrations, parse_report, run_squawk, squawk_version
 from tests.migrate_support import FIXTURES
 
 UNSAFE = FIXTURES / "lint" / "unsafe"
@@ -26,7 +26,9 @@ def blocking_tags(folder: Path, pg: str = "15") -> dict[str, set[str]]:
     """Per file: rules of blocking squawk findings plus tags of structural problems."""
     files = load(folder)
     num = int(pg) * 10000
-    findings = lint(folder, [(m.name, runs_in_transaction(m, num)) for m in files], pg)
+    findings = lint_migrations.fn(
+        folder, [(m.name, runs_in_transaction(m, num)) for m in files], pg
+    )
     plan = make_plan(files, [], findings, pg, num)
     return {
         p.migration.name: {j.finding.rule for j in p.findings if j.verdict == "blocks"}
@@ -86,7 +88,7 @@ def test_pg_version_changes_the_verdict(tmp_path: Path) -> None:
 
 def test_outside_transaction_files_are_linted_as_such(tmp_path: Path) -> None:
     (tmp_path / "001.sql").write_text("CREATE INDEX CONCURRENTLY idx ON accounts (email);\n")
-    findings = lint(tmp_path, [("001.sql", False)])
+    findings = lint_migrations.fn(tmp_path, [("001.sql", False)])
     assert "prefer-robust-stmts" in {f.rule for f in findings}
 
 

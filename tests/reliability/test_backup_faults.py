@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-import flows.backup
+import procedures.backup
 from decisions.backups import choose_backup, stale_uploads
 from devstack.faultproxy import FaultProxy, Rule
 from flows.backup import backup_database
 from opsflows.errors import BackupMissing, ServiceUnavailable
-from tasks.catalog import abort_uploads, pending_uploads, read_catalog
+from tasks.catalog import abort_uploads, find_pending_uploads, list_backups
 from tests.backup_support import REPO_ROOT, BackupEnv, backup_env, fill
 
 #: No botocore-level retries: the retries under test are ours (part, then task).
@@ -47,9 +47,9 @@ def proxy(env: BackupEnv) -> Iterator[FaultProxy]:
 def fast_task_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """One task retry instead of two, and without the production 5 s / 15 s delays."""
     monkeypatch.setattr(
-        flows.backup,
+        procedures.backup,
         "dump_to_s3",
-        flows.backup.dump_to_s3.with_options(retries=1, retry_delay_seconds=0),
+        procedures.backup.dump_to_s3.with_options(retries=1, retry_delay_seconds=0),
     )
 
 
@@ -64,7 +64,7 @@ def test_s3_failing_during_upload_is_retried(env: BackupEnv, proxy: FaultProxy) 
     made = backup_database(database=env.db_block, store=store, reason="fault: blip")
     assert proxy.count("503") == 2, "two part uploads were refused, then retried"
     assert made["parts"] >= 2
-    records = read_catalog(env.store, env.dbname)
+    records = list_backups.fn(env.store, env.dbname)
     assert [r.backup_id for r in records if r.complete and r.size_matches] == [made["backup_id"]]
     assert env.uploads() == []
     for key in env.keys():
@@ -125,7 +125,7 @@ def test_run_killed_mid_upload_leaves_no_complete_looking_backup(
     keys = env.keys()
     assert not any(k.endswith(("dump.pgc", "manifest.json")) for k in keys), keys
     with pytest.raises(BackupMissing):
-        choose_backup(read_catalog(env.store, env.dbname), None)
+        choose_backup(list_backups.fn(env.store, env.dbname), None)
 
     deadline = time.monotonic() + 20
     while env.sql(
@@ -136,7 +136,7 @@ def test_run_killed_mid_upload_leaves_no_complete_looking_backup(
         time.sleep(0.5)
 
     # The killed run could not abort its upload; the sweep in later runs does, once stale.
-    pending = pending_uploads(env.store, env.dbname)
+    pending = find_pending_uploads.fn(env.store, env.dbname)
     assert len(pending) == 1
     assert stale_uploads(pending, datetime.now(UTC)) == [], "too young to sweep yet"
     later = datetime.now(UTC) + timedelta(hours=7)

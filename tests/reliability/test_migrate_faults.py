@@ -21,15 +21,15 @@ from prefect.concurrency.sync import concurrency
 from blocks.postgres import PostgresTarget
 from decisions.migrations import ApplyPolicy, parse_migration, plan_migration
 from devstack import procs
-from flows.migrate import load_migrations, migrate_database
-from flows.migrate_cli import compute_plan
+from flows.migrate import migrate_database
 from opsflows.errors import (
     ConfigurationError,
     GateRejected,
     ServiceUnavailable,
     Throttled,
 )
-from tasks.migrate import ADVISORY_KEY, apply_migration, read_state, schema_fingerprint
+from procedures.migration_plan import compute_plan, load_migrations
+from tasks.migrate import ADVISORY_KEY, apply_migration, read_database_state, schema_fingerprint
 from tests.migrate_support import (
     FIXTURES,
     REPO,
@@ -172,8 +172,8 @@ def test_a_killed_run_can_be_run_again_and_finishes(db: PostgresTarget, tmp_path
         "import os, sys\n"
         "from blocks.postgres import PostgresTarget\n"
         "from decisions.migrations import ApplyPolicy\n"
-        "from flows.migrate_cli import compute_plan\n"
-        "from flows.migrate import load_migrations\n"
+        "from procedures.migration_plan import compute_plan\n"
+        "from procedures.migration_plan import load_migrations\n"
         "from tasks.migrate import apply_migration\n"
         "e = os.environ\n"
         "t = PostgresTarget(host=e['PGHOST'], port=int(e['PGPORT']), database=e['PGDATABASE'],"
@@ -253,7 +253,7 @@ def test_an_unreachable_server_is_transient_and_named(db: PostgresTarget) -> Non
         password=db.password.get_secret_value(), connect_timeout=2,
     )  # fmt: skip
     with pytest.raises(ServiceUnavailable, match="cannot reach PostgreSQL"):
-        read_state(gone)
+        read_database_state.fn(gone)
 
 
 def test_a_lint_blocked_migration_never_touches_the_database(

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from prefect.logging import disable_run_logger
 
-import flows.restore
+import procedures.restore
 from blocks.postgres import PostgresTarget
 from devstack import procs
 from devstack.faultproxy import FaultProxy, Rule
@@ -61,9 +61,9 @@ def proxy(env: BackupEnv) -> Iterator[FaultProxy]:
 def fast_task_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """One retry of the restore step instead of two, and without the 5 s / 15 s delays."""
     monkeypatch.setattr(
-        flows.restore,
+        procedures.restore,
         "restore_into_scratch",
-        flows.restore.restore_into_scratch.with_options(retries=1, retry_delay_seconds=0),
+        procedures.restore.restore_into_scratch.with_options(retries=1, retry_delay_seconds=0),
     )
 
 

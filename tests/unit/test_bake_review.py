@@ -28,8 +28,8 @@ from decisions.deploy import (
     Measurement,
     judge_sample,
 )
-from flows.bake_review import BakeReviewInput, review_description, traffic_markdown
 from opsflows.errors import ConfigurationError
+from procedures.bake_review import BakeReviewInput, review_description, traffic_markdown
 from tasks.bake import BakeReport, run_bake
 from tasks.probe_traffic import TrafficProbe
 

@@ -32,7 +32,7 @@ from pydantic import Field
 from blocks.kube import KubeEnvironment
 from decisions.approvals import APPROVER_PATTERN
 from decisions.bake_review import BakeReview, ProbeSummary, ReviewOutcome, review_outcome
-from flows.common import OperationRecord
+from procedures.operation import OperationRecord
 from tasks.bake import BakeReport, limits_for, run_bake, wait_for_samples
 from tasks.probe_traffic import TrafficProbe
 

@@ -19,21 +19,17 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from blocks.postgres import PostgresTarget
 from decisions.expectation_suites import render_suites
-from decisions.migrations import Migration, Plan, make_plan, pending, render_plan
-from decisions.migrations import runs_in_transaction as in_transaction
-from flows.migrate import load_migrations
+from decisions.migrations import render_plan
 from opsflows.errors import ConfigurationError, OpsError
+from procedures.migration_plan import compute_plan, load_migrations
 from tasks.gx_validation import build_expectations
-from tasks.migrate import read_state
 from tasks.migration_checks import load_suites
-from tasks.squawk import lint
 
 
 def target_from_url(url: str) -> PostgresTarget:
@@ -57,19 +53,6 @@ def target_from_url(url: str) -> PostgresTarget:
         password=str(params.get("password") or os.environ.get("PGPASSWORD", "")),
         sslmode=str(params.get("sslmode") or "prefer"),
     )
-
-
-def compute_plan(
-    directory: Path, migrations: Sequence[Migration], target: PostgresTarget | None
-) -> Plan:
-    """The plan without Prefect: database state (when given), squawk, then the decision."""
-    state = read_state(target) if target else None
-    applied = state.applied if state else ()
-    version = state.server_version if state else None
-    version_num = state.server_version_num if state else None
-    modes = [(m.name, in_transaction(m, version_num)) for m in pending(migrations, applied)]
-    findings = lint(directory, modes, version)
-    return make_plan(migrations, applied, findings, version, version_num)
 
 
 def plan_command(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,151 @@
+"""Backup runbook: dump the database to S3, write its manifest, apply retention.
+
+Daily at 02:00 UTC, before every migration (as a subflow), and from the UI.
+"""
+
+# No `from __future__ import annotations`: served runs pickle the flow function by value,
+# and string annotations would lose the names their parameter types need
+# (tests/integration/test_served_flows.py).
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow
+
+from blocks.postgres import PostgresTarget
+from blocks.storage import BackupStore
+from decisions.backups import Manifest, backup_id_for, plan_retention, stale_uploads
+from decisions.parts import choose_part_size, estimate_dump_bytes
+from opsflows.errors import ConfigurationError
+from procedures.operation import APP_DB, BACKUPS, load_block, operation_log, try_load_ops_db
+from tasks.catalog import (
+    abort_uploads,
+    backup_keys,
+    delete_backups,
+    find_pending_uploads,
+    list_backups,
+    publish_catalog,
+    publish_plan,
+    write_manifest,
+)
+from tasks.dump import dump_to_s3, parse_compression
+from tasks.postgres import check_database
+
+
+def _check_store(store: BackupStore) -> None:
+    if store.retention_days < 1 or store.min_backups < 1:
+        raise ConfigurationError(
+            f"backup store retention ({store.retention_days} days, min {store.min_backups}) "
+            "would delete every backup",
+            hint="set retention_days and min_backups to at least 1 in the BackupStore block",
+        )
+
+
+@flow(name="backup-database")
+def backup_database(
+    database: str = APP_DB,
+    store: str = BACKUPS,
+    reason: str = "scheduled daily backup",
+    dry_run_retention: bool = False,
+    compression: str = "zstd:1",
+) -> dict[str, Any]:
+    """Back up a PostgreSQL database to S3 and apply the retention policy.
+
+    ``pg_dump -Fc`` streams into an S3 multipart upload (no temporary file, flat memory)
+    with its SHA-256; the data fingerprint (tables, row counts, schema hash) is taken in the
+    same snapshot. The manifest is written last: only then is the backup complete. Then
+    retention keeps 30 days (the store's setting), never fewer than the minimum count and
+    never the newest verified backup; the plan is shown as an artifact before deleting.
+
+    Args:
+        database: PostgresTarget block of the database to back up.
+        store: BackupStore block of the bucket (retention settings live there).
+        reason: why this backup is taken (operation log).
+        dry_run_retention: only show the retention plan, delete nothing.
+        compression: "zstd:N" (default zstd:1), "gzip:N" or "none".
+
+    Returns:
+        backup id, object key, size, SHA-256, tables, and what retention deleted.
+    """
+    with operation_log("database backup", reason, try_load_ops_db()) as rec:
+        parse_compression(compression)
+        target = load_block(PostgresTarget, database)
+        backups = load_block(BackupStore, store)
+        _check_store(backups)
+        server = check_database(target)
+        catalog = list_backups(backups, target.database)
+        history = [
+            (r.manifest.size_bytes, r.manifest.database_bytes) for r in catalog if r.manifest
+        ]
+        expected = estimate_dump_bytes(int(server["size_bytes"]), history)
+        backup_id = backup_id_for(datetime.now(UTC))
+        keys = backup_keys(backups, target.database, backup_id)
+        dumped = dump_to_s3(
+            target,
+            backups,
+            keys["dump"],
+            part_size=choose_part_size(expected),
+            compression=compression,
+            expected_bytes=expected,
+        )
+        manifest = Manifest(
+            backup_id=backup_id,
+            database=target.database,
+            server_version=dumped.snapshot.server_version,
+            started_at=dumped.started_at,
+            finished_at=dumped.finished_at,
+            snapshot_at=dumped.snapshot.taken_at,
+            dump_key=dumped.upload.key,
+            size_bytes=dumped.upload.size_bytes,
+            sha256=dumped.upload.sha256,
+            parts=dumped.upload.parts,
+            compression=dumped.compression,
+            fingerprint=dumped.fingerprint,
+            reason=reason,
+            database_bytes=int(server["size_bytes"]),
+        )
+        write_manifest(backups, manifest)
+        rec.impact = f"backup {backup_id} of {target.database} written to s3://{backups.bucket}"
+
+        catalog = list_backups(backups, target.database)
+        now = datetime.now(UTC)
+        plan = plan_retention(
+            catalog, now, keep_days=backups.retention_days, min_count=backups.min_backups
+        )
+        publish_plan(plan, dry_run_retention)
+        deleted: list[str] = []
+        stale = stale_uploads(find_pending_uploads(backups, target.database), now)
+        if not dry_run_retention:
+            if plan.delete:
+                deleted = delete_backups(backups, plan)
+            if stale:
+                abort_uploads(backups, stale)
+        expired = [item.record.backup_id for item in plan.delete]
+        remaining = [r for r in catalog if dry_run_retention or r.backup_id not in expired]
+        publish_catalog(remaining, target.database)
+        rec.details = {
+            "backup_id": backup_id,
+            "key": dumped.upload.key,
+            "size_mib": round(dumped.upload.size_bytes / 2**20, 2),
+            "sha256": dumped.upload.sha256,
+            "tables": len(dumped.fingerprint.tables),
+            "retention": f"keep {len(plan.keep)}, delete {len(plan.delete)}"
+            + (" (dry run)" if dry_run_retention else ""),
+        }
+        return {
+            "backup_id": backup_id,
+            "database": target.database,
+            "key": dumped.upload.key,
+            "manifest_key": keys["manifest"],
+            "size_bytes": dumped.upload.size_bytes,
+            "sha256": dumped.upload.sha256,
+            "parts": dumped.upload.parts,
+            "compression": dumped.compression,
+            "snapshot_at": dumped.snapshot.taken_at.isoformat(),
+            "tables": {t.name: t.rows for t in dumped.fingerprint.tables},
+            "schema_hash": dumped.fingerprint.schema_hash,
+            "retention_expired": expired,
+            "deleted_keys": deleted,
+            "stale_uploads": [u.key for u in stale],
+            "dry_run_retention": dry_run_retention,
+        }
