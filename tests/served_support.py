@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -40,6 +40,7 @@ FAST_DEPLOY: dict[str, Any] = {
     "approval_timeout_s": 120,
 }
 PREFECT_CLI = str(Path(sys.executable).with_name("prefect"))
+B = TypeVar("B")
 
 
 def catalog_names() -> list[str]:
@@ -215,6 +216,13 @@ def worker_path(stack: StackInfo, api: Api) -> Iterator[RunPath]:
 # -- what the runs changed -------------------------------------------------------------
 
 
+def load_block(cls: type[B], name: str) -> B:
+    """A saved block, typed (``Block.load`` is sync-or-async to a type checker)."""
+    loaded = cls.load(name)  # type: ignore[attr-defined]
+    assert isinstance(loaded, cls), f"{name} is not a {cls.__name__}"
+    return loaded
+
+
 def served_image(stack: StackInfo, env: str) -> str:
     """The image that answers ``/health`` of ``env`` right now."""
     return str(httpx.get(stack.app_url(env) + "/health", timeout=5).json()["image"])
@@ -228,13 +236,13 @@ def kube_image(env: str) -> str:
     from tasks import rollout
 
     with disable_run_logger():
-        return str(rollout.current_release.fn(KubeEnvironment.load(env))["image"])
+        return str(rollout.current_release.fn(load_block(KubeEnvironment, env))["image"])
 
 
 def kube_deployment(stack: StackInfo, env: str) -> dict[str, Any]:
     from blocks.kube import KubeEnvironment
 
-    block = KubeEnvironment.load(env)
+    block = load_block(KubeEnvironment, env)
     url = f"{stack.kube_url}/apis/apps/v1/namespaces/{block.namespace}/deployments/"
     return dict(httpx.get(url + block.deployment, timeout=10).json())
 

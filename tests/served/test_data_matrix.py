@@ -29,6 +29,7 @@ from tests.served_support import (
     assert_completed,
     github_delivery,
     kube_image,
+    load_block,
     served_image,
     webhook_secret,
 )
@@ -104,7 +105,7 @@ def test_backup_daily_streams_a_complete_backup_to_s3(
     )
     from blocks.storage import BackupStore
 
-    bucket = BackupStore.load("backups").bucket
+    bucket = load_block(BackupStore, "backups").bucket
     dump = s3.head_object(Bucket=bucket, Key=details["key"])
     assert dump["ContentLength"] > 0
     folder = details["key"].rsplit("/", 1)[0]
@@ -155,7 +156,11 @@ def test_migrate_database_dry_run_then_apply(
     target, block, environment = migration_target
     folder = migrations_dir(tmp_path, "app")
     # The served process and the worker run as this user: the folder is readable by them.
-    params = {"migrations_dir": str(folder), "database": block, "environment": environment}
+    params: dict[str, Any] = {
+        "migrations_dir": str(folder),
+        "database": block,
+        "environment": environment,
+    }
     names = sorted(p.name for p in folder.glob("*.sql"))
 
     dry = runpath.api.finish("migrate-database/migrate-database", dry_run=True, **params)
