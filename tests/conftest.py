@@ -16,7 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_STATE = REPO / ".devstack-test"
-TIERS = ("unit", "integration", "e2e", "reliability")
+TIERS = ("unit", "integration", "e2e", "reliability", "served")
 
 # Set before anything reads settings or imports Prefect.
 os.environ.setdefault("OPSFLOWS_STATE_DIR", str(TEST_STATE))

@@ -1,0 +1,62 @@
+"""The matrix covers the catalog: a deployment added without a served case fails here."""
+
+from __future__ import annotations
+
+import importlib
+
+from tests.served_support import catalog_names
+
+#: Every catalog deployment and the served cases (``module::test``) that start it.
+MATRIX: dict[str, list[str]] = {
+    "staged-deploy/staged-deploy": [
+        "test_deploy_matrix::test_staged_deploy_auto_ships_to_production",
+        "test_deploy_matrix::test_staged_deploy_manual_approved_through_the_form",
+        "test_deploy_matrix::test_staged_deploy_manual_rejected_through_the_form",
+        "test_data_matrix::test_ci_webhook_push_and_release_workflow_start_staged_deploys",
+        "test_data_matrix::test_ci_webhook_runs_complete_and_ship_their_images",
+    ],
+    "hotfix/hotfix": [
+        "test_deploy_matrix::test_hotfix_then_rollback_returns_to_the_previous_image"
+    ],
+    "rollback/rollback": [
+        "test_deploy_matrix::test_hotfix_then_rollback_returns_to_the_previous_image"
+    ],
+    "scale/scale": ["test_deploy_matrix::test_scale_staging"],
+    "restart/restart": ["test_deploy_matrix::test_restart_staging"],
+    "backup-database/backup-daily": [
+        "test_data_matrix::test_backup_daily_streams_a_complete_backup_to_s3"
+    ],
+    "restore-database/restore": [
+        "test_data_matrix::test_restore_into_scratch_verifies_the_newest_backup"
+    ],
+    "restore-drill/restore-drill-weekly": [
+        "test_data_matrix::test_restore_drill_weekly_records_rto_and_rpo"
+    ],
+    "migrate-database/migrate-database": [
+        "test_data_matrix::test_migrate_database_dry_run_then_apply"
+    ],
+    "rotate-credentials/rotate-credentials-monthly": [
+        "test_data_matrix::test_rotate_credentials_monthly"
+    ],
+    "stack-smoke/stack-smoke": ["test_data_matrix::test_stack_smoke"],
+}
+
+
+def test_every_catalog_deployment_has_a_matrix_entry_and_nothing_else() -> None:
+    catalog = set(catalog_names())
+    assert not catalog - set(MATRIX), (
+        f"catalog deployments without a served case: {catalog - set(MATRIX)}"
+    )
+    assert not set(MATRIX) - catalog, f"matrix entries not in the catalog: {set(MATRIX) - catalog}"
+
+
+def test_every_matrix_case_exists_and_runs_on_both_paths() -> None:
+    for name, cases in MATRIX.items():
+        assert cases, name
+        for case in cases:
+            module_name, _, test_name = case.partition("::")
+            module = importlib.import_module(f"tests.served.{module_name}")
+            test = getattr(module, test_name, None)
+            assert callable(test), f"{name}: no {case}"
+            # Parametrized over both run paths through the runpath fixture.
+            assert "runpath" in test.__code__.co_varnames[: test.__code__.co_argcount], case
