@@ -9,15 +9,10 @@ from pydantic import BaseModel, Field, SecretStr
 
 
 class Thresholds(BaseModel):
-    """Alert thresholds from the runbook's monitoring table (its numbers are the defaults)."""
+    """Release thresholds from the runbook's monitoring table (its numbers are the defaults)."""
 
     error_rate: float = Field(default=0.005, description="Max share of 5xx responses (0.5%).")
     p95_latency_s: float = Field(default=2.0, description="Max p95 latency in seconds.")
-    cpu: float = Field(default=0.80, description="CPU utilisation that asks for more servers.")
-    memory: float = Field(default=0.85, description="Memory utilisation threshold.")
-    disk: float = Field(default=0.80, description="Disk utilisation threshold.")
-    db_connections: int = Field(default=150, description="DB connections that ask for a pool.")
-    request_queue: int = Field(default=1000, description="Pending requests threshold.")
 
 
 class KubeEnvironment(Block):
@@ -26,6 +21,9 @@ class KubeEnvironment(Block):
     _block_type_name: ClassVar[str] = "Opsflows Kube Environment"
     _block_type_slug: ClassVar[str] = "opsflows-kube-environment"
     _description: ClassVar[str | None] = "A Kubernetes environment of the web service."
+    _documentation_url: ClassVar[Any] = (
+        "https://kubernetes.io/docs/concepts/workloads/controllers/deployment/"
+    )
 
     environment: str = Field(description="Environment name, e.g. staging or production.")
     api_url: str = Field(description="Kubernetes API server URL.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from prefect.blocks.core import Block
 from pydantic import Field
@@ -24,6 +24,9 @@ class NotificationRouting(Block):
     _block_type_name: ClassVar[str] = "Opsflows Notification Routing"
     _block_type_slug: ClassVar[str] = "opsflows-notification-routing"
     _description: ClassVar[str | None] = "Severity-based routing to notification blocks."
+    _documentation_url: ClassVar[Any] = (
+        "https://docs.prefect.io/v3/automate/events/automations-triggers"
+    )
 
     routes: dict[str, list[str]] = Field(
         default_factory=lambda: {severity: list[str]() for severity in SEVERITIES},

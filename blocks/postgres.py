@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from prefect.blocks.core import Block
 from psycopg.conninfo import make_conninfo
@@ -19,6 +19,7 @@ class PostgresTarget(Block):
     _block_type_name: ClassVar[str] = "Opsflows Postgres Target"
     _block_type_slug: ClassVar[str] = "opsflows-postgres-target"
     _description: ClassVar[str | None] = "A PostgreSQL database and the role opsflows uses on it."
+    _documentation_url: ClassVar[Any] = "https://www.postgresql.org/docs/current/libpq-connect.html"
 
     host: str = Field(default="127.0.0.1", description="Server host name or address.")
     port: int = Field(default=5432, description="Server TCP port.")

@@ -19,6 +19,7 @@ class BackupStore(Block):
     _block_type_name: ClassVar[str] = "Opsflows Backup Store"
     _block_type_slug: ClassVar[str] = "opsflows-backup-store"
     _description: ClassVar[str | None] = "S3 bucket and prefix for database backups."
+    _documentation_url: ClassVar[Any] = "https://docs.prefect.io/integrations/prefect-aws"
 
     bucket: str = Field(description="S3 bucket name.")
     prefix: str = Field(default="backups/", description="Key prefix for every backup object.")

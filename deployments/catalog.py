@@ -16,6 +16,17 @@ from flows.rotate_credentials import rotate_credentials
 from flows.smoke import stack_smoke
 
 
+def at_runbook(deployment: Any, entrypoint: str) -> Any:
+    """Point a deployment at its runbook module when the flow is defined in ``procedures/``.
+
+    The backup flow lives in :mod:`procedures.backup` (the migrate runbook takes the same
+    backup as a subflow); Prefect derives the entrypoint from the defining file, so the
+    runbook's own module is named here, as prefect.yaml names it.
+    """
+    deployment.entrypoint = entrypoint
+    return deployment
+
+
 def runner_deployments() -> list[Any]:
     """The ``RunnerDeployment`` of every runbook, with schedules and descriptions."""
     return [
@@ -24,13 +35,16 @@ def runner_deployments() -> list[Any]:
             description="Check that every service the runbooks need answers.",
             tags=["devstack", "read-only"],
         ),
-        backup_database.to_deployment(
-            name="backup-daily",
-            description="Daily backup of the application database to S3 (02:00 UTC), with "
-            "manifest and 30-day retention. Run it by hand before risky changes.",
-            schedules=[Cron("0 2 * * *", timezone="UTC")],
-            tags=["backup", "database"],
-            concurrency_limit=1,  # a late backup waits for the running one, never overlaps it
+        at_runbook(
+            backup_database.to_deployment(
+                name="backup-daily",
+                description="Daily backup of the application database to S3 (02:00 UTC), with "
+                "manifest and 30-day retention. Run it by hand before risky changes.",
+                schedules=[Cron("0 2 * * *", timezone="UTC")],
+                tags=["backup", "database"],
+                concurrency_limit=1,  # a late backup waits for the running one, never overlaps
+            ),
+            "flows/backup.py:backup_database",
         ),
         restore_drill.to_deployment(
             name="restore-drill-weekly",

@@ -13,6 +13,7 @@ from prefect import flow
 
 from blocks.notify import NotificationRouting
 from devstack.stack import StackInfo
+from opsflows.errors import ConfigurationError
 from procedures.operation import ROUTING, load_block, notify
 
 
@@ -47,7 +48,7 @@ def test_routing_follows_the_runbook_channels(
 
 
 def test_unknown_severity_is_rejected(stack: StackInfo, bootstrapped: Any) -> None:
-    with pytest.raises(ValueError, match="unknown severity 'P9'"):
+    with pytest.raises(ConfigurationError, match="unknown severity 'P9'"):
         send("P9", "nope")
 
 
