@@ -66,6 +66,22 @@ def test_entrypoint_is_a_flow_that_accepts_the_parameters(deployment: dict[str, 
         assert not missing, f"scheduled {flow.name} lacks required {sorted(missing)}"
 
 
+def test_prefect_yaml_deployments_are_generated_from_the_catalog(tmp_path: Path) -> None:
+    """One source: the section is what `python -m deployments.prefect_yaml` writes."""
+    from deployments import prefect_yaml
+    from deployments.catalog import runner_deployments
+
+    current = (REPO / "prefect.yaml").read_text()
+    assert prefect_yaml.main(["--check"]) == 0, "run `python -m deployments.prefect_yaml`"
+    # A catalog change makes the check fail until the file is regenerated.
+    changed = runner_deployments()
+    changed[0].description = "a description the file does not have"
+    assert prefect_yaml.render(current, changed) != current
+    copy = tmp_path / "prefect.yaml"
+    copy.write_text(current.replace("name: stack-smoke", "name: stack-smoke-renamed"))
+    assert prefect_yaml.main(["--check", "--path", str(copy)]) == 1
+
+
 def test_prefect_yaml_mirrors_the_served_catalog() -> None:
     from deployments.catalog import runner_deployments
 
