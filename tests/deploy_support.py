@@ -71,3 +71,42 @@ def run_in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, An
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     return thread, box
+
+
+BAD_MARKERS = ("broken", "crashloop", "badpull", "slow", "flaky")
+
+
+def image_of(env: KubeEnvironment) -> str:
+    """The image the environment's Deployment runs now."""
+    from prefect.logging import disable_run_logger
+
+    from tasks import rollout
+
+    with disable_run_logger():
+        return str(rollout.current_release.fn(env)["image"])
+
+
+def put_back_healthy(envs: dict[str, KubeEnvironment], before: dict[str, str]) -> None:
+    """After a test: any environment left on a bad image goes back to its image before."""
+    from prefect.logging import disable_run_logger
+
+    from tasks import rollout
+
+    with disable_run_logger():
+        for name, env in envs.items():
+            if any(marker in image_of(env) for marker in BAD_MARKERS):
+                rollout.set_image.fn(env, before[name])
+            rollout.wait_for_rollout.fn(env, timeout_s=60)
+
+
+def save_without_prometheus(production: KubeEnvironment, name: str, free_port: int) -> str:
+    """Save a copy of ``production``'s block whose metrics backend does not answer."""
+    KubeEnvironment(
+        environment=production.environment,
+        api_url=production.api_url,
+        namespace=production.namespace,
+        service_url=production.service_url,
+        prometheus_url=f"http://127.0.0.1:{free_port}",
+        verify_ssl=False,
+    ).save(name, overwrite=True)
+    return name

@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 from prefect.flow_runs import resume_flow_run
-from prefect.logging import disable_run_logger
 
 from blocks.kube import KubeEnvironment
 from devstack import procs
@@ -26,12 +25,18 @@ from flows.deploy import staged_deploy
 from flows.operate import hotfix
 from opsflows.errors import VerificationFailed
 from opsflows.settings import Settings
-from tasks import rollout
-from tests.deploy_support import environments, new_image, paused_run_of, run_in_thread
+from tests.deploy_support import (
+    environments,
+    image_of,
+    new_image,
+    paused_run_of,
+    put_back_healthy,
+    run_in_thread,
+    save_without_prometheus,
+)
 from tests.support import flow_run_artifacts, flow_run_id, oplog_row
 
 FAST: dict[str, Any] = {"bake_seconds": 4, "bake_interval_s": 1}
-BAD_MARKERS = ("broken", "crashloop", "badpull", "slow", "flaky")
 NO_PROMETHEUS = "test-production-no-prometheus"
 
 
@@ -40,21 +45,12 @@ def envs(bootstrapped: Any) -> dict[str, KubeEnvironment]:
     return environments()
 
 
-def image_of(env: KubeEnvironment) -> str:
-    with disable_run_logger():
-        return str(rollout.current_release.fn(env)["image"])
-
-
 @pytest.fixture(autouse=True)
 def healthy_afterwards(envs: dict[str, KubeEnvironment]) -> Iterator[dict[str, str]]:
     """Record the images before the test; put back a healthy one afterwards if needed."""
     before = {name: image_of(env) for name, env in envs.items()}
     yield before
-    with disable_run_logger():
-        for name, env in envs.items():
-            if any(marker in image_of(env) for marker in BAD_MARKERS):
-                rollout.set_image.fn(env, before[name])
-            rollout.wait_for_rollout.fn(env, timeout_s=60)
+    put_back_healthy(envs, before)
 
 
 def served(stack: StackInfo) -> dict[str, Any]:
@@ -124,16 +120,7 @@ def test_bad_release_is_caught_by_probe_traffic_alone(
 @pytest.fixture
 def no_prometheus(stack: StackInfo, envs: dict[str, KubeEnvironment]) -> str:
     """Production's block with its metrics backend unreachable (nothing listens there)."""
-    production = envs["production"]
-    KubeEnvironment(
-        environment=production.environment,
-        api_url=production.api_url,
-        namespace=production.namespace,
-        service_url=production.service_url,
-        prometheus_url=f"http://127.0.0.1:{procs.free_port()}",
-        verify_ssl=False,
-    ).save(NO_PROMETHEUS, overwrite=True)
-    return NO_PROMETHEUS
+    return save_without_prometheus(envs["production"], NO_PROMETHEUS, procs.free_port())
 
 
 @pytest.fixture

@@ -6,9 +6,8 @@ every test leaves staging and production on a healthy image.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +22,20 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
-from prefect.logging import disable_run_logger
 
 from blocks.kube import KubeEnvironment
 from devstack import stack as devstack
 from devstack.stack import StackInfo
 from flows.deploy import staged_deploy
 from opsflows.errors import GateRejected, VerificationFailed
-from tasks import rollout
-from tests.deploy_support import environments, new_image, steady_load
+from tests.deploy_support import (
+    environments,
+    image_of,
+    new_image,
+    put_back_healthy,
+    run_in_thread,
+    steady_load,
+)
 from tests.support import assert_no_secret, flow_run_artifacts, flow_run_id, flow_run_texts
 
 FAST: dict[str, Any] = {
@@ -40,7 +44,6 @@ FAST: dict[str, Any] = {
     "smoke_retry_s": 3,
     "approval_timeout_s": 60,
 }
-BAD_MARKERS = ("broken", "crashloop", "badpull", "slow", "flaky")
 
 
 @pytest.fixture(scope="module")
@@ -55,21 +58,12 @@ def production_traffic(stack: StackInfo) -> Iterator[None]:
         yield
 
 
-def image_of(env: KubeEnvironment) -> str:
-    with disable_run_logger():
-        return str(rollout.current_release.fn(env)["image"])
-
-
 @pytest.fixture(autouse=True)
 def healthy_afterwards(envs: dict[str, KubeEnvironment]) -> Iterator[dict[str, str]]:
     """Record the images before the test; put back a healthy one afterwards if needed."""
     before = {name: image_of(env) for name, env in envs.items()}
     yield before
-    with disable_run_logger():
-        for name, env in envs.items():
-            if any(marker in image_of(env) for marker in BAD_MARKERS):
-                rollout.set_image.fn(env, before[name])
-            rollout.wait_for_rollout.fn(env, timeout_s=60)
+    put_back_healthy(envs, before)
 
 
 def health(stack: StackInfo, env: str) -> dict[str, Any]:
@@ -125,17 +119,6 @@ def test_good_image_is_promoted_with_auto_policy(
     assert "bake-production" in artifacts and "error_rate" in artifacts and "<= 0.005" in artifacts
     assert f"deploy of {image} started" in " ".join(sink(stack, "notify"))
     assert_no_secret(flow_run_texts(run_id), devstack.stack_secrets(Path(stack.state_dir)).values())
-
-
-def run_in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        box["state"] = fn()
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread, box
 
 
 def paused_run_of(image: str, timeout_s: float = 90) -> Any:

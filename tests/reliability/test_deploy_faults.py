@@ -35,6 +35,7 @@ from opsflows.errors import (
     VerificationFailed,
 )
 from tasks import rollout
+from tests.deploy_support import save_without_prometheus
 from tests.support import flow_run_artifacts, flow_run_id
 
 
@@ -200,14 +201,7 @@ def test_prometheus_unreachable_is_inconclusive_and_rolls_back(
 ) -> None:
     production = envs["production"]
     previous = image_of(production)
-    KubeEnvironment(
-        environment=production.environment,
-        api_url=production.api_url,
-        namespace=production.namespace,
-        service_url=production.service_url,
-        prometheus_url=f"http://127.0.0.1:{procs.free_port()}",
-        verify_ssl=False,
-    ).save("test-production-no-prometheus", overwrite=True)
+    save_without_prometheus(production, "test-production-no-prometheus", procs.free_port())
     image = f"registry.local/web-app:5.{uuid.uuid4().int % 1000}.0"
     state = hotfix(
         image=image,
