@@ -9,6 +9,7 @@ runbooks operate on; ``opsflows`` owns the operations database (the ``ops_log`` 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import shutil
@@ -80,6 +81,35 @@ def remove_os_user(user: str) -> bool:
     return True
 
 
+#: Where the service user's data goes when it cannot reach the state dir (see service_root).
+OUTSIDE_ROOT = Path("/var/lib/opsflows-devstack")
+
+
+def user_can_reach(path: Path, user: str) -> bool:
+    """Whether ``user`` can traverse to ``path`` (every ancestor searchable by it)."""
+    if os.geteuid() != 0:
+        return True  # the services run as ourselves
+    probe = as_user(user, ["test", "-x", str(path)])
+    return subprocess.run(probe, cwd="/", capture_output=True).returncode == 0
+
+
+def service_root(state_dir: Path, user: str) -> Path:
+    """The folder for the data the service user writes (PostgreSQL, Prometheus).
+
+    The state dir itself when the user can reach it; otherwise (a checkout under ``/root``
+    or a ``mktemp -d`` folder, mode 0700) a folder of its own under ``/var/lib``, named for
+    the state dir, so two checkouts never share one.
+    """
+    if user_can_reach(state_dir, user):
+        return state_dir
+    digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
+    root = OUTSIDE_ROOT / digest
+    root.mkdir(parents=True, exist_ok=True)
+    for folder in (OUTSIDE_ROOT, root):
+        folder.chmod(0o755)
+    return root
+
+
 def chown_tree(path: Path, user: str) -> None:
     if os.geteuid() != 0:
         return
@@ -96,7 +126,8 @@ def chown_tree(path: Path, user: str) -> None:
 
 
 def _run(argv: list[str], user: str) -> None:
-    result = subprocess.run(as_user(user, argv), capture_output=True, text=True)
+    # cwd "/": the service user may not be allowed into the caller's folder
+    result = subprocess.run(as_user(user, argv), capture_output=True, text=True, cwd="/")
     if result.returncode != 0:
         raise StartError(f"{argv[0]} failed ({result.returncode}): {result.stderr.strip()[-800:]}")
 
@@ -170,6 +201,7 @@ def start(base: Path, user: str, host: str, port: int, timeout: float = 60.0) ->
         ),
         capture_output=True,
         text=True,
+        cwd="/",
     )
     if result.returncode != 0 or not wait_until(lambda: port_open(host, port), 10):
         raise StartError(
@@ -197,6 +229,7 @@ def stop(base: Path, user: str) -> bool:
     subprocess.run(
         as_user(user, [str(bindir() / "pg_ctl"), "-D", str(base / "data"), "-m", "fast", "stop"]),
         capture_output=True,
+        cwd="/",
     )
     return True
 

@@ -170,7 +170,8 @@ def spawn(state_dir: Path, service: Service) -> subprocess.Popen[bytes] | None:
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            cwd=service.cwd,
+            # a service run as another user may not be allowed into the caller's folder
+            cwd=service.cwd or ("/" if service.user else None),
             env=env,
             start_new_session=True,
         )

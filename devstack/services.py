@@ -54,7 +54,7 @@ def stack_services(
     py = sys.executable
     host = info.host
     prefect_home = state / "prefect"
-    prom_dir = state / "prometheus"
+    prom_dir = info.service_root / "prometheus"
     prom_config = prometheus.write_config(
         prom_dir,
         {

@@ -13,7 +13,7 @@ import os
 import secrets
 import shutil
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,13 @@ class StackInfo:
     app_production_port: int
     prometheus_port: int
     webhook_port: int = 0  # stack.json files written before the webhook existed lack it
+    #: Where the service user's data lives (PostgreSQL, Prometheus): the state dir, or a
+    #: folder under /var/lib when the user cannot reach the state dir.
+    service_dir: str = ""
+
+    @property
+    def service_root(self) -> Path:
+        return Path(self.service_dir or self.state_dir)
 
     def url(self, port: int) -> str:
         return f"http://{self.host}:{port}"
@@ -145,7 +152,7 @@ def _plan_ports(settings: Settings, remembered: dict[str, Any]) -> StackInfo:
 
     def ours_running(name: str) -> bool:
         if name == "postgres_port":
-            return postgres.is_running(state / "postgres")
+            return postgres.is_running(Path(remembered.get("service_dir") or state) / "postgres")
         return procs.read_pid(state, PORT_SERVICES[name]) is not None
 
     def port(name: str) -> int:
@@ -172,15 +179,18 @@ def up(settings: Settings | None = None) -> StackInfo:
     state = settings.state_dir
     state.mkdir(parents=True, exist_ok=True)
     state.chmod(0o755)
-    info = _plan_ports(settings, load_json(state / "stack.json"))
-    _save(info)
-    passwords = stack_secrets(state)
     # Before anything is chowned to it: a fresh machine has no such user yet.
     postgres.ensure_os_user(settings.os_user)
+    info = replace(
+        _plan_ports(settings, load_json(state / "stack.json")),
+        service_dir=str(postgres.service_root(state, settings.os_user)),
+    )
+    _save(info)
+    passwords = stack_secrets(state)
     services = stack_services(info, settings, passwords)
 
     launched = {name: procs.spawn(state, services[name]) for name in ("moto", "kubesim")}
-    pg_base = state / "postgres"
+    pg_base = info.service_root / "postgres"
     postgres.init_cluster(pg_base, settings.os_user, passwords["postgres"])
     postgres.start(pg_base, settings.os_user, info.host, info.postgres_port)
     postgres.provision(info.host, info.postgres_port, passwords["postgres"], passwords)
@@ -258,11 +268,14 @@ def down(
     """
     settings = settings or Settings()
     state = settings.state_dir
+    info = load(settings)
+    service_root = info.service_root if info else state
     stopped = [name for name in SERVICES if procs.stop(state, name)]
-    if postgres.stop(state / "postgres", settings.os_user):
+    if postgres.stop(service_root / "postgres", settings.os_user):
         stopped.append("postgres")
     if purge:
         shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(service_root, ignore_errors=True)
     if remove_os_user and postgres.remove_os_user(settings.os_user):
         stopped.append(f"os user {settings.os_user}")
     return stopped
@@ -289,7 +302,7 @@ def status(settings: Settings | None = None) -> dict[str, str]:
         alive = procs.read_pid(state, name) is not None and procs.port_open(info.host, port)
         result[name] = f"running on {info.url(port)}" if alive else "stopped"
     result["runbooks"] = "running" if procs.read_pid(state, "runbooks") else "stopped"
-    pg_alive = postgres.is_running(state / "postgres")
+    pg_alive = postgres.is_running(info.service_root / "postgres")
     result["postgres"] = f"running on {info.host}:{info.postgres_port}" if pg_alive else "stopped"
     return result
 

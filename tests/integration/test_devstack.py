@@ -151,3 +151,27 @@ def test_ui_calls_the_api_on_the_servers_own_port(stack: StackInfo) -> None:
     ui = httpx.get(f"{stack.prefect_ui_url}/ui-settings", timeout=10)
     ui.raise_for_status()
     assert ui.json()["api_url"] == stack.prefect_api_url
+
+
+def test_service_data_leaves_a_folder_the_service_user_cannot_enter(
+    stack: StackInfo, tmp_path: Path
+) -> None:
+    """A checkout under /root or in a `mktemp -d` folder (0700): PostgreSQL's data goes to
+    /var/lib, not into a folder initdb cannot open."""
+    import os
+
+    from devstack import postgres
+
+    if os.geteuid() != 0:
+        pytest.skip("only root runs the services as another user")
+    user = Settings().os_user
+    closed = tmp_path / "closed"
+    (closed / "checkout" / ".devstack").mkdir(parents=True)
+    closed.chmod(0o700)
+    state = closed / "checkout" / ".devstack"
+    assert not postgres.user_can_reach(state, user)
+    root = postgres.service_root(state, user)
+    assert root.parent == postgres.OUTSIDE_ROOT and postgres.user_can_reach(root, user)
+    assert postgres.service_root(state, user) == root  # the same folder every time
+    assert postgres.service_root(Path(stack.state_dir), user) == Path(stack.state_dir)
+    root.rmdir()
