@@ -35,8 +35,8 @@ test-stack: deps  ## start (or reuse) the test stack the tests and benchmarks ru
 test-unit: deps
 	$(RUN) pytest tests/unit
 
-down-test:  ## stop the test stack and delete its OS user (the next run creates it as a fresh machine does)
-	@$(TEST_ENV) $(RUN) opsflows devstack down --remove-os-user
+down-test:  ## stop the test stack, delete its state and its OS user (the next run starts as a fresh machine does)
+	@$(TEST_ENV) $(RUN) opsflows devstack down --purge --remove-os-user
 
 lint: deps  ## ruff, formatting, mypy --strict, and the import contract (layers point down only)
 	$(RUN) ruff check .
