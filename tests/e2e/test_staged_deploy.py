@@ -14,13 +14,6 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    FlowRunFilter,
-    FlowRunFilterState,
-    FlowRunFilterStateType,
-)
-from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
 
 from blocks.kube import KubeEnvironment
@@ -32,6 +25,7 @@ from tests.deploy_support import (
     environments,
     image_of,
     new_image,
+    paused_run_of,
     put_back_healthy,
     run_in_thread,
     steady_load,
@@ -119,21 +113,6 @@ def test_good_image_is_promoted_with_auto_policy(
     assert "bake-production" in artifacts and "error_rate" in artifacts and "<= 0.005" in artifacts
     assert f"deploy of {image} started" in " ".join(sink(stack, "notify"))
     assert_no_secret(flow_run_texts(run_id), devstack.stack_secrets(Path(stack.state_dir)).values())
-
-
-def paused_run_of(image: str, timeout_s: float = 90) -> Any:
-    """The paused staged-deploy run deploying ``image``."""
-    deadline = time.monotonic() + timeout_s
-    paused = FlowRunFilter(
-        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
-    )
-    while time.monotonic() < deadline:
-        with get_client(sync_client=True) as client:
-            for run in client.read_flow_runs(flow_run_filter=paused, limit=50):
-                if run.parameters.get("image") == image:
-                    return run
-        time.sleep(0.5)
-    raise AssertionError(f"no paused run for {image}")
 
 
 def test_manual_policy_promotes_when_approved_through_the_api(
