@@ -52,13 +52,15 @@ def serve_warm(
 def flow_by_module(entrypoint: str) -> Any:
     """The flow of a ``path/to/module.py:name`` entrypoint, imported as its package module.
 
-    Runs are handed to their process by pickling the flow. A flow loaded from a *file*
-    (``load_flow_from_entrypoint``) lives in a throw-away ``__prefect_loader_…`` module that the
-    run's process cannot import, so cloudpickle copies the function by value, without the names
-    its annotations use: parameter validation then fails (``Staged_DeployModel is not fully
-    defined``) or the process dies with ``No module named '__prefect_loader_…'``. Imported as
-    ``flows.deploy``, the flow is pickled by reference and the run's process imports the real
-    module, exactly as in-process callers do.
+    Runs are handed to their process by pickling the flow, and cloudpickle copies the flow's
+    function by value (the module attribute is the Flow, not the function). A flow loaded from
+    a *file* (``load_flow_from_entrypoint``) lives in a throw-away ``__prefect_loader_…``
+    module, which the copy then refers to and the run's process cannot import (``restart``
+    crashed with ``No module named '__prefect_loader_…'``). Imported as ``flows.operate``, the
+    references resolve in the run's process. The copy carries only the globals the code uses,
+    which is why flow modules keep evaluated annotations (no ``from __future__ import
+    annotations``): string annotations lost ``SmokeCheck`` and staged-deploy's parameter
+    validation failed (tests/integration/test_served_flows.py).
     """
     import importlib
 
