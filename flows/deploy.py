@@ -24,14 +24,12 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
-from prefect.input import RunInput
 from prefect.logging import get_run_logger
 from pydantic import Field, ValidationError
 
 from blocks.kube import KubeEnvironment
 from blocks.postgres import PostgresTarget
 from decisions.approvals import (
-    APPROVER_PATTERN,
     PromotionFacts,
     form_errors,
     promotion_description,
@@ -52,6 +50,7 @@ from decisions.deploy import (
 )
 from opsflows import retry
 from opsflows.errors import ConfigurationError, GateRejected, OpsError
+from procedures.approval_form import ApprovalForm
 from procedures.migration_plan import compute_plan, load_migrations
 from procedures.operation import (
     APP_DB,
@@ -76,16 +75,10 @@ from tasks.smoke import run_smoke_checks, verify_serving
 OPERATION = "staged deploy"
 
 
-class ApprovalInput(RunInput):
+class ApprovalInput(ApprovalForm):
     """The approval form a person fills in to promote a release to production."""
 
     approve: bool = Field(default=False, description="On to promote; leave off to reject.")
-    approver: str = Field(
-        min_length=1,
-        pattern=APPROVER_PATTERN,
-        description="Your name (required; recorded in the operation log).",
-    )
-    reason: str = Field(default="", description="Why (recorded in the operation log).")
 
 
 class Checklist:

@@ -14,14 +14,12 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
-from prefect.input import RunInput
 from prefect.logging import get_run_logger
 from pydantic import Field, ValidationError
 
 from blocks.postgres import PostgresTarget
 from blocks.storage import BackupStore
 from decisions.approvals import (
-    APPROVER_PATTERN,
     ReplaceFacts,
     approver_name,
     form_errors,
@@ -29,6 +27,7 @@ from decisions.approvals import (
 )
 from decisions.backups import choose_backup, parse_timestamp
 from opsflows.errors import ConfigurationError, GateRejected, OpsError
+from procedures.approval_form import ApprovalForm
 from procedures.operation import (
     APP_DB,
     APP_DB_ADMIN,
@@ -51,16 +50,11 @@ from tasks.scratch import (
 _MAX_IDENT = 63
 
 
-class RestoreApproval(RunInput):
+class RestoreApproval(ApprovalForm):
     """Approve replacing the live database with the verified restore."""
 
     approve: bool = Field(
         default=False, description="On to replace the live database; leave off to reject."
-    )
-    approver: str = Field(
-        min_length=1,
-        pattern=APPROVER_PATTERN,
-        description="Your name (required; recorded in the operation log).",
     )
     reason: str = Field(default="", description="Why the live database is replaced.")
 

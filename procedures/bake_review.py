@@ -25,13 +25,12 @@ from prefect.artifacts import (
 )
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
-from prefect.input import RunInput
 from prefect.logging import get_run_logger
 from pydantic import Field
 
 from blocks.kube import KubeEnvironment
-from decisions.approvals import APPROVER_PATTERN
 from decisions.bake_review import BakeReview, ProbeSummary, ReviewOutcome, review_outcome
+from procedures.approval_form import ApprovalForm
 from procedures.operation import OperationRecord
 from tasks.bake import BakeReport, limits_for, run_bake, wait_for_samples
 from tasks.probe_traffic import TrafficProbe
@@ -43,19 +42,13 @@ PROBE_SLACK_S = 60.0
 """The probe stops by itself this long after the bake should have ended."""
 
 
-class BakeReviewInput(RunInput):
+class BakeReviewInput(ApprovalForm):
     """The form a person fills in when a production bake could not judge the release."""
 
     approve: bool = Field(
         default=False,
         description="Keep the release in production. Leave unticked to roll it back.",
     )
-    approver: str = Field(
-        min_length=1,
-        pattern=APPROVER_PATTERN,
-        description="Your name (required; recorded in the operation log).",
-    )
-    reason: str = Field(default="", description="Why (recorded in the operation log).")
 
 
 def baked(
