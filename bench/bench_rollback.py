@@ -111,7 +111,7 @@ def first_failure(run_id: Any) -> float | None:
 def ensure_healthy(env: KubeEnvironment, fallback: str) -> str:
     """Production (or staging) on a healthy image before the run; that image."""
     with disable_run_logger():
-        image = str(rollout.current_release.fn(env)["image"])
+        image = str(rollout.current_release.fn(env).image)
         if any(marker in image for marker in BAD):
             rollout.set_image.fn(env, fallback)
             image = fallback
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     detected = first_failure(run_id)
     recovered = prober.healthy_from(previous, detected) if detected else None
     with disable_run_logger():
-        final = str(rollout.current_release.fn(production)["image"])
+        final = str(rollout.current_release.fn(production).image)
     result = {
         "bench": "rollback",
         "detect_s": round(detected - started, 2) if detected else None,

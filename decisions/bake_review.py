@@ -141,6 +141,8 @@ class ReviewOutcome:
 
     keep: bool
     why: str
+    #: Who decided (None when nobody answered in time).
+    approver: str | None = None
 
 
 def review_outcome(review: BakeReview | None, timeout_s: float) -> ReviewOutcome:
@@ -152,5 +154,5 @@ def review_outcome(review: BakeReview | None, timeout_s: float) -> ReviewOutcome
     if not who:
         return ReviewOutcome(False, "an answer without the approver's name does not keep it")
     if review.approve:
-        return ReviewOutcome(True, f"inconclusive bake accepted by {who}{because}")
-    return ReviewOutcome(False, f"inconclusive bake rejected by {who}{because}")
+        return ReviewOutcome(True, f"inconclusive bake accepted by {who}{because}", who)
+    return ReviewOutcome(False, f"inconclusive bake rejected by {who}{because}", who)

@@ -48,13 +48,14 @@ from decisions.deploy import (
     rules_for_app,
     validate_smoke_checks,
 )
+from decisions.releases import Release
 from opsflows import retry
 from opsflows.errors import ConfigurationError, GateRejected, OpsError
 from procedures.approval_form import ApprovalForm
 from procedures.migration_plan import compute_plan, load_migrations
 from procedures.operation import (
     APP_DB,
-    OperationRecord,
+    current_run,
     load_block,
     operation_log,
     safe_notify,
@@ -152,24 +153,24 @@ def _preflight(
     prd: KubeEnvironment,
     migrations_dir: str | None,
     migrations_database: str,
-    rec: OperationRecord,
-) -> tuple[Checklist, dict[str, Any]]:
+) -> tuple[Checklist, Release]:
     """Run the read-only checklist items; the checklist and the rollback target.
 
     Raises:
         ConfigurationError: the image reference is not valid.
         GateRejected: an item failed (no side effect has happened yet).
     """
+    rec = current_run().record
     checklist = Checklist()
     rec.details["preflight"] = checklist.rows
     name = "image reference is valid"
     checklist.record(name, "pass", _item(checklist, name, preflight_image, image))
     name = "rollback target recorded"
     target = _item(checklist, name, current_release, prd)
-    ok = int(target["revision"]) > 0
-    where = f"{prd.environment} revision {target['revision']} ({target['image']})"
+    ok = target.revision > 0
+    where = f"{prd.environment} revision {target.revision} ({target.image})"
     checklist.record(name, "pass" if ok else "fail", where)
-    rec.details["rollback_target"] = target
+    rec.details["rollback_target"] = target.as_dict()
     name = "migrations pass the lint gate"
     if migrations_dir:
         database = _item(checklist, name, load_block, PostgresTarget, migrations_database)
@@ -259,7 +260,7 @@ def staged_deploy(
             release; no answer rolls back.
     """
     reason = f"deploy {image} ({app})" + (f" at {commit}" if commit else "")
-    with operation_log(OPERATION, reason, try_load_ops_db()) as rec:
+    with operation_log(OPERATION, reason, try_load_ops_db(), try_load_routing()) as rec:
         logger = get_run_logger()
         rec.details.update(image=image, app=app, commit=commit, policy=policy)
         numbers = {
@@ -274,13 +275,10 @@ def staged_deploy(
         validate_probe(probe_rps, inconclusive_timeout_s)
         stg = load_block(KubeEnvironment, staging)
         prd = load_block(KubeEnvironment, production)
-        routing = try_load_routing()
         checklist, preflight_target = _preflight(
-            image, app, prd, migrations_dir, migrations_database, rec
+            image, app, prd, migrations_dir, migrations_database
         )
-        delivered = safe_notify(
-            routing, "P3", f"deploy of {image} started", f"{reason}; policy {policy}"
-        )
+        delivered = safe_notify("P3", f"deploy of {image} started", f"{reason}; policy {policy}")
         checklist.record(
             "stakeholders notified", "pass" if delivered else "fail", f"{delivered} channel(s)"
         )
@@ -295,14 +293,14 @@ def staged_deploy(
                     f"{stg.environment} runs {image} (rollout failed); production untouched"
                 )
                 rec.follow_up.append(f"fix or roll back {stg.environment}")
-                safe_notify(routing, "P3", f"deploy of {image} failed in staging", exc.message)
+                safe_notify("P3", f"deploy of {image} failed in staging", exc.message)
                 raise
             # The rollout can finish before the service stops routing to the old pods: wait
             # until it answers from the new image, so the smoke tests judge the new release.
             serving = served_image_check(stg.service_url, image)
             smoke = run_smoke_checks(stg.service_url, checks, smoke_retry_s)
             verification = [
-                check("staging rollout", True, f"{rollout['message']} in {rollout['seconds']}s"),
+                check("staging rollout", True, f"{rollout.message} in {rollout.seconds}s"),
                 serving,
             ]
         create_table_artifact(
@@ -320,8 +318,8 @@ def staged_deploy(
                     image=image,
                     staging=stg.environment,
                     production=prd.environment,
-                    production_image=str(preflight_target["image"]),
-                    production_revision=int(preflight_target["revision"]),
+                    production_image=preflight_target.image,
+                    production_revision=preflight_target.revision,
                     smoke=smoke,
                     verification=verification,
                     bake_seconds=bake_seconds,
@@ -334,22 +332,20 @@ def staged_deploy(
                 rec.details.update(approver=approval.approver, approval_reason=approval.reason)
                 rec.details["approved"] = approval.approve
             decision = approval_decision(approval)
-        _enforce(decision, image, rec, routing)
+        _enforce(decision, image)
 
         with change_lock(prd, lock_timeout_s):
             target = current_release(prd)
-            if target["revision"] != preflight_target["revision"]:
+            if target.revision != preflight_target.revision:
                 logger.warning(
                     "%s changed since preflight; rollback target is now %s", prd.environment, target
                 )
-            rec.details["rollback_target"] = target
+            rec.details["rollback_target"] = target.as_dict()
             started = time.time()
             result = release_to_production(
                 prd,
                 image,
                 target,
-                routing,
-                rec,
                 bake_seconds=bake_seconds,
                 bake_interval_s=bake_interval_s,
                 metrics_window_s=metrics_window_s,
@@ -357,23 +353,25 @@ def staged_deploy(
                 inconclusive_timeout_s=inconclusive_timeout_s,
             )
             finished = time.time()
-        rec.impact = f"{prd.environment}: {target['image']} -> {image}"
-        safe_notify(routing, "P3", f"{image} deployed to {prd.environment}", rec.impact)
+        rec.impact = f"{prd.environment}: {target.image} -> {image}"
+        safe_notify("P3", f"{image} deployed to {prd.environment}", rec.impact)
         return {
             "image": image,
-            "previous": target,
+            "previous": target.as_dict(),
             "gate": decision.reasons,
             "production": {"started_at": started, "finished_at": finished, **result},
         }
 
 
-def _enforce(decision: GateDecision, image: str, rec: OperationRecord, routing: Any) -> None:
+def _enforce(decision: GateDecision, image: str) -> None:
     """Record the gate's decision; stop the run (production untouched) unless it promotes."""
-    rec.details["gate"] = f"{decision.action}: " + "; ".join(decision.reasons)
-    get_run_logger().info("promotion gate: %s", rec.details["gate"])
+    rec = current_run().record
+    gate = f"{decision.action}: " + "; ".join(decision.reasons)
+    rec.details["gate"] = gate
+    get_run_logger().info("promotion gate: %s", gate)
     if decision.action == "promote":
         return
-    safe_notify(routing, "P3", f"deploy of {image} stopped", "; ".join(decision.reasons))
+    safe_notify("P3", f"deploy of {image} stopped", "; ".join(decision.reasons))
     rec.impact = f"staging runs {image}; production untouched"
     rec.follow_up.append("production was not touched; staging runs the rejected image")
     raise GateRejected(

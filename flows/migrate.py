@@ -33,6 +33,7 @@ the failed checks and the pre-migration backup to fall back on.
 import contextlib
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 from uuid import UUID
 
@@ -46,7 +47,6 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 
-from blocks.notify import NotificationRouting
 from blocks.postgres import PostgresTarget
 from decisions.expectation_suites import TableSuite, render_suites
 from decisions.expectation_suites import failures as suite_failures
@@ -69,7 +69,7 @@ from procedures.migration_plan import compute_plan, load_migrations, refuse_if_b
 from procedures.operation import (
     APP_DB,
     BACKUPS,
-    OperationRecord,
+    current_run,
     load_block,
     operation_log,
     safe_notify,
@@ -177,7 +177,7 @@ def _migrate(
     concurrency_timeout_s: float,
     reason: str,
 ) -> dict[str, Any]:
-    with operation_log("database migration", reason, try_load_ops_db()) as rec:
+    with operation_log("database migration", reason, try_load_ops_db(), try_load_routing()) as rec:
         rec.details.update(
             migrations_dir=source,
             database=database,
@@ -215,30 +215,31 @@ def _migrate(
 
         limit = limit_name(environment)
         _require_limit(limit)
+        progress = Progress()
         if skip_backup:
             rec.issues.append("pre-migration backup skipped (skip_backup=True)")
             rec.follow_up.append("take a backup of the migrated database")
-            rec.details["backup"] = "skipped by parameter skip_backup=True"
+            progress.backup = "skipped by parameter skip_backup=True"
         else:
-            rec.details["backup"] = _backup(database, backup_store, names)
+            progress.backup = _backup(database, backup_store, names)
+        rec.details["backup"] = progress.backup
 
         expectations = final_expectations(step.migration for step in plan.pending)
-        routing = try_load_routing()
         with contextlib.ExitStack() as held:
             held.enter_context(change_slot(environment, concurrency_timeout_s))
             try:
-                failures = _apply_and_verify(target, plan, policy, expectations, suites, rec)
+                failures = _apply_and_verify(target, plan, policy, expectations, suites, progress)
             except Exception as exc:
-                where = rec.details.get("failed")
+                where = progress.failed
                 subject = f"migration of {target.database} failed" + (
                     f" at {where}" if where else ""
                 )
-                _page(routing, rec, subject, exc)
+                _page(progress, subject, exc)
                 raise
-        applied = [r["name"] for r in rec.details["applied"] if not r["skipped"]]
+        applied = progress.applied_names()
         rec.impact = f"applied {len(applied)} migration(s): {', '.join(applied) or 'none'}"
         if failures:
-            fallback = _fallback(rec.details.get("backup"))
+            fallback = _fallback(progress.backup)
             rec.follow_up.append(f"write a fix-forward migration, or restore {fallback}")
             shown = "; ".join(failures[:10]) + (
                 f" (and {len(failures) - 10} more)" if len(failures) > 10 else ""
@@ -249,9 +250,25 @@ def _migrate(
                 " migration that fixes the schema or data and re-run (applied files are"
                 f" skipped), or restore {fallback}",
             )
-            _page(routing, rec, f"migration of {target.database} failed verification", failed)
+            _page(progress, f"migration of {target.database} failed verification", failed)
             raise failed
         return {**summary, **rec.details, "verified": [e.describe() for e in expectations]}
+
+
+@dataclass
+class Progress:
+    """A migration run's working state: its fallback backup, what it applied, where it failed.
+
+    Decisions read this, never the operation record (which only gets copies for the log).
+    """
+
+    backup: dict[str, Any] | str | None = None
+    applied: list[dict[str, Any]] = field(default_factory=list)
+    failed: str | None = None
+
+    def applied_names(self) -> list[str]:
+        """Files this run changed the database with (not the ones already applied)."""
+        return [str(r["name"]) for r in self.applied if not r["skipped"]]
 
 
 def _fallback(backup: Any) -> str:
@@ -264,22 +281,20 @@ def _fallback(backup: Any) -> str:
     return "a backup taken before the migration (none was taken by this run: skip_backup=True)"
 
 
-def _page(
-    routing: NotificationRouting | None, rec: OperationRecord, subject: str, exc: Exception
-) -> None:
+def _page(progress: Progress, subject: str, exc: Exception) -> None:
     """Send a P2 for a failure after the migration started; record that it went out."""
-    applied = [r["name"] for r in rec.details.get("applied", []) if not r["skipped"]]
+    applied = progress.applied_names()
     if isinstance(exc, OpsError):
         message, hint = exc.message, exc.hint
     else:
         message, hint = f"{type(exc).__name__}: {scrub(str(exc))}", None
     body = f"{message}\n\nApplied by this run: {', '.join(applied) or 'none'}."
     if "backup" not in (hint or ""):
-        body += f" To fall back on: {_fallback(rec.details.get('backup'))}."
+        body += f" To fall back on: {_fallback(progress.backup)}."
     if hint:
         body += f"\n\nWhat to do: {hint}"
-    delivered = safe_notify(routing, "P2", subject, body)
-    rec.details["notified"] = f"P2 to {delivered} channel(s): {subject}"
+    delivered = safe_notify("P2", subject, body)
+    current_run().record.details["notified"] = f"P2 to {delivered} channel(s): {subject}"
 
 
 def _apply_and_verify(
@@ -288,22 +303,26 @@ def _apply_and_verify(
     policy: ApplyPolicy,
     expectations: tuple[Expectation, ...],
     suites: Sequence[TableSuite],
-    rec: OperationRecord,
+    progress: Progress,
 ) -> tuple[str, ...]:
-    """Apply every pending file in order, then check declarations and suites; the failures."""
+    """Apply every pending file in order, then check declarations and suites; the failures.
+
+    ``progress`` holds what was applied (the working state); the operation log gets a copy.
+    """
+    rec = current_run().record
     details = rec.details
     applied_by = str(flow_run.id or "manual")
-    details["applied"] = []
+    details["applied"] = progress.applied  # the same list: the log shows what ran so far
     details["schema_hash_before"] = hash_schema(target)
-    progress = cast(UUID, create_progress_artifact(0.0, description="migrations applied"))
+    meter = cast(UUID, create_progress_artifact(0.0, description="migrations applied"))
     try:
         for i, step in enumerate(plan.pending, start=1):
             run = apply_one.with_options(task_run_name=f"apply {step.migration.name}")
-            details["applied"].append(run(target, step, policy, applied_by))
-            update_progress_artifact(progress, 100.0 * i / len(plan.pending))
+            progress.applied.append(run(target, step, policy, applied_by))
+            update_progress_artifact(meter, 100.0 * i / len(plan.pending))
     except Exception:
-        details["failed"] = step.migration.name
-        done = [r["name"] for r in details["applied"]]
+        progress.failed = details["failed"] = step.migration.name
+        done = [r["name"] for r in progress.applied]
         rec.follow_up.append(
             f"applied before the failure: {', '.join(done) or 'none'}; fix the failing file"
             " and re-run (applied files are skipped)"

@@ -53,24 +53,21 @@ def rollback(
         lock_timeout_s: How long to wait for another change to this environment to finish.
     """
     reason = f"roll {environment} back to " + (f"revision {revision}" if revision else "previous")
-    with operation_log("rollback", reason, try_load_ops_db()) as rec:
+    with operation_log("rollback", reason, try_load_ops_db(), try_load_routing()) as rec:
         if revision is not None and revision < 1:
             raise ConfigurationError(f"revision must be >= 1, got {revision}")
         env = load_block(KubeEnvironment, environment)
-        routing = try_load_routing()
         with change_lock(env, lock_timeout_s):
             before = current_release(env)
             undone = undo_rollout(env, revision)
             wait_for_rollout(env, timeout_s=ROLLOUT_TIMEOUT_S)
-            verify_serving(env.service_url, undone["image"])
+            verify_serving(env.service_url, undone.image)
             after = current_release(env)
-        rec.impact = (
-            f"{environment}: {before['image']} (rev {before['revision']}) -> "
-            f"{after['image']} (rev {after['revision']})"
-        )
-        rec.details.update(before=before, after=after, skipped=undone["skipped"])
-        safe_notify(routing, "P3", f"{environment} rolled back", rec.impact)
-        return {"before": before, "after": after, "skipped": undone["skipped"]}
+        rec.impact = f"{environment}: {before} -> {after}"
+        result = {"before": before.as_dict(), "after": after.as_dict(), "skipped": undone.skipped}
+        rec.details.update(result)
+        safe_notify("P3", f"{environment} rolled back", rec.impact)
+        return result
 
 
 @flow(name="hotfix")
@@ -101,7 +98,7 @@ def hotfix(
             a person to keep it; no answer rolls back.
     """
     reason = f"hotfix {image}" + (f" ({commit})" if commit else "")
-    with operation_log("hotfix", reason, try_load_ops_db()) as rec:
+    with operation_log("hotfix", reason, try_load_ops_db(), try_load_routing()) as rec:
         ref = parse_image(image)
         if bake_seconds < 0 or bake_interval_s <= 0 or metrics_window_s < 5:
             raise ConfigurationError("bake_seconds >= 0, bake_interval_s > 0, window >= 5 s")
@@ -112,26 +109,23 @@ def hotfix(
                 f"hotfix goes to production only; block {environment} is {env.environment}",
                 hint="use staged_deploy for other environments",
             )
-        routing = try_load_routing()
         rec.details.update(image=str(ref), commit=commit)
         with change_lock(env, lock_timeout_s):
             target = current_release(env)
-            rec.details["rollback_target"] = target
-            safe_notify(routing, "P3", f"hotfix {image} started", f"{reason}; from {target}")
+            rec.details["rollback_target"] = target.as_dict()
+            safe_notify("P3", f"hotfix {image} started", f"{reason}; from {target}")
             result = release_to_production(
                 env,
                 image,
                 target,
-                routing,
-                rec,
                 bake_seconds=bake_seconds,
                 bake_interval_s=bake_interval_s,
                 metrics_window_s=metrics_window_s,
                 probe_rps=probe_rps,
                 inconclusive_timeout_s=inconclusive_timeout_s,
             )
-        rec.impact = f"{env.environment}: {target['image']} -> {image}"
-        return {"image": image, "previous": target, **result}
+        rec.impact = f"{env.environment}: {target.image} -> {image}"
+        return {"image": image, "previous": target.as_dict(), **result}
 
 
 @flow(name="scale")
@@ -149,8 +143,13 @@ def scale(environment: str, replicas: int, lock_timeout_s: float = 600) -> dict[
         with change_lock(env, lock_timeout_s):
             scaled = scale_deployment(env, replicas)
             rollout = wait_for_rollout(env, timeout_s=ROLLOUT_TIMEOUT_S)
-        rec.impact = f"{environment}: {scaled['from']} -> {scaled['to']} replicas"
-        return {**scaled, "seconds": rollout["seconds"]}
+        rec.impact = f"{environment}: {scaled.previous} -> {scaled.replicas} replicas"
+        return {
+            "environment": scaled.environment,
+            "from": scaled.previous,
+            "to": scaled.replicas,
+            "seconds": rollout.seconds,
+        }
 
 
 @flow(name="restart")
@@ -167,6 +166,6 @@ def restart(environment: str, lock_timeout_s: float = 600) -> dict[str, Any]:
             before = current_release(env)
             stamp = restart_rollout(env)
             rollout = wait_for_rollout(env, timeout_s=ROLLOUT_TIMEOUT_S)
-            verify_serving(env.service_url, before["image"])
-        rec.impact = f"{environment}: every pod of {before['image']} replaced"
-        return {**stamp, "seconds": rollout["seconds"], "image": before["image"]}
+            verify_serving(env.service_url, before.image)
+        rec.impact = f"{environment}: every pod of {before.image} replaced"
+        return {**stamp.as_dict(), "seconds": rollout.seconds, "image": before.image}

@@ -32,7 +32,7 @@ from procedures.operation import (
     APP_DB,
     APP_DB_ADMIN,
     BACKUPS,
-    OperationRecord,
+    current_run,
     load_block,
     operation_log,
     try_load_ops_db,
@@ -102,7 +102,6 @@ def _await_approval(
     description: str,
     timeout_s: int,
     poll_s: int,
-    rec: OperationRecord,
 ) -> RestoreApproval:
     form = RestoreApproval.with_initial_data(description=description)
     try:
@@ -132,7 +131,9 @@ def _await_approval(
             "the approval form names no approver: replacing the live database needs a name",
             hint="the live database is untouched and the scratch database was dropped",
         )
-    rec.details.update(approved_by=who, approved=approval.approve, approval_reason=approval.reason)
+    current_run().record.details.update(
+        approved_by=who, approved=approval.approve, approval_reason=approval.reason
+    )
     if not approval.approve:
         drop_scratch(admin, scratch)
         raise GateRejected(
@@ -224,7 +225,7 @@ def restore_database(
             key="restore-approval",
             description="What replacing the live database will do",
         )
-        _await_approval(admin, done.scratch, description, approval_timeout_s, approval_poll_s, rec)
+        _await_approval(admin, done.scratch, description, approval_timeout_s, approval_poll_s)
         kept = swap_in(admin, target.database, done.scratch, keep_as)
         total = round(time.monotonic() - started, 3)
         rec.impact = f"{target.database} replaced by backup {record.backup_id}; old kept as {kept}"

@@ -25,8 +25,8 @@ from procedures.operation import (
     BACKUPS,
     ROUTING,
     load_block,
-    notify,
     operation_log,
+    safe_notify,
     try_load_ops_db,
     try_load_routing,
 )
@@ -56,10 +56,10 @@ def restore_drill(
             "expectations/<database>/").
     """
     started = time.monotonic()
-    with operation_log("restore drill", "weekly restore drill", try_load_ops_db()) as rec:
+    ops_db, routes = try_load_ops_db(), try_load_routing(routing)
+    with operation_log("restore drill", "weekly restore drill", ops_db, routes) as rec:
         if max_backup_age_h <= 0:
             raise ConfigurationError("max_backup_age_h must be positive")
-        routes = try_load_routing(routing)
         target = load_block(PostgresTarget, database)
         try:
             admin = load_block(PostgresTarget, admin_database)
@@ -71,8 +71,7 @@ def restore_drill(
             rto_s = time.monotonic() - started
             drop_scratch(admin, done.scratch)
         except Exception as exc:
-            notify(
-                routes,
+            safe_notify(
                 "P2",
                 f"restore drill of {target.database} failed",
                 f"The weekly restore drill failed: {exc}. Backups may not be restorable; "
@@ -93,8 +92,7 @@ def restore_drill(
         if verdict.backup_too_old:
             rec.issues.extend(verdict.messages)
             rec.follow_up.append("check the daily backup schedule and its last runs")
-            notify(
-                routes,
+            safe_notify(
                 "P3",
                 f"newest backup of {target.database} is too old",
                 f"{verdict.messages[0]}. The drill restored it fine (RTO {verdict.rto_s:.0f} s), "

@@ -31,7 +31,7 @@ from pydantic import Field
 from blocks.kube import KubeEnvironment
 from decisions.bake_review import BakeReview, ProbeSummary, ReviewOutcome, review_outcome
 from procedures.approval_form import ApprovalForm
-from procedures.operation import OperationRecord
+from procedures.operation import current_run
 from tasks.bake import BakeReport, limits_for, run_bake, wait_for_samples
 from tasks.probe_traffic import TrafficProbe
 
@@ -54,7 +54,6 @@ class BakeReviewInput(ApprovalForm):
 def baked(
     env: KubeEnvironment,
     image: str,
-    rec: OperationRecord,
     *,
     since: float,
     bake_seconds: float,
@@ -68,6 +67,7 @@ def baked(
     also stops by itself ``PROBE_SLACK_S`` after the bake should have ended).
     """
     logger = get_run_logger()
+    rec = current_run().record
     probe: TrafficProbe | None = None
     if probe_rps > 0:
         probe = TrafficProbe(
@@ -173,7 +173,6 @@ def review_inconclusive(
     image: str,
     report: BakeReport,
     probe: ProbeSummary | None,
-    rec: OperationRecord,
     timeout_s: int,
 ) -> ReviewOutcome:
     """Pause the run for a person to keep or roll back a release the bake could not judge."""
@@ -196,7 +195,7 @@ def review_inconclusive(
     else:
         review = BakeReview(bool(answer.approve), str(answer.approver), str(answer.reason))
     outcome = review_outcome(review, timeout_s)
-    rec.details["bake_review"] = {
+    current_run().record.details["bake_review"] = {
         "approved": review.approve if review else None,
         "approver": review.approver if review else None,
         "reason": review.reason if review else None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
@@ -15,7 +16,7 @@ from prefect.logging import get_run_logger
 
 from blocks.notify import NotificationRouting
 from blocks.postgres import PostgresTarget
-from opsflows.errors import ConfigurationError, OpsError
+from opsflows.errors import ConfigurationError
 from opsflows.oplog import OpLogEntry
 from tasks.notify import send_notification
 from tasks.oplog import write_oplog
@@ -55,6 +56,30 @@ class OperationRecord:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """What a runbook run carries everywhere: its operation record and where pages go.
+
+    Set once by :func:`operation_log`; procedures read it with :func:`current_run` instead of
+    taking the record and the routing as parameters.
+    """
+
+    record: OperationRecord
+    routing: NotificationRouting | None
+
+
+_RUN: ContextVar[RunContext | None] = ContextVar("opsflows_run", default=None)
+
+
+def current_run() -> RunContext:
+    """The run context :func:`operation_log` set; outside one, a throwaway record, no routing.
+
+    The fallback lets a procedure be called on its own (a test, a REPL) without a log entry.
+    """
+    run = _RUN.get()
+    return run if run is not None else RunContext(OperationRecord("ad hoc", "no run"), None)
+
+
 def _flow_run_id() -> str | None:
     with contextlib.suppress(Exception):
         ctx: Any = get_run_context()
@@ -64,12 +89,20 @@ def _flow_run_id() -> str | None:
 
 @contextlib.contextmanager
 def operation_log(
-    operation: str, reason: str, ops_db: PostgresTarget | None
+    operation: str,
+    reason: str,
+    ops_db: PostgresTarget | None,
+    routing: NotificationRouting | None = None,
 ) -> Iterator[OperationRecord]:
-    """Wrap a flow body: on success or failure, write exactly one operation-log entry."""
+    """Wrap a flow body: on success or failure, write exactly one operation-log entry.
+
+    Inside, :func:`current_run` gives the record and ``routing`` (where :func:`notify` and
+    :func:`safe_notify` send pages).
+    """
     record = OperationRecord(operation=operation, reason=reason)
     started = datetime.now(UTC)
     status = "succeeded"
+    token = _RUN.set(RunContext(record, routing))
     try:
         yield record
     except BaseException as exc:
@@ -89,6 +122,8 @@ def operation_log(
             flow_run_id=_flow_run_id(),
             details=dict(record.details),
         )
+        with contextlib.suppress(ValueError):  # reset from another context: nothing to undo
+            _RUN.reset(token)
         write_oplog(entry, ops_db)
 
 
@@ -96,13 +131,14 @@ def try_load_ops_db(name: str = OPS_DB) -> PostgresTarget | None:
     """The operations database block, or None (logged) when it is not configured."""
     try:
         return load_block(PostgresTarget, name)
-    except OpsError as exc:
+    except Exception as exc:  # noqa: BLE001 - the run goes on; its entry becomes an artifact
         get_run_logger().warning("operation log will be an artifact only: %s", exc)
         return None
 
 
-def notify(routing: NotificationRouting | None, severity: str, subject: str, body: str) -> int:
-    """Route a notification by severity to the saved notification blocks."""
+def notify(severity: str, subject: str, body: str) -> int:
+    """Route a notification by severity to the run's notification blocks (:func:`current_run`)."""
+    routing = current_run().routing
     if routing is None:
         get_run_logger().info("no notification routing configured; %s %s", severity, subject)
         return 0
@@ -123,15 +159,15 @@ def try_load_routing(name: str | None = ROUTING) -> NotificationRouting | None:
         return None
     try:
         return load_block(NotificationRouting, name)
-    except OpsError as exc:
+    except Exception as exc:  # noqa: BLE001 - the run goes on; pages are logged instead
         get_run_logger().warning("notifications will only be logged: %s", exc)
         return None
 
 
-def safe_notify(routing: NotificationRouting | None, severity: str, subject: str, body: str) -> int:
+def safe_notify(severity: str, subject: str, body: str) -> int:
     """Notify, never raising: a broken channel must not hide what the run did."""
     try:
-        return notify(routing, severity, subject, body)
+        return notify(severity, subject, body)
     except Exception as exc:  # noqa: BLE001 - reported, never fatal
         get_run_logger().warning("could not send %s notification %r: %s", severity, subject, exc)
         return 0

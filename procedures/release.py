@@ -16,12 +16,12 @@ from typing import Any, NoReturn
 from prefect.logging import get_run_logger
 
 from blocks.kube import KubeEnvironment
-from blocks.notify import NotificationRouting
 from decisions.bake_review import bake_action
+from decisions.releases import Release
 from opsflows.errors import VerificationFailed
 from procedures.bake_review import baked, review_inconclusive
 from procedures.change_slot import change_slot
-from procedures.operation import OperationRecord, safe_notify
+from procedures.operation import current_run, safe_notify
 from tasks.rollout import set_image, undo_rollout, wait_for_rollout
 from tasks.smoke import verify_serving
 
@@ -40,9 +40,7 @@ def change_lock(env: KubeEnvironment, timeout_s: float) -> contextlib.AbstractCo
 def release_to_production(
     env: KubeEnvironment,
     image: str,
-    target: dict[str, Any],
-    routing: NotificationRouting | None,
-    rec: OperationRecord,
+    target: Release,
     *,
     bake_seconds: float,
     bake_interval_s: float,
@@ -61,6 +59,7 @@ def release_to_production(
         VerificationFailed: the release failed and was rolled back (or the rollback failed).
     """
     logger = get_run_logger()
+    rec = current_run().record
     since = time.time()
     rec.details["production_started_at"] = since
     try:
@@ -71,7 +70,6 @@ def release_to_production(
         report, probe = baked(
             env,
             image,
-            rec,
             since=since,
             bake_seconds=bake_seconds,
             bake_interval_s=bake_interval_s,
@@ -79,7 +77,7 @@ def release_to_production(
             probe_rps=probe_rps,
         )
         summary = {
-            "rollout_s": rollout["seconds"],
+            "rollout_s": rollout.seconds,
             "bake_rounds": len(report.rounds),
             "bake_verdict": report.verdict,
             "probe": probe.as_dict() if probe is not None else None,
@@ -93,36 +91,34 @@ def release_to_production(
         failure = f"bake {report.verdict}: " + "; ".join(report.reasons())
         if action == "ask":
             safe_notify(
-                routing,
                 "P2",
                 f"{env.environment}: bake of {image} inconclusive, needs a decision",
                 f"{failure}. Approve (keep) or reject (roll back) the paused run in the Prefect "
                 f"UI within {inconclusive_timeout_s} s; no answer rolls back.",
             )
-            outcome = review_inconclusive(env, image, report, probe, rec, inconclusive_timeout_s)
+            outcome = review_inconclusive(env, image, report, probe, inconclusive_timeout_s)
             if outcome.keep:
                 rec.issues.append(f"{failure} ({outcome.why})")
                 rec.follow_up.append(f"{image} kept in {env.environment} without a full bake")
-                safe_notify(routing, "P3", f"{env.environment}: {image} kept", outcome.why)
-                return {**summary, "kept_by": rec.details["bake_review"]["approver"]}
+                safe_notify("P3", f"{env.environment}: {image} kept", outcome.why)
+                return {**summary, "kept_by": outcome.approver}
             failure = f"{failure} ({outcome.why})"
     except Exception as exc:  # noqa: BLE001 - any failure after the change means roll back
         rec.details.setdefault("first_failure_at", time.time())
         failure = f"{type(exc).__name__}: {exc}"
-    roll_back(env, image, target, failure, routing, rec)
+    roll_back(env, image, target, failure)
 
 
 def roll_back(
     env: KubeEnvironment,
     image: str,
-    target: dict[str, Any],
+    target: Release,
     failure: str,
-    routing: NotificationRouting | None,
-    rec: OperationRecord,
 ) -> NoReturn:
     """Undo to the recorded revision, wait, verify it serves healthily, notify, raise."""
     logger = get_run_logger()
-    revision, good = int(target["revision"]), str(target["image"])
+    rec = current_run().record
+    revision, good = target.revision, target.image
     logger.error(
         "%s: %s; rolling back to revision %s (%s)", env.environment, failure, revision, good
     )
@@ -140,7 +136,6 @@ def roll_back(
             f"environment={env.environment}, revision={revision}"
         )
         safe_notify(
-            routing,
             "P1",
             f"{env.environment}: rollback of {image} FAILED",
             f"{failure}. Rolling back to revision {revision} ({good}) failed: {exc}",
@@ -151,10 +146,10 @@ def roll_back(
             hint="production may still run the bad release: roll back by hand now",
         ) from exc
     rec.details["recovered_at"] = time.time()
-    if undone["skipped"]:
+    if undone.skipped:
         # The change never took effect (e.g. the image could not be set): nothing to undo.
         rec.impact = f"{env.environment} stayed on {good}"
-        safe_notify(routing, "P3", f"{env.environment}: {image} not deployed", failure)
+        safe_notify("P3", f"{env.environment}: {image} not deployed", failure)
         raise VerificationFailed(
             f"{env.environment} release of {image} failed ({failure}); production stayed on "
             f"revision {revision} ({good}), which serves healthily",
@@ -163,7 +158,6 @@ def roll_back(
     rec.impact = f"{env.environment} briefly ran {image}; rolled back to {good}"
     rec.follow_up.append(f"find out why {image} failed in {env.environment} before retrying")
     safe_notify(
-        routing,
         "P2",
         f"{env.environment}: {image} rolled back",
         f"{failure}. Rolled back automatically to revision {revision} ({good}), serving healthy.",

@@ -23,6 +23,15 @@ from decisions.deploy import (
     rollout_verdict,
     undo_revision,
 )
+from decisions.releases import (
+    ImageSet,
+    Release,
+    Restart,
+    RevisionRecord,
+    Rollback,
+    RolloutResult,
+    Scale,
+)
 from opsflows import retry
 from opsflows.errors import ServiceUnavailable, TransientError, VerificationFailed
 from tasks.kube import apps_api, core_api, kube_errors
@@ -183,31 +192,31 @@ def rollout_status(env: KubeEnvironment) -> RolloutStatus:
 
 
 @task(name="read current release", **retry.NETWORK)
-def current_release(env: KubeEnvironment) -> dict[str, Any]:
+def current_release(env: KubeEnvironment) -> Release:
     """The Deployment's revision, image and replicas: the target of a later rollback."""
     dep = _read(env)
-    return {
-        "environment": env.environment,
-        "revision": _revision(dep),
-        "image": _image_of(env, dep["spec"]["template"]),
-        "replicas": int(dep["spec"].get("replicas", 1)),
-    }
+    return Release(
+        environment=env.environment,
+        revision=_revision(dep),
+        image=_image_of(env, dep["spec"]["template"]),
+        replicas=int(dep["spec"].get("replicas", 1)),
+    )
 
 
 @task(name="rollout history", **retry.NETWORK)
-def rollout_history(env: KubeEnvironment) -> list[dict[str, Any]]:
+def rollout_history(env: KubeEnvironment) -> list[RevisionRecord]:
     """Every recorded revision with its image (``kubectl rollout history``), oldest first."""
     dep = _read(env)
     rows = [
-        {
-            "revision": _revision(rs),
-            "image": _image_of(env, rs["spec"]["template"]),
-            "replicaset": rs["metadata"]["name"],
-            "replicas": int(rs["spec"].get("replicas") or 0),
-        }
+        RevisionRecord(
+            revision=_revision(rs),
+            image=_image_of(env, rs["spec"]["template"]),
+            replicaset=rs["metadata"]["name"],
+            replicas=int(rs["spec"].get("replicas") or 0),
+        )
         for rs in _owned_replicasets(env, dep)
     ]
-    return sorted(rows, key=lambda row: row["revision"])
+    return sorted(rows, key=lambda row: row.revision)
 
 
 def _patch(env: KubeEnvironment, action: str, body: Any, content_type: str) -> dict[str, Any]:
@@ -224,7 +233,7 @@ def _patch(env: KubeEnvironment, action: str, body: Any, content_type: str) -> d
 
 
 @task(name="set image", **retry.NETWORK)
-def set_image(env: KubeEnvironment, image: str) -> dict[str, Any]:
+def set_image(env: KubeEnvironment, image: str) -> ImageSet:
     """Point the Deployment's container at ``image`` (``kubectl set image``; idempotent)."""
     containers = [{"name": env.container, "image": image}]
     dep = _patch(
@@ -232,7 +241,7 @@ def set_image(env: KubeEnvironment, image: str) -> dict[str, Any]:
     )
     get_run_logger().info("%s: image set to %s", env.environment, image)
     generation = dep["metadata"].get("generation")
-    return {"environment": env.environment, "image": image, "generation": generation}
+    return ImageSet(env.environment, image, int(generation) if generation is not None else None)
 
 
 @task(name="wait for rollout", **retry.ONCE)
@@ -242,7 +251,7 @@ def wait_for_rollout(
     poll_s: float = 0.5,
     api_outage_s: float = 30.0,
     fail_fast: bool = True,
-) -> dict[str, Any]:
+) -> RolloutResult:
     """Poll until the rollout is done, failing fast on crash-looping or unpullable pods.
 
     An unreachable API is tolerated for ``api_outage_s`` (the rollout goes on without us);
@@ -280,11 +289,7 @@ def wait_for_rollout(
             last = verdict
             elapsed = round(time.monotonic() - started, 2)
             if verdict.done:
-                return {
-                    "environment": env.environment,
-                    "seconds": elapsed,
-                    "message": verdict.message,
-                }
+                return RolloutResult(env.environment, elapsed, verdict.message)
             if verdict.failed:
                 raise VerificationFailed(
                     f"{env.environment} rollout failed after {elapsed}s: {verdict.message}",
@@ -299,7 +304,7 @@ def wait_for_rollout(
 
 
 @task(name="undo rollout", **retry.NETWORK)
-def undo_rollout(env: KubeEnvironment, to_revision: int | None = None) -> dict[str, Any]:
+def undo_rollout(env: KubeEnvironment, to_revision: int | None = None) -> Rollback:
     """Roll back as ``kubectl rollout undo [--to-revision=N]`` does.
 
     Finds the ReplicaSet carrying that revision and patches the Deployment's pod template
@@ -319,10 +324,9 @@ def undo_rollout(env: KubeEnvironment, to_revision: int | None = None) -> dict[s
     labels = (template.get("metadata") or {}).get("labels") or {}
     labels.pop(HASH_LABEL, None)
     image = _image_of(env, template)
-    result = {"environment": env.environment, "from_revision": current, "to_revision": target}
     if _template_key(template) == _template_key(dep["spec"]["template"]):
         logger.info("%s: skipped rollback (already on revision %s)", env.environment, target)
-        return {**result, "image": image, "skipped": True}
+        return Rollback(env.environment, current, target, image, skipped=True)
     annotations = {k: v for k, v in _annotations(dep).items() if k in _UNDO_SKIP}
     annotations.update({k: v for k, v in _annotations(rs).items() if k not in _UNDO_SKIP})
     patch = [
@@ -333,21 +337,21 @@ def undo_rollout(env: KubeEnvironment, to_revision: int | None = None) -> dict[s
     logger.info(
         "%s: rolled back from revision %s to %s (%s)", env.environment, current, target, image
     )
-    return {**result, "image": image, "skipped": False}
+    return Rollback(env.environment, current, target, image, skipped=False)
 
 
 @task(name="rollout restart", **retry.NETWORK)
-def restart_rollout(env: KubeEnvironment) -> dict[str, Any]:
+def restart_rollout(env: KubeEnvironment) -> Restart:
     """Replace every pod, one by one (``kubectl rollout restart``: a restartedAt stamp)."""
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
     _patch(env, "rollout restart", body, STRATEGIC)
     get_run_logger().info("%s: rollout restart requested at %s", env.environment, stamp)
-    return {"environment": env.environment, "restarted_at": stamp}
+    return Restart(env.environment, stamp)
 
 
 @task(name="scale deployment", **retry.NETWORK)
-def scale_deployment(env: KubeEnvironment, replicas: int) -> dict[str, Any]:
+def scale_deployment(env: KubeEnvironment, replicas: int) -> Scale:
     """Set the replica count through the scale subresource (``kubectl scale``)."""
     api = apps_api(env)
     name, namespace = env.deployment, env.namespace
@@ -364,4 +368,4 @@ def scale_deployment(env: KubeEnvironment, replicas: int) -> dict[str, Any]:
     )
     previous = int((before.get("spec") or {}).get("replicas") or 0)
     get_run_logger().info("%s: scaled from %s to %s replicas", env.environment, previous, replicas)
-    return {"environment": env.environment, "from": previous, "to": replicas}
+    return Scale(env.environment, previous, replicas)

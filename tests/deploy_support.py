@@ -83,7 +83,7 @@ def image_of(env: KubeEnvironment) -> str:
     from tasks import rollout
 
     with disable_run_logger():
-        return str(rollout.current_release.fn(env)["image"])
+        return str(rollout.current_release.fn(env).image)
 
 
 def put_back_healthy(envs: dict[str, KubeEnvironment], before: dict[str, str]) -> None:

@@ -236,7 +236,7 @@ def kube_image(env: str) -> str:
     from tasks import rollout
 
     with disable_run_logger():
-        return str(rollout.current_release.fn(load_block(KubeEnvironment, env))["image"])
+        return str(rollout.current_release.fn(load_block(KubeEnvironment, env)).image)
 
 
 def kube_deployment(stack: StackInfo, env: str) -> dict[str, Any]:

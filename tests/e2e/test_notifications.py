@@ -14,12 +14,14 @@ from prefect import flow
 from blocks.notify import NotificationRouting
 from devstack.stack import StackInfo
 from opsflows.errors import ConfigurationError
-from procedures.operation import ROUTING, load_block, notify
+from procedures.operation import ROUTING, load_block, notify, operation_log
 
 
 @flow(name="test-notify")
 def send(severity: str, subject: str) -> int:
-    return notify(load_block(NotificationRouting, ROUTING), severity, subject, "body text")
+    routing = load_block(NotificationRouting, ROUTING)
+    with operation_log("notification test", "route by severity", None, routing):
+        return notify(severity, subject, "body text")
 
 
 def sink(info: StackInfo, channel: str) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from kubernetes import client
 from prefect.logging import disable_run_logger
 
 from blocks.kube import KubeEnvironment
+from decisions.releases import Rollback, Scale
 from devstack.kubesim.seed import web_app_deployment
 from devstack.stack import StackInfo
 from opsflows.errors import ConfigurationError, VerificationFailed
@@ -54,7 +55,7 @@ def quiet() -> Iterator[None]:
 def healthy(env: KubeEnvironment) -> Iterator[KubeEnvironment]:
     """Each test starts and ends on a rolled-out healthy image."""
     yield env
-    if rollout.current_release.fn(env)["image"] != GOOD:
+    if rollout.current_release.fn(env).image != GOOD:
         rollout.set_image.fn(env, GOOD)
     rollout.wait_for_rollout.fn(env, timeout_s=30)
 
@@ -70,12 +71,12 @@ def test_set_image_rolls_out_and_records_a_revision(healthy: KubeEnvironment) ->
     rollout.set_image.fn(healthy, "registry.local/web-app:1.1.0")
     done = rollout.wait_for_rollout.fn(healthy, timeout_s=30)
     after = rollout.current_release.fn(healthy)
-    assert done["message"] == "successfully rolled out"
-    assert after["image"] == "registry.local/web-app:1.1.0"
-    assert after["revision"] == before["revision"] + 1
+    assert done.message == "successfully rolled out"
+    assert after.image == "registry.local/web-app:1.1.0"
+    assert after.revision == before.revision + 1
     history = rollout.rollout_history.fn(healthy)
-    assert history[-1]["image"] == "registry.local/web-app:1.1.0"
-    assert {before["image"], after["image"]} <= {row["image"] for row in history}
+    assert history[-1].image == "registry.local/web-app:1.1.0"
+    assert {before.image, after.image} <= {row.image for row in history}
     status = rollout.rollout_status(healthy)
     assert status.updated == status.available == 2 and len(status.pods) == 2
     assert all(p.ready for p in status.pods)
@@ -83,7 +84,7 @@ def test_set_image_rolls_out_and_records_a_revision(healthy: KubeEnvironment) ->
 
 def test_same_image_twice_is_a_no_op(healthy: KubeEnvironment) -> None:
     generation = deployment(healthy).metadata.generation
-    rollout.set_image.fn(healthy, rollout.current_release.fn(healthy)["image"])
+    rollout.set_image.fn(healthy, rollout.current_release.fn(healthy).image)
     assert deployment(healthy).metadata.generation == generation
 
 
@@ -133,19 +134,19 @@ def test_undo_returns_to_the_previous_template_like_kubectl(healthy: KubeEnviron
         rollout.wait_for_rollout.fn(healthy, timeout_s=30)
     bad = rollout.current_release.fn(healthy)
     undone = rollout.undo_rollout.fn(healthy, None)
-    assert undone == {
-        "environment": "scratch",
-        "from_revision": bad["revision"],
-        "to_revision": good["revision"],
-        "image": good["image"],
-        "skipped": False,
-    }
+    assert undone == Rollback(
+        environment="scratch",
+        from_revision=bad.revision,
+        to_revision=good.revision,
+        image=good.image,
+        skipped=False,
+    )
     rollout.wait_for_rollout.fn(healthy, timeout_s=30)
     after = rollout.current_release.fn(healthy)
     # The old ReplicaSet is reused and gets the next revision number, as in Kubernetes.
-    assert after["image"] == good["image"] and after["revision"] == bad["revision"] + 1
-    revisions = {row["revision"]: row["image"] for row in rollout.rollout_history.fn(healthy)}
-    assert good["revision"] not in revisions and revisions[after["revision"]] == good["image"]
+    assert after.image == good.image and after.revision == bad.revision + 1
+    revisions = {row.revision: row.image for row in rollout.rollout_history.fn(healthy)}
+    assert good.revision not in revisions and revisions[after.revision] == good.image
     labels = deployment(healthy).spec.template.metadata.labels
     assert "pod-template-hash" not in labels
 
@@ -159,12 +160,12 @@ def test_undo_to_a_named_revision_and_refusals(healthy: KubeEnvironment) -> None
     with pytest.raises(ConfigurationError, match="not in the rollout history"):
         rollout.undo_rollout.fn(healthy, 999)
     current = rollout.current_release.fn(healthy)
-    skipped = rollout.undo_rollout.fn(healthy, current["revision"])
-    assert skipped["skipped"] is True
+    skipped = rollout.undo_rollout.fn(healthy, current.revision)
+    assert skipped.skipped is True
     assert deployment(healthy).metadata.generation == generation
-    rollout.undo_rollout.fn(healthy, first["revision"])
+    rollout.undo_rollout.fn(healthy, first.revision)
     rollout.wait_for_rollout.fn(healthy, timeout_s=30)
-    assert rollout.current_release.fn(healthy)["image"] == first["image"]
+    assert rollout.current_release.fn(healthy).image == first.image
 
 
 def test_restart_replaces_every_pod(healthy: KubeEnvironment) -> None:
@@ -174,20 +175,16 @@ def test_restart_replaces_every_pod(healthy: KubeEnvironment) -> None:
     after = {p.name for p in rollout.rollout_status(healthy).pods}
     assert before and after and not before & after
     annotations = deployment(healthy).spec.template.metadata.annotations
-    assert annotations["kubectl.kubernetes.io/restartedAt"] == stamp["restarted_at"]
+    assert annotations["kubectl.kubernetes.io/restartedAt"] == stamp.restarted_at
 
 
 def test_scale_through_the_subresource_waits_until_available(healthy: KubeEnvironment) -> None:
     try:
-        assert rollout.scale_deployment.fn(healthy, 3) == {
-            "environment": "scratch",
-            "from": 2,
-            "to": 3,
-        }
+        assert rollout.scale_deployment.fn(healthy, 3) == Scale("scratch", previous=2, replicas=3)
         rollout.wait_for_rollout.fn(healthy, timeout_s=30)
         status = rollout.rollout_status(healthy)
         assert status.desired == status.available == status.ready == 3
     finally:
         rollout.scale_deployment.fn(healthy, 2)
         rollout.wait_for_rollout.fn(healthy, timeout_s=30)
-    assert rollout.current_release.fn(healthy)["replicas"] == 2
+    assert rollout.current_release.fn(healthy).replicas == 2

@@ -41,7 +41,7 @@ from tests.support import flow_run_artifacts, flow_run_id
 
 def image_of(env: KubeEnvironment) -> str:
     with disable_run_logger():
-        return str(rollout.current_release.fn(env)["image"])
+        return str(rollout.current_release.fn(env).image)
 
 
 def generation(env: KubeEnvironment) -> int:
@@ -130,7 +130,7 @@ def test_api_blips_mid_rollout_are_tolerated(
     rollout.set_image.fn(env, "registry.local/web-app:5.0.1")
     add_fault(stack, status=503, method="GET", path=path, count=3)
     done = rollout.wait_for_rollout.fn(env, timeout_s=30, api_outage_s=10)
-    assert done["message"] == "successfully rolled out"
+    assert done.message == "successfully rolled out"
     assert image_of(env) == "registry.local/web-app:5.0.1"
 
 
@@ -160,10 +160,10 @@ def test_lost_patch_response_is_retried_idempotently(
     path = f"^/apis/apps/v1/namespaces/{env.namespace}/deployments/web-app$"
     add_fault(stack, status=503, method="PATCH", path=path, count=1, after=True)
     result = rollout.set_image(env, "registry.local/web-app:5.0.3")  # a real task run, retried
-    assert result["image"] == "registry.local/web-app:5.0.3"
+    assert result.image == "registry.local/web-app:5.0.3"
     assert image_of(env) == "registry.local/web-app:5.0.3"
     with disable_run_logger():
-        assert rollout.rollout_history.fn(env)[-1]["image"] == "registry.local/web-app:5.0.3"
+        assert rollout.rollout_history.fn(env)[-1].image == "registry.local/web-app:5.0.3"
 
 
 def test_missing_or_busy_change_lock(

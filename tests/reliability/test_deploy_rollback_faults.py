@@ -52,7 +52,7 @@ def production_traffic(stack: StackInfo) -> Iterator[None]:
 def release_of(env: KubeEnvironment) -> dict[str, Any]:
     """Production's revision and image (``current_release``, outside a flow)."""
     with disable_run_logger():
-        return dict(rollout.current_release.fn(env))
+        return rollout.current_release.fn(env).as_dict()
 
 
 @pytest.fixture

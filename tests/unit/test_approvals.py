@@ -215,9 +215,14 @@ def test_a_blank_approver_never_replaces_the_live_database(
     dropped: list[str] = []
     monkeypatch.setattr(restore, "pause_flow_run", paused)
     monkeypatch.setattr(restore, "drop_scratch", lambda _admin, name: dropped.append(name))
-    record = type("Rec", (), {"details": {}})()
-    with pytest.raises(GateRejected, match="approver") as caught:
-        restore._await_approval(None, "app_restore_x", "## what", 60, 1, record)  # type: ignore[arg-type]
+    from procedures.operation import operation_log
+
+    monkeypatch.setattr("procedures.operation.write_oplog", lambda *_: None)
+    with (
+        pytest.raises(GateRejected, match="approver") as caught,
+        operation_log("restore", "test", None) as record,
+    ):
+        restore._await_approval(None, "app_restore_x", "## what", 60, 1)  # type: ignore[arg-type]
     assert "live database is untouched" in (caught.value.hint or "")
     assert dropped == ["app_restore_x"]
     assert "approved_by" not in record.details

@@ -1,0 +1,83 @@
+"""What the rollout steps return: typed values instead of dictionaries read by string key.
+
+They are frozen so a recorded rollback target cannot change under the run that keeps it;
+``as_dict`` gives the JSON shape the operation log, artifacts and flow results carry.
+"""
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+class _Record:
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON-ready form (operation-log details, artifacts, flow results)."""
+        return asdict(self)  # type: ignore[call-overload,no-any-return]
+
+
+@dataclass(frozen=True)
+class Release(_Record):
+    """An environment's current revision, image and replica count: a rollback target."""
+
+    environment: str
+    revision: int
+    image: str
+    replicas: int
+
+    def __str__(self) -> str:
+        return f"{self.image} (rev {self.revision})"
+
+
+@dataclass(frozen=True)
+class RevisionRecord(_Record):
+    """One row of the rollout history (``kubectl rollout history``)."""
+
+    revision: int
+    image: str
+    replicaset: str
+    replicas: int
+
+
+@dataclass(frozen=True)
+class ImageSet(_Record):
+    """The image a Deployment was pointed at, and the generation that change produced."""
+
+    environment: str
+    image: str
+    generation: int | None
+
+
+@dataclass(frozen=True)
+class RolloutResult(_Record):
+    """A finished rollout: how long it took and the controller's last message."""
+
+    environment: str
+    seconds: float
+    message: str
+
+
+@dataclass(frozen=True)
+class Rollback(_Record):
+    """A ``rollout undo``: from which revision to which, and whether anything changed."""
+
+    environment: str
+    from_revision: int
+    to_revision: int
+    image: str
+    skipped: bool
+
+
+@dataclass(frozen=True)
+class Restart(_Record):
+    """A ``rollout restart``: the ``restartedAt`` stamp put on the pod template."""
+
+    environment: str
+    restarted_at: str
+
+
+@dataclass(frozen=True)
+class Scale(_Record):
+    """A ``kubectl scale``: the replica count before and after."""
+
+    environment: str
+    previous: int
+    replicas: int
