@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron
 
 from flows.backup import backup_database
 from flows.deploy import staged_deploy
 from flows.migrate import migrate_database
 from flows.operate import hotfix, restart, rollback, scale
+from flows.record_crash import record_crashed_run
 from flows.restore import restore_database
 from flows.restore_drill import restore_drill
 from flows.rotate_credentials import rotate_credentials
@@ -27,8 +29,35 @@ def at_runbook(deployment: Any, entrypoint: str) -> Any:
     return deployment
 
 
+def crash_recorder(runbook_flows: list[str]) -> Any:
+    """The ``record-crashed-run`` deployment, started by a trigger whenever a deployment run
+    of one of ``runbook_flows`` crashes: it writes the entry the dead run could not."""
+    trigger = DeploymentEventTrigger(
+        name="record crashed runbook runs",
+        expect={"prefect.flow-run.Crashed"},
+        match={"prefect.resource.id": "prefect.flow-run.*"},
+        match_related=[
+            {"prefect.resource.role": "flow", "prefect.resource.name": sorted(runbook_flows)},
+            {"prefect.resource.role": "deployment"},
+        ],
+        parameters={"flow_run_id": "{{ event.resource.id }}"},
+    )
+    return record_crashed_run.to_deployment(
+        name="record-crashed-run",
+        description="Writes the operation-log entry of a runbook run that crashed (its process "
+        "was killed or lost); started by its trigger, or by hand with the run's id.",
+        tags=["oplog", "watchdog"],
+        triggers=[trigger],
+    )
+
+
 def runner_deployments() -> list[Any]:
     """The ``RunnerDeployment`` of every runbook, with schedules and descriptions."""
+    runbooks = _runbooks()
+    return [*runbooks, crash_recorder(sorted({d.flow_name for d in runbooks}))]
+
+
+def _runbooks() -> list[Any]:
     return [
         stack_smoke.to_deployment(
             name="stack-smoke",

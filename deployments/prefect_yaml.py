@@ -69,6 +69,11 @@ def render_deployment(deployment: Any, anchors: dict[tuple[str, str], str]) -> s
     if deployment.parameters:
         lines.append("    parameters:")
         lines += [f"      {k}: {_scalar(v)}" for k, v in sorted(deployment.parameters.items())]
+    if deployment.triggers:
+        lines.append("    triggers:")
+        for trigger in deployment.triggers:
+            body = trigger.model_dump(mode="json", exclude_unset=True)
+            lines.append(f"      - {json.dumps(body, sort_keys=True)}")
     return "\n".join(lines) + "\n"
 
 

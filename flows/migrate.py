@@ -144,6 +144,7 @@ def migrate_database(
             ``repository`` (``migrations_dir`` is then relative to the repository root).
         repository: The git checkout ``git_ref`` is read from.
     """
+    source = migrations_dir if git_ref is None else f"{migrations_dir}@{git_ref}"
     options: dict[str, Any] = {
         "database": database,
         "environment": environment,
@@ -154,29 +155,8 @@ def migrate_database(
         "lock_retries": lock_retries,
         "backup_store": backup_store,
         "concurrency_timeout_s": concurrency_timeout_s,
-        "reason": reason,
     }
-    if git_ref is None:
-        return _migrate(migrations_dir, migrations_dir, **options)
-    with folder_at_ref(repository, git_ref, migrations_dir) as folder:
-        return _migrate(str(folder), f"{migrations_dir}@{git_ref}", **options)
-
-
-def _migrate(
-    migrations_dir: str,
-    source: str,
-    *,
-    database: str,
-    environment: str,
-    dry_run: bool,
-    skip_backup: bool,
-    lock_timeout_s: float,
-    statement_timeout_s: float,
-    lock_retries: int,
-    backup_store: str,
-    concurrency_timeout_s: float,
-    reason: str,
-) -> dict[str, Any]:
+    # The log starts first: a bad git ref or folder still leaves its entry.
     with operation_log("database migration", reason, try_load_ops_db(), try_load_routing()) as rec:
         rec.details.update(
             migrations_dir=source,
@@ -187,72 +167,90 @@ def _migrate(
             lock_timeout_s=lock_timeout_s,
             statement_timeout_s=statement_timeout_s,
         )
-        if not _ENVIRONMENT.match(environment):
-            raise ConfigurationError(f"environment {environment!r} is not a valid name")
-        policy = ApplyPolicy(lock_timeout_s, statement_timeout_s, lock_retries)
-        directory, migrations = load_migrations(migrations_dir)
-        suites = load_suites(directory)
-        if suites:
-            preload()  # GX takes seconds to import: warm it while the plan is made
-        target = load_block(PostgresTarget, database)
+        if git_ref is None:
+            return _migrate(migrations_dir, **options)
+        with folder_at_ref(repository, git_ref, migrations_dir) as folder:
+            return _migrate(str(folder), **options)
 
-        plan = compute_plan(directory, migrations, target)
-        create_markdown_artifact(
-            key="migration-plan",
-            markdown=render_plan(plan, markdown=True) + render_suites(suites, markdown=True),
-            description=f"Migration plan for {database} ({len(plan.pending)} pending)",
+
+def _migrate(
+    migrations_dir: str,
+    *,
+    database: str,
+    environment: str,
+    dry_run: bool,
+    skip_backup: bool,
+    lock_timeout_s: float,
+    statement_timeout_s: float,
+    lock_retries: int,
+    backup_store: str,
+    concurrency_timeout_s: float,
+) -> dict[str, Any]:
+    rec = current_run().record
+    if not _ENVIRONMENT.match(environment):
+        raise ConfigurationError(f"environment {environment!r} is not a valid name")
+    policy = ApplyPolicy(lock_timeout_s, statement_timeout_s, lock_retries)
+    directory, migrations = load_migrations(migrations_dir)
+    suites = load_suites(directory)
+    if suites:
+        preload()  # GX takes seconds to import: warm it while the plan is made
+    target = load_block(PostgresTarget, database)
+
+    plan = compute_plan(directory, migrations, target)
+    create_markdown_artifact(
+        key="migration-plan",
+        markdown=render_plan(plan, markdown=True) + render_suites(suites, markdown=True),
+        description=f"Migration plan for {database} ({len(plan.pending)} pending)",
+    )
+    names = [p.migration.name for p in plan.pending]
+    suite_files = [s.file for s in suites]
+    rec.details.update(pending=names, blocked=plan.blocked, suites=suite_files)
+    summary: dict[str, Any] = {"pending": names, "dry_run": dry_run, "suites": suite_files}
+    refuse_if_blocked(plan)
+    if suites:
+        check_suites(suites)
+    if not plan.pending or dry_run:
+        rec.impact = "none: " + ("dry run, plan only" if dry_run else "nothing pending")
+        return summary
+
+    limit = limit_name(environment)
+    _require_limit(limit)
+    progress = Progress()
+    if skip_backup:
+        rec.issues.append("pre-migration backup skipped (skip_backup=True)")
+        rec.follow_up.append("take a backup of the migrated database")
+        progress.backup = "skipped by parameter skip_backup=True"
+    else:
+        progress.backup = _backup(database, backup_store, names)
+    rec.details["backup"] = progress.backup
+
+    expectations = final_expectations(step.migration for step in plan.pending)
+    with contextlib.ExitStack() as held:
+        held.enter_context(change_slot(environment, concurrency_timeout_s))
+        try:
+            failures = _apply_and_verify(target, plan, policy, expectations, suites, progress)
+        except Exception as exc:
+            where = progress.failed
+            subject = f"migration of {target.database} failed" + (f" at {where}" if where else "")
+            _page(progress, subject, exc)
+            raise
+    applied = progress.applied_names()
+    rec.impact = f"applied {len(applied)} migration(s): {', '.join(applied) or 'none'}"
+    if failures:
+        fallback = _fallback(progress.backup)
+        rec.follow_up.append(f"write a fix-forward migration, or restore {fallback}")
+        shown = "; ".join(failures[:10]) + (
+            f" (and {len(failures) - 10} more)" if len(failures) > 10 else ""
         )
-        names = [p.migration.name for p in plan.pending]
-        suite_files = [s.file for s in suites]
-        rec.details.update(pending=names, blocked=plan.blocked, suites=suite_files)
-        summary: dict[str, Any] = {"pending": names, "dry_run": dry_run, "suites": suite_files}
-        refuse_if_blocked(plan)
-        if suites:
-            check_suites(suites)
-        if not plan.pending or dry_run:
-            rec.impact = "none: " + ("dry run, plan only" if dry_run else "nothing pending")
-            return summary
-
-        limit = limit_name(environment)
-        _require_limit(limit)
-        progress = Progress()
-        if skip_backup:
-            rec.issues.append("pre-migration backup skipped (skip_backup=True)")
-            rec.follow_up.append("take a backup of the migrated database")
-            progress.backup = "skipped by parameter skip_backup=True"
-        else:
-            progress.backup = _backup(database, backup_store, names)
-        rec.details["backup"] = progress.backup
-
-        expectations = final_expectations(step.migration for step in plan.pending)
-        with contextlib.ExitStack() as held:
-            held.enter_context(change_slot(environment, concurrency_timeout_s))
-            try:
-                failures = _apply_and_verify(target, plan, policy, expectations, suites, progress)
-            except Exception as exc:
-                where = progress.failed
-                subject = f"migration of {target.database} failed" + (
-                    f" at {where}" if where else ""
-                )
-                _page(progress, subject, exc)
-                raise
-        applied = progress.applied_names()
-        rec.impact = f"applied {len(applied)} migration(s): {', '.join(applied) or 'none'}"
-        if failures:
-            fallback = _fallback(progress.backup)
-            rec.follow_up.append(f"write a fix-forward migration, or restore {fallback}")
-            shown = "; ".join(failures[:10]) + (
-                f" (and {len(failures) - 10} more)" if len(failures) > 10 else ""
-            )
-            failed = VerificationFailed(
-                f"the migrated database failed {len(failures)} verification check(s): {shown}",
-                hint="the migrations are committed (schema_migrations): write a follow-up"
-                " migration that fixes the schema or data and re-run (applied files are"
-                f" skipped), or restore {fallback}",
-            )
-            _page(progress, f"migration of {target.database} failed verification", failed)
-            raise failed
-        return {**summary, **rec.details, "verified": [e.describe() for e in expectations]}
+        failed = VerificationFailed(
+            f"the migrated database failed {len(failures)} verification check(s): {shown}",
+            hint="the migrations are committed (schema_migrations): write a follow-up"
+            " migration that fixes the schema or data and re-run (applied files are"
+            f" skipped), or restore {fallback}",
+        )
+        _page(progress, f"migration of {target.database} failed verification", failed)
+        raise failed
+    return {**summary, **rec.details, "verified": [e.describe() for e in expectations]}
 
 
 @dataclass

@@ -88,6 +88,10 @@ class BackupMissing(PermanentError):
     """No complete backup satisfies the request."""
 
 
+class TimedOut(PermanentError):
+    """A bounded wait ran out: a hung dump, a stalled stream, a step past its deadline."""
+
+
 class TransientError(OpsError):
     """Retrying after a delay may help."""
 

@@ -7,6 +7,29 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+#: How a run ended, as the operation log says it.
+SUCCEEDED, FAILED, REJECTED, TIMED_OUT, CANCELLED, CRASHED = (
+    "succeeded",
+    "failed",
+    "rejected",
+    "timed out",
+    "cancelled",
+    "crashed",
+)
+STATUSES = (SUCCEEDED, FAILED, REJECTED, TIMED_OUT, CANCELLED, CRASHED)
+NO_CHANGE = "no change"
+
+
+def default_impact(status: str, changing: str | None) -> str:
+    """The Impact of a run that recorded none: "no change", unless it was changing something.
+
+    ``changing`` names what the run held a change slot for (or otherwise started to change);
+    then the honest answer is that it may have changed, and someone should look.
+    """
+    if changing is None:
+        return NO_CHANGE
+    return f"{changing} may have changed: the run ended {status} before recording its impact"
+
 
 @dataclass(frozen=True)
 class OpLogEntry:

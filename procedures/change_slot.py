@@ -20,6 +20,7 @@ from prefect.logging import get_run_logger
 
 from opsflows.errors import ConfigurationError, Throttled
 from opsflows.settings import get_settings
+from procedures.operation import current_run
 
 
 def limit_name(environment: str) -> str:
@@ -56,6 +57,7 @@ def change_slot(environment: str, timeout_s: float, *, strict: bool = True) -> I
             raise_on_lease_renewal_failure=False,
         ):
             held = True
+            current_run().record.changing = environment
             get_run_logger().info("holding the %s lock (lease %gs)", name, lease_s)
             yield
     except ConcurrencySlotAcquisitionError as exc:

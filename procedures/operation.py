@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -12,12 +14,21 @@ from typing import Any, TypeVar, cast
 from prefect.blocks.abstract import NotificationBlock
 from prefect.blocks.core import Block
 from prefect.context import get_run_context
+from prefect.exceptions import FlowPauseTimeout, TerminationSignal
 from prefect.logging import get_run_logger
 
 from blocks.notify import NotificationRouting
 from blocks.postgres import PostgresTarget
-from opsflows.errors import ConfigurationError
-from opsflows.oplog import OpLogEntry
+from opsflows.errors import ConfigurationError, GateRejected, TimedOut, scrub
+from opsflows.oplog import (
+    CANCELLED,
+    FAILED,
+    REJECTED,
+    SUCCEEDED,
+    TIMED_OUT,
+    OpLogEntry,
+    default_impact,
+)
 from tasks.notify import send_notification
 from tasks.oplog import write_oplog
 
@@ -54,6 +65,8 @@ class OperationRecord:
     issues: list[str] = field(default_factory=list)
     follow_up: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    #: What the run started to change (set by the change slot); for the default Impact.
+    changing: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,13 +114,13 @@ def operation_log(
     """
     record = OperationRecord(operation=operation, reason=reason)
     started = datetime.now(UTC)
-    status = "succeeded"
+    status = SUCCEEDED
     token = _RUN.set(RunContext(record, routing))
     try:
         yield record
     except BaseException as exc:
-        status = "failed"
-        record.issues.append(f"{type(exc).__name__}: {exc}")
+        status = run_status(exc)
+        record.issues.append(f"{type(exc).__name__}: {scrub(str(exc))}")
         raise
     finally:
         entry = OpLogEntry(
@@ -116,7 +129,7 @@ def operation_log(
             started_at=started,
             finished_at=datetime.now(UTC),
             status=status,
-            impact=record.impact,
+            impact=record.impact or default_impact(status, record.changing),
             issues=tuple(record.issues),
             follow_up=tuple(record.follow_up),
             flow_run_id=_flow_run_id(),
@@ -124,7 +137,41 @@ def operation_log(
         )
         with contextlib.suppress(ValueError):  # reset from another context: nothing to undo
             _RUN.reset(token)
+        record_entry(entry, ops_db)
+
+
+def run_status(exc: BaseException) -> str:
+    """How a run that raised ``exc`` ended: rejected, timed out, cancelled or failed."""
+    chain = [exc, exc.__cause__]
+    if isinstance(exc, TerminationSignal | KeyboardInterrupt | asyncio.CancelledError):
+        return CANCELLED
+    if any(isinstance(e, FlowPauseTimeout | TimeoutError | TimedOut) for e in chain):
+        return TIMED_OUT  # an approval nobody gave in time, a wait that hit its bound
+    if isinstance(exc, GateRejected):
+        return REJECTED
+    return FAILED
+
+
+def record_entry(entry: OpLogEntry, ops_db: PostgresTarget | None) -> None:
+    """Write the entry, never raising: the op log must not replace the run's own result.
+
+    Through the ``write operation log`` task when Prefect can run it; when it cannot (the API
+    is down), the same writes run directly, each on its own (:func:`tasks.oplog.write_oplog`).
+    """
+    try:
         write_oplog(entry, ops_db)
+        return
+    except Exception as exc:  # noqa: BLE001 - logged; the run's result stands
+        _log().error("the operation-log task could not run (%s); writing directly", scrub(str(exc)))
+    with contextlib.suppress(Exception):
+        write_oplog.fn(entry, ops_db)
+
+
+def _log() -> Any:
+    try:
+        return get_run_logger()
+    except Exception:  # noqa: BLE001 - outside a run
+        return logging.getLogger("opsflows.oplog")
 
 
 def try_load_ops_db(name: str = OPS_DB) -> PostgresTarget | None:

@@ -11,7 +11,7 @@ from prefect.logging import get_run_logger
 
 from blocks.postgres import PostgresTarget
 from opsflows import retry
-from opsflows.errors import OpsError
+from opsflows.errors import scrub
 from opsflows.oplog import OpLogEntry, render_markdown
 from tasks.postgres import connect
 
@@ -29,7 +29,11 @@ CREATE TABLE IF NOT EXISTS ops_log (
     follow_up   text NOT NULL,
     flow_run_id text,
     details     jsonb NOT NULL DEFAULT '{}'
-)
+);
+-- Exactly one entry per flow run: a retried write, or the crashed-run recorder racing the
+-- run's own late write, cannot add a second one.
+CREATE UNIQUE INDEX IF NOT EXISTS ops_log_one_per_run ON ops_log (flow_run_id)
+    WHERE flow_run_id IS NOT NULL
 """
 
 
@@ -38,14 +42,28 @@ def artifact_key(operation: str) -> str:
     return "oplog-" + (re.sub(r"[^a-z0-9]+", "-", operation.lower()).strip("-") or "run")
 
 
-def insert_entry(target: PostgresTarget, entry: OpLogEntry) -> int:
-    """Insert ``entry`` into ``ops_log`` (creating the table if needed); the row id."""
+def entry_exists(target: PostgresTarget, flow_run_id: str) -> bool:
+    """Whether the flow run already has its ``ops_log`` entry."""
+    with connect(target) as conn:
+        conn.execute(DDL)
+        row = conn.execute(
+            "SELECT 1 FROM ops_log WHERE flow_run_id = %s", (flow_run_id,)
+        ).fetchone()
+    return row is not None
+
+
+def insert_entry(target: PostgresTarget, entry: OpLogEntry) -> int | None:
+    """Insert ``entry`` into ``ops_log`` (creating the table if needed); the row id.
+
+    None when the flow run already has its entry (a retried write is harmless).
+    """
     with connect(target) as conn:
         conn.execute(DDL)
         row = conn.execute(
             "INSERT INTO ops_log (started_at, finished_at, operation, status, reason, impact,"
             " duration_s, issues, follow_up, flow_run_id, details)"
-            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
+            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+            " ON CONFLICT (flow_run_id) WHERE flow_run_id IS NOT NULL DO NOTHING RETURNING id",
             (
                 entry.started_at,
                 entry.finished_at,
@@ -60,31 +78,36 @@ def insert_entry(target: PostgresTarget, entry: OpLogEntry) -> int:
                 json.dumps(dict(entry.details), default=str),
             ),
         ).fetchone()
-    assert row is not None
-    return int(row[0])
+    return int(row[0]) if row is not None else None
 
 
 @task(name="write operation log", **retry.ONCE)
 def write_oplog(entry: OpLogEntry, ops_db: PostgresTarget | None) -> int | None:
     """Record the run as a markdown artifact and an ``ops_log`` row; the row id.
 
-    The artifact is written first, so an unreachable operations database still leaves an
-    entry; that failure is logged and reported, not raised, so it never masks the
-    procedure's own result.
+    Each write stands on its own: an unreachable Prefect API still leaves the row, an
+    unreachable operations database still leaves the artifact. Neither failure is raised,
+    so the log never masks the procedure's own result.
     """
     logger = get_run_logger()
-    create_markdown_artifact(
-        markdown=render_markdown(entry),
-        key=artifact_key(entry.operation),
-        description=f"Operation log: {entry.operation} {entry.status}",
-    )
+    try:
+        create_markdown_artifact(
+            markdown=render_markdown(entry),
+            key=artifact_key(entry.operation),
+            description=f"Operation log: {entry.operation} {entry.status}",
+        )
+    except Exception as exc:  # noqa: BLE001 - the row below still records the run
+        logger.error("could not write the operation-log artifact: %s", scrub(str(exc)))
     if ops_db is None:
         logger.warning("no operations database configured; the log entry is the artifact only")
         return None
     try:
         row_id = insert_entry(ops_db, entry)
-    except OpsError as exc:
-        logger.error("could not write the ops_log row: %s", exc)
+    except Exception as exc:  # noqa: BLE001 - the artifact above still records the run
+        logger.error("could not write the ops_log row: %s", scrub(str(exc)))
+        return None
+    if row_id is None:
+        logger.info("flow run %s already has its operation-log entry", entry.flow_run_id)
         return None
     logger.info("operation log entry %s written (%s, %s)", row_id, entry.operation, entry.status)
     return row_id

@@ -174,3 +174,25 @@ def test_git_ref_applies_the_migrations_of_that_commit(
     assert query(target, "SELECT name FROM schema_migrations") == [("001_create_accounts.sql",)]
     details = ops_log_entry(stack, flow_run_id(state))[5]
     assert details["migrations_dir"] == f"db/migrations@{first}"
+
+
+def test_a_bad_git_ref_still_leaves_its_operation_log_entry(
+    stack: Any, db: tuple[PostgresTarget, str], tmp_path: Path
+) -> None:
+    target, block = db
+    repo, _, _ = make_repo(tmp_path)
+    state = migrate_database(
+        "db/migrations",
+        database=block,
+        environment=ENV,
+        skip_backup=True,
+        git_ref="no-such-branch",
+        repository=str(repo),
+        return_state=True,
+    )
+    assert state.is_failed(), state
+    _, status, impact, issues, _, details = ops_log_entry(stack, flow_run_id(state))
+    assert status == "failed" and "no-such-branch" in issues
+    assert impact == "no change"
+    assert details["migrations_dir"] == "db/migrations@no-such-branch"
+    assert migrations_table(target) is None

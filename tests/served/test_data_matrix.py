@@ -215,6 +215,41 @@ def test_stack_smoke(runpath: RunPath) -> None:
     assert set(row["details"]) == services  # every service answered and was recorded
 
 
+def test_a_crashed_run_gets_its_operation_log_entry(runpath: RunPath) -> None:
+    """A runbook run that crashed (its process gone) gets the entry it could not write.
+
+    The run is parked far in the future so no process takes it, then set Crashed through the
+    API as the "crash unresponsive runs" automation does; the ``record-crashed-run``
+    deployment's trigger starts the recorder on this run path, which writes the entry.
+    """
+    api = runpath.api
+    deployment = api.deployment("stack-smoke/stack-smoke")
+    later = {"type": "SCHEDULED", "state_details": {"scheduled_time": "2099-01-01T00:00:00Z"}}
+    made = api.http.post(f"/deployments/{deployment['id']}/create_flow_run", json={"state": later})
+    assert made.status_code == 201, made.text
+    run_id = str(made.json()["id"])
+    crashed = {"type": "CRASHED", "name": "Crashed", "message": "test: the process was lost"}
+    set_state = api.http.post(
+        f"/flow_runs/{run_id}/set_state", json={"state": crashed, "force": True}
+    )
+    assert set_state.json()["status"] == "ACCEPT", set_state.text
+    deadline = time.monotonic() + 120
+    row: dict[str, Any] | None = None
+    while row is None and time.monotonic() < deadline:
+        try:
+            row = oplog_row(runpath.stack, run_id)
+        except AssertionError:
+            time.sleep(1)
+    assert row is not None, f"no entry for the crashed run after 120 s; see {runpath.log}"
+    assert (row["operation"], row["status"]) == ("stack-smoke", "crashed")
+    assert "the process was lost" in row["issues"] and row["impact"].startswith("unknown")
+    # By hand (the Run button with the run's id): the entry exists, no second one is written.
+    again = api.finish("record-crashed-run/record-crashed-run", timeout=120, flow_run_id=run_id)
+    assert_completed(again, runpath.log)
+    assert oplog_row(runpath.stack, run_id)["id"] == row["id"]
+    assert oplog_row(runpath.stack, again["id"])["impact"].startswith("none: run")
+
+
 def test_ci_webhook_runs_complete_and_ship_their_images(
     runpath: RunPath, ci_runs: dict[str, dict[str, str]]
 ) -> None:

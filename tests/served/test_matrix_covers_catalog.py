@@ -39,6 +39,9 @@ MATRIX: dict[str, list[str]] = {
         "test_data_matrix::test_rotate_credentials_monthly"
     ],
     "stack-smoke/stack-smoke": ["test_data_matrix::test_stack_smoke"],
+    "record-crashed-run/record-crashed-run": [
+        "test_data_matrix::test_a_crashed_run_gets_its_operation_log_entry"
+    ],
 }
 
 

@@ -1,0 +1,51 @@
+"""Read a flow run from the Prefect API (the crashed-run recorder's source of facts)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from uuid import UUID
+
+from prefect import task
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
+
+from decisions.crashed_runs import RunFacts
+from opsflows import retry
+from opsflows.errors import ConfigurationError, NotFoundError
+
+
+@task(name="read flow run", **retry.NETWORK)
+def read_run_facts(flow_run_id: str) -> RunFacts:
+    """The run's name, flow, deployment, state and times.
+
+    Raises:
+        ConfigurationError: ``flow_run_id`` is not a UUID.
+        NotFoundError: no such flow run.
+    """
+    try:
+        run_uuid = UUID(flow_run_id)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"{flow_run_id!r} is not a flow run id",
+            hint="pass the UUID shown on the run's page in the Prefect UI",
+        ) from exc
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(run_uuid)
+        except ObjectNotFound as exc:
+            raise NotFoundError(f"flow run {flow_run_id} does not exist") from exc
+        flow = client.read_flow(run.flow_id)
+        deployment = client.read_deployment(run.deployment_id) if run.deployment_id else None
+    state = run.state
+    return RunFacts(
+        flow_run_id=str(run.id),
+        name=run.name,
+        flow_name=flow.name,
+        deployment_name=deployment.name if deployment else None,
+        state_type=state.type.value if state else "UNKNOWN",
+        state_message=(state.message or "") if state else "",
+        started_at=run.start_time,
+        ended_at=run.end_time,
+        created_at=run.created or run.expected_start_time or datetime.now(UTC),
+        parameters=dict(run.parameters),
+    )
