@@ -14,8 +14,9 @@ from prefect import flow
 
 from blocks.postgres import PostgresTarget
 from blocks.storage import BackupStore
-from decisions.backups import Manifest, backup_id_for, plan_retention, stale_uploads
+from decisions.backups import Manifest, backup_id_for
 from decisions.parts import choose_part_size, estimate_dump_bytes
+from decisions.retention import plan_retention, stale_uploads
 from opsflows.errors import ConfigurationError
 from procedures.operation import APP_DB, BACKUPS, load_block, operation_log, try_load_ops_db
 from tasks.catalog import (

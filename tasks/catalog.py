@@ -26,12 +26,11 @@ from blocks.storage import BackupStore
 from decisions.backups import (
     BackupRecord,
     Manifest,
-    PendingUpload,
-    RetentionPlan,
     manifest_from_dict,
     manifest_to_dict,
     parse_backup_id,
 )
+from decisions.retention import PendingUpload, RetentionPlan
 from opsflows import retry
 from opsflows.errors import ConfigurationError, NotFoundError
 from tasks.storage import aws_errors

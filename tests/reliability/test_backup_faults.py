@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 import procedures.backup
-from decisions.backups import choose_backup, stale_uploads
+from decisions.backups import choose_backup
+from decisions.retention import stale_uploads
 from devstack.faultproxy import FaultProxy, Rule
 from flows.backup import backup_database
 from opsflows.errors import BackupMissing, ServiceUnavailable
