@@ -1,14 +1,115 @@
-"""Retention as pure decisions: what a retention pass keeps and deletes, and which pending
-multipart uploads it aborts."""
+"""Retention as pure decisions: what a retention pass keeps, deletes and quarantines, and
+which pending multipart uploads it aborts.
+
+Every backup folder is in one of four states (:func:`assess`):
+
+* **complete**: its manifest is readable, of this database and backup, and the dump it
+  names is there. Kept for ``keep_days``, never fewer than ``min_count`` of them, never the
+  newest verified one.
+* **incomplete**: provably ours and abandoned. A folder named like our backup ids holding
+  only the objects opsflows writes (``dump.pgc``, ``manifest.json``, ``verified.json``) and
+  either no manifest (the run died before writing it, its last step) or a readable manifest
+  of this backup whose dump is gone. Deleted once nothing in it changed for the grace period.
+* **unreadable**: a manifest that is there but cannot be read (not JSON, fields missing, a
+  version newer than this code, refused by S3).
+* **foreign**: a manifest of another database or backup, or any object opsflows never writes
+  in the folder.
+
+Unreadable and foreign backups are *quarantined*: listed with the reason in the retention
+plan (artifact ``backup-retention``) and in the operation log, never deleted, and counted as
+neither kept nor deletable (they do not make up the minimum count). Retention writes nothing
+to them either, no tag and no copy: a person looks at them and decides. A quarantined backup
+that is complete (a readable manifest and its dump, next to a stray object) can still be
+restored.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 
-from decisions.backups import BackupRecord, backup_sort_key
+from decisions.backups import BackupRecord, backup_sort_key, parse_backup_id
 from opsflows.errors import ConfigurationError
+
+#: Past this, nothing in an incomplete folder changed for so long that no run is finishing it.
+GRACE = timedelta(hours=6)
+
+
+class BackupState(StrEnum):
+    COMPLETE = "complete"
+    INCOMPLETE = "incomplete"
+    UNREADABLE = "unreadable"
+    FOREIGN = "foreign"
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The state of one backup folder and why."""
+
+    state: BackupState
+    reason: str
+
+    @property
+    def quarantined(self) -> bool:
+        return self.state in {BackupState.UNREADABLE, BackupState.FOREIGN}
+
+
+def _names(record: BackupRecord, keys: Iterable[str]) -> str:
+    marker = f"/{record.backup_id}/"
+    return ", ".join(sorted(k.partition(marker)[2] or k for k in keys))
+
+
+def assess(record: BackupRecord) -> Assessment:
+    """Which of the four states ``record`` is in (see the module docstring)."""
+    if record.manifest is None and record.manifest_error:
+        return Assessment(BackupState.UNREADABLE, f"manifest unreadable: {record.manifest_error}")
+    if record.foreign_manifest:
+        return Assessment(BackupState.FOREIGN, record.foreign_manifest)
+    if record.stray_keys:
+        return Assessment(
+            BackupState.FOREIGN,
+            f"holds objects opsflows does not write: {_names(record, record.stray_keys)}",
+        )
+    if record.complete:
+        return Assessment(BackupState.COMPLETE, "complete")
+    if record.manifest is not None:
+        missing = _names(record, [record.manifest.dump_key])
+        return Assessment(
+            BackupState.INCOMPLETE, f"the dump its manifest names ({missing}) is gone"
+        )
+    return Assessment(BackupState.INCOMPLETE, "no manifest")
+
+
+def last_activity(record: BackupRecord) -> datetime | None:
+    """The latest sign of life of a folder: its backup id's time or its newest object."""
+    moments = [parse_backup_id(record.backup_id), record.modified, record.dump_modified]
+    known = [m.astimezone(UTC) for m in moments if m is not None]
+    return max(known) if known else None
+
+
+@dataclass(frozen=True)
+class RetentionItem:
+    """One backup and why the plan keeps, deletes or quarantines it."""
+
+    record: BackupRecord
+    reason: str
+
+
+@dataclass(frozen=True)
+class RetentionPlan:
+    """What retention keeps, deletes and quarantines, with the rule that decided each."""
+
+    now: datetime
+    keep: tuple[RetentionItem, ...]
+    delete: tuple[RetentionItem, ...]
+    keep_days: int
+    min_count: int
+    quarantine: tuple[RetentionItem, ...] = ()
+
+    def delete_keys(self) -> list[str]:
+        return [key for item in self.delete for key in item.record.keys]
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -17,40 +118,20 @@ def _as_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-@dataclass(frozen=True)
-class RetentionItem:
-    """One backup and why the plan keeps or deletes it."""
-
-    record: BackupRecord
-    reason: str
-
-
-@dataclass(frozen=True)
-class RetentionPlan:
-    """What retention keeps and deletes, with the rule that decided each."""
-
-    now: datetime
-    keep: tuple[RetentionItem, ...]
-    delete: tuple[RetentionItem, ...]
-    keep_days: int
-    min_count: int
-
-    def delete_keys(self) -> list[str]:
-        return [key for item in self.delete for key in item.record.keys]
-
-
 def plan_retention(
     records: Sequence[BackupRecord],
     now: datetime,
     *,
     keep_days: int = 30,
     min_count: int = 7,
-    incomplete_grace: timedelta = timedelta(hours=6),
+    incomplete_grace: timedelta = GRACE,
 ) -> RetentionPlan:
     """Keep ``keep_days`` of backups, never fewer than ``min_count`` complete ones, and never
-    the newest verified backup; drop incomplete leftovers once past ``incomplete_grace``.
+    the newest verified backup; drop incomplete leftovers once past ``incomplete_grace``;
+    quarantine unreadable and foreign ones.
 
-    An incomplete dump younger than the grace period may belong to a run still writing its
+    An incomplete folder in which something changed within the grace period (by its backup id
+    or S3's last-modified time, whichever is later) may belong to a run still writing its
     manifest, so it is kept.
     """
     if keep_days < 1:
@@ -59,12 +140,18 @@ def plan_retention(
         raise ConfigurationError(f"a minimum count of {min_count} would allow deleting all")
     now = _as_utc(now)
     horizon = now - timedelta(days=keep_days)
-    complete = sorted((r for r in records if r.complete), key=backup_sort_key, reverse=True)
+    assessed = [(record, assess(record)) for record in records]
+    complete = sorted(
+        (r for r, a in assessed if a.state is BackupState.COMPLETE),
+        key=backup_sort_key,
+        reverse=True,
+    )
     newest_n = {r.backup_id for r in complete[:min_count]}
     verified = [r for r in complete if r.verified_at is not None]
     newest_verified = verified[0].backup_id if verified else None
     keep: list[RetentionItem] = []
     delete: list[RetentionItem] = []
+    quarantine: list[RetentionItem] = []
     for record in complete:
         when = _as_utc(record.manifest.snapshot_at)  # type: ignore[union-attr]
         if when >= horizon:
@@ -75,17 +162,32 @@ def plan_retention(
             keep.append(RetentionItem(record, "the newest verified backup"))
         else:
             delete.append(RetentionItem(record, f"older than {keep_days} days"))
-    for record in records:
-        if record.complete:
+    for record, verdict in assessed:
+        if verdict.state is BackupState.COMPLETE:
             continue
-        seen = record.seen_at
-        if seen is not None and _as_utc(seen) > now - incomplete_grace:
-            keep.append(RetentionItem(record, "incomplete but recent: a run may still finish it"))
+        if verdict.quarantined:
+            quarantine.append(RetentionItem(record, f"{verdict.state}: {verdict.reason}"))
+            continue
+        seen = last_activity(record)
+        if seen is not None and seen > now - incomplete_grace:
+            keep.append(
+                RetentionItem(
+                    record, f"incomplete ({verdict.reason}) but recent: a run may still finish it"
+                )
+            )
         else:
-            delete.append(RetentionItem(record, "incomplete (no manifest): not a backup"))
+            delete.append(RetentionItem(record, f"incomplete ({verdict.reason}): not a backup"))
     return RetentionPlan(
-        now=now, keep=tuple(keep), delete=tuple(delete), keep_days=keep_days, min_count=min_count
+        now=now,
+        keep=tuple(keep),
+        delete=tuple(delete),
+        keep_days=keep_days,
+        min_count=min_count,
+        quarantine=tuple(quarantine),
     )
+
+
+# --- pending multipart uploads --------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -98,7 +200,7 @@ class PendingUpload:
 
 
 def stale_uploads(
-    uploads: Iterable[PendingUpload], now: datetime, grace: timedelta = timedelta(hours=6)
+    uploads: Iterable[PendingUpload], now: datetime, grace: timedelta = GRACE
 ) -> list[PendingUpload]:
     """Uploads older than ``grace``: left by killed runs, to be aborted (their parts cost)."""
     limit = _as_utc(now) - grace

@@ -57,6 +57,8 @@ def backup_database(
     same snapshot. The manifest is written last: only then is the backup complete. Then
     retention keeps 30 days (the store's setting), never fewer than the minimum count and
     never the newest verified backup; the plan is shown as an artifact before deleting.
+    Backups it cannot read, or that are not ours, are quarantined: reported, never deleted
+    (``decisions/retention.py``).
 
     Args:
         database: PostgresTarget block of the database to back up.
@@ -121,6 +123,14 @@ def backup_database(
                 deleted = delete_backups(backups, plan)
             if stale:
                 abort_uploads(backups, stale)
+        quarantined = {item.record.backup_id: item.reason for item in plan.quarantine}
+        for backup_id, why in quarantined.items():
+            rec.issues.append(f"backup {backup_id} quarantined (never deleted): {why}")
+        if quarantined:
+            rec.follow_up.append(
+                f"inspect the quarantined backups under s3://{backups.bucket}/"
+                f"{backups.key(target.database)}/ and repair or remove them by hand"
+            )
         expired = [item.record.backup_id for item in plan.delete]
         remaining = [r for r in catalog if dry_run_retention or r.backup_id not in expired]
         publish_catalog(remaining, target.database)
@@ -130,8 +140,9 @@ def backup_database(
             "size_mib": round(dumped.upload.size_bytes / 2**20, 2),
             "sha256": dumped.upload.sha256,
             "tables": len(dumped.fingerprint.tables),
-            "retention": f"keep {len(plan.keep)}, delete {len(plan.delete)}"
-            + (" (dry run)" if dry_run_retention else ""),
+            "retention": f"keep {len(plan.keep)}, delete {len(plan.delete)}, "
+            f"quarantine {len(plan.quarantine)}" + (" (dry run)" if dry_run_retention else ""),
+            "quarantined": quarantined,
         }
         return {
             "backup_id": backup_id,
@@ -147,6 +158,7 @@ def backup_database(
             "schema_hash": dumped.fingerprint.schema_hash,
             "retention_expired": expired,
             "deleted_keys": deleted,
+            "quarantined": quarantined,
             "stale_uploads": [u.key for u in stale],
             "dry_run_retention": dry_run_retention,
         }

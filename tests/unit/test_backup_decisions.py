@@ -198,11 +198,66 @@ def test_dump_estimate_uses_the_last_ratio() -> None:
 def test_manifest_round_trips_and_rejects_garbage() -> None:
     manifest = record(NOW).manifest
     assert manifest is not None
-    assert manifest_from_dict(manifest_to_dict(manifest)) == manifest
+    here = manifest.dump_key.replace("dump.pgc", "manifest.json")
+    assert manifest_from_dict(manifest_to_dict(manifest), here) == manifest
     broken = manifest_to_dict(manifest)
     del broken["sha256"]
     with pytest.raises(ConfigurationError, match="malformed backup manifest"):
-        manifest_from_dict(broken)
+        manifest_from_dict(broken, here)
+    broken = {**manifest_to_dict(manifest), "fingerprint": {"schema_hash": "x", "tables": [1]}}
+    with pytest.raises(ConfigurationError, match="malformed backup manifest"):
+        manifest_from_dict(broken, here)
+
+
+def test_manifest_names_its_dump_relative_to_itself() -> None:
+    manifest = record(NOW).manifest
+    assert manifest is not None
+    data = manifest_to_dict(manifest)
+    assert data["dump"] == "dump.pgc" and data["version"] == 2
+    assert data["dump_key"] == manifest.dump_key, "kept for readers before version 2"
+    bid = manifest.backup_id
+    copied = manifest_from_dict(data, f"elsewhere/app/{bid}/manifest.json")
+    assert copied.dump_key == f"elsewhere/app/{bid}/dump.pgc", "resolved beside the manifest"
+    assert manifest_from_dict(data, "manifest.json").dump_key == "dump.pgc"
+    for bad in ("../other/dump.pgc", "sub/dump.pgc", "", ".."):
+        with pytest.raises(ConfigurationError, match="not a name beside it"):
+            manifest_from_dict({**data, "dump": bad}, f"backups/app/{bid}/manifest.json")
+
+
+def test_a_manifest_with_an_absolute_dump_key_still_reads() -> None:
+    """Version 1 wrote only the absolute key: read as the same name beside the manifest."""
+    manifest = record(NOW).manifest
+    assert manifest is not None
+    bid = manifest.backup_id
+    legacy = {k: v for k, v in manifest_to_dict(manifest).items() if k != "dump"}
+    legacy["version"] = 1
+    in_place = manifest_from_dict(legacy, f"backups/app/{bid}/manifest.json")
+    assert in_place.dump_key == manifest.dump_key and in_place.version == 1
+    moved = manifest_from_dict(legacy, f"copy/prefix/app/{bid}/manifest.json")
+    assert moved.dump_key == f"copy/prefix/app/{bid}/dump.pgc"
+    other = {**legacy, "dump_key": "backups/app/20250101T000000000000Z/dump.pgc"}
+    with pytest.raises(ConfigurationError, match="not in the folder of backup"):
+        manifest_from_dict(other, f"backups/app/{bid}/manifest.json")
+
+
+def test_a_manifest_newer_than_this_code_is_not_read() -> None:
+    manifest = record(NOW).manifest
+    assert manifest is not None
+    with pytest.raises(ConfigurationError, match="manifest version 3 is newer"):
+        manifest_from_dict({**manifest_to_dict(manifest), "version": 3}, "a/b/manifest.json")
+
+
+def test_a_manifest_of_another_database_or_backup_is_not_complete() -> None:
+    good = record(NOW)
+    assert good.manifest is not None and good.complete and not good.foreign_manifest
+    other_db = BackupRecord(
+        **{**good.__dict__, "manifest": Manifest(**{**good.manifest.__dict__, "database": "x"})}
+    )
+    assert not other_db.complete and "database 'x'" in other_db.foreign_manifest
+    other_id = BackupRecord(**{**good.__dict__, "backup_id": "20250101T000000000000Z"})
+    assert not other_id.complete and "of backup" in other_id.foreign_manifest
+    with pytest.raises(BackupMissing):
+        choose_backup([other_db, other_id], None)
 
 
 def test_drill_verdict_flags_a_backup_older_than_the_threshold() -> None:
