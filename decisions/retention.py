@@ -1,5 +1,5 @@
 """Retention as pure decisions: what a retention pass keeps, deletes and quarantines, and
-which pending multipart uploads it aborts.
+which pending multipart uploads it may abort.
 
 Every backup folder is in one of four states (:func:`assess`):
 
@@ -33,7 +33,8 @@ from enum import StrEnum
 from decisions.backups import BackupRecord, backup_sort_key, parse_backup_id
 from opsflows.errors import ConfigurationError
 
-#: Past this, nothing in an incomplete folder changed for so long that no run is finishing it.
+#: Past this, nothing in an incomplete folder changed for so long that no run is finishing it,
+#: and no backup run whose upload is this old and unleased is still writing.
 GRACE = timedelta(hours=6)
 
 
@@ -192,16 +193,57 @@ def plan_retention(
 
 @dataclass(frozen=True)
 class PendingUpload:
-    """A multipart upload that was started and neither completed nor aborted."""
+    """A multipart upload that was started and neither completed nor aborted.
+
+    ``initiated`` is the later of S3's initiation time and the time in its backup id;
+    ``ours`` says whether its key is one a backup writes (``<database>/<backup_id>/dump.pgc``).
+    """
 
     key: str
     upload_id: str
     initiated: datetime
+    ours: bool = True
 
 
-def stale_uploads(
-    uploads: Iterable[PendingUpload], now: datetime, grace: timedelta = GRACE
-) -> list[PendingUpload]:
-    """Uploads older than ``grace``: left by killed runs, to be aborted (their parts cost)."""
+@dataclass(frozen=True)
+class UploadSweep:
+    """The pending uploads a retention pass aborts, and the others with why they stay."""
+
+    abort: tuple[PendingUpload, ...]
+    keep: tuple[tuple[PendingUpload, str], ...]
+
+
+def sweep_uploads(
+    uploads: Iterable[PendingUpload],
+    now: datetime,
+    *,
+    writers: int | None,
+    grace: timedelta = GRACE,
+) -> UploadSweep:
+    """Which pending uploads to abort: only abandoned ones (their parts are billed, useless).
+
+    An upload is aborted only when all of these hold:
+
+    * its key is one a backup writes (anything else under the prefix is not ours to abort);
+    * no backup of the database is writing: ``writers`` is the number of upload leases held
+      (``procedures/upload_lease.py``), leases the Prefect server takes back when their holder
+      dies, so this does not rest on comparing clocks; ``None`` (unknown, e.g. the Prefect API
+      did not answer) aborts nothing;
+    * it was initiated more than ``grace`` ago, by S3's clock and by its backup id both.
+    """
     limit = _as_utc(now) - grace
-    return [u for u in uploads if _as_utc(u.initiated) <= limit]
+    abort: list[PendingUpload] = []
+    keep: list[tuple[PendingUpload, str]] = []
+    for upload in uploads:
+        if not upload.ours:
+            keep.append((upload, "not an upload of a backup (key outside the backup layout)"))
+        elif writers is None:
+            keep.append((upload, "cannot tell whether a backup is writing it (no lease count)"))
+        elif writers > 0:
+            keep.append((upload, f"{writers} backup(s) of this database are writing"))
+        elif _as_utc(upload.initiated) > limit:
+            hours = grace.total_seconds() / 3600
+            keep.append((upload, f"started less than {hours:g} h ago"))
+        else:
+            abort.append(upload)
+    return UploadSweep(abort=tuple(abort), keep=tuple(keep))

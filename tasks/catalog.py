@@ -38,7 +38,7 @@ from decisions.backups import (
     manifest_to_dict,
     parse_backup_id,
 )
-from decisions.retention import PendingUpload, RetentionPlan, assess
+from decisions.retention import PendingUpload, RetentionPlan, UploadSweep, assess
 from opsflows import retry
 from opsflows.errors import ConfigurationError, NotFoundError, PermanentError
 from tasks.storage import aws_errors
@@ -180,33 +180,54 @@ def delete_backups(store: BackupStore, plan: RetentionPlan) -> list[str]:
 def find_pending_uploads(store: BackupStore, database: str) -> list[PendingUpload]:
     """Multipart uploads under the database's folder that were never completed or aborted."""
     client = store.s3_client()
+    prefix = database_prefix(store, database)
     found: list[PendingUpload] = []
     with aws_errors("list multipart uploads"):
-        resp = client.list_multipart_uploads(
-            Bucket=store.bucket, Prefix=database_prefix(store, database)
+        pages = list(
+            client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=store.bucket, Prefix=prefix
+            )
         )
-    prefix = database_prefix(store, database)
-    for up in resp.get("Uploads", []):
+    for up in (u for page in pages for u in page.get("Uploads", [])):
         key = str(up["Key"])
         initiated = up["Initiated"].astimezone(UTC)
+        backup_id, _, name = key[len(prefix) :].partition("/")
         # The backup id in the key is when its run started. Take the later of the two:
         # some S3 implementations (moto) report a fixed Initiated date, which would make
         # a concurrent run's upload look stale.
-        started = parse_backup_id(key[len(prefix) :].partition("/")[0])
+        started = parse_backup_id(backup_id)
         if started is not None:
             initiated = max(initiated, started)
-        found.append(PendingUpload(key=key, upload_id=str(up["UploadId"]), initiated=initiated))
+        found.append(
+            PendingUpload(
+                key=key,
+                upload_id=str(up["UploadId"]),
+                initiated=initiated,
+                ours=started is not None and name == DUMP,
+            )
+        )
     return found
 
 
 @task(name="abort stale uploads", **retry.NETWORK)
 def abort_uploads(store: BackupStore, uploads: list[PendingUpload]) -> int:
-    """Abort uploads left by killed runs (their parts are billed and useless)."""
+    """Abort uploads left by killed runs (their parts are billed and useless); how many.
+
+    One that is gone already (completed or aborted since it was listed) is skipped.
+    """
     client = store.s3_client()
+    aborted = 0
     for up in uploads:
-        with aws_errors(f"abort stale upload of {up.key}"):
-            client.abort_multipart_upload(Bucket=store.bucket, Key=up.key, UploadId=up.upload_id)
-    return len(uploads)
+        try:
+            with aws_errors(f"abort stale upload of {up.key}"):
+                client.abort_multipart_upload(
+                    Bucket=store.bucket, Key=up.key, UploadId=up.upload_id
+                )
+        except NotFoundError:
+            get_run_logger().info("upload of %s ended before it was aborted", up.key)
+            continue
+        aborted += 1
+    return aborted
 
 
 def _when(record: BackupRecord) -> str:
@@ -255,8 +276,8 @@ def publish_catalog(records: list[BackupRecord], database: str) -> None:
     )
 
 
-def publish_plan(plan: RetentionPlan, dry_run: bool) -> str:
-    """The retention plan as markdown, shown before anything is deleted."""
+def publish_plan(plan: RetentionPlan, dry_run: bool, uploads: UploadSweep | None = None) -> str:
+    """The retention plan as markdown, shown before anything is deleted or aborted."""
     verb = "would delete (dry run)" if dry_run else "deletes"
     lines = [
         f"# Retention plan ({plan.keep_days} days, at least {plan.min_count} backups)",
@@ -277,6 +298,17 @@ def publish_plan(plan: RetentionPlan, dry_run: bool) -> str:
             record = item.record
             lines.append(
                 f"| {record.backup_id} | {_when(record)} | {decision} | {_cell(item.reason)} |"
+            )
+    if uploads is not None and (uploads.abort or uploads.keep):
+        abort = "would abort (dry run)" if dry_run else "abort"
+        lines += ["", "| pending upload | initiated | decision | rule |", "|---|---|---|---|"]
+        for up in uploads.abort:
+            lines.append(
+                f"| {up.key} | {up.initiated:%Y-%m-%d %H:%M:%S} UTC | {abort} | abandoned |"
+            )
+        for up, why in uploads.keep:
+            lines.append(
+                f"| {up.key} | {up.initiated:%Y-%m-%d %H:%M:%S} UTC | keep | {_cell(why)} |"
             )
     text = "\n".join(lines) + "\n"
     create_markdown_artifact(markdown=text, key="backup-retention", description="Retention plan")

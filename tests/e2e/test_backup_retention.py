@@ -1,5 +1,5 @@
-"""Retention never deletes what it cannot read, and copies of backups stay backups
-(issue 12, item 2)."""
+"""Retention never deletes what it cannot read, copies of backups stay backups, and a
+running upload is never aborted by another run's retention pass (issue 12, item 2)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from flows.restore import restore_database
 from tests.backup_support import BackupEnv, admin_target, backup_env, fill
 from tests.support import flow_run_artifacts, flow_run_id
 
+MIB = 1024 * 1024
 LEGACY = "20000101T000000000000Z"
 
 
@@ -172,3 +173,39 @@ def test_a_copied_backup_lists_and_restores_as_complete(env: BackupEnv) -> None:
         for obj in listed:
             client.delete_object(Bucket=bucket, Key=obj["Key"])
         client.delete_bucket(Bucket=bucket)
+
+
+def test_an_upload_still_running_survives_another_runs_retention(env: BackupEnv) -> None:
+    """A backup that started 8 h ago is still uploading: another run's retention pass keeps
+    its multipart upload, which then completes; once no backup is writing, a pass aborts an
+    upload that old."""
+    from procedures.upload_lease import upload_lease
+
+    def start(days_ago: float) -> tuple[str, str]:
+        bid, base = _folder(env, days_ago)
+        key = f"{base}/dump.pgc"
+        upload = env.client.create_multipart_upload(Bucket=BACKUP_BUCKET, Key=key)
+        return key, str(upload["UploadId"])
+
+    with upload_lease(env.dbname):  # what a running backup holds while it uploads
+        key, upload_id = start(8 / 24)
+        part = env.client.upload_part(
+            Bucket=BACKUP_BUCKET, Key=key, UploadId=upload_id, PartNumber=1, Body=b"y" * MIB
+        )
+        made = _backup(env)
+        assert made["stale_uploads"] == []
+        assert [u["UploadId"] for u in env.uploads()] == [upload_id], "the upload survives"
+        assert made["uploads_kept"] == {key: made["uploads_kept"][key]}
+        assert "writing" in made["uploads_kept"][key]
+        env.client.complete_multipart_upload(
+            Bucket=BACKUP_BUCKET,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+        )
+    assert key in env.keys() and env.uploads() == []
+
+    abandoned, abandoned_id = start(8 / 24)
+    swept = _backup(env)
+    assert swept["stale_uploads"] == [abandoned], "no backup is writing: the old one is aborted"
+    assert abandoned_id not in [u["UploadId"] for u in env.uploads()]

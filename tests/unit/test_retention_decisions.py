@@ -1,4 +1,4 @@
-"""Retention and the stale-upload rule: pure decisions, no services."""
+"""Retention and the upload sweep: pure decisions, no services."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from decisions.retention import (
     assess,
     last_activity,
     plan_retention,
-    stale_uploads,
+    sweep_uploads,
 )
 from opsflows.errors import ConfigurationError
 from tests.unit.test_backup_decisions import NOW, daily, record
@@ -161,10 +161,25 @@ def test_an_incomplete_folder_changed_recently_is_kept_whatever_its_id_says() ->
     assert finishing.backup_id in _ids(plan.keep)
 
 
-# --- stale uploads ---------------------------------------------------------------------------
+# --- the upload sweep --------------------------------------------------------------------------
 
 
-def test_stale_uploads_are_those_past_the_grace_period() -> None:
-    old = PendingUpload("k1", "u1", NOW - timedelta(hours=7))
-    young = PendingUpload("k2", "u2", NOW - timedelta(minutes=5))
-    assert stale_uploads([old, young], NOW) == [old]
+OLD = PendingUpload("backups/app/x/dump.pgc", "u1", NOW - timedelta(hours=7))
+YOUNG = PendingUpload("backups/app/y/dump.pgc", "u2", NOW - timedelta(minutes=5))
+NOT_OURS = PendingUpload("backups/app/other/file.bin", "u3", NOW - timedelta(days=9), ours=False)
+
+
+def test_old_uploads_are_aborted_only_when_no_backup_is_writing() -> None:
+    idle = sweep_uploads([OLD, YOUNG, NOT_OURS], NOW, writers=0)
+    assert idle.abort == (OLD,)
+    kept = dict(idle.keep)
+    assert "less than 6 h" in kept[YOUNG] and "outside the backup layout" in kept[NOT_OURS]
+
+    busy = sweep_uploads([OLD, YOUNG], NOW, writers=1)
+    assert busy.abort == (), "a backup holds an upload lease: nothing is aborted"
+    assert all("are writing" in why for _, why in busy.keep)
+
+
+def test_no_lease_count_aborts_nothing() -> None:
+    unknown = sweep_uploads([OLD], NOW + timedelta(days=30), writers=None)
+    assert unknown.abort == () and "cannot tell" in unknown.keep[0][1]
