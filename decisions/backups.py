@@ -1,21 +1,34 @@
-"""Backup decisions as pure functions: which backup to restore, what retention keeps.
+"""Backup decisions as pure functions: which backup to restore, how a manifest reads.
 
 Nothing here touches S3 or PostgreSQL: the catalog is read by ``tasks/catalog.py`` into
 :class:`BackupRecord` values, and the functions below decide on them. A backup is
 *complete* only when its manifest exists (the manifest is written last, after the upload
-succeeded), so a dump left by a killed or failed run is never chosen for a restore.
+succeeded), is readable, is of this database and backup, and names a dump that is there; so
+a dump left by a killed or failed run is never chosen for a restore. What retention does
+with the others is in :mod:`decisions.retention`.
+
+Keys in a manifest are relative to the manifest (``"dump": "dump.pgc"``), so a backup
+copied with its folder to another prefix or bucket is still a backup there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from opsflows.errors import BackupMissing, ConfigurationError
 
-MANIFEST_VERSION = 1
+#: 2: the dump is named relative to the manifest (``dump``); 1: by its absolute key only.
+MANIFEST_VERSION = 2
+
+#: The objects of one backup folder, ``<prefix><database>/<backup_id>/``: nothing else is
+#: ever written there by opsflows.
+DUMP = "dump.pgc"
+MANIFEST = "manifest.json"
+VERIFIED = "verified.json"
+LAYOUT = frozenset({DUMP, MANIFEST, VERIFIED})
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,8 @@ class Manifest:
     started_at: datetime
     finished_at: datetime
     snapshot_at: datetime
+    #: The dump's key in the store the manifest was read from (written relative to the
+    #: manifest, resolved against the manifest's folder when read).
     dump_key: str
     size_bytes: int
     sha256: str
@@ -61,7 +76,12 @@ class Manifest:
 
 @dataclass(frozen=True)
 class BackupRecord:
-    """One backup as listed in the store: the dump object, its manifest if any."""
+    """One backup folder as listed in the store: the dump object, its manifest if any.
+
+    ``manifest_error`` says why a manifest that is there could not be read (``manifest`` is
+    then None); ``stray_keys`` are objects in the folder that opsflows never writes;
+    ``modified`` is the newest last-modified time (S3's clock) of any object in the folder.
+    """
 
     backup_id: str
     database: str
@@ -71,11 +91,30 @@ class BackupRecord:
     manifest: Manifest | None = None
     verified_at: datetime | None = None
     keys: tuple[str, ...] = ()
+    manifest_error: str = ""
+    stray_keys: tuple[str, ...] = ()
+    modified: datetime | None = None
+
+    @property
+    def foreign_manifest(self) -> str:
+        """Why the readable manifest is not this backup's ("" when it is, or there is none)."""
+        manifest = self.manifest
+        if manifest is None:
+            return ""
+        if manifest.database != self.database:
+            return f"its manifest is of database {manifest.database!r}, not {self.database!r}"
+        if manifest.backup_id != self.backup_id:
+            return f"its manifest is of backup {manifest.backup_id!r}, not of its folder"
+        return ""
 
     @property
     def complete(self) -> bool:
-        """A dump with its manifest (written last, so the upload had succeeded)."""
-        return self.manifest is not None and self.dump_key == self.manifest.dump_key
+        """This backup's manifest (written last, so the upload had succeeded) and its dump."""
+        return (
+            self.manifest is not None
+            and not self.foreign_manifest
+            and self.dump_key == self.manifest.dump_key
+        )
 
     @property
     def size_matches(self) -> bool:
@@ -146,7 +185,8 @@ def _as_utc(moment: datetime) -> datetime:
 # --- choosing a backup --------------------------------------------------------------------
 
 
-def _sort_key(record: BackupRecord) -> tuple[datetime, bool, datetime, str]:
+def backup_sort_key(record: BackupRecord) -> tuple[datetime, bool, datetime, str]:
+    """Oldest first: snapshot time, then verified, then finished later (complete only)."""
     manifest = record.manifest
     assert manifest is not None
     return (
@@ -166,7 +206,7 @@ def choose_backup(
     When none is old enough, :class:`BackupMissing` lists the ``nearest`` complete
     backups after ``at`` so the caller can pick a later point knowingly.
     """
-    complete = sorted((r for r in records if r.complete), key=_sort_key)
+    complete = sorted((r for r in records if r.complete), key=backup_sort_key)
     if not complete:
         raise BackupMissing(
             "no complete backup exists (a dump without a manifest is not a backup)",
@@ -189,102 +229,16 @@ def choose_backup(
     )
 
 
-# --- retention ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RetentionItem:
-    """One backup and why the plan keeps or deletes it."""
-
-    record: BackupRecord
-    reason: str
-
-
-@dataclass(frozen=True)
-class RetentionPlan:
-    """What retention keeps and deletes, with the rule that decided each."""
-
-    now: datetime
-    keep: tuple[RetentionItem, ...]
-    delete: tuple[RetentionItem, ...]
-    keep_days: int
-    min_count: int
-
-    def delete_keys(self) -> list[str]:
-        return [key for item in self.delete for key in item.record.keys]
-
-
-def plan_retention(
-    records: Sequence[BackupRecord],
-    now: datetime,
-    *,
-    keep_days: int = 30,
-    min_count: int = 7,
-    incomplete_grace: timedelta = timedelta(hours=6),
-) -> RetentionPlan:
-    """Keep ``keep_days`` of backups, never fewer than ``min_count`` complete ones, and never
-    the newest verified backup; drop incomplete leftovers once past ``incomplete_grace``.
-
-    An incomplete dump younger than the grace period may belong to a run still writing its
-    manifest, so it is kept.
-    """
-    if keep_days < 1:
-        raise ConfigurationError(f"retention of {keep_days} days would delete every backup")
-    if min_count < 1:
-        raise ConfigurationError(f"a minimum count of {min_count} would allow deleting all")
-    now = _as_utc(now)
-    horizon = now - timedelta(days=keep_days)
-    complete = sorted((r for r in records if r.complete), key=_sort_key, reverse=True)
-    newest_n = {r.backup_id for r in complete[:min_count]}
-    verified = [r for r in complete if r.verified_at is not None]
-    newest_verified = verified[0].backup_id if verified else None
-    keep: list[RetentionItem] = []
-    delete: list[RetentionItem] = []
-    for record in complete:
-        when = _as_utc(record.manifest.snapshot_at)  # type: ignore[union-attr]
-        if when >= horizon:
-            keep.append(RetentionItem(record, f"younger than {keep_days} days"))
-        elif record.backup_id in newest_n:
-            keep.append(RetentionItem(record, f"one of the newest {min_count} complete backups"))
-        elif record.backup_id == newest_verified:
-            keep.append(RetentionItem(record, "the newest verified backup"))
-        else:
-            delete.append(RetentionItem(record, f"older than {keep_days} days"))
-    for record in records:
-        if record.complete:
-            continue
-        seen = record.seen_at
-        if seen is not None and _as_utc(seen) > now - incomplete_grace:
-            keep.append(RetentionItem(record, "incomplete but recent: a run may still finish it"))
-        else:
-            delete.append(RetentionItem(record, "incomplete (no manifest): not a backup"))
-    return RetentionPlan(
-        now=now, keep=tuple(keep), delete=tuple(delete), keep_days=keep_days, min_count=min_count
-    )
-
-
-@dataclass(frozen=True)
-class PendingUpload:
-    """A multipart upload that was started and neither completed nor aborted."""
-
-    key: str
-    upload_id: str
-    initiated: datetime
-
-
-def stale_uploads(
-    uploads: Iterable[PendingUpload], now: datetime, grace: timedelta = timedelta(hours=6)
-) -> list[PendingUpload]:
-    """Uploads older than ``grace``: left by killed runs, to be aborted (their parts cost)."""
-    limit = _as_utc(now) - grace
-    return [u for u in uploads if _as_utc(u.initiated) <= limit]
-
-
 # --- manifest (de)serialisation -------------------------------------------------------------
 
 
 def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
-    """The manifest as JSON-ready data."""
+    """The manifest as JSON-ready data; the dump is named relative to the manifest.
+
+    ``dump_key`` (the absolute key where it was written) is kept for readers older than
+    manifest version 2, which know only that field: without it they would take every new
+    backup for an incomplete one. Readers of version 2 use ``dump``.
+    """
     return {
         "version": manifest.version,
         "backup_id": manifest.backup_id,
@@ -293,6 +247,7 @@ def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
         "started_at": manifest.started_at.isoformat(),
         "finished_at": manifest.finished_at.isoformat(),
         "snapshot_at": manifest.snapshot_at.isoformat(),
+        "dump": manifest.dump_key.rpartition("/")[2],
         "dump_key": manifest.dump_key,
         "size_bytes": manifest.size_bytes,
         "sha256": manifest.sha256,
@@ -310,19 +265,68 @@ def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
     }
 
 
-def manifest_from_dict(data: Mapping[str, Any]) -> Manifest:
-    """Read a manifest; a malformed one is a :class:`ConfigurationError` naming the field."""
+def folder_of(key: str) -> str:
+    """The folder of an object key (``a/b/c`` -> ``a/b``)."""
+    return key.rpartition("/")[0]
+
+
+def _beside(manifest_key: str, name: str) -> str:
+    folder = folder_of(manifest_key)
+    return f"{folder}/{name}" if folder else name
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and "/" not in name and name not in {".", ".."}
+
+
+def resolve_dump_key(manifest_key: str, data: Mapping[str, Any]) -> str:
+    """The dump's key, resolved against the folder of the manifest stored at ``manifest_key``.
+
+    Version 2 names the dump relative to the manifest (``"dump": "dump.pgc"``): a plain name
+    beside it. An older manifest has only the absolute key it was written with
+    (``dump_key``); it is accepted when it names an object of the manifest's own backup
+    folder (``…/<backup_id>/<name>``), and read as that name beside the manifest, so a copy
+    under another prefix or bucket resolves to the copied dump, not the original.
+    """
+    if "dump" in data:
+        name = str(data["dump"])
+        if not _plain_name(name):
+            raise ConfigurationError(f"the manifest names its dump {name!r}, not a name beside it")
+        return _beside(manifest_key, name)
+    legacy = str(data["dump_key"])
+    folder, _, name = legacy.rpartition("/")
+    if not _plain_name(name) or folder.rpartition("/")[2] != str(data["backup_id"]):
+        raise ConfigurationError(
+            f"the manifest's dump key {legacy!r} is not in the folder of backup "
+            f"{data['backup_id']!r}"
+        )
+    return _beside(manifest_key, name)
+
+
+def manifest_from_dict(data: Mapping[str, Any], manifest_key: str) -> Manifest:
+    """Read the manifest stored at ``manifest_key`` (its dump key resolved beside it).
+
+    A malformed manifest, or one of a version newer than this code reads, is a
+    :class:`ConfigurationError` naming the problem.
+    """
     try:
+        version = int(data.get("version", 1))
+        if version > MANIFEST_VERSION:
+            raise ConfigurationError(
+                f"manifest version {version} is newer than this opsflows reads "
+                f"({MANIFEST_VERSION})",
+                hint="read it with a newer opsflows",
+            )
         fp = data["fingerprint"]
         return Manifest(
-            version=int(data.get("version", MANIFEST_VERSION)),
+            version=version,
             backup_id=str(data["backup_id"]),
             database=str(data["database"]),
             server_version=str(data["server_version"]),
             started_at=parse_timestamp(str(data["started_at"])),
             finished_at=parse_timestamp(str(data["finished_at"])),
             snapshot_at=parse_timestamp(str(data["snapshot_at"])),
-            dump_key=str(data["dump_key"]),
+            dump_key=resolve_dump_key(manifest_key, data),
             size_bytes=int(data["size_bytes"]),
             sha256=str(data["sha256"]),
             parts=int(data["parts"]),
@@ -341,7 +345,7 @@ def manifest_from_dict(data: Mapping[str, Any]) -> Manifest:
                 ),
             ),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ConfigurationError(f"malformed backup manifest: {exc!r}") from exc
 
 

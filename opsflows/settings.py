@@ -54,7 +54,8 @@ class Settings(BaseSettings):
         description=(
             "Lease (s) on an environment's change lock, renewed while the change runs: the lock "
             "of a change whose process died is free at most this long after the death (plus "
-            "the Prefect server's repossessor interval, 15 s by default). Prefect's minimum: 60."
+            "the Prefect server's repossessor interval, 15 s by default). Prefect's minimum: 60. "
+            "A backup's upload lease (procedures/upload_lease.py) lasts as long."
         ),
     )
     run_heartbeat_s: int = Field(

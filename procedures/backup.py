@@ -14,10 +14,12 @@ from prefect import flow
 
 from blocks.postgres import PostgresTarget
 from blocks.storage import BackupStore
-from decisions.backups import Manifest, backup_id_for, plan_retention, stale_uploads
+from decisions.backups import Manifest, backup_id_for
 from decisions.parts import choose_part_size, estimate_dump_bytes
+from decisions.retention import plan_retention, sweep_uploads
 from opsflows.errors import ConfigurationError
 from procedures.operation import APP_DB, BACKUPS, load_block, operation_log, try_load_ops_db
+from procedures.upload_lease import live_writers, upload_lease
 from tasks.catalog import (
     abort_uploads,
     backup_keys,
@@ -56,6 +58,9 @@ def backup_database(
     same snapshot. The manifest is written last: only then is the backup complete. Then
     retention keeps 30 days (the store's setting), never fewer than the minimum count and
     never the newest verified backup; the plan is shown as an artifact before deleting.
+    Backups it cannot read, or that are not ours, are quarantined: reported, never deleted
+    (``decisions/retention.py``). A pending upload is aborted only when no backup of the
+    database holds an upload lease and it is older than 6 h (``procedures/upload_lease.py``).
 
     Args:
         database: PostgresTarget block of the database to back up.
@@ -80,14 +85,16 @@ def backup_database(
         expected = estimate_dump_bytes(int(server["size_bytes"]), history)
         backup_id = backup_id_for(datetime.now(UTC))
         keys = backup_keys(backups, target.database, backup_id)
-        dumped = dump_to_s3(
-            target,
-            backups,
-            keys["dump"],
-            part_size=choose_part_size(expected),
-            compression=compression,
-            expected_bytes=expected,
-        )
+        # While it uploads, this run holds an upload lease: no retention pass aborts it.
+        with upload_lease(target.database):
+            dumped = dump_to_s3(
+                target,
+                backups,
+                keys["dump"],
+                part_size=choose_part_size(expected),
+                compression=compression,
+                expected_bytes=expected,
+            )
         manifest = Manifest(
             backup_id=backup_id,
             database=target.database,
@@ -112,14 +119,25 @@ def backup_database(
         plan = plan_retention(
             catalog, now, keep_days=backups.retention_days, min_count=backups.min_backups
         )
-        publish_plan(plan, dry_run_retention)
+        # Listed first, then the lease count: an upload listed while its run was writing
+        # is still leased when counted (or finished, and then nothing is left to abort).
+        pending = find_pending_uploads(backups, target.database)
+        sweep = sweep_uploads(pending, now, writers=live_writers(target.database))
+        publish_plan(plan, dry_run_retention, sweep)
         deleted: list[str] = []
-        stale = stale_uploads(find_pending_uploads(backups, target.database), now)
         if not dry_run_retention:
             if plan.delete:
                 deleted = delete_backups(backups, plan)
-            if stale:
-                abort_uploads(backups, stale)
+            if sweep.abort:
+                abort_uploads(backups, list(sweep.abort))
+        quarantined = {item.record.backup_id: item.reason for item in plan.quarantine}
+        for backup_id, why in quarantined.items():
+            rec.issues.append(f"backup {backup_id} quarantined (never deleted): {why}")
+        if quarantined:
+            rec.follow_up.append(
+                f"inspect the quarantined backups under s3://{backups.bucket}/"
+                f"{backups.key(target.database)}/ and repair or remove them by hand"
+            )
         expired = [item.record.backup_id for item in plan.delete]
         remaining = [r for r in catalog if dry_run_retention or r.backup_id not in expired]
         publish_catalog(remaining, target.database)
@@ -129,8 +147,10 @@ def backup_database(
             "size_mib": round(dumped.upload.size_bytes / 2**20, 2),
             "sha256": dumped.upload.sha256,
             "tables": len(dumped.fingerprint.tables),
-            "retention": f"keep {len(plan.keep)}, delete {len(plan.delete)}"
-            + (" (dry run)" if dry_run_retention else ""),
+            "retention": f"keep {len(plan.keep)}, delete {len(plan.delete)}, "
+            f"quarantine {len(plan.quarantine)}" + (" (dry run)" if dry_run_retention else ""),
+            "quarantined": quarantined,
+            "uploads_kept": {up.key: why for up, why in sweep.keep},
         }
         return {
             "backup_id": backup_id,
@@ -146,6 +166,8 @@ def backup_database(
             "schema_hash": dumped.fingerprint.schema_hash,
             "retention_expired": expired,
             "deleted_keys": deleted,
-            "stale_uploads": [u.key for u in stale],
+            "quarantined": quarantined,
+            "stale_uploads": [u.key for u in sweep.abort],
+            "uploads_kept": {up.key: why for up, why in sweep.keep},
             "dry_run_retention": dry_run_retention,
         }

@@ -177,6 +177,17 @@ def backup_env(info: Any, purpose: str) -> Iterator[BackupEnv]:
         for cls, block_name in set(env.saved):
             with contextlib.suppress(Exception):
                 cls.delete(block_name)
+        _delete_upload_limit(dbname)
+
+
+def _delete_upload_limit(database: str) -> None:
+    """The ``backup-upload-<database>`` limit a backup of the test database created."""
+    from prefect.client.orchestration import get_client
+
+    from procedures.upload_lease import limit_name
+
+    with get_client(sync_client=True) as client, contextlib.suppress(Exception):
+        client.delete_global_concurrency_limit_by_name(limit_name(database))
 
 
 @contextlib.contextmanager

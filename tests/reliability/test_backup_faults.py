@@ -18,10 +18,12 @@ from typing import Any
 import pytest
 
 import procedures.backup
-from decisions.backups import choose_backup, stale_uploads
+from decisions.backups import choose_backup
+from decisions.retention import sweep_uploads
 from devstack.faultproxy import FaultProxy, Rule
 from flows.backup import backup_database
 from opsflows.errors import BackupMissing, ServiceUnavailable
+from procedures.upload_lease import live_writers
 from tasks.catalog import abort_uploads, find_pending_uploads, list_backups
 from tests.backup_support import REPO_ROOT, BackupEnv, backup_env, fill
 
@@ -135,10 +137,15 @@ def test_run_killed_mid_upload_leaves_no_complete_looking_backup(
         assert time.monotonic() < deadline, "pg_dump or the snapshot session outlived the run"
         time.sleep(0.5)
 
-    # The killed run could not abort its upload; the sweep in later runs does, once stale.
+    # The killed run could not abort its upload; the sweep in later runs does, once stale
+    # and once its upload lease has run out (the server keeps it for a lease after the death).
     pending = find_pending_uploads.fn(env.store, env.dbname)
     assert len(pending) == 1
-    assert stale_uploads(pending, datetime.now(UTC)) == [], "too young to sweep yet"
-    later = datetime.now(UTC) + timedelta(hours=7)
-    assert abort_uploads.fn(env.store, stale_uploads(pending, later)) == 1
+    assert live_writers(env.dbname) == 1, "the dead run's lease is held until it expires"
+    now = datetime.now(UTC)
+    assert sweep_uploads(pending, now, writers=0).abort == (), "too young to sweep yet"
+    later = now + timedelta(hours=7)
+    assert sweep_uploads(pending, later, writers=1).abort == (), "leased: still writing"
+    stale = sweep_uploads(pending, later, writers=0).abort
+    assert abort_uploads.fn(env.store, list(stale)) == 1
     _no_trace(env)

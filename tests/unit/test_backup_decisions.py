@@ -1,4 +1,7 @@
-"""Backup choice, retention, part sizes and manifests: pure decisions, no services."""
+"""Backup choice, part sizes and manifests: pure decisions, no services.
+
+Retention is in ``test_retention_decisions.py``.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,6 @@ from decisions.backups import (
     BackupRecord,
     Fingerprint,
     Manifest,
-    PendingUpload,
     TableFingerprint,
     backup_id_for,
     choose_backup,
@@ -19,8 +21,6 @@ from decisions.backups import (
     manifest_to_dict,
     parse_backup_id,
     parse_timestamp,
-    plan_retention,
-    stale_uploads,
 )
 from decisions.parts import (
     MIB,
@@ -160,67 +160,6 @@ def test_none_old_enough_lists_the_nearest() -> None:
     assert backup_id_for(NOW - timedelta(days=3)) not in message, "only the nearest are listed"
 
 
-# --- retention ----------------------------------------------------------------------------
-
-
-def _ids(items: object) -> set[str]:
-    return {i.record.backup_id for i in items}  # type: ignore[attr-defined]
-
-
-def test_retention_keeps_30_days_and_deletes_older() -> None:
-    records = daily(40)
-    plan = plan_retention(records, NOW, keep_days=30, min_count=7)
-    kept_ages = sorted((NOW - i.record.point_in_time).days for i in plan.keep)  # type: ignore[operator]
-    assert kept_ages == list(range(31)), "day 30 is exactly at the horizon and kept"
-    assert len(plan.delete) == 9
-    assert set(plan.delete_keys()) == {k for i in plan.delete for k in i.record.keys}
-
-
-def test_retention_never_goes_below_the_minimum_count() -> None:
-    old = [record(NOW - timedelta(days=100 + d)) for d in range(10)]
-    plan = plan_retention(old, NOW, keep_days=30, min_count=7)
-    assert len(plan.keep) == 7
-    assert _ids(plan.keep) == {r.backup_id for r in old[:7]}, "the newest seven survive"
-    assert all("newest 7" in i.reason for i in plan.keep)
-
-
-def test_retention_never_deletes_the_newest_verified_backup() -> None:
-    records = daily(10) + [record(NOW - timedelta(days=60), verified=True)]
-    records.append(record(NOW - timedelta(days=70), verified=True))
-    plan = plan_retention(records, NOW, keep_days=30, min_count=3)
-    newest_verified = backup_id_for(NOW - timedelta(days=60))
-    assert newest_verified in _ids(plan.keep)
-    assert backup_id_for(NOW - timedelta(days=70)) in _ids(plan.delete)
-
-
-def test_incomplete_leftovers_are_deleted_after_the_grace_period_only() -> None:
-    fresh = record(NOW - timedelta(hours=1), complete=False)
-    stale = record(NOW - timedelta(days=2), complete=False)
-    plan = plan_retention([*daily(3), fresh, stale], NOW)
-    assert fresh.backup_id in _ids(plan.keep)
-    assert stale.backup_id in _ids(plan.delete)
-    assert "not a backup" in next(i.reason for i in plan.delete if i.record is stale)
-
-
-def test_incomplete_dumps_do_not_count_towards_the_minimum() -> None:
-    records = [record(NOW - timedelta(days=90 + d)) for d in range(3)]
-    records += [record(NOW - timedelta(days=d), complete=False) for d in range(1, 5)]
-    plan = plan_retention(records, NOW, keep_days=30, min_count=3)
-    assert {r.backup_id for r in records[:3]} <= _ids(plan.keep)
-
-
-@pytest.mark.parametrize(("days", "minimum"), [(0, 7), (30, 0)])
-def test_retention_refuses_settings_that_delete_everything(days: int, minimum: int) -> None:
-    with pytest.raises(ConfigurationError):
-        plan_retention(daily(3), NOW, keep_days=days, min_count=minimum)
-
-
-def test_stale_uploads_are_those_past_the_grace_period() -> None:
-    old = PendingUpload("k1", "u1", NOW - timedelta(hours=7))
-    young = PendingUpload("k2", "u2", NOW - timedelta(minutes=5))
-    assert stale_uploads([old, young], NOW) == [old]
-
-
 # --- part sizes ---------------------------------------------------------------------------
 
 
@@ -259,11 +198,66 @@ def test_dump_estimate_uses_the_last_ratio() -> None:
 def test_manifest_round_trips_and_rejects_garbage() -> None:
     manifest = record(NOW).manifest
     assert manifest is not None
-    assert manifest_from_dict(manifest_to_dict(manifest)) == manifest
+    here = manifest.dump_key.replace("dump.pgc", "manifest.json")
+    assert manifest_from_dict(manifest_to_dict(manifest), here) == manifest
     broken = manifest_to_dict(manifest)
     del broken["sha256"]
     with pytest.raises(ConfigurationError, match="malformed backup manifest"):
-        manifest_from_dict(broken)
+        manifest_from_dict(broken, here)
+    broken = {**manifest_to_dict(manifest), "fingerprint": {"schema_hash": "x", "tables": [1]}}
+    with pytest.raises(ConfigurationError, match="malformed backup manifest"):
+        manifest_from_dict(broken, here)
+
+
+def test_manifest_names_its_dump_relative_to_itself() -> None:
+    manifest = record(NOW).manifest
+    assert manifest is not None
+    data = manifest_to_dict(manifest)
+    assert data["dump"] == "dump.pgc" and data["version"] == 2
+    assert data["dump_key"] == manifest.dump_key, "kept for readers before version 2"
+    bid = manifest.backup_id
+    copied = manifest_from_dict(data, f"elsewhere/app/{bid}/manifest.json")
+    assert copied.dump_key == f"elsewhere/app/{bid}/dump.pgc", "resolved beside the manifest"
+    assert manifest_from_dict(data, "manifest.json").dump_key == "dump.pgc"
+    for bad in ("../other/dump.pgc", "sub/dump.pgc", "", ".."):
+        with pytest.raises(ConfigurationError, match="not a name beside it"):
+            manifest_from_dict({**data, "dump": bad}, f"backups/app/{bid}/manifest.json")
+
+
+def test_a_manifest_with_an_absolute_dump_key_still_reads() -> None:
+    """Version 1 wrote only the absolute key: read as the same name beside the manifest."""
+    manifest = record(NOW).manifest
+    assert manifest is not None
+    bid = manifest.backup_id
+    legacy = {k: v for k, v in manifest_to_dict(manifest).items() if k != "dump"}
+    legacy["version"] = 1
+    in_place = manifest_from_dict(legacy, f"backups/app/{bid}/manifest.json")
+    assert in_place.dump_key == manifest.dump_key and in_place.version == 1
+    moved = manifest_from_dict(legacy, f"copy/prefix/app/{bid}/manifest.json")
+    assert moved.dump_key == f"copy/prefix/app/{bid}/dump.pgc"
+    other = {**legacy, "dump_key": "backups/app/20250101T000000000000Z/dump.pgc"}
+    with pytest.raises(ConfigurationError, match="not in the folder of backup"):
+        manifest_from_dict(other, f"backups/app/{bid}/manifest.json")
+
+
+def test_a_manifest_newer_than_this_code_is_not_read() -> None:
+    manifest = record(NOW).manifest
+    assert manifest is not None
+    with pytest.raises(ConfigurationError, match="manifest version 3 is newer"):
+        manifest_from_dict({**manifest_to_dict(manifest), "version": 3}, "a/b/manifest.json")
+
+
+def test_a_manifest_of_another_database_or_backup_is_not_complete() -> None:
+    good = record(NOW)
+    assert good.manifest is not None and good.complete and not good.foreign_manifest
+    other_db = BackupRecord(
+        **{**good.__dict__, "manifest": Manifest(**{**good.manifest.__dict__, "database": "x"})}
+    )
+    assert not other_db.complete and "database 'x'" in other_db.foreign_manifest
+    other_id = BackupRecord(**{**good.__dict__, "backup_id": "20250101T000000000000Z"})
+    assert not other_id.complete and "of backup" in other_id.foreign_manifest
+    with pytest.raises(BackupMissing):
+        choose_backup([other_db, other_id], None)
 
 
 def test_drill_verdict_flags_a_backup_older_than_the_threshold() -> None:
@@ -278,7 +272,7 @@ def test_decisions_import_no_vendor_sdk() -> None:
     import sys
 
     code = (
-        "import sys, decisions.backups, decisions.parts; "
+        "import sys, decisions.backups, decisions.parts, decisions.retention; "
         "print(sorted(m for m in ('boto3', 'botocore', 'psycopg', 'prefect', 'kubernetes')"
         " if m in sys.modules))"
     )
