@@ -76,6 +76,10 @@ class ConflictError(PermanentError):
     """A stale update lost a race (HTTP 409); re-read the object and decide again."""
 
 
+class ChangeSlotLost(ConflictError):
+    """A change lost its change slot (lease not renewed): another change may now run."""
+
+
 class GateRejected(PermanentError):
     """A gate, a policy or a person rejected the change."""
 
