@@ -25,7 +25,7 @@ from decisions.approvals import (
     form_errors,
     replace_description,
 )
-from decisions.backups import choose_backup, parse_timestamp
+from decisions.backups import choose_backup, restore_point
 from opsflows.errors import ConfigurationError, GateRejected, OpsError
 from procedures.approval_form import ApprovalForm
 from procedures.operation import (
@@ -167,7 +167,7 @@ def restore_database(
 
     Args:
         at: restore point, e.g. "2025-11-19 10:00:00" (UTC unless a zone is given);
-            empty for the newest backup.
+            empty for the newest backup; a point in the future is refused.
         database: PostgresTarget block of the live database (names the backups).
         admin_database: PostgresTarget block of a superuser on the same server.
         store: BackupStore block holding the backups.
@@ -181,7 +181,7 @@ def restore_database(
     """
     started = time.monotonic()
     with operation_log("database restore", reason, try_load_ops_db()) as rec:
-        when = parse_timestamp(at) if at and at.strip() else None
+        when = restore_point(at, datetime.now(UTC))
         if approval_timeout_s < 1 or approval_poll_s < 1:
             raise ConfigurationError("approval timeout and poll interval must be at least 1 s")
         target = load_block(PostgresTarget, database)
