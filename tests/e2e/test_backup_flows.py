@@ -339,6 +339,8 @@ def test_bad_input_fails_before_any_side_effect(env: BackupEnv) -> None:
 
     with pytest.raises(ConfigurationError, match="cannot read 'yesterday' as a timestamp"):
         _restore(env, at="yesterday")
+    with pytest.raises(ConfigurationError, match="restore point 2999-01-01T00:00:00.* future"):
+        _restore(env, at="2999-01-01 00:00:00")
     with pytest.raises(ConfigurationError, match="unknown compression 'lz4'"):
         _backup(env, compression="lz4")
     with pytest.raises(ConfigurationError, match="missing or invalid"):
