@@ -192,6 +192,7 @@ def restore_database(
         if recovered:
             rec.details["recovered_swaps"] = recovered
             rec.issues.extend(recovered)
+            rec.impact = "a half-done swap of an earlier run was recovered: " + "; ".join(recovered)
         record = choose_backup(list_backups(backups, target.database), when)
         assert record.manifest is not None
         rec.details.update(
@@ -231,6 +232,7 @@ def restore_database(
             description="What replacing the live database will do",
         )
         _await_approval(admin, done.scratch, description, approval_timeout_s, approval_poll_s)
+        rec.changing = f"the live database {target.database}"
         kept = swap_in(admin, target.database, done.scratch, keep_as)
         total = round(time.monotonic() - started, 3)
         rec.impact = f"{target.database} replaced by backup {record.backup_id}; old kept as {kept}"
