@@ -27,14 +27,18 @@ from decisions.approvals import (
 )
 from decisions.backups import choose_backup, parse_timestamp
 from opsflows.errors import ConfigurationError, GateRejected, OpsError
+from opsflows.settings import get_settings
 from procedures.approval_form import ApprovalForm
 from procedures.operation import (
     APP_DB,
     APP_DB_ADMIN,
     BACKUPS,
+    ROUTING,
     OperationRecord,
     load_block,
     operation_log,
+    page_if_hung,
+    run_timeout_s,
     try_load_ops_db,
 )
 from procedures.restore import VerifiedRestore, restore_and_verify
@@ -142,7 +146,7 @@ def _await_approval(
     return approval
 
 
-@flow(name="restore-database")
+@flow(name="restore-database", timeout_seconds=get_settings().restore_timeout_s)
 def restore_database(
     at: str | None = None,
     database: str = APP_DB,
@@ -153,6 +157,7 @@ def restore_database(
     approval_poll_s: int = 10,
     expectations: str | None = None,
     reason: str = "restore requested",
+    routing: str = ROUTING,
 ) -> dict[str, Any]:
     """Restore the newest complete backup at or before ``at`` and verify it.
 
@@ -178,12 +183,25 @@ def restore_database(
             <table>.json (or <schema>.<table>.json) per table; default
             "expectations/<database>/" when it holds any.
         reason: why the restore is done (operation log).
+        routing: NotificationRouting block; a restore that stalls (no byte moving for
+            ``OPSFLOWS_RESTORE_STALL_S``) or outlives the run's timeout
+            (``OPSFLOWS_RESTORE_TIMEOUT_S``, the approval wait included) pages P2.
     """
     started = time.monotonic()
-    with operation_log("database restore", reason, try_load_ops_db()) as rec:
+    with (
+        operation_log("database restore", reason, try_load_ops_db()) as rec,
+        page_if_hung(routing, rec, f"restore of {database}"),
+    ):
         when = parse_timestamp(at) if at and at.strip() else None
         if approval_timeout_s < 1 or approval_poll_s < 1:
             raise ConfigurationError("approval timeout and poll interval must be at least 1 s")
+        limit = run_timeout_s()
+        if replace_live and limit and approval_timeout_s >= limit:
+            raise ConfigurationError(
+                f"approval_timeout_s ({approval_timeout_s}) must be shorter than the run's "
+                f"timeout ({limit:g} s): the run waits for the approval within it",
+                hint="lower approval_timeout_s or raise OPSFLOWS_RESTORE_TIMEOUT_S",
+            )
         target = load_block(PostgresTarget, database)
         admin = load_block(PostgresTarget, admin_database)
         backups = load_block(BackupStore, store)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from prefect.logging import get_run_logger
 
 from blocks.notify import NotificationRouting
 from blocks.postgres import PostgresTarget
-from opsflows.errors import ConfigurationError, OpsError
+from opsflows.errors import ConfigurationError, OpsError, Stalled
 from opsflows.oplog import OpLogEntry
 from tasks.notify import send_notification
 from tasks.oplog import write_oplog
@@ -135,3 +136,48 @@ def safe_notify(routing: NotificationRouting | None, severity: str, subject: str
     except Exception as exc:  # noqa: BLE001 - reported, never fatal
         get_run_logger().warning("could not send %s notification %r: %s", severity, subject, exc)
         return 0
+
+
+def hung(exc: BaseException) -> bool:
+    """Whether a run ended because something hung: a detected stall, or the run's timeout.
+
+    Prefect enforces a flow's ``timeout_seconds`` by cancelling its body (an
+    ``asyncio.CancelledError`` subclass, a ``BaseException``) and then marks the run
+    TimedOut; every wait of the runbooks is bounded, so the cancellation gets through.
+    """
+    return isinstance(exc, Stalled | TimeoutError | asyncio.CancelledError)
+
+
+def run_timeout_s() -> float | None:
+    """The running flow's ``timeout_seconds`` (None outside a run or without one)."""
+    with contextlib.suppress(Exception):
+        ctx: Any = get_run_context()
+        return cast(float | None, ctx.flow.timeout_seconds)
+    return None
+
+
+@contextlib.contextmanager
+def page_if_hung(routing: str | None, rec: OperationRecord, what: str) -> Iterator[None]:
+    """Page P2 (through the routing block) when the body ends because something hung.
+
+    A hung backup or restore must not wait for someone to notice: the stall or the run's
+    timeout ends it (the work it held is stopped and cleaned up by then) and this pages.
+    The page and its delivery are recorded in the operation log.
+    """
+    try:
+        yield
+    except BaseException as exc:
+        if not hung(exc):
+            raise
+        if isinstance(exc, OpsError):
+            message, hint = exc.message, exc.hint
+        else:
+            limit = run_timeout_s()
+            message = "the run exceeded its timeout" + (f" of {limit:g} s" if limit else "")
+            hint = "something it waited for hung; its work was stopped and cleaned up"
+        subject = f"{what} hung and was stopped"
+        body = message + (f"\n\nWhat to do: {hint}" if hint else "")
+        delivered = safe_notify(try_load_routing(routing), "P2", subject, body)
+        rec.details["notified"] = f"P2 to {delivered} channel(s): {subject}"
+        rec.follow_up.append(f"find out what hung ({message}) and run it again")
+        raise

@@ -262,7 +262,8 @@ def dump_to_s3(
 def _tool_failed(
     name: str, target: PostgresTarget, code: int, text: str, settings: Settings
 ) -> OpsError:
-    if "lock timeout" in text or "could not obtain lock" in text:
+    # pg_dump bounds its LOCK TABLE with statement_timeout (--lock-wait-timeout).
+    if ("LOCK TABLE" in text and "timeout" in text) or "could not obtain lock" in text:
         return Throttled(
             f"{name} could not lock a table of {target.describe()} within "
             f"{settings.pg_lock_wait_timeout_s:g} s: {text}",
