@@ -43,7 +43,7 @@ from tasks.fingerprint import Snapshot, exported_snapshot, fingerprint_in
 from tasks.multipart import MultipartUpload, UploadResult
 from tasks.pipes import (
     StallWatch,
-    drain_stderr,
+    StderrTails,
     kill_group,
     pg_tool,
     program,
@@ -203,7 +203,7 @@ def dump_to_s3(
         procs, stream = _start_dump(argv, method, level, env)
         with contextlib.suppress(OSError):
             fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
-        errors = drain_stderr(procs)
+        stderr = StderrTails(procs)
         watch = StallWatch(
             f"the dump of {target.describe()}",
             settings.dump_stall_s,
@@ -228,9 +228,9 @@ def dump_to_s3(
                     # A failed fingerprint query ends the exporting transaction, which
                     # makes pg_dump fail too: report the cause, not the consequence.
                     fingerprint.result()
-                for p, code, errs in zip(procs, codes, errors, strict=True):
+                for i, (p, code) in enumerate(zip(procs, codes, strict=True)):
                     if code != 0:
-                        text = scrub(b"".join(errs).decode(errors="replace").strip(), secret)
+                        text = scrub(stderr.text(i), secret)
                         raise _tool_failed(program(p), target, code, text, settings)
                 prints = _await(fingerprint, target, settings.fingerprint_timeout_s)
                 upload.complete()

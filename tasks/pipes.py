@@ -104,12 +104,22 @@ def drain(stream: IO[bytes], into: list[bytes], keep: int = 40) -> None:
         del into[:-keep]
 
 
-def drain_stderr(procs: Sequence[subprocess.Popen[bytes]]) -> list[list[bytes]]:
-    """Start a daemon thread per tool reading its stderr; the lists they fill."""
-    errors: list[list[bytes]] = [[] for _ in procs]
-    for proc, errs in zip(procs, errors, strict=True):
-        threading.Thread(target=drain, args=(proc.stderr, errs), daemon=True).start()
-    return errors
+class StderrTails:
+    """The last lines of each tool's stderr, read by one daemon thread per tool."""
+
+    def __init__(self, procs: Sequence[subprocess.Popen[bytes]]) -> None:
+        self.lines: list[list[bytes]] = [[] for _ in procs]
+        self.threads = [
+            threading.Thread(target=drain, args=(proc.stderr, lines), daemon=True)
+            for proc, lines in zip(procs, self.lines, strict=True)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def text(self, index: int, within_s: float = 5.0) -> str:
+        """Tool ``index``'s stderr tail, once read to its end (waiting at most ``within_s``)."""
+        self.threads[index].join(timeout=within_s)
+        return b"".join(self.lines[index]).decode(errors="replace").strip()
 
 
 def written_bytes(proc: subprocess.Popen[bytes]) -> int:

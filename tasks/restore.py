@@ -42,7 +42,7 @@ from opsflows.errors import (
     scrub,
 )
 from opsflows.settings import get_settings
-from tasks.pipes import POLL_S, StallWatch, drain_stderr, pg_tool, program, reap, spawn, stop_all
+from tasks.pipes import POLL_S, StallWatch, StderrTails, pg_tool, program, reap, spawn, stop_all
 from tasks.postgres import connect
 from tasks.scratch import (
     MAINTENANCE_DB,
@@ -209,7 +209,7 @@ def stream_restore(
     with aws_errors(f"download {where}"):
         body = client.get_object(Bucket=store.bucket, Key=manifest.dump_key)["Body"]
     procs, sink = _start_restore(admin, database, manifest.compression, _server_version_num(admin))
-    errors = drain_stderr(procs)
+    stderr = StderrTails(procs)
     chunks: queue.Queue[Any] = queue.Queue(maxsize=_QUEUE_DEPTH)
     downloader = _Downloader(body, chunks)
     writer = _PipeWriter(sink)
@@ -270,12 +270,9 @@ def stream_restore(
                 writer.write(held, intake_watch)
         writer.close()
         codes = reap(procs, settings.restore_finish_s, "the end of their input")
-        for p, code, errs in zip(procs, codes, errors, strict=True):
+        for i, (p, code) in enumerate(zip(procs, codes, strict=True)):
             if code != 0:
-                text = scrub(
-                    b"".join(errs).decode(errors="replace").strip()[-600:],
-                    admin.password.get_secret_value(),
-                )
+                text = scrub(stderr.text(i)[-600:], admin.password.get_secret_value())
                 raise PermanentError(
                     f"{program(p)} into {database} exited with {code}: {text}",
                     hint="the checksum matched, so the archive is intact: read the message",

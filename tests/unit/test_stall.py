@@ -65,3 +65,15 @@ def test_a_lock_wait_must_end_before_the_stall_bound() -> None:
     Settings(dump_stall_s=300, pg_lock_wait_timeout_s=120)
     with pytest.raises(ValueError, match="pg_lock_wait_timeout_s"):
         Settings(dump_stall_s=60, pg_lock_wait_timeout_s=120)
+
+
+def test_the_backup_restore_and_drill_flows_have_timeouts_from_the_settings() -> None:
+    from flows.backup import backup_database
+    from flows.restore import restore_database
+    from flows.restore_drill import restore_drill
+
+    settings = Settings()
+    assert backup_database.timeout_seconds == settings.backup_timeout_s
+    assert restore_database.timeout_seconds == settings.restore_timeout_s
+    assert restore_drill.timeout_seconds == settings.drill_timeout_s
+    assert settings.backup_timeout_s < 24 * 3600, "a hung backup ends before the next is due"
