@@ -84,10 +84,10 @@ class Settings(BaseSettings):
         gt=0,
         le=86400,
         description=(
-            "Seconds a backup may wait for the next byte of the dump stream (pg_dump, or "
-            "zstd behind it, with pg_dump's own output counting as progress) before it is "
-            "judged stalled: the tools are killed, the multipart upload aborted and the run "
-            "fails with Stalled. Progress-based: a large dump that keeps moving is never cut."
+            "Seconds a backup may go without progress (a byte of the dump stream, a byte "
+            "pg_dump wrote into zstd, CPU time pg_dump used) before it is judged stalled: "
+            "the tools are killed, the multipart upload aborted and the run fails with "
+            "Stalled. Progress-based: a large dump that keeps moving is never cut."
         ),
     )
     restore_stall_s: float = Field(

@@ -44,6 +44,7 @@ from tasks.multipart import MultipartUpload, UploadResult
 from tasks.pipes import (
     StallWatch,
     StderrTails,
+    cpu_ticks,
     kill_group,
     pg_tool,
     program,
@@ -209,7 +210,7 @@ def dump_to_s3(
             settings.dump_stall_s,
             hint="pg_dump stopped receiving data (a hung server, network or proxy); it was "
             "killed and the upload aborted. Check the server and the network, then run again",
-            counters=[lambda: written_bytes(procs[0])],
+            counters=[lambda: written_bytes(procs[0]), lambda: cpu_ticks(procs[0])],
         )
 
         def stop() -> None:

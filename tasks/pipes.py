@@ -135,6 +135,19 @@ def written_bytes(proc: subprocess.Popen[bytes]) -> int:
     return 0
 
 
+def cpu_ticks(proc: subprocess.Popen[bytes]) -> int:
+    """CPU time ``proc`` has used so far (utime + stime, in clock ticks); 0 if unknown.
+
+    Progress before the first byte: pg_dump reads the whole catalog before it writes its
+    table of contents, which for a large schema takes a while; a tool blocked on a hung
+    connection uses none.
+    """
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    return 0
+
+
 class StallWatch:
     """Raises :class:`Stalled` when none of its counters moved for ``limit_s`` seconds.
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from decisions.stall import StallClock, judge_stall, observe
 from opsflows.errors import ServiceUnavailable, Stalled
 from opsflows.settings import Settings
-from tasks.pipes import StallWatch
+from tasks.pipes import StallWatch, cpu_ticks, reap, spawn, stop_all, written_bytes
 
 
 def test_silence_up_to_the_bound_is_not_a_stall_and_at_the_bound_it_is() -> None:
@@ -77,3 +82,57 @@ def test_the_backup_restore_and_drill_flows_have_timeouts_from_the_settings() ->
     assert restore_database.timeout_seconds == settings.restore_timeout_s
     assert restore_drill.timeout_seconds == settings.drill_timeout_s
     assert settings.backup_timeout_s < 24 * 3600, "a hung backup ends before the next is due"
+
+
+def test_a_tool_that_does_not_exit_is_killed_with_its_group_and_reported_stalled() -> None:
+    shell = spawn(["sh", "-c", "sleep 60 & echo $!; wait"], stdout=subprocess.PIPE)
+    assert shell.stdout is not None
+    helper = int(shell.stdout.readline())
+    started = time.monotonic()
+    with pytest.raises(Stalled, match=r"^sh did not exit within 0.5 s of the test; killed"):
+        reap([shell], 0.5, "the test")
+    assert time.monotonic() - started < 5
+    assert shell.returncode is not None
+    deadline = time.monotonic() + 5
+    while _alive(helper):  # what the tool started died with its group
+        assert time.monotonic() < deadline, "the tool's helper survived the kill"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper is dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_reap_returns_exit_codes_and_stop_all_is_bounded() -> None:
+    tools = [spawn(["true"]), spawn(["false"])]
+    assert reap(tools, 10, "the test") == [0, 1]
+    stop_all(tools, 1)  # reaped already: nothing to kill
+    hung = spawn(["sleep", "60"])
+    stop_all([hung], 5)
+    assert hung.returncode == -9
+
+
+def test_progress_counters_see_output_and_cpu_and_stay_put_for_a_blocked_tool() -> None:
+    busy = spawn(
+        [sys.executable, "-c", "import sys; sum(range(10**7)); sys.stdout.write('x' * 5000)"],
+        stdout=subprocess.PIPE,
+    )
+    assert busy.stdout is not None
+    assert busy.stdout.read() == b"x" * 5000
+    time.sleep(0.1)
+    assert written_bytes(busy) >= 5000 and cpu_ticks(busy) > 0
+    busy.wait()
+    blocked = spawn(["sleep", "60"])
+    try:
+        time.sleep(0.3)
+        first = (written_bytes(blocked), cpu_ticks(blocked))
+        time.sleep(0.3)
+        assert (written_bytes(blocked), cpu_ticks(blocked)) == first
+    finally:
+        stop_all([blocked], 5)
+    assert written_bytes(blocked) == cpu_ticks(blocked) == 0, "gone: unknown is 0"
