@@ -18,6 +18,7 @@ only these classes::
     │   └── TimedOut              a bounded wait ran out (a step past its deadline)
     └── TransientError            retrying after a delay may help
         ├── ServiceUnavailable    connection refused/reset, timeouts, 5xx
+        │   └── Stalled           a stream or a child process made no progress within its bound
         └── Throttled             the service asked us to slow down (429, SlowDown, lock timeout)
 
 Messages never carry secret values: vendor messages are truncated and scrubbed by
@@ -106,6 +107,15 @@ class TransientError(OpsError):
 
 class ServiceUnavailable(TransientError):
     """The service could not be reached or answered with a server error."""
+
+
+class Stalled(ServiceUnavailable):
+    """A stream or a child process made no progress within its bound (a hung peer or pipe).
+
+    Raised only after the stalled work was stopped: child processes killed, the multipart
+    upload aborted, the scratch database left to be dropped. Transient: the next attempt
+    opens new connections, and a stall that lasts fails every attempt within its bound.
+    """
 
 
 class Throttled(TransientError):
