@@ -172,7 +172,7 @@ def test_a_dump_whose_server_stops_answering_fails_within_the_stall_bound(
 
     assert paged(env.info, f"backup of {db} hung and was stopped")
     entry = oplog_row(env.info, flow_run_id(state))
-    assert entry["status"] == "failed" and "Stalled" in entry["issues"]
+    assert entry["status"] == "timed out" and "Stalled" in entry["issues"]
     assert entry["details"]["notified"].startswith("P2 to ")
     assert not entry["details"]["notified"].startswith("P2 to 0 ")
 
@@ -242,7 +242,7 @@ def test_a_download_that_stops_fails_within_the_stall_bound_and_drops_the_scratc
     wait_until_gone(env, "pg_restore")
     assert paged(env.info, f"restore of {env.db_block} hung and was stopped")
     entry = oplog_row(env.info, flow_run_id(state))
-    assert entry["status"] == "failed" and "Stalled" in entry["issues"]
+    assert entry["status"] == "timed out" and "Stalled" in entry["issues"]
 
     s3_proxy.clear()
     result = restore_database(
@@ -272,5 +272,7 @@ def test_a_backup_past_its_timeout_is_stopped_cleaned_up_and_pages(
     wait_until_gone(env, "pg_dump")
     assert paged(env.info, f"backup of {env.db_block} hung and was stopped")
     entry = oplog_row(env.info, flow_run_id(state))
-    assert entry["status"] == "failed" and "exceeded its timeout of 4 s" in str(entry["follow_up"])
+    assert entry["status"] == "timed out" and "exceeded its timeout of 4 s" in str(
+        entry["follow_up"]
+    )
     assert threading.active_count() < 100
