@@ -163,6 +163,25 @@ def parse_timestamp(text: str, default_tz: timezone = UTC) -> datetime:
     return moment
 
 
+def restore_point(text: str | None, now: datetime) -> datetime | None:
+    """The restore point ``text`` asks for (None or blank: the newest backup).
+
+    A point after ``now`` is refused: no backup can hold data from the future, and taking
+    the newest one instead would restore something else than what was asked for.
+    """
+    if text is None or not text.strip():
+        return None
+    moment = parse_timestamp(text)
+    if moment > now:
+        raise ConfigurationError(
+            f"the restore point {moment.isoformat()} is in the future (now is "
+            f"{_as_utc(now).isoformat(timespec='seconds')})",
+            hint="give a time at or before now (UTC unless a zone is given), "
+            "or leave `at` empty for the newest backup",
+        )
+    return moment
+
+
 def backup_id_for(moment: datetime) -> str:
     """A sortable, key-safe backup id for ``moment`` (UTC, microseconds)."""
     return _as_utc(moment).strftime("%Y%m%dT%H%M%S%fZ")

@@ -16,7 +16,8 @@
    pending files are applied in units: consecutive transactional files in ONE transaction
    (all or none), each file that must run outside a transaction on its own; with
    ``lock_timeout`` and ``statement_timeout``, lock timeouts retried with backoff, recorded
-   in ``schema_migrations``.
+   in ``schema_migrations``. A run that lost its slots (lease not renewed) stops before the
+   next unit.
 4. Verify: the ``-- verify:`` declarations of the applied files, and every Great
    Expectations suite kept with the migrations, validated against the migrated database
    (the ``migration-validation`` table artifact). Write the operation log.
@@ -51,8 +52,6 @@ from prefect.artifacts import (
     create_progress_artifact,
     update_progress_artifact,
 )
-from prefect.client.orchestration import get_client
-from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 
 from blocks.postgres import PostgresTarget
@@ -68,7 +67,7 @@ from opsflows.errors import (
     VerificationFailed,
 )
 from procedures.backup import backup_database
-from procedures.change_slot import change_slot, limit_name
+from procedures.change_slot import change_slot, check_slots, require_slots
 from procedures.migration_plan import compute_plan, load_migrations, refuse_if_blocked
 from procedures.migration_report import IndexSnapshot, error_text, indexes_before, report_failure
 from procedures.operation import (
@@ -89,17 +88,6 @@ from tasks.migration_schema import hash_schema, verify_schema
 
 _BACKUP_FIELDS = ("backup_id", "key", "manifest_key", "sha256", "snapshot_at", "tables")
 _ENVIRONMENT = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
-
-
-def _require_limit(name: str) -> None:
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound as exc:
-            raise ConfigurationError(
-                f"concurrency limit {name} does not exist",
-                hint="create it (limit 1) in the Prefect UI, or run `opsflows bootstrap`",
-            ) from exc
 
 
 def _backup(database: str, store: str, names: Sequence[str]) -> dict[str, Any]:
@@ -137,7 +125,8 @@ def migrate_database(
         migrations_dir: Folder of ``*.sql`` migration files, applied in name order, and of
             the ``expectations/`` suites.
         database: PostgresTarget block of the database to migrate.
-        environment: Environment whose change limit (``change-<environment>``) is taken.
+        environment: Environment whose change limit (``change-<environment>``) is taken,
+            with the database's own (``change-db-<database>@<host>:<port>``).
         dry_run: Stop after the plan (published as the ``migration-plan`` artifact).
         skip_backup: Do not take the pre-migration backup (recorded in the operation log).
         lock_timeout_s: Longest wait for a table lock before giving up and retrying.
@@ -219,8 +208,7 @@ def _migrate(
         rec.impact = "none: " + ("dry run, plan only" if dry_run else "nothing pending")
         return summary
 
-    limit = limit_name(environment)
-    _require_limit(limit)
+    require_slots(environment)  # before the backup: a missing limit changes nothing
     progress = Progress()
     if skip_backup:
         rec.issues.append("pre-migration backup skipped (skip_backup=True)")
@@ -330,6 +318,7 @@ def _apply_and_verify(
     meter = cast(UUID, create_progress_artifact(0.0, description="migrations applied"))
     try:
         for unit in units:
+            check_slots()  # a safe point: a run that lost its slots stops before the next unit
             progress.indexes_before = indexes_before(target, unit)
             run = apply_batch.with_options(task_run_name=f"apply {', '.join(unit.names)}")
             progress.applied.extend(run(target, unit, policy, applied_by))

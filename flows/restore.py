@@ -25,7 +25,7 @@ from decisions.approvals import (
     form_errors,
     replace_description,
 )
-from decisions.backups import choose_backup, parse_timestamp
+from decisions.backups import choose_backup, restore_point
 from opsflows.errors import ConfigurationError, GateRejected, OpsError
 from procedures.approval_form import ApprovalForm
 from procedures.operation import (
@@ -39,13 +39,11 @@ from procedures.operation import (
 )
 from procedures.restore import VerifiedRestore, restore_and_verify
 from tasks.catalog import list_backups
-from tasks.restore import (
-    drop_scratch,
-    swap_in,
-)
+from tasks.restore import drop_scratch
 from tasks.scratch import (
     database_sizes,
 )
+from tasks.swap import recover_swap, swap_in
 
 _MAX_IDENT = 63
 
@@ -162,13 +160,14 @@ def restore_database(
     counts, schema hash) and the user's expectation suites (one per table, read and checked
     before anything is restored). Only then, and only when asked to replace the live
     database, the run pauses for an approval (approve, approver, reason) and swaps the
-    databases, keeping the old one. Reports the RTO. Scratch
-    databases that interrupted restores of the same database left unverified are dropped
-    first and listed in the result and the operation log.
+    databases, keeping the old one. Reports the RTO. A swap that a killed run left half done
+    is undone first (finished if the restore already holds the live name), and scratch
+    databases that interrupted restores of the same database left unverified are dropped;
+    both are listed in the result and the operation log.
 
     Args:
         at: restore point, e.g. "2025-11-19 10:00:00" (UTC unless a zone is given);
-            empty for the newest backup.
+            empty for the newest backup; a point in the future is refused.
         database: PostgresTarget block of the live database (names the backups).
         admin_database: PostgresTarget block of a superuser on the same server.
         store: BackupStore block holding the backups.
@@ -182,12 +181,18 @@ def restore_database(
     """
     started = time.monotonic()
     with operation_log("database restore", reason, try_load_ops_db()) as rec:
-        when = parse_timestamp(at) if at and at.strip() else None
+        when = restore_point(at, datetime.now(UTC))
         if approval_timeout_s < 1 or approval_poll_s < 1:
             raise ConfigurationError("approval timeout and poll interval must be at least 1 s")
         target = load_block(PostgresTarget, database)
         admin = load_block(PostgresTarget, admin_database)
         backups = load_block(BackupStore, store)
+        # A swap a killed run left half done is undone first, so the live database serves.
+        recovered = recover_swap(admin, target.database)
+        if recovered:
+            rec.details["recovered_swaps"] = recovered
+            rec.issues.extend(recovered)
+            rec.impact = "a half-done swap of an earlier run was recovered: " + "; ".join(recovered)
         record = choose_backup(list_backups(backups, target.database), when)
         assert record.manifest is not None
         rec.details.update(
@@ -209,6 +214,7 @@ def restore_database(
             "snapshot_at": record.manifest.snapshot_at.isoformat(),
             "scratch_database": done.scratch,
             "dropped_leftovers": list(done.dropped_leftovers),
+            "recovered_swaps": recovered,
             "verification": done.report.summary(),
             "rto_s": rto_s,
             "replaced_live": False,
@@ -226,6 +232,7 @@ def restore_database(
             description="What replacing the live database will do",
         )
         _await_approval(admin, done.scratch, description, approval_timeout_s, approval_poll_s)
+        rec.changing = f"the live database {target.database}"
         kept = swap_in(admin, target.database, done.scratch, keep_as)
         total = round(time.monotonic() - started, 3)
         rec.impact = f"{target.database} replaced by backup {record.backup_id}; old kept as {kept}"

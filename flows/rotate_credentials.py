@@ -39,7 +39,7 @@ from decisions.rotation import (
     target_role,
 )
 from opsflows.errors import ConfigurationError, ConflictError, OpsError, VerificationFailed
-from procedures.change_slot import change_slot
+from procedures.change_slot import change_slot, check_slots, require_slots
 from procedures.operation import (
     APP_DB,
     APP_DB_ADMIN,
@@ -213,8 +213,9 @@ class Rotation:
     def switch(self, cred: DbCredential, only_from: str | None = None) -> None:
         """Point every consumer at ``cred``: Secret, rollout restart, wait, verify pods."""
         for env in self.envs:
-            with change_slot(env.environment, 600, strict=False):
+            with change_slot(env.environment, 600):
                 wrote = update_secret(env, self.kube_secret, cred)
+                check_slots()
                 restarted = restart_consumers(env, self.kube_secret, cred.version_id, only_from)
                 names = restarted if only_from is not None else None
                 ready = wait_for_consumers(
@@ -351,6 +352,7 @@ def rotate_credentials(
         admin = load_block(PostgresTarget, admin_database)
         aws = load_block(AwsCredentials, aws_credentials)
         envs = [load_block(KubeEnvironment, name) for name in names]
+        require_slots(*(env.environment for env in envs))  # before any side effect
         blocks = [load_block(PostgresTarget, name) for name in block_names]
         rec.details.update(
             secret=secret_id,

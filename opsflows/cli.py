@@ -53,9 +53,34 @@ def _bootstrap(args: argparse.Namespace) -> int:
         )
         return 1
     stack.export_env(info)
-    from devstack.bootstrap import bootstrap
+    # Bootstrap saves into the Prefect server; blocks point at PostgreSQL, moto and the
+    # simulator. Say which of them is down instead of failing half-way with a traceback.
+    needed = ("prefect", "postgres", "moto", "kubesim")
+    states = stack.status(settings)
+    down = [name for name in needed if states.get(name) == "stopped"]
+    if down:
+        print(
+            f"bootstrap: {', '.join(down)} not running (state {settings.state_dir}); start the "
+            "stack with `make up` or `opsflows devstack up`, then run bootstrap again",
+            file=sys.stderr,
+        )
+        return 1
+    import httpx
+    from prefect.exceptions import PrefectHTTPStatusError
 
-    result = bootstrap(info, stack.stack_secrets(settings.state_dir))
+    from devstack.bootstrap import bootstrap
+    from opsflows.errors import scrub
+
+    try:
+        result = bootstrap(info, stack.stack_secrets(settings.state_dir))
+    except (OSError, httpx.HTTPError, PrefectHTTPStatusError) as exc:
+        print(
+            f"bootstrap: the Prefect API at {info.prefect_api_url} failed "
+            f"({type(exc).__name__}: {scrub(str(exc))}); check `opsflows devstack status` and "
+            "the log under the state folder, then run bootstrap again",
+            file=sys.stderr,
+        )
+        return 1
     print(json.dumps(result, indent=2))
     return 0
 

@@ -11,9 +11,11 @@ only these classes::
     │   ├── AuthenticationError   a credential was refused (wrong password, bad keys)
     │   ├── NotFoundError         a named resource does not exist (404, missing bucket/secret/db)
     │   ├── ConflictError         a stale update lost a race (409); re-read and decide again
+    │   │   └── ChangeSlotLost    a change lost its change slot's lease; it stopped at a safe point
     │   ├── GateRejected          a gate or a person said no (promotion, approval, lint)
     │   ├── VerificationFailed    a check ran and the result is wrong (checksum, health, row counts)
-    │   └── BackupMissing         no complete backup satisfies the request
+    │   ├── BackupMissing         no complete backup satisfies the request
+    │   └── TimedOut              a bounded wait ran out (a step past its deadline)
     └── TransientError            retrying after a delay may help
         ├── ServiceUnavailable    connection refused/reset, timeouts, 5xx
         └── Throttled             the service asked us to slow down (429, SlowDown, lock timeout)
@@ -119,6 +121,10 @@ class NotFoundError(PermanentError):
 
 class ConflictError(PermanentError):
     """A stale update lost a race (HTTP 409); re-read the object and decide again."""
+
+
+class ChangeSlotLost(ConflictError):
+    """A change lost its change slot (lease not renewed): another change may now run."""
 
 
 class GateRejected(PermanentError):

@@ -31,6 +31,7 @@ from pydantic import Field
 from blocks.kube import KubeEnvironment
 from decisions.bake_review import BakeReview, ProbeSummary, ReviewOutcome, review_outcome
 from procedures.approval_form import ApprovalForm
+from procedures.change_slot import check_slots
 from procedures.operation import current_run
 from tasks.bake import BakeReport, limits_for, run_bake, wait_for_samples
 from tasks.probe_traffic import TrafficProbe
@@ -87,7 +88,7 @@ def baked(
             bake_interval_s,
             since,
             metrics_window_s,
-            on_round=lambda done: update_progress_artifact(progress, round(done * 100, 1)),
+            on_round=lambda done: _round_done(progress, done),
             probe_figures=probe.snapshot if probe is not None else None,
         )
     finally:
@@ -109,6 +110,12 @@ def baked(
     rec.details["bake_real_traffic"] = report.real_traffic()
     rec.details["bake_probe"] = summary.as_dict() if summary is not None else None
     return report, summary
+
+
+def _round_done(progress: Any, done: float) -> None:
+    """After each bake round: a safe point (a lost change slot stops the bake), then progress."""
+    check_slots()
+    update_progress_artifact(progress, round(done * 100, 1))
 
 
 def _shown(value: float | None) -> str:

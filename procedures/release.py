@@ -20,7 +20,7 @@ from decisions.bake_review import bake_action
 from decisions.releases import Release
 from opsflows.errors import VerificationFailed
 from procedures.bake_review import baked, review_inconclusive
-from procedures.change_slot import change_slot
+from procedures.change_slot import change_slot, check_slots
 from procedures.operation import current_run, safe_notify
 from tasks.rollout import set_image, undo_rollout, wait_for_rollout
 from tasks.smoke import verify_serving
@@ -32,7 +32,7 @@ DEFAULT_INCONCLUSIVE_TIMEOUT_S = 900
 """How long an inconclusive bake waits for a person before rolling back (15 min)."""
 
 
-def change_lock(env: KubeEnvironment, timeout_s: float) -> contextlib.AbstractContextManager[None]:
+def change_lock(env: KubeEnvironment, timeout_s: float) -> contextlib.AbstractContextManager[Any]:
     """Hold ``change-<environment>`` for ``env`` (:func:`procedures.change_slot.change_slot`)."""
     return change_slot(env.environment, timeout_s)
 
@@ -63,8 +63,10 @@ def release_to_production(
     since = time.time()
     rec.details["production_started_at"] = since
     try:
+        check_slots()  # safe point: nothing changed yet
         set_image(env, image)
         rollout = wait_for_rollout(env, timeout_s=ROLLOUT_TIMEOUT_S)
+        check_slots()  # safe point: rolled out, not yet judged (a lost slot rolls back)
         # Bake the new release, not the old pods the service may still route to for a moment.
         verify_serving(env.service_url, image, timeout_s=30.0, consecutive=3, healthy=False)
         report, probe = baked(

@@ -6,8 +6,8 @@ size and SHA-256 match the manifest, so a corrupt or truncated object never comp
 restore; on any failure the scratch database is dropped, leaving nothing behind (a run killed
 before it could drop it leaves one marked unverified, which the next restore of the same
 database drops: see :mod:`tasks.scratch`). The live
-database is never touched here except by :func:`swap_in`, which the flow calls only after
-verification and approval.
+database is never touched here: :func:`tasks.swap.swap_in` replaces it, which the flow calls
+only after verification and approval.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from typing import IO, Any
 
 from prefect import task
 from prefect.logging import get_run_logger
-from psycopg import errors as pgerr
-from psycopg import sql
 
 from blocks.postgres import PostgresTarget
 from blocks.storage import BackupStore
@@ -32,7 +30,6 @@ from decisions.backups import Manifest
 from opsflows import retry
 from opsflows.errors import (
     ConflictError,
-    NotFoundError,
     PermanentError,
     ServiceUnavailable,
     VerificationFailed,
@@ -47,7 +44,6 @@ from tasks.scratch import (
     database_owner,
     drop_database,
     mark,
-    set_comment,
 )
 from tasks.storage import aws_errors
 
@@ -264,46 +260,3 @@ def restore_into_scratch(
         result.seconds,
     )
     return result
-
-
-@task(name="swap restored database in", **retry.ONCE)
-def swap_in(admin: PostgresTarget, live: str, scratch: str, keep_as: str) -> str:
-    """Rename ``live`` to ``keep_as`` and ``scratch`` to ``live``; the kept old name.
-
-    New connections to the live database are refused and existing ones terminated first,
-    because a database cannot be renamed while in use. The old database is kept (with
-    connections allowed again) so the swap can be undone by renaming back.
-    """
-    if not database_exists(admin, scratch):
-        raise NotFoundError(f"scratch database {scratch} does not exist")
-    live_id, keep_id, scratch_id = (sql.Identifier(n) for n in (live, keep_as, scratch))
-    with connect(admin, database=MAINTENANCE_DB) as conn:
-        if database_exists(admin, live):
-            conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(live_id))
-            for _ in range(5):
-                conn.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = %s AND pid <> pg_backend_pid()",
-                    (live,),
-                )
-                try:
-                    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(live_id, keep_id))
-                    break
-                except pgerr.ObjectInUse:
-                    time.sleep(0.5)
-            else:
-                conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(live_id))
-                raise ConflictError(
-                    f"{live} stayed in use; it was not replaced",
-                    hint=f"stop its clients and run again; {scratch} still holds the restore",
-                )
-            conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(keep_id))
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = %s AND pid <> pg_backend_pid()",
-            (scratch,),
-        )
-        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(scratch_id, live_id))
-        set_comment(conn, live, None)  # it is the live database now, no longer a scratch copy
-    get_run_logger().info("%s replaced by the restore; previous database kept as %s", live, keep_as)
-    return keep_as

@@ -21,6 +21,7 @@ from uuid import UUID
 import boto3
 import httpx
 import psycopg
+from prefect.client.orchestration import get_client
 from psycopg import sql
 
 import flows.rotate_credentials as flow_module
@@ -112,6 +113,8 @@ class World:
             deployment=APP, service_url=self.stack.app_url("staging"),
             prometheus_url=self.stack.prometheus_url,
         ).save(namespace, overwrite=True)  # fmt: skip
+        with get_client(sync_client=True) as client:  # the change slot a rotation takes (strict)
+            client.upsert_global_concurrency_limit_by_name(f"change-{namespace}", 1)
 
     def remove(self) -> None:
         for env in self.envs:
@@ -119,6 +122,10 @@ class World:
         for cls, name in [(KubeEnvironment, e) for e in self.envs] + [(PostgresTarget, self.block)]:
             with contextlib.suppress(Exception):  # best-effort cleanup
                 cls.delete(name)
+        with get_client(sync_client=True) as client:
+            for env in self.envs:
+                with contextlib.suppress(Exception):
+                    client.delete_global_concurrency_limit_by_name(f"change-{env}")
         self.sm.delete_secret(SecretId=self.secret_id, ForceDeleteWithoutRecovery=True)
         with self.admin() as conn:
             conn.execute(
@@ -207,7 +214,6 @@ class World:
 
 def assert_no_secrets(run_ids: list[str], values: set[str]) -> int:
     """Scan every log line, artifact, parameter and state message of the runs; lines scanned."""
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         ArtifactFilter,
         ArtifactFilterFlowRunId,

@@ -23,24 +23,48 @@ def flow_run_id(state: Any) -> UUID:
     return UUID(str(state.state_details.flow_run_id))
 
 
-def flow_run_logs(run_id: UUID, settle_s: float = 1.0) -> list[str]:
-    """Every log message the run (and its tasks) sent to the API."""
+def flow_run_logs(run_id: UUID, timeout_s: float = 15.0) -> list[str]:
+    """Every log message the run (and its tasks) sent to the API, all pages of them.
+
+    Logs are shipped in the background: wait (on the condition, not a fixed sleep) until the
+    engine's final "Finished in state" line has arrived, so nothing the run logged is missed.
+    """
     APILogHandler().flush()
-    time.sleep(settle_s)
-    with get_client(sync_client=True) as client:
-        logs = client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200
-        )
-    return [log.message for log in logs]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        messages = _all_logs(run_id)
+        if any("Finished in state" in m for m in messages) or time.monotonic() > deadline:
+            return messages
+        time.sleep(0.2)
 
 
-def flow_run_artifacts(run_id: UUID) -> list[str]:
-    """Every artifact of the run, as text (key, description, data)."""
+def _all_logs(run_id: UUID, page: int = 200) -> list[str]:
+    messages: list[str] = []
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
-        )
-    return [f"{a.key} {a.description} {a.data}" for a in artifacts]
+        while True:
+            logs = client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
+                limit=page,
+                offset=len(messages),
+            )
+            messages += [log.message for log in logs]
+            if len(logs) < page:
+                return messages
+
+
+def flow_run_artifacts(run_id: UUID, page: int = 200) -> list[str]:
+    """Every artifact of the run, as text (key, description, data), all pages of them."""
+    texts: list[str] = []
+    with get_client(sync_client=True) as client:
+        while True:
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])),
+                limit=page,
+                offset=len(texts),
+            )
+            texts += [f"{a.key} {a.description} {a.data}" for a in artifacts]
+            if len(artifacts) < page:
+                return texts
 
 
 def flow_run_texts(run_id: UUID) -> list[str]:

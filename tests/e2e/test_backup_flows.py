@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from prefect.client.orchestration import get_client
 
 from decisions.backups import (
     Fingerprint,
@@ -265,7 +266,17 @@ def test_restore_drill_records_rto_rpo_and_notifies(
     assert result["backup_id"] == made["backup_id"] and not result["backup_too_old"]
     assert env.databases() == [env.dbname], "the drill drops its scratch database"
     status, details = _oplog(stack, flow_run_id(state))
-    assert status == "succeeded" and details["rto_s"] > 0 and details["rpo_s"] >= 0
+    assert status == "succeeded"
+    # RPO is the age of the backup when the drill ran: from the manifest's snapshot time to
+    # the drill's own start and end; RTO fits inside the drill run's wall time.
+    snapshot = datetime.fromisoformat(made["snapshot_at"])
+    assert datetime.fromisoformat(details["backup_snapshot_at"]) == snapshot
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id(state))
+    assert run.start_time is not None and run.end_time is not None
+    assert (run.start_time - snapshot).total_seconds() <= details["rpo_s"]
+    assert details["rpo_s"] <= (run.end_time - snapshot).total_seconds()
+    assert 0 < details["rto_s"] <= (run.end_time - run.start_time).total_seconds()
     assert received == []
     verified = [k for k in env.keys() if k.endswith("verified.json")]
     assert len(verified) == 1, "a verified drill marks the backup verified"
@@ -339,6 +350,8 @@ def test_bad_input_fails_before_any_side_effect(env: BackupEnv) -> None:
 
     with pytest.raises(ConfigurationError, match="cannot read 'yesterday' as a timestamp"):
         _restore(env, at="yesterday")
+    with pytest.raises(ConfigurationError, match="restore point 2999-01-01T00:00:00.* future"):
+        _restore(env, at="2999-01-01 00:00:00")
     with pytest.raises(ConfigurationError, match="unknown compression 'lz4'"):
         _backup(env, compression="lz4")
     with pytest.raises(ConfigurationError, match="missing or invalid"):

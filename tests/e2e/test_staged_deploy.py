@@ -219,7 +219,34 @@ def test_image_broken_only_in_production_is_rolled_back_automatically(
     assert f"production: {image} rolled back" in " ".join(sink(stack, "page"))
     _, status, issues, details = ops_log(stack, flow_run_id(state))
     assert status == "failed" and "error_rate" in issues
-    assert details["first_failure_at"] <= details["recovered_at"]
+    # The runbook's P1 goal: detected and recovered within 5 minutes of the release. Measured
+    # from the run's own timestamps (time.time() when production changed, failed, recovered).
+    started, failed_at = details["production_started_at"], details["first_failure_at"]
+    began, recovered = details["rollback_started_at"], details["recovered_at"]
+    assert started <= failed_at <= began <= recovered, details
+    assert recovered - started <= 300, f"recovered {recovered - started:.0f} s after the release"
+    assert recovered - failed_at <= 300, f"recovered {recovered - failed_at:.0f} s after failing"
+
+
+def test_image_slow_only_in_production_is_rolled_back_on_p95(
+    stack: StackInfo, envs: dict[str, KubeEnvironment], healthy_afterwards: dict[str, str]
+) -> None:
+    """The p95 latency gate end to end: staging is fast, production answers in ~2.5 s."""
+    previous = healthy_afterwards["production"]
+    image = new_image("-prodslow")
+    state = staged_deploy(image=image, return_state=True, **{**FAST, "bake_seconds": 8})
+    assert state.is_failed()
+    with pytest.raises(VerificationFailed) as info:
+        state.result()
+    message = str(info.value)
+    assert "p95" in message and "rolled back automatically" in message, message
+    assert "error_rate" not in message.split("rolled back")[0], "judged on latency, not errors"
+    assert image_of(envs["production"]) == previous
+    assert image_of(envs["staging"]) == image
+    now = health(stack, "production")
+    assert now["code"] == 200 and now["image"] == previous
+    _, status, issues, _ = ops_log(stack, flow_run_id(state))
+    assert status == "failed" and "p95" in issues
 
 
 def test_concurrent_production_deploys_do_not_overlap(envs: dict[str, KubeEnvironment]) -> None:

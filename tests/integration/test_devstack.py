@@ -176,3 +176,26 @@ def test_service_data_leaves_a_folder_the_service_user_cannot_enter(
     # the running stack's own choice is what it recorded (its state dir when reachable)
     assert postgres.service_root(Path(stack.state_dir), user) == stack.service_root
     root.rmdir()
+
+
+def test_bootstrap_names_the_services_that_are_down(stack: StackInfo, tmp_path: Path) -> None:
+    """A recorded stack whose processes are gone: bootstrap says which, without a traceback."""
+    import os
+    import subprocess
+
+    recorded = json.loads((Path(stack.state_dir) / "stack.json").read_text())
+    recorded["state_dir"] = str(tmp_path)
+    (tmp_path / "stack.json").write_text(json.dumps(recorded))
+    env = {**os.environ, "OPSFLOWS_STATE_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "opsflows.cli", "bootstrap"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert "prefect" in done.stderr and "not running" in done.stderr
+    assert "opsflows devstack up" in done.stderr

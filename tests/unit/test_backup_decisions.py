@@ -21,6 +21,7 @@ from decisions.backups import (
     manifest_to_dict,
     parse_backup_id,
     parse_timestamp,
+    restore_point,
 )
 from decisions.parts import (
     MIB,
@@ -93,6 +94,25 @@ def test_naive_timestamp_is_utc_and_zones_are_respected() -> None:
 def test_bad_timestamps_are_configuration_errors(text: str) -> None:
     with pytest.raises(ConfigurationError, match="timestamp"):
         parse_timestamp(text)
+
+
+def test_a_restore_point_in_the_future_is_refused() -> None:
+    """A future ``at`` used to restore the newest backup silently: it is refused instead."""
+    with pytest.raises(ConfigurationError, match="in the future") as info:
+        restore_point("2025-11-30 12:00:01", NOW)
+    assert "2025-11-30T12:00:01+00:00" in info.value.message
+    assert info.value.hint and "leave `at` empty" in info.value.hint
+    with pytest.raises(ConfigurationError, match="in the future"):
+        restore_point("2025-11-30 13:30:00+01:00", NOW)  # 12:30 UTC
+
+
+def test_a_restore_point_now_or_earlier_is_taken_and_none_means_newest() -> None:
+    assert restore_point("2025-11-30 12:00:00", NOW) == NOW
+    assert restore_point("2025-11-30 12:30:00+01:00", NOW) == NOW - timedelta(minutes=30)
+    assert restore_point(None, NOW) is None
+    assert restore_point("  ", NOW) is None
+    with pytest.raises(ConfigurationError, match="timestamp"):
+        restore_point("tomorrow", NOW)
 
 
 def test_backup_ids_sort_by_time_and_round_trip() -> None:
