@@ -259,9 +259,10 @@ class Progress:
     backup: dict[str, Any] | str | None = None
     applied: list[dict[str, Any]] = field(default_factory=list)
     failed: str | None = None
-    #: Units applied so far; the indexes before the unit under way (outside a transaction).
+    #: Units applied so far; the indexes before the unit under way (outside a transaction),
+    #: None until they were read (then the unit has not started).
     units_done: int = 0
-    indexes_before: IndexSnapshot = ({}, frozenset())
+    indexes_before: IndexSnapshot | None = None
     report: FailureReport | None = None
 
     def applied_names(self) -> list[str]:
@@ -318,8 +319,9 @@ def _apply_and_verify(
     meter = cast(UUID, create_progress_artifact(0.0, description="migrations applied"))
     try:
         for unit in units:
-            check_slots()  # a safe point: a run that lost its slots stops before the next unit
+            progress.indexes_before = None  # the unit has not started
             progress.indexes_before = indexes_before(target, unit)
+            check_slots()  # a safe point: a run that lost its slots stops before the next unit
             run = apply_batch.with_options(task_run_name=f"apply {', '.join(unit.names)}")
             progress.applied.extend(run(target, unit, policy, applied_by))
             progress.units_done += 1

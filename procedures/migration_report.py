@@ -49,7 +49,7 @@ def report_failure(
     units: Sequence[ApplyUnit],
     failed_unit: int,
     applied: Sequence[str],
-    before: IndexSnapshot,
+    before: IndexSnapshot | None,
     exc: BaseException,
     fallback: str,
 ) -> FailureReport:
@@ -60,7 +60,8 @@ def report_failure(
         units: Every unit of the run, in order.
         failed_unit: Index of the unit that failed.
         applied: Files this run committed before the failure.
-        before: :func:`indexes_before` the failed unit.
+        before: :func:`indexes_before` the failed unit; None when the unit failed before
+            it started (then nothing of it changed: the state after counts as before).
         exc: What the unit raised.
         fallback: The backup to fall back on, described.
     """
@@ -74,6 +75,8 @@ def report_failure(
                 "could not read the indexes after the failure: %s", scrub(str(inspect_error))
             )
             after = None
+    if before is None:
+        before = after or ({}, frozenset())
     report = failure_report(
         database=target.database,
         units=units,
