@@ -146,8 +146,10 @@ def rules(t: Thresholds = THRESHOLDS) -> tuple[Rule, ...]:
         Rule(
             "host",
             "HostCpuHigh",
-            "1 - avg by (env, instance) (\n"
+            # idle share of all CPU time: right however the kernel counts its ticks
+            "1 - sum by (env, instance) (\n"
             '  rate(node_cpu_seconds_total{job="node", mode="idle"}[2m]))\n'
+            '  / sum by (env, instance) (rate(node_cpu_seconds_total{job="node"}[2m]))\n'
             f"  > {_g(t.cpu)}",
             600,
             "builds, backups and restores use the CPU for minutes; ten minutes above 80% "
