@@ -96,6 +96,7 @@ def _plan_ports(settings: Settings, remembered: dict[str, Any]) -> StackInfo:
         wanted = int(getattr(settings, name))
         return procs.choose_port(settings.host, wanted, remembered.get(name), ours_running(name))
 
+    webhook_port = port("webhook_port")  # once: a free port is drawn anew on every call
     return StackInfo(
         state_dir=str(settings.state_dir),
         host=settings.host,
@@ -106,14 +107,14 @@ def _plan_ports(settings: Settings, remembered: dict[str, Any]) -> StackInfo:
         app_staging_port=port("app_staging_port"),
         app_production_port=port("app_production_port"),
         prometheus_port=port("prometheus_port"),
-        webhook_port=port("webhook_port"),
+        webhook_port=webhook_port,
         node_exporter_port=port("node_exporter_port"),
         postgres_exporter_port=port("postgres_exporter_port"),
         blackbox_port=port("blackbox_port"),
         alertmanager_port=port("alertmanager_port"),
         tls_port=port("tls_port"),
         alert_webhook_url=settings.alert_webhook_url
-        or f"http://{settings.host}:{port('webhook_port')}/alertmanager",
+        or f"http://{settings.host}:{webhook_port}/alertmanager",
     )
 
 
