@@ -4,7 +4,7 @@ opsflows devstack up|down|status [--purge] [--remove-os-user]
 opsflows bootstrap
 opsflows up
 opsflows webhook serve [--port N] [--routes FILE] [--secret-block NAME]
-opsflows migrate plan DIR [--database-url URL]
+opsflows migrate plan DIR [--database-url URL | --block NAME]
 """
 
 from __future__ import annotations
@@ -145,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     hook.add_argument("options", nargs=argparse.REMAINDER, help="see `opsflows webhook serve -h`")
     hook.set_defaults(func=_webhook)
     mig = sub.add_parser("migrate", help="lint and plan schema migrations (migrate plan DIR)")
-    mig.add_argument("argv", nargs=argparse.REMAINDER, help="plan DIR [--database-url URL]")
+    mig.add_argument(
+        "argv", nargs=argparse.REMAINDER, help="plan DIR [--database-url URL | --block NAME]"
+    )
     mig.set_defaults(func=_migrate)
     return parser
 

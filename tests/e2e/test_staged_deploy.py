@@ -228,6 +228,27 @@ def test_image_broken_only_in_production_is_rolled_back_automatically(
     assert recovered - failed_at <= 300, f"recovered {recovered - failed_at:.0f} s after failing"
 
 
+def test_image_slow_only_in_production_is_rolled_back_on_p95(
+    stack: StackInfo, envs: dict[str, KubeEnvironment], healthy_afterwards: dict[str, str]
+) -> None:
+    """The p95 latency gate end to end: staging is fast, production answers in ~2.5 s."""
+    previous = healthy_afterwards["production"]
+    image = new_image("-prodslow")
+    state = staged_deploy(image=image, return_state=True, **{**FAST, "bake_seconds": 8})
+    assert state.is_failed()
+    with pytest.raises(VerificationFailed) as info:
+        state.result()
+    message = str(info.value)
+    assert "p95" in message and "rolled back automatically" in message, message
+    assert "error_rate" not in message.split("rolled back")[0], "judged on latency, not errors"
+    assert image_of(envs["production"]) == previous
+    assert image_of(envs["staging"]) == image
+    now = health(stack, "production")
+    assert now["code"] == 200 and now["image"] == previous
+    _, status, issues, _ = ops_log(stack, flow_run_id(state))
+    assert status == "failed" and "p95" in issues
+
+
 def test_concurrent_production_deploys_do_not_overlap(envs: dict[str, KubeEnvironment]) -> None:
     images = [new_image(), new_image()]
     runs = [

@@ -262,8 +262,14 @@ def test_bad_requests_start_nothing_and_get_the_right_status(receiver: Receiver)
         assert "flow_run_id" not in resp.json(), name
         assert receiver.secret.decode() not in resp.text
     assert receiver.secret.decode() not in receiver.log.read_text()
-    time.sleep(1.5)  # longer than the runner's poll: anything started would show up by now
-    assert len(runs_of_probe()) == before
+    # A positive signal before the negative assertion: one good delivery after the bad ones.
+    # The receiver creates its run before answering 202, so once it is there, any run a bad
+    # delivery had started would be there too.
+    good = receiver.post(*generic(secret, f"ci-good-{uuid.uuid4().hex[:6]}", {"deployment": PROBE}))
+    assert good.status_code == 202, good.text
+    started = runs_of_probe()
+    assert len(started) == before + 1, "only the good delivery started a run"
+    assert good.json()["flow_run_id"] in {str(r.id) for r in started}
 
 
 def test_failure_automation_pages_when_a_watched_run_fails(
@@ -303,10 +309,19 @@ def test_failure_automation_pages_when_a_watched_run_fails(
             received = httpx.get(sink, timeout=5).json()
             time.sleep(0.5)
         assert received, "no page arrived within 60 s"
-        time.sleep(2)
-        assert len(httpx.get(sink, timeout=5).json()) == 1, "one failure, one page"
         text = json.dumps(received)
         assert run_id in text and "Failed" in text and "e2e-webhook" in text
+        # One failure, one page: a second failing run is the positive signal; once its page
+        # is in, a duplicate page for the first run would have arrived before it.
+        resp = receiver.post(*generic(receiver.secret, f"ci2-{channel}", payload))
+        second = resp.json()["flow_run_id"]
+        assert wait_final(second).state.is_failed()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and second not in json.dumps(received):
+            time.sleep(0.5)
+            received = httpx.get(sink, timeout=5).json()
+        assert second in json.dumps(received), "the second failure paged too"
+        assert [run_id in json.dumps(page) for page in received].count(True) == 1
     finally:
         with get_client(sync_client=True) as client:
             client.delete_automation(automation_id)
