@@ -16,6 +16,9 @@ from devstack.stack import APP_DB_SECRET, AWS_REGION, BACKUP_BUCKET, MOTO_KEYS, 
 #: migrations of an environment share its limit).
 #: The Secret block the CI webhook receiver verifies signatures with.
 WEBHOOK_SECRET_BLOCK = "webhook-secret"
+#: The Secret block holding the bearer token Alertmanager sends with every alert (the alert
+#: receiver compares it; the same value as StackInfo.alertmanager_token_file).
+ALERTMANAGER_TOKEN_BLOCK = "alertmanager-webhook-token"
 CONCURRENCY_LIMITS = ("change-staging", "change-production")
 
 
@@ -121,6 +124,7 @@ def save_blocks(info: StackInfo, passwords: dict[str, str]) -> list[str]:
     save(routing, common.ROUTING)
     # The CI webhook's HMAC secret (deployments/webhook.py reads it; never printed).
     save(Secret(value=passwords["webhook"]), WEBHOOK_SECRET_BLOCK)
+    save(Secret(value=passwords["alertmanager_webhook"]), ALERTMANAGER_TOKEN_BLOCK)
     return saved
 
 

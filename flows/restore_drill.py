@@ -20,6 +20,7 @@ from blocks.storage import BackupStore
 from decisions.backups import choose_backup, judge_drill
 from opsflows.errors import ConfigurationError
 from opsflows.settings import get_settings
+from opsflows.thresholds import THRESHOLDS
 from procedures.operation import (
     APP_DB,
     APP_DB_ADMIN,
@@ -42,7 +43,7 @@ def restore_drill(
     database: str = APP_DB,
     admin_database: str = APP_DB_ADMIN,
     store: str = BACKUPS,
-    max_backup_age_h: float = 26.0,
+    max_backup_age_h: float = THRESHOLDS.backup_max_age_h,
     routing: str = ROUTING,
     expectations: str | None = None,
 ) -> dict[str, Any]:

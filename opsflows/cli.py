@@ -38,7 +38,7 @@ def _devstack(args: argparse.Namespace) -> int:
         print("stopped: " + (", ".join(stopped) or "nothing was running"))
     else:
         for name, state in stack.status(settings).items():
-            print(f"{name:15} {state}")
+            print(f"{name:18} {state}")
     return 0
 
 

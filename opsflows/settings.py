@@ -32,6 +32,46 @@ class Settings(BaseSettings):
     )
     prometheus_port: int = Field(default=19090, description="Prometheus port (0 = any free).")
     webhook_port: int = Field(default=18090, description="CI webhook receiver port.")
+    node_exporter_port: int = Field(default=19100, description="node_exporter (0 = any free).")
+    postgres_exporter_port: int = Field(
+        default=19187, description="postgres_exporter port (0 = any free)."
+    )
+    blackbox_port: int = Field(default=19115, description="blackbox_exporter (0 = any free).")
+    alertmanager_port: int = Field(default=19093, description="Alertmanager (0 = any free).")
+    tls_port: int = Field(
+        default=18443, description="The stack's TLS endpoint, probed for certificate expiry."
+    )
+    alert_webhook_url: str = Field(
+        default="",
+        description=(
+            "Where Alertmanager posts alerts (webhook_configs, version-4 JSON, bearer token "
+            "from the state dir). Empty: the stack's receiver, "
+            "http://<host>:<webhook_port>/alertmanager."
+        ),
+    )
+    alert_group_wait_s: float = Field(
+        default=10, gt=0, description="Alertmanager group_wait: first notification delay (s)."
+    )
+    alert_group_interval_s: float = Field(
+        default=60, gt=0, description="Alertmanager group_interval: delay of a group's updates."
+    )
+    alert_repeat_interval_s: float = Field(
+        default=4 * 3600, gt=0, description="Alertmanager repeat_interval for unresolved alerts."
+    )
+    alert_for_s: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Test stacks: cap every alert rule's `for:` at this many seconds (machine-wide "
+            "CPU, memory and disk rules keep theirs). Unset: the rules as committed."
+        ),
+    )
+    tls_cert_days: int = Field(
+        default=90, ge=1, description="Validity of the TLS endpoint's self-signed certificate."
+    )
+    app_volume_mb: float = Field(
+        default=64, gt=0, description="Quota of each sample app's volume (the disk runbook's)."
+    )
     prefect_database: Literal["postgres", "sqlite"] = Field(
         default="postgres",
         description=(
@@ -42,7 +82,10 @@ class Settings(BaseSettings):
     )
     os_user: str = Field(
         default="opsflows",
-        description="Unprivileged OS user running PostgreSQL and Prometheus (initdb refuses root).",
+        description=(
+            "Unprivileged OS user running PostgreSQL, Prometheus, the exporters and "
+            "Alertmanager (initdb refuses root)."
+        ),
     )
     kube_namespace_staging: str = "staging"
     kube_namespace_production: str = "production"
