@@ -3,8 +3,10 @@ session (exit status 1 although every test passed) and is named in the summary.
 
 A small pytest session runs in a subprocess with this folder's ledger (tests/reliability/
 conftest.py) on a test file of its own: one test loses a database, a backup manifest and rows
-of a table in the shared ``app`` database that its module fixture made before it; the other
-makes and removes its own database, which is no loss.
+of a table in the shared ``app`` database that its module fixture made before it; one makes
+and removes its own database, which is no loss; and the stack cannot be read at the end of
+two tests (a simulated outage): once only (it is measured after the teardown) and for good
+(reported as not measured, the session goes on).
 """
 
 from __future__ import annotations
@@ -25,11 +27,27 @@ from tests.backup_support import admin_target, s3
 REPO = Path(__file__).resolve().parents[2]
 
 CONFTEST = """
+import tests.reliability.conftest as ledger
+import tests.safety_support as safety
 from tests.conftest import stack  # noqa: F401
 from tests.reliability.conftest import (  # noqa: F401
     _data_safety, _existing_data, pytest_runtest_teardown, pytest_sessionfinish,
     pytest_terminal_summary,
 )
+
+ledger.RETRY_S = 1
+OUTAGE = {"takes": 0}  # how many of the next snapshots fail
+_take = safety.take
+
+
+def take(stack):
+    if OUTAGE["takes"] > 0:
+        OUTAGE["takes"] -= 1
+        raise OSError("PostgreSQL is down (simulated)")
+    return _take(stack)
+
+
+safety.take = take
 """
 
 TESTS = """
@@ -69,6 +87,18 @@ def test_loses_what_existed_before_it(stack, made):
 def test_removes_only_what_it_made(stack):
     sql(stack, f"CREATE DATABASE {NAME}_own")
     sql(stack, f"DROP DATABASE {NAME}_own")
+
+
+def test_the_stack_cannot_be_read_when_it_ends_then_can(stack):
+    import conftest
+
+    conftest.OUTAGE["takes"] = 1
+
+
+def test_the_stack_cannot_be_read_any_more(stack):
+    import conftest
+
+    conftest.OUTAGE["takes"] = 10**6
 """
 
 
@@ -103,15 +133,20 @@ def test_a_test_that_loses_data_fails_the_session_and_is_named(
     finally:
         cleanup(stack, name)
     out = run.stdout
-    assert "2 passed" in out, out[-3000:] + run.stderr[-3000:]
+    assert "4 passed" in out, out[-3000:] + run.stderr[-3000:]
     assert run.returncode == 1, "a loss fails the session"
     assert (
-        "reliability: 1 faults injected in 1 tests (of 2); data before/after each test: "
-        "1 databases lost, 1 backups lost, 2 rows lost"
+        "reliability: 1 faults injected in 1 tests (of 4); data before/after each test: "
+        "1 databases lost, 1 backups lost, 2 rows lost; not measured in 1 tests"
     ) in out, out[-3000:]
     assert "  faults by kind: kill: 1" in out
     lost = [line for line in out.splitlines() if line.startswith("  LOST in ")]
     assert lost == [
         f"  LOST in test_demo.py::test_loses_what_existed_before_it: database {name} lost; "
         f"backup tests/{name}/manifest.json lost; 2 rows of app.public.{name} lost"
+    ]
+    unmeasured = [line for line in out.splitlines() if line.startswith("  not measured in ")]
+    assert unmeasured == [
+        "  not measured in test_demo.py::test_the_stack_cannot_be_read_any_more: no snapshot "
+        "after the test within 1 s (OSError: PostgreSQL is down (simulated))"
     ]
