@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from typing import Any, Generic, Self, TypeVar
+
+R = TypeVar("R")
 
 _lock = threading.Lock()
 _counts: Counter[str] = Counter()
@@ -27,3 +30,40 @@ def totals() -> dict[str, int]:
     """Every kind counted so far in this process, with its count."""
     with _lock:
         return dict(_counts)
+
+
+class RuleBook(Generic[R]):
+    """What both fault proxies share: their rules, what the rules hit, and ``with`` support.
+
+    Subclasses set ``rules``, ``hits`` and ``_lock`` in ``__init__`` and define ``start`` and
+    ``stop``.
+    """
+
+    rules: list[R]
+    hits: Counter[str]
+    _lock: threading.Lock
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def add(self, rule: R) -> R:
+        with self._lock:
+            self.rules.append(rule)
+        return rule
+
+    def clear(self) -> None:
+        with self._lock:
+            self.rules.clear()
+
+    def count(self, action: str) -> int:
+        with self._lock:
+            return self.hits[action]

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from devstack import faultcount
+from devstack.faultcount import RuleBook
 
 ACTIONS = ("pass", "503", "refuse", "cut", "slow", "stall")
 _S3_503 = (
@@ -121,7 +122,7 @@ class _Request:
                 yield self.rfile.read(chunk + 2)
 
 
-class FaultProxy:
+class FaultProxy(RuleBook[Rule]):
     """The proxy: ``start()``/``stop()`` or a context manager; ``url`` to point clients at."""
 
     def __init__(self, upstream_host: str, upstream_port: int, host: str = "127.0.0.1") -> None:
@@ -158,25 +159,6 @@ class FaultProxy:
         self._stopping.set()  # releases stalled connections
         self._server.shutdown()
         self._server.server_close()
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def add(self, rule: Rule) -> Rule:
-        with self._lock:
-            self.rules.append(rule)
-        return rule
-
-    def clear(self) -> None:
-        with self._lock:
-            self.rules.clear()
-
-    def count(self, action: str) -> int:
-        with self._lock:
-            return self.hits[action]
 
     def _choose(self, method: str, target: str) -> Rule:
         with self._lock:

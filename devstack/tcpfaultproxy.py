@@ -28,6 +28,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from devstack import faultcount
+from devstack.faultcount import RuleBook
 
 ACTIONS = ("stall", "cut")
 
@@ -74,7 +75,7 @@ class _Link:
                 sock.close()
 
 
-class TcpFaultProxy:
+class TcpFaultProxy(RuleBook[TcpRule]):
     """The proxy: ``start()``/``stop()`` or a context manager; ``host``/``port`` to connect to."""
 
     def __init__(self, upstream_host: str, upstream_port: int, host: str = "127.0.0.1") -> None:
@@ -110,25 +111,6 @@ class TcpFaultProxy:
             links = list(self._links)
         for link in links:
             link.close()
-
-    def __enter__(self) -> TcpFaultProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def add(self, rule: TcpRule) -> TcpRule:
-        with self._lock:
-            self.rules.append(rule)
-        return rule
-
-    def clear(self) -> None:
-        with self._lock:
-            self.rules.clear()
-
-    def count(self, action: str) -> int:
-        with self._lock:
-            return self.hits[action]
 
     def _rule_for(self, reply: bool, sent: int, incoming: int) -> TcpRule | None:
         """The rule this direction's next ``incoming`` bytes trigger (consumed), if any."""

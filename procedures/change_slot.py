@@ -34,16 +34,16 @@ from uuid import UUID
 
 import httpx
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency._sync import acquire_concurrency_slots_with_lease
 from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.exceptions import ObjectNotFound
 from prefect.logging import get_run_logger
 
 from blocks.postgres import PostgresTarget
-from opsflows.errors import ChangeSlotLost, ConfigurationError, ServiceUnavailable, Throttled
+from opsflows.errors import ChangeSlotLost, ConfigurationError, Throttled
 from opsflows.settings import get_settings
 from procedures.operation import current_run
+from tasks.concurrency_limits import ensure_limit, require_limits
 
 #: A lease not renewed for this share of its duration counts as lost: the change stops
 #: before the server could give the slot to another change.
@@ -66,22 +66,7 @@ def database_limit_name(target: PostgresTarget) -> str:
 
 def ensure_database_limit(target: PostgresTarget) -> str:
     """Create the database's strict limit of 1 unless it exists; its name."""
-    name = database_limit_name(target)
-    try:
-        with get_client(sync_client=True) as client:
-            try:
-                client.read_global_concurrency_limit_by_name(name)
-            except ObjectNotFound:
-                with contextlib.suppress(ObjectAlreadyExists):  # another run was first
-                    client.create_global_concurrency_limit(
-                        GlobalConcurrencyLimitCreate(name=name, limit=1)
-                    )
-    except httpx.HTTPError as exc:
-        raise ServiceUnavailable(
-            f"cannot create or read the concurrency limit {name}: {type(exc).__name__}",
-            hint="is the Prefect API reachable?",
-        ) from exc
-    return name
+    return ensure_limit(database_limit_name(target), 1)
 
 
 def _busy(names: list[str]) -> list[str]:
@@ -168,22 +153,7 @@ def require_slots(*environments: str) -> None:
         ConfigurationError: a ``change-<environment>`` limit is missing.
         ServiceUnavailable: the Prefect API cannot be reached.
     """
-    try:
-        with get_client(sync_client=True) as client:
-            for environment in environments:
-                name = limit_name(environment)
-                try:
-                    client.read_global_concurrency_limit_by_name(name)
-                except ObjectNotFound as exc:
-                    raise ConfigurationError(
-                        f"the concurrency limit {name} does not exist",
-                        hint="create it (limit 1) in the Prefect UI, or run `opsflows bootstrap`",
-                    ) from exc
-    except httpx.HTTPError as exc:
-        raise ServiceUnavailable(
-            f"cannot read the change limits: {type(exc).__name__}",
-            hint="is the Prefect API reachable?",
-        ) from exc
+    require_limits(limit_name(environment) for environment in environments)
 
 
 @contextlib.contextmanager

@@ -20,15 +20,14 @@ import contextlib
 import re
 from collections.abc import Iterator
 
-import httpx
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.exceptions import ObjectNotFound
 from prefect.logging import get_logger
 
-from opsflows.errors import ServiceUnavailable, Throttled
+from opsflows.errors import Throttled
 from opsflows.settings import get_settings
+from tasks.concurrency_limits import ensure_limit
 
 #: Far more backups of one database than ever run at once: the limit is a presence count.
 WRITERS_LIMIT = 1000
@@ -39,23 +38,6 @@ def limit_name(database: str) -> str:
     return "backup-upload-" + re.sub(r"[/%&<>]", "_", database)
 
 
-def _ensure_limit(name: str) -> None:
-    try:
-        with get_client(sync_client=True) as client:
-            try:
-                client.read_global_concurrency_limit_by_name(name)
-            except ObjectNotFound:
-                with contextlib.suppress(ObjectAlreadyExists):  # another backup was first
-                    client.create_global_concurrency_limit(
-                        GlobalConcurrencyLimitCreate(name=name, limit=WRITERS_LIMIT)
-                    )
-    except httpx.HTTPError as exc:
-        raise ServiceUnavailable(
-            f"cannot create or read the concurrency limit {name}: {type(exc).__name__}",
-            hint="is the Prefect API reachable?",
-        ) from exc
-
-
 @contextlib.contextmanager
 def upload_lease(database: str, timeout_s: float = 60) -> Iterator[None]:
     """Hold a ``backup-upload-<database>`` slot for the body of the ``with`` (the upload).
@@ -64,7 +46,7 @@ def upload_lease(database: str, timeout_s: float = 60) -> Iterator[None]:
         Throttled: no slot within ``timeout_s`` (``WRITERS_LIMIT`` backups are writing).
     """
     name = limit_name(database)
-    _ensure_limit(name)
+    ensure_limit(name, WRITERS_LIMIT)
     held = False
     try:
         with concurrency(
