@@ -16,6 +16,11 @@ from devstack.stack import APP_DB_SECRET, AWS_REGION, BACKUP_BUCKET, MOTO_KEYS, 
 #: migrations of an environment share its limit).
 #: The Secret block the CI webhook receiver verifies signatures with.
 WEBHOOK_SECRET_BLOCK = "webhook-secret"
+#: The Secret block the Alertmanager receiver checks bearer tokens against.
+ALERTMANAGER_TOKEN_BLOCK = "alertmanager-token"
+#: Notification channels saved as custom webhooks into the sink (``/_sink/<name>``): the
+#: severity routes' page and notify, #incidents and the escalation levels.
+SINK_CHANNELS = ("page", "notify", "incidents", "page-secondary", "page-lead")
 CONCURRENCY_LIMITS = ("change-staging", "change-production")
 
 
@@ -104,7 +109,7 @@ def save_blocks(info: StackInfo, passwords: dict[str, str]) -> list[str]:
             ),
             env,
         )
-    for channel in ("page", "notify"):
+    for channel in SINK_CHANNELS:
         save(
             CustomWebhookNotificationBlock(
                 name=f"devstack {channel}",
@@ -116,11 +121,18 @@ def save_blocks(info: StackInfo, passwords: dict[str, str]) -> list[str]:
         )
     page, note = "custom-webhook/page", "custom-webhook/notify"
     routing = NotificationRouting(
-        routes={"P1": [page, note], "P2": [page, note], "P3": [note], "P4": []}
+        routes={"P1": [page, note], "P2": [page, note], "P3": [note], "P4": []},
+        channels={
+            "incidents": ["custom-webhook/incidents"],
+            "secondary": ["custom-webhook/page-secondary"],
+            "lead": ["custom-webhook/page-lead"],
+        },
     )
     save(routing, common.ROUTING)
     # The CI webhook's HMAC secret (deployments/webhook.py reads it; never printed).
     save(Secret(value=passwords["webhook"]), WEBHOOK_SECRET_BLOCK)
+    # Alertmanager's bearer token (the same value goes into Alertmanager's credentials file).
+    save(Secret(value=passwords["alertmanager_token"]), ALERTMANAGER_TOKEN_BLOCK)
     return saved
 
 

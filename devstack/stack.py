@@ -123,7 +123,14 @@ def stack_secrets(state_dir: Path) -> dict[str, str]:
     """The generated passwords of this stack (created once, mode 0600)."""
     path = state_dir / "secrets.json"
     data = {k: str(v) for k, v in load_json(path).items()}
-    wanted = ("postgres", postgres.APP_ROLE, postgres.OPS_ROLE, postgres.PREFECT_ROLE, "webhook")
+    wanted = (
+        "postgres",
+        postgres.APP_ROLE,
+        postgres.OPS_ROLE,
+        postgres.PREFECT_ROLE,
+        "webhook",
+        "alertmanager_token",  # Alertmanager's bearer token for the /alertmanager receiver
+    )
     if all(k in data for k in wanted):
         return data
     for key in wanted:
