@@ -330,6 +330,7 @@ def watchdog_opening(facts: RunFacts, oplog_status: str | None) -> Opening | str
         title=f"{deployment} run {facts.name} {state}{where}",
         severity=watchdog_severity(facts),
         alerts=(alert,),
+        runbook=facts.flow_name,
         environment=environment,
     )
 

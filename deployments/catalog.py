@@ -67,6 +67,17 @@ def incident_response(watched: list[str]) -> Any:
         ],
         parameters={"failed_run": "{{ event.resource.id }}"},
     )
+    # A crashed incident run (its process died) leaves its incident to a new run.
+    orphans = DeploymentEventTrigger(
+        name="pick up the incident of a crashed incident run",
+        expect={"prefect.flow-run.Crashed"},
+        match={"prefect.resource.id": "prefect.flow-run.*"},
+        match_related=[
+            {"prefect.resource.role": "flow", "prefect.resource.name": [incident.name]},
+            {"prefect.resource.role": "deployment"},
+        ],
+        parameters={"failed_run": "{{ event.resource.id }}"},
+    )
     return incident.to_deployment(
         name="incident",
         description="Respond to an incident: page by severity (P1 at once, P2 after 15 min "
@@ -75,7 +86,7 @@ def incident_response(watched: list[str]) -> Any:
         "resolution with a post-mortem draft for P1/P2. Started by Alertmanager (through "
         "the receiver), by a failed or crashed runbook run, or by hand with incident_id.",
         tags=["incident", "watchdog"],
-        triggers=[trigger],
+        triggers=[trigger, orphans],
     )
 
 

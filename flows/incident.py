@@ -37,9 +37,10 @@ from procedures.incident import (
 )
 from procedures.operation import OPS_DB, ROUTING, load_block, operation_log, try_load_routing
 from procedures.postmortem import close
-from tasks.flow_runs import read_run_facts
+from tasks.flow_runs import read_run_facts, run_state
 from tasks.incidents import (
     add_event,
+    open_incident_of_run,
     oplog_status,
     read_events,
     read_incident,
@@ -61,7 +62,8 @@ def incident(
         incident_id: The incident to respond to (the receiver opened it); give this or
             ``failed_run``.
         failed_run: A failed or crashed runbook run (its id, or ``prefect.flow-run.<id>``):
-            opens its incident, or adds the run to the one already open for its deployment.
+            opens its incident, or adds the run to the one already open for its deployment;
+            a crashed incident run: takes its open incident over.
         ops_db: PostgresTarget block of the operations database (the incidents table).
         routing: NotificationRouting block: severity routes, the ``incidents`` channel and
             the escalation levels ``secondary`` and ``lead``.
@@ -129,15 +131,25 @@ def incident(
 def open_for_failed_run(target: PostgresTarget, run_id: str) -> int | str:
     """Open the incident of a failed or crashed runbook run; its id, or why there is none.
 
-    A deployment that already has an open incident gets this run added to it (its own run
-    responds); the reason returned says so.
+    A deployment that already has an open incident gets this run added to it, and its own
+    run goes on responding (the reason returned says so); when that run is gone, this one
+    takes over. A crashed incident run's incident is taken over the same way.
     """
     facts = read_run_facts(run_id)
+    if facts.flow_name == "incident":
+        orphan = open_incident_of_run(target, run_id) if facts.state_type == "CRASHED" else None
+        return orphan if orphan is not None else f"incident run {facts.name} left nothing open"
     opening = watchdog_opening(facts, oplog_status(target, run_id))
     if isinstance(opening, str):
         return opening
     recorded = record_opening(target, opening)
     assert recorded.incident is not None
-    if not recorded.opened:
-        return f"run {facts.name} added to open incident {recorded.incident.id}"
-    return recorded.incident.id
+    existing = recorded.incident
+    if recorded.opened or not _alive(existing.flow_run_id):
+        return existing.id
+    return f"run {facts.name} added to open incident {existing.id} (its run responds)"
+
+
+def _alive(flow_run_id: str | None) -> bool:
+    state = run_state(flow_run_id) if flow_run_id else None
+    return state is not None and state not in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")

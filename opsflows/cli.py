@@ -109,6 +109,7 @@ def _up(args: argparse.Namespace) -> int:
     state = run.state
     print(f"stack smoke check: {state.name if state else 'unknown'}")
     print(f"CI webhook: POST {info.webhook_url}/webhook  (docs/ci.md)")
+    print(f"Alertmanager receiver: POST {info.webhook_url}/alertmanager  (README: Incidents)")
     print(f"Prefect UI: {info.prefect_ui_url}  (runbooks served; `make down` stops everything)")
     return 0 if state is not None and state.is_completed() else 1
 

@@ -70,3 +70,14 @@ def start_deployment(
             deployment.id, parameters=parameters, idempotency_key=idempotency_key, tags=tags
         )
     return {"flow_run_id": str(run.id), "name": run.name, "deployment": name}
+
+
+@task(name="read flow run state", **retry.NETWORK)
+def run_state(flow_run_id: str) -> str | None:
+    """The run's state type (``RUNNING``, ``PAUSED``, ``CRASHED``...); None when it is gone."""
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(UUID(flow_run_id))
+        except (ObjectNotFound, ValueError):
+            return None
+    return run.state.type.value if run.state else None

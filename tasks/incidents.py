@@ -271,6 +271,17 @@ def record_page(target: PostgresTarget, incident_id: int, level: str, delivered:
         _events(cur, incident_id, f"paged {level}", [f"{delivered} channels delivered"])
 
 
+def open_incident_of_run(target: PostgresTarget, flow_run_id: str) -> int | None:
+    """The open incident the flow run was responding to, if any."""
+    ensure_schema(target)
+    with connect(target) as conn:
+        row = conn.execute(
+            "SELECT id FROM incidents WHERE flow_run_id = %s AND resolved_at IS NULL",
+            (flow_run_id,),
+        ).fetchone()
+    return int(row[0]) if row else None
+
+
 def set_flow_run(target: PostgresTarget, incident_id: int, flow_run_id: str) -> None:
     """Remember the flow run that handles the incident now."""
     with connect(target) as conn:
