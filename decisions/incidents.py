@@ -86,9 +86,9 @@ def more_severe(a: str, b: str) -> str:
     return a if SEVERITIES.index(a) <= SEVERITIES.index(b) else b
 
 
-def advances(current: str, wanted: str) -> bool:
-    """Whether ``wanted`` is later than ``current`` (states never go back)."""
-    return STATUSES.index(wanted) > STATUSES.index(current)
+def earlier_statuses(status: str) -> tuple[str, ...]:
+    """The states an incident can move to ``status`` from (states never go back)."""
+    return STATUSES[: STATUSES.index(status)]
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ from decisions.incidents import (
     ACKNOWLEDGED,
     MITIGATED,
     RESOLVED,
-    TRIGGERED,
     Event,
     Incident,
     Opening,
+    earlier_statuses,
     merge_alerts,
     more_severe,
 )
@@ -234,26 +234,20 @@ def read_events(target: PostgresTarget, incident_id: int) -> list[Event]:
     return [Event(at, kind, text) for at, kind, text in rows]
 
 
-_STAMPS = {ACKNOWLEDGED: "acknowledged", MITIGATED: "mitigated", RESOLVED: "resolved"}
-_BEFORE = {
-    ACKNOWLEDGED: (TRIGGERED,),
-    MITIGATED: (TRIGGERED, ACKNOWLEDGED),
-    RESOLVED: (TRIGGERED, ACKNOWLEDGED, MITIGATED),
-}
-
-
 @task(name="move incident", **retry.ONCE)
 def move_incident(
     target: PostgresTarget, incident_id: int, status: str, who: str, note: str = ""
 ) -> bool:
     """Move the incident forward to ``status`` (by ``who``); False when it was already there
     or later (states never go back)."""
-    stamp = _STAMPS[status]
+    if status not in (ACKNOWLEDGED, MITIGATED, RESOLVED):
+        raise ValueError(f"an incident cannot be moved to {status!r}")
     with connect(target) as conn, conn.cursor() as cur:
+        # The status names its two columns: acknowledged_at/_by, mitigated_..., resolved_...
         cur.execute(
-            f"UPDATE incidents SET status = %s, {stamp}_at = now(), {stamp}_by = %s,"
+            f"UPDATE incidents SET status = %s, {status}_at = now(), {status}_by = %s,"
             " updated_at = now() WHERE id = %s AND status = ANY(%s) RETURNING id",
-            (status, who, incident_id, list(_BEFORE[status])),
+            (status, who, incident_id, list(earlier_statuses(status))),
         )
         moved = cur.fetchone() is not None
         if moved:
@@ -304,15 +298,19 @@ def set_postmortem(target: PostgresTarget, incident_id: int, key: str) -> None:
         conn.execute("UPDATE incidents SET postmortem = %s WHERE id = %s", (key, incident_id))
 
 
-def list_incidents(target: PostgresTarget, recent: int = 20) -> list[Incident]:
-    """Every open incident, then the ``recent`` most recently resolved ones."""
+def list_incidents(
+    target: PostgresTarget, recent: int = 20, group_key: str | None = None
+) -> list[Incident]:
+    """Every open incident, then the ``recent`` most recently resolved ones (of one alert
+    group only, when ``group_key`` is given)."""
     ensure_schema(target)
+    group = " AND group_key = %(group)s" if group_key is not None else ""
     with connect(target) as conn, conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
-            f"(SELECT {_COLUMNS} FROM incidents WHERE resolved_at IS NULL ORDER BY id DESC)"
-            f" UNION ALL (SELECT {_COLUMNS} FROM incidents WHERE resolved_at IS NOT NULL"
-            " ORDER BY resolved_at DESC LIMIT %s)",
-            (recent,),
+            f"(SELECT {_COLUMNS} FROM incidents WHERE resolved_at IS NULL{group} ORDER BY id DESC)"
+            f" UNION ALL (SELECT {_COLUMNS} FROM incidents WHERE resolved_at IS NOT NULL{group}"
+            " ORDER BY resolved_at DESC LIMIT %(recent)s)",
+            {"recent": recent, "group": group_key},
         ).fetchall()
     return [_incident(r) for r in rows]
 

@@ -44,18 +44,10 @@ def post_alerts(stack: Any, payload: dict[str, Any] | bytes, token: str | None =
 
 def incidents_of(stack: Any, group_key: str) -> list[Incident]:
     """Every incident (open or not) of an alert group, oldest first."""
-    from tasks.incidents import _COLUMNS, _incident, ensure_schema
+    from tasks.incidents import list_incidents
 
-    target = ops_target(stack)
-    ensure_schema(target)
-    import psycopg
-    from psycopg.rows import dict_row
-
-    with psycopg.connect(target.conninfo()) as conn, conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            f"SELECT {_COLUMNS} FROM incidents WHERE group_key = %s ORDER BY id", (group_key,)
-        ).fetchall()
-    return [_incident(r) for r in rows]
+    found = list_incidents(ops_target(stack), recent=1000, group_key=group_key)
+    return sorted(found, key=lambda i: i.id)
 
 
 def count_incidents(stack: Any) -> int:

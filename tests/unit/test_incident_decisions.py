@@ -13,7 +13,7 @@ from decisions.incidents import (
     Delays,
     Event,
     Incident,
-    advances,
+    earlier_statuses,
     merge_alerts,
     page_text,
     paging_plan,
@@ -41,8 +41,8 @@ def test_paging_plan_follows_the_runbook_table() -> None:
 
 
 def test_states_only_move_forward() -> None:
-    assert advances("triggered", "acknowledged") and advances("acknowledged", "resolved")
-    assert not advances("mitigated", "acknowledged") and not advances("resolved", "resolved")
+    assert earlier_statuses("acknowledged") == ("triggered",)
+    assert earlier_statuses("resolved") == ("triggered", "acknowledged", "mitigated")
 
 
 def test_a_redelivered_notification_changes_nothing() -> None:
