@@ -7,12 +7,19 @@ from typing import Any, ClassVar
 from prefect.blocks.core import Block
 from pydantic import BaseModel, Field, SecretStr
 
+from opsflows.thresholds import THRESHOLDS
+
 
 class Thresholds(BaseModel):
-    """Release thresholds from the runbook's monitoring table (its numbers are the defaults)."""
+    """Release thresholds; the defaults are the runbook's (``opsflows.thresholds``), the same
+    numbers the alert rules fire on."""
 
-    error_rate: float = Field(default=0.005, description="Max share of 5xx responses (0.5%).")
-    p95_latency_s: float = Field(default=2.0, description="Max p95 latency in seconds.")
+    error_rate: float = Field(
+        default=THRESHOLDS.error_rate, description="Max share of 5xx responses (0.5%)."
+    )
+    p95_latency_s: float = Field(
+        default=THRESHOLDS.p95_latency_s, description="Max p95 latency in seconds."
+    )
 
 
 class KubeEnvironment(Block):

@@ -8,6 +8,24 @@ from prefect.blocks.core import Block
 from psycopg.conninfo import make_conninfo
 from pydantic import Field, SecretStr
 
+from opsflows.settings import get_settings
+
+
+def keepalive_params() -> dict[str, str]:
+    """libpq TCP keepalives from the settings: a dead peer is noticed in about a minute.
+
+    Without them a connection whose server (or the network to it) vanished waits for the
+    kernel's default of two hours; with them every blocked read fails once the probes go
+    unanswered. They are part of every connection string and URL this block builds.
+    """
+    settings = get_settings()
+    return {
+        "keepalives": "1",
+        "keepalives_idle": str(settings.pg_keepalives_idle_s),
+        "keepalives_interval": str(settings.pg_keepalives_interval_s),
+        "keepalives_count": str(settings.pg_keepalives_count),
+    }
+
 
 class PostgresTarget(Block):
     """Connection settings for one PostgreSQL database and the role that uses it.
@@ -29,8 +47,18 @@ class PostgresTarget(Block):
     sslmode: str = Field(default="prefer", description="libpq sslmode.")
     connect_timeout: int = Field(default=5, description="Seconds to wait for a connection.")
 
-    def conninfo(self, database: str | None = None, *, with_password: bool = True) -> str:
-        """A libpq connection string (with the password unless asked not to)."""
+    def conninfo(
+        self,
+        database: str | None = None,
+        *,
+        with_password: bool = True,
+        statement_timeout_s: float | None = None,
+    ) -> str:
+        """A libpq connection string (with the password unless asked not to).
+
+        It carries ``connect_timeout`` and TCP keepalives (:func:`keepalive_params`), and
+        the session's ``statement_timeout`` when ``statement_timeout_s`` is given.
+        """
         params: dict[str, object] = {
             "host": self.host,
             "port": self.port,
@@ -39,10 +67,29 @@ class PostgresTarget(Block):
             "sslmode": self.sslmode,
             "connect_timeout": self.connect_timeout,
             "application_name": "opsflows",
+            **keepalive_params(),
         }
+        if statement_timeout_s is not None:
+            params["options"] = f"-c statement_timeout={max(1, round(statement_timeout_s * 1000))}"
         if with_password:
             params["password"] = self.password.get_secret_value()
         return make_conninfo(**params)  # type: ignore[arg-type]
+
+    def tool_dbname(self, database: str | None = None) -> str:
+        """``--dbname`` for pg_dump/pg_restore: a connection string with the keepalives.
+
+        No password (that travels in ``PGPASSWORD``, see :meth:`libpq_env`) and no
+        ``application_name`` (each tool names its own session: ``pg_dump``, ``pg_restore``).
+        """
+        return make_conninfo(
+            host=self.host,
+            port=str(self.port),
+            dbname=database or self.database,
+            user=self.user,
+            sslmode=self.sslmode,
+            connect_timeout=str(self.connect_timeout),
+            **keepalive_params(),
+        )
 
     def describe(self) -> str:
         """Where this target points, safe to log."""

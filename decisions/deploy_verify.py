@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from opsflows.errors import ConfigurationError
+from opsflows.thresholds import THRESHOLDS
 
 Verdict = Literal["pass", "fail", "inconclusive"]
 PASS: Verdict = "pass"
@@ -163,8 +164,8 @@ def evaluate_smoke(check: SmokeCheck, seen: HttpObservation, attempts: int = 1) 
 class BakeThresholds:
     """What production must hold during the bake (runbook: 0.5% errors, p95 2 s)."""
 
-    error_rate: float = 0.005
-    p95_latency_s: float = 2.0
+    error_rate: float = THRESHOLDS.error_rate
+    p95_latency_s: float = THRESHOLDS.p95_latency_s
     max_restarts: int = 0
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from decisions.alert_labels import RUNBOOKS
 from decisions.alertmanager import FIRING, SEVERITIES, AlertGroup
 from decisions.alertmanager import RESOLVED as GROUP_RESOLVED
 from decisions.crashed_runs import RunFacts
@@ -237,15 +238,10 @@ class Triage:
     parameters: tuple[str, ...] = ("incident_id", "environment")
 
 
-#: The alert rules' ``runbook`` label → its triage deployment. A deployment that does not
-#: exist yet means "no automated triage": the flow says so in the timeline and pages.
-TRIAGE: dict[str, Triage] = {
-    "service-down": Triage("service-down/service-down"),
-    "database-slow": Triage("database-slow/database-slow"),
-    "disk-full": Triage("disk-full/disk-full"),
-    "one-pod-down": Triage("one-pod-down/one-pod-down"),
-    "traffic-spike": Triage("traffic-spike/traffic-spike"),
-}
+#: The alert rules' ``runbook`` label (``decisions.alert_labels.RUNBOOKS``) → its triage
+#: deployment, ``<runbook>/<runbook>`` unless a row here says otherwise. A deployment that does
+#: not exist yet means "no automated triage": the flow says so in the timeline and pages.
+TRIAGE: dict[str, Triage] = {runbook: Triage(f"{runbook}/{runbook}") for runbook in RUNBOOKS}
 
 
 def triage_for(runbook: str | None) -> Triage | None:

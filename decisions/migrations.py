@@ -8,6 +8,12 @@ reviewed (``-- squawk-ignore rule`` on the line before, ``-- squawk-ignore-file 
 anywhere) or the runner itself satisfies the rule (it sets ``lock_timeout`` and
 ``statement_timeout``). An applied file whose checksum changed is an error, never a re-run.
 
+Pending files are applied in units (:func:`apply_units`): consecutive transactional files in
+one transaction (all or none), a file that must run outside a transaction on its own. Such a
+file commits statement by statement, so each statement must be safe to run again after a
+partial failure: guarded with ``IF [NOT] EXISTS`` or repeatable (``not-rerunnable`` blocks
+the plan otherwise, see :func:`decisions.sql_locks.rerun_problem`).
+
 Files may declare what must hold after they ran, checked by the verify step::
 
     -- verify: accounts, accounts.note, index accounts_email_idx, absent accounts.legacy
@@ -17,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from decisions.sql_locks import (
@@ -26,6 +32,7 @@ from decisions.sql_locks import (
     is_session_setting,
     is_txn_control,
     lock_for,
+    rerun_problem,
     split_statements,
 )
 from opsflows.errors import ConfigurationError
@@ -112,6 +119,37 @@ class MigrationPlan:
 
 
 @dataclass(frozen=True)
+class ApplyUnit:
+    """Pending files applied together: all of them or none.
+
+    Consecutive transactional files share one transaction; a file that must run outside a
+    transaction is a unit of its own (its statements commit one by one).
+    """
+
+    files: tuple[MigrationPlan, ...]
+
+    @property
+    def transactional(self) -> bool:
+        return self.files[0].transactional
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f.migration.name for f in self.files)
+
+
+def apply_units(pending: Sequence[MigrationPlan]) -> tuple[ApplyUnit, ...]:
+    """Group pending files (in order) into units: runs of transactional files, and each
+    file that runs outside a transaction on its own."""
+    units: list[list[MigrationPlan]] = []
+    for step in pending:
+        if step.transactional and units and units[-1][-1].transactional:
+            units[-1].append(step)
+        else:
+            units.append([step])
+    return tuple(ApplyUnit(tuple(u)) for u in units)
+
+
+@dataclass(frozen=True)
 class Applied:
     """A row of ``schema_migrations``."""
 
@@ -135,6 +173,11 @@ class Plan:
     @property
     def blocked(self) -> bool:
         return bool(self.errors or self.blocking)
+
+    @property
+    def units(self) -> tuple[ApplyUnit, ...]:
+        """How the pending files are applied (:func:`apply_units`)."""
+        return apply_units(self.pending)
 
 
 @dataclass(frozen=True)
@@ -270,6 +313,12 @@ def plan_migration(
                 " a transaction"
                 " next to statements that should run inside one; split them into separate files"
             )
+        changes = [st.statement for st in steps if not is_session_setting(st.statement)]
+        for st in steps:
+            if st.lock.outside_transaction:
+                problem = rerun_problem(st.statement, alone=len(changes) == 1)
+                if problem:
+                    problems.append(f"line {st.statement.line}: not-rerunnable: {problem}")
     judged = tuple(judge(f, migration) for f in findings if f.file == migration.name)
     return MigrationPlan(migration, transactional, steps, judged, tuple(problems))
 
@@ -312,86 +361,3 @@ def make_plan(
     plans = tuple(plan_migration(m, findings, server_version_num) for m in todo)
     applied_names = tuple(sorted(a.name for a in applied))
     return Plan(applied_names, plans, tuple(errors), server_version)
-
-
-# -- verification -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SchemaSnapshot:
-    """What the database has: names are lowercase, with and without their schema."""
-
-    tables: frozenset[str] = frozenset()
-    columns: frozenset[str] = frozenset()
-    indexes: Mapping[str, bool] | None = None  # name -> valid
-
-
-def final_expectations(migrations: Iterable[Migration]) -> tuple[Expectation, ...]:
-    """Expectations of files applied in order; a later file's word on an object wins."""
-    state: dict[tuple[str, str], Expectation] = {}
-    for m in migrations:
-        for e in m.expectations:
-            state[(e.kind, e.name)] = e
-    return tuple(state.values())
-
-
-def check_expectations(
-    expectations: Iterable[Expectation], snapshot: SchemaSnapshot
-) -> tuple[str, ...]:
-    """Every expectation the snapshot contradicts, described."""
-    failures = []
-    indexes = dict(snapshot.indexes or {})
-    for e in expectations:
-        if e.kind == "index":
-            exists, valid = e.name in indexes, indexes.get(e.name, False)
-            if e.present and not valid:
-                failures.append(f"index {e.name} is {'INVALID' if exists else 'missing'}")
-            elif not e.present and exists:
-                failures.append(f"index {e.name} should be gone but exists")
-            continue
-        exists = e.name in (snapshot.tables if e.kind == "table" else snapshot.columns)
-        if exists != e.present:
-            failures.append(f"{e.kind} {e.name} {'is missing' if e.present else 'still exists'}")
-    return tuple(failures)
-
-
-# -- rendering ----------------------------------------------------------------------------
-
-
-def render_plan(plan: Plan, *, markdown: bool = False) -> str:
-    """The plan for people: per pending file, its mode, each statement's lock, its findings."""
-    h, li = ("## ", "- ") if markdown else ("", "  ")
-    version = plan.server_version or "unknown (no database given)"
-    out = [
-        f"{'# ' if markdown else ''}Migration plan",
-        f"server: PostgreSQL {version}; applied: {len(plan.applied)}; pending: "
-        f"{len(plan.pending)}; verdict: {'BLOCKED' if plan.blocked else 'ok to apply'}",
-    ]
-    for err in plan.errors:
-        out.append(f"{li}ERROR: {err}")
-    for p in plan.pending:
-        mode = "in one transaction" if p.transactional else "OUTSIDE a transaction (autocommit)"
-        out += ["", f"{h}{p.migration.name}  ({mode}, sha256 {p.migration.checksum[:12]})"]
-        for st in p.steps:
-            where = ", outside transaction" if st.lock.outside_transaction else ""
-            out.append(
-                f"{li}line {st.statement.line}: {st.statement.head}  [lock: {st.lock.lock};"
-                f" blocks: {st.lock.blocks}{where}]"
-            )
-        for problem in p.problems:
-            out.append(f"{li}BLOCKS: {problem}")
-        for j in (j for j in p.findings if j.verdict != "runner"):
-            f = j.finding
-            label = "BLOCKS" if j.verdict == "blocks" else "reviewed"
-            out.append(f"{li}{label}: squawk {f.rule} at line {f.line}: {f.message}")
-        runner = sorted({j.finding.rule for j in p.findings if j.verdict == "runner"})
-        if runner:
-            out.append(f"{li}ok: squawk {', '.join(runner)} (the runner sets both timeouts)")
-        for ig in p.migration.ignores:
-            rules = ", ".join(sorted(ig.rules)) or "all rules"
-            scope = "the file" if ig.whole_file else f"the statement after line {ig.line}"
-            out.append(f"{li}reviewed: {rules} for {scope}")
-        if p.migration.expectations:
-            declared = ", ".join(e.describe() for e in p.migration.expectations)
-            out.append(f"{li}verify: {declared}")
-    return "\n".join(out) + "\n"

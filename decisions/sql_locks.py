@@ -11,6 +11,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from opsflows.errors import scrub_statement
+
 SUE = "SHARE UPDATE EXCLUSIVE"
 AE = "ACCESS EXCLUSIVE"
 
@@ -25,8 +27,14 @@ class Statement:
     end_line: int
 
     @property
+    def shown(self) -> str:
+        """The whole statement on one line, safe to show (credential literals masked)."""
+        return scrub_statement(" ".join(self.code.split()))
+
+    @property
     def head(self) -> str:
-        text = " ".join(self.code.split())
+        """:attr:`shown`, cut to 72 characters."""
+        text = self.shown
         return text if len(text) <= 72 else text[:71] + "…"
 
 
@@ -203,6 +211,21 @@ _CIC_NAME = re.compile(
 )
 
 
+_DIC_NAME = re.compile(
+    r"^DROP INDEX CONCURRENTLY (?:IF EXISTS )?(\"[^\"]+\"|[\w$.]+)", re.IGNORECASE
+)
+
+
+def concurrent_index_change(statement: Statement) -> tuple[str, str] | None:
+    """``("create" | "drop", index name as written)`` for a CONCURRENTLY build or drop."""
+    code = " ".join(statement.code.split())
+    for verb, pattern in (("create", _CIC_NAME), ("drop", _DIC_NAME)):
+        m = pattern.match(code)
+        if m:
+            return verb, m.group(1)
+    return None
+
+
 def concurrent_index_names(statements: Iterable[Statement]) -> tuple[str, ...]:
     """Indexes a file builds CONCURRENTLY (a killed build leaves them INVALID)."""
     names = []
@@ -211,3 +234,62 @@ def concurrent_index_names(statements: Iterable[Statement]) -> tuple[str, ...]:
         if m:
             names.append(m.group(1))
     return tuple(names)
+
+
+# -- re-running a statement that runs outside a transaction -------------------------------
+
+#: (pattern, guard, how the guarded statement starts) for statements that need one.
+_GUARDED = (
+    (
+        re.compile(r"^CREATE (UNIQUE )?INDEX CONCURRENTLY\b(?! IF NOT EXISTS\b)"),
+        "IF NOT EXISTS",
+        "CREATE [UNIQUE] INDEX CONCURRENTLY IF NOT EXISTS <name> ON …",
+    ),
+    (
+        re.compile(r"^DROP INDEX CONCURRENTLY\b(?! IF EXISTS\b)"),
+        "IF EXISTS",
+        "DROP INDEX CONCURRENTLY IF EXISTS <name>",
+    ),
+    (
+        re.compile(r"^DROP (DATABASE|TABLESPACE)\b(?! IF EXISTS\b)"),
+        "IF EXISTS",
+        "DROP DATABASE|TABLESPACE IF EXISTS <name>",
+    ),
+    (
+        re.compile(r"^ALTER TYPE\b.*\bADD VALUE\b(?! IF NOT EXISTS\b)"),
+        "IF NOT EXISTS",
+        "ALTER TYPE <name> ADD VALUE IF NOT EXISTS …",
+    ),
+)
+#: Statements that may simply run again: they rebuild or reset what they touch.
+_REPEATABLE = re.compile(
+    r"^(VACUUM|REINDEX|ALTER SYSTEM|CREATE (UNIQUE )?INDEX CONCURRENTLY|DROP INDEX CONCURRENTLY"
+    r"|DROP (DATABASE|TABLESPACE)|ALTER TYPE)\b"
+)
+
+
+def rerun_problem(statement: Statement, *, alone: bool) -> str | None:
+    """Why re-running ``statement`` (outside a transaction) after a partial failure is unsafe.
+
+    A file that runs outside a transaction commits statement by statement; when one fails,
+    the ones before it stay and the next run executes the whole file again. That is safe
+    only when each statement is guarded (``CREATE INDEX CONCURRENTLY IF NOT EXISTS``,
+    ``DROP INDEX CONCURRENTLY IF EXISTS``) or repeatable (``VACUUM``, ``REINDEX``). A
+    statement that can be neither (``DETACH PARTITION … CONCURRENTLY``, ``CREATE DATABASE``)
+    is accepted only ``alone`` in its file: then a failed run committed nothing before it.
+    None when the statement is safe.
+    """
+    norm = " ".join(statement.code.upper().split())
+    for pattern, guard, fix in _GUARDED:
+        if pattern.match(norm):
+            return (
+                f"`{statement.head}` runs outside a transaction and is not guarded with"
+                f" {guard}: after a partial failure the re-run would fail on it; write `{fix}`"
+            )
+    if _REPEATABLE.match(norm) or alone:
+        return None
+    return (
+        f"`{statement.head}` runs outside a transaction and cannot be guarded with IF [NOT]"
+        " EXISTS: after a partial failure of its file the re-run would fail on it; move it"
+        " to a file of its own"
+    )

@@ -3,7 +3,7 @@
 Served by ``opsflows webhook serve`` beside the CI webhook. Alertmanager's
 ``webhook_configs`` post each notification of an alert group with a bearer token (its
 ``http_config.authorization``); the token is the Prefect ``Secret`` block
-``alertmanager-token``. The rules (token, size, format) are pure code in
+``alertmanager-webhook-token``. The rules (token, size, format) are pure code in
 ``decisions.alertmanager``; this module adds the I/O::
 
     401  bad or missing token           413  body over 1 MiB        400  not a version-4 body
@@ -40,7 +40,8 @@ from tasks.incidents import Recorded, record_opening, set_flow_run
 
 log = logging.getLogger("opsflows.alertmanager")
 
-TOKEN_BLOCK = "alertmanager-token"
+#: Saved by `opsflows bootstrap` (devstack/bootstrap.py: ALERTMANAGER_TOKEN_BLOCK).
+TOKEN_BLOCK = "alertmanager-webhook-token"
 OPS_DB_BLOCK = "ops-db"
 INCIDENT_DEPLOYMENT = "incident/incident"
 #: The "who" of the resume call that wakes a paused incident run (the forms accept it).

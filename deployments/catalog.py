@@ -130,8 +130,10 @@ def _runbooks() -> list[Any]:
         migrate_database.to_deployment(
             name="migrate-database",
             description="Apply pending SQL migrations from a directory: squawk lint gate and lock "
-            "plan (dry_run stops there), pre-migration backup, each file in its own transaction "
-            "with lock/statement timeouts under the change-<environment> limit, then verify.",
+            "plan (dry_run stops there), pre-migration backup, consecutive transactional files in "
+            "one transaction (all or nothing) with lock/statement timeouts under the "
+            "change-<environment> and change-db-<database> limits, then verify; a failure "
+            "reports exactly what is applied and what is not.",
             tags=["database", "change"],
         ),
         staged_deploy.to_deployment(

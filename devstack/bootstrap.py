@@ -16,8 +16,9 @@ from devstack.stack import APP_DB_SECRET, AWS_REGION, BACKUP_BUCKET, MOTO_KEYS, 
 #: migrations of an environment share its limit).
 #: The Secret block the CI webhook receiver verifies signatures with.
 WEBHOOK_SECRET_BLOCK = "webhook-secret"
-#: The Secret block the Alertmanager receiver checks bearer tokens against.
-ALERTMANAGER_TOKEN_BLOCK = "alertmanager-token"
+#: The Secret block holding the bearer token Alertmanager sends with every alert (the alert
+#: receiver compares it; the same value as StackInfo.alertmanager_token_file).
+ALERTMANAGER_TOKEN_BLOCK = "alertmanager-webhook-token"
 #: Notification channels saved as custom webhooks into the sink (``/_sink/<name>``): the
 #: severity routes' page and notify, #incidents and the escalation levels.
 SINK_CHANNELS = ("page", "notify", "incidents", "page-secondary", "page-lead")
@@ -131,8 +132,7 @@ def save_blocks(info: StackInfo, passwords: dict[str, str]) -> list[str]:
     save(routing, common.ROUTING)
     # The CI webhook's HMAC secret (deployments/webhook.py reads it; never printed).
     save(Secret(value=passwords["webhook"]), WEBHOOK_SECRET_BLOCK)
-    # Alertmanager's bearer token (the same value goes into Alertmanager's credentials file).
-    save(Secret(value=passwords["alertmanager_token"]), ALERTMANAGER_TOKEN_BLOCK)
+    save(Secret(value=passwords["alertmanager_webhook"]), ALERTMANAGER_TOKEN_BLOCK)
     return saved
 
 

@@ -14,14 +14,17 @@ request target; a rule with ``times`` stops matching after that many requests.
 
 Actions: ``pass`` (forward), ``503`` (answer 503 with an S3-style error body), ``refuse``
 (close the connection without an answer), ``cut`` (forward the headers and ``cut_after``
-body bytes, then drop both sides), ``slow`` (forward the body at ``rate_bps``). With
-``reply=True``, ``cut`` and ``slow`` act on the answer instead (a download cut after
-``cut_after`` bytes of the response, or served at ``rate_bps``).
+body bytes, then drop both sides), ``slow`` (forward the body at ``rate_bps``), ``stall``
+(forward ``cut_after`` body bytes, then nothing more, holding the connection open until the
+client gives up or the proxy stops: a hung peer). With ``reply=True``, ``cut``, ``slow`` and
+``stall`` act on the answer instead (a download cut or stalled after ``cut_after`` bytes of
+the response, or served at ``rate_bps``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import socketserver
 import threading
@@ -30,7 +33,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-ACTIONS = ("pass", "503", "refuse", "cut", "slow")
+ACTIONS = ("pass", "503", "refuse", "cut", "slow", "stall")
 _S3_503 = (
     b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>ServiceUnavailable</Code>'
     b"<Message>injected by faultproxy</Message></Error>"
@@ -122,6 +125,7 @@ class FaultProxy:
         self.hits: Counter[str] = Counter()
         self.log: list[tuple[str, str, str]] = []
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         proxy = self
 
         class Handler(socketserver.StreamRequestHandler):
@@ -146,6 +150,7 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()  # releases stalled connections
         self._server.shutdown()
         self._server.server_close()
 
@@ -202,18 +207,28 @@ class FaultProxy:
         with contextlib.closing(socket.create_connection(self.upstream, timeout=60)) as up:
             up.sendall(request.head_bytes())
             on_body = None if rule.reply else rule
-            if not _relay(request.body_chunks(), up, on_body, (up, client)):
+            ends = (up, client)
+            if not _relay(request.body_chunks(), up, on_body, ends, self._stopping):
                 return
             answers = iter(lambda: up.recv(65536), b"")
-            _relay(answers, client, rule if rule.reply else None, (up, client))
+            _relay(answers, client, rule if rule.reply else None, ends, self._stopping)
 
 
-def _relay(chunks: Any, out: socket.socket, rule: Rule | None, ends: tuple[Any, ...]) -> bool:
-    """Send ``chunks`` to ``out``, cut or slowed by ``rule``; False when it cut the link."""
+def _relay(
+    chunks: Any,
+    out: socket.socket,
+    rule: Rule | None,
+    ends: tuple[socket.socket, socket.socket],
+    stopping: threading.Event,
+) -> bool:
+    """Send ``chunks`` to ``out``, cut, stalled or slowed by ``rule``; False when it cut."""
     sent = 0
     for data in chunks:
-        if rule is not None and rule.action == "cut" and sent + len(data) > rule.cut_after:
+        cuts = rule is not None and rule.action in ("cut", "stall")
+        if cuts and rule is not None and sent + len(data) > rule.cut_after:
             out.sendall(data[: max(rule.cut_after - sent, 0)])
+            if rule.action == "stall":
+                _hold(ends[1], stopping)
             for end in ends:
                 _hard_close(end)
             return False
@@ -222,6 +237,15 @@ def _relay(chunks: Any, out: socket.socket, rule: Rule | None, ends: tuple[Any, 
         out.sendall(data)
         sent += len(data)
     return True
+
+
+def _hold(client: socket.socket, stopping: threading.Event) -> None:
+    """Forward nothing until the client closes its end (or the proxy stops)."""
+    with contextlib.suppress(OSError, ValueError):
+        while not stopping.is_set():
+            readable, _, _ = select.select([client], [], [], 0.5)
+            if readable and not client.recv(65536):
+                return
 
 
 def _hard_close(sock: socket.socket) -> None:

@@ -273,3 +273,36 @@ def provision(host: str, port: int, admin_password: str, passwords: dict[str, st
                         sql.Identifier(database), sql.Identifier(role)
                     )
                 )
+
+
+def provision_monitoring(
+    host: str, port: int, admin_password: str, passwords: dict[str, str], monitor_role: str
+) -> None:
+    """The monitoring role postgres_exporter logs in as, and the ``ops_log`` it reads.
+
+    ``monitor_role`` gets ``pg_monitor`` (every session's activity, locks and sizes, without
+    superuser) and may read ``ops_log`` (the backup status). The table is created by its
+    owner, the ``opsflows`` role, as the first operation-log write would.
+    """
+    from opsflows.oplog import DDL
+
+    with psycopg.connect(admin_conninfo(host, port, admin_password), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (monitor_role,))
+        if not exists.fetchone():
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(monitor_role), sql.Literal(passwords["monitor"])
+                )
+            )
+        conn.execute(sql.SQL("GRANT pg_monitor TO {}").format(sql.Identifier(monitor_role)))
+        conn.execute(
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                sql.Identifier(OPS_DATABASE), sql.Identifier(monitor_role)
+            )
+        )
+    ops = psycopg.conninfo.make_conninfo(
+        host=host, port=port, user=OPS_ROLE, password=passwords[OPS_ROLE], dbname=OPS_DATABASE
+    )
+    with psycopg.connect(ops, autocommit=True) as conn:
+        conn.execute(DDL)
+        conn.execute(sql.SQL("GRANT SELECT ON ops_log TO {}").format(sql.Identifier(monitor_role)))

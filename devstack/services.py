@@ -45,9 +45,77 @@ def prefect_database_env(
     }
 
 
+def monitoring_services(
+    info: StackInfo, settings: Settings, passwords: dict[str, str]
+) -> dict[str, procs.Service]:
+    """node, postgres and blackbox exporters, Alertmanager and the TLS endpoint.
+
+    Writes their configuration, the exporter's password file and Alertmanager's bearer token
+    (mode 0600, owned by the service user) and the TLS certificate first; idempotent.
+    """
+    from devstack import alertmanager, exporters, tlsendpoint
+
+    host, user, root = info.host, settings.os_user, info.service_root
+    cert = tlsendpoint.ensure(info.tls_cert_file.parent, host, settings.tls_cert_days)
+    queries, pass_file = exporters.write_postgres_exporter(
+        root / "postgres_exporter", passwords["monitor"]
+    )
+    blackbox_config = exporters.write_blackbox_config(root / "blackbox_exporter", cert)
+    am_dir = info.alertmanager_token_file.parent
+    am_config = alertmanager.write_config(
+        am_dir,
+        info.alert_webhook_url,
+        passwords["alertmanager_webhook"],
+        group_wait_s=settings.alert_group_wait_s,
+        group_interval_s=settings.alert_group_interval_s,
+        repeat_interval_s=settings.alert_repeat_interval_s,
+    )
+    for folder in ("postgres_exporter", "blackbox_exporter", am_dir.name):
+        postgres.chown_tree(root / folder, user)
+
+    def ready(port: int, path: str = "/metrics") -> procs.Probe:
+        return procs.http_ok(f"{info.url(port)}{path}")
+
+    node_port, pg_port = info.node_exporter_port, info.postgres_exporter_port
+    return {
+        "node-exporter": procs.Service(
+            "node-exporter",
+            exporters.node_exporter_command(host, node_port),
+            ready(node_port),
+            user=user,
+        ),
+        "postgres-exporter": procs.Service(
+            "postgres-exporter",
+            exporters.postgres_exporter_command(host, pg_port, queries),
+            ready(pg_port),
+            env=exporters.postgres_exporter_env(host, info.postgres_port, pass_file),
+            user=user,
+        ),
+        "blackbox-exporter": procs.Service(
+            "blackbox-exporter",
+            exporters.blackbox_command(blackbox_config, host, info.blackbox_port),
+            ready(info.blackbox_port),
+            user=user,
+        ),
+        "alertmanager": procs.Service(
+            "alertmanager",
+            alertmanager.command(am_config, am_dir / "data", host, info.alertmanager_port),
+            ready(info.alertmanager_port, "/-/ready"),
+            user=user,
+        ),
+        "tls-endpoint": procs.Service(
+            "tls-endpoint",
+            [sys.executable, "-m", "devstack.tlsendpoint", "--host", host]
+            + ["--port", str(info.tls_port), "--cert-dir", str(cert.parent)],
+            procs.tcp_ok(host, info.tls_port),
+        ),
+    }
+
+
 def stack_services(
     info: StackInfo, settings: Settings, passwords: dict[str, str]
 ) -> dict[str, procs.Service]:
+    from decisions.alert_rules import render as render_rules
     from devstack import prometheus
 
     state = Path(info.state_dir)
@@ -55,13 +123,24 @@ def stack_services(
     host = info.host
     prefect_home = state / "prefect"
     prom_dir = info.service_root / "prometheus"
+    apps = {"staging": info.app_staging_port, "production": info.app_production_port}
     prom_config = prometheus.write_config(
         prom_dir,
-        {
-            "staging": f"{host}:{info.app_staging_port}",
-            "production": f"{host}:{info.app_production_port}",
-        },
+        {env: f"{host}:{port}" for env, port in apps.items()},
         prometheus.RULES_PATH,
+        monitoring=prometheus.Monitoring(
+            node=f"{host}:{info.node_exporter_port}",
+            postgres=f"{host}:{info.postgres_exporter_port}",
+            blackbox=f"{host}:{info.blackbox_port}",
+            alertmanager=f"{host}:{info.alertmanager_port}",
+            health_urls={env: f"{info.url(port)}/health" for env, port in apps.items()},
+            tls_url=info.tls_url + "/",
+        ),
+        rules_text=(
+            None
+            if settings.alert_for_s is None
+            else render_rules(for_override_s=settings.alert_for_s)
+        ),
     )
     postgres.chown_tree(prom_dir, settings.os_user)
 
@@ -70,6 +149,8 @@ def stack_services(
         argv = [py, "-m", "devstack.sampleapp", "--env", env, "--host", host, "--port", str(port)]
         argv += ["--kube-url", info.kube_url, "--namespace", namespace]
         argv += ["--deployment", settings.app_name]
+        argv += ["--volume", str(state / "volumes" / env)]
+        argv += ["--volume-size-mb", f"{settings.app_volume_mb:g}"]
         return procs.Service(f"app-{env}", argv, procs.tcp_ok(host, port))
 
     return {
@@ -121,4 +202,5 @@ def stack_services(
             procs.http_ok(info.prometheus_url + "/-/ready"),
             user=settings.os_user,
         ),
+        **monitoring_services(info, settings, passwords),
     }

@@ -13,19 +13,28 @@ import os
 import secrets
 import shutil
 import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from devstack import postgres, procs
+from devstack import exporters, postgres, procs
 from devstack.services import stack_services
+from devstack.stackinfo import AWS_REGION as AWS_REGION
+from devstack.stackinfo import MOTO_KEYS as MOTO_KEYS
+from devstack.stackinfo import PORT_SERVICES
+from devstack.stackinfo import StackInfo as StackInfo
 from opsflows.settings import REPO_ROOT, Settings
 
-AWS_REGION = "us-east-1"
 BACKUP_BUCKET = "opsflows-backups"
 APP_DB_SECRET = "opsflows/app/db"
-# moto accepts any keys; these are public placeholders, not secrets.
-MOTO_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+#: The monitoring parts (Debian's exporters and Alertmanager, the TLS endpoint they probe).
+MONITORING = (
+    "node-exporter",
+    "postgres-exporter",
+    "blackbox-exporter",
+    "alertmanager",
+    "tls-endpoint",
+)
 SERVICES = (
     "webhook",
     "runbooks",
@@ -35,80 +44,8 @@ SERVICES = (
     "app-staging",
     "app-production",
     "prometheus",
+    *MONITORING,
 )
-
-
-@dataclass(frozen=True)
-class StackInfo:
-    """Where each service of a running stack answers."""
-
-    state_dir: str
-    host: str
-    prefect_port: int
-    postgres_port: int
-    moto_port: int
-    kube_port: int
-    app_staging_port: int
-    app_production_port: int
-    prometheus_port: int
-    webhook_port: int = 0  # stack.json files written before the webhook existed lack it
-    #: Where the service user's data lives (PostgreSQL, Prometheus): the state dir, or a
-    #: folder under /var/lib when the user cannot reach the state dir.
-    service_dir: str = ""
-
-    @property
-    def service_root(self) -> Path:
-        return Path(self.service_dir or self.state_dir)
-
-    def url(self, port: int) -> str:
-        return f"http://{self.host}:{port}"
-
-    @property
-    def prefect_api_url(self) -> str:
-        return self.url(self.prefect_port) + "/api"
-
-    @property
-    def prefect_ui_url(self) -> str:
-        return self.url(self.prefect_port)
-
-    @property
-    def aws_endpoint_url(self) -> str:
-        return self.url(self.moto_port)
-
-    @property
-    def kube_url(self) -> str:
-        return self.url(self.kube_port)
-
-    @property
-    def prometheus_url(self) -> str:
-        return self.url(self.prometheus_port)
-
-    @property
-    def webhook_url(self) -> str:
-        return self.url(self.webhook_port)
-
-    def app_url(self, env: str) -> str:
-        return self.url(self.app_staging_port if env == "staging" else self.app_production_port)
-
-    def env(self) -> dict[str, str]:
-        """Environment for clients of this stack (no secret values)."""
-        return {
-            "OPSFLOWS_STATE_DIR": self.state_dir,
-            "OPSFLOWS_HOST": self.host,
-            "OPSFLOWS_PREFECT_PORT": str(self.prefect_port),
-            "OPSFLOWS_POSTGRES_PORT": str(self.postgres_port),
-            "OPSFLOWS_MOTO_PORT": str(self.moto_port),
-            "OPSFLOWS_KUBE_PORT": str(self.kube_port),
-            "OPSFLOWS_APP_STAGING_PORT": str(self.app_staging_port),
-            "OPSFLOWS_APP_PRODUCTION_PORT": str(self.app_production_port),
-            "OPSFLOWS_PROMETHEUS_PORT": str(self.prometheus_port),
-            "OPSFLOWS_WEBHOOK_PORT": str(self.webhook_port),
-            "PREFECT_API_URL": self.prefect_api_url,
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "AWS_ENDPOINT_URL": self.aws_endpoint_url,
-            "AWS_DEFAULT_REGION": AWS_REGION,
-            **MOTO_KEYS,
-        }
 
 
 def load_json(path: Path) -> dict[str, Any]:
@@ -120,7 +57,11 @@ def load_json(path: Path) -> dict[str, Any]:
 
 
 def stack_secrets(state_dir: Path) -> dict[str, str]:
-    """The generated passwords of this stack (created once, mode 0600)."""
+    """The generated passwords of this stack (created once, mode 0600).
+
+    ``monitor`` is postgres_exporter's role's; ``alertmanager_webhook`` the bearer token
+    Alertmanager sends to the alert receiver.
+    """
     path = state_dir / "secrets.json"
     data = {k: str(v) for k, v in load_json(path).items()}
     wanted = (
@@ -129,7 +70,8 @@ def stack_secrets(state_dir: Path) -> dict[str, str]:
         postgres.OPS_ROLE,
         postgres.PREFECT_ROLE,
         "webhook",
-        "alertmanager_token",  # Alertmanager's bearer token for the /alertmanager receiver
+        "monitor",
+        "alertmanager_webhook",
     )
     if all(k in data for k in wanted):
         return data
@@ -140,18 +82,6 @@ def stack_secrets(state_dir: Path) -> dict[str, str]:
     path.chmod(0o600)
     path.write_text(json.dumps(data))
     return data
-
-
-#: The service behind each port setting, to tell our own running service from a stranger.
-PORT_SERVICES = {
-    "prefect_port": "prefect",
-    "moto_port": "moto",
-    "kube_port": "kubesim",
-    "app_staging_port": "app-staging",
-    "app_production_port": "app-production",
-    "prometheus_port": "prometheus",
-    "webhook_port": "webhook",
-}
 
 
 def _plan_ports(settings: Settings, remembered: dict[str, Any]) -> StackInfo:
@@ -166,6 +96,7 @@ def _plan_ports(settings: Settings, remembered: dict[str, Any]) -> StackInfo:
         wanted = int(getattr(settings, name))
         return procs.choose_port(settings.host, wanted, remembered.get(name), ours_running(name))
 
+    webhook_port = port("webhook_port")  # once: a free port is drawn anew on every call
     return StackInfo(
         state_dir=str(settings.state_dir),
         host=settings.host,
@@ -176,7 +107,14 @@ def _plan_ports(settings: Settings, remembered: dict[str, Any]) -> StackInfo:
         app_staging_port=port("app_staging_port"),
         app_production_port=port("app_production_port"),
         prometheus_port=port("prometheus_port"),
-        webhook_port=port("webhook_port"),
+        webhook_port=webhook_port,
+        node_exporter_port=port("node_exporter_port"),
+        postgres_exporter_port=port("postgres_exporter_port"),
+        blackbox_port=port("blackbox_port"),
+        alertmanager_port=port("alertmanager_port"),
+        tls_port=port("tls_port"),
+        alert_webhook_url=settings.alert_webhook_url
+        or f"http://{settings.host}:{webhook_port}/alertmanager",
     )
 
 
@@ -201,6 +139,9 @@ def up(settings: Settings | None = None) -> StackInfo:
     postgres.init_cluster(pg_base, settings.os_user, passwords["postgres"])
     postgres.start(pg_base, settings.os_user, info.host, info.postgres_port)
     postgres.provision(info.host, info.postgres_port, passwords["postgres"], passwords)
+    postgres.provision_monitoring(
+        info.host, info.postgres_port, passwords["postgres"], passwords, exporters.MONITOR_ROLE
+    )
     # The Prefect server keeps its state in PostgreSQL: launched once its database exists, and
     # waited for last (it is the slowest to boot).
     launched["prefect"] = procs.spawn(state, services["prefect"])
@@ -208,13 +149,25 @@ def up(settings: Settings | None = None) -> StackInfo:
         proc = launched[name]
         if proc is not None:
             procs.await_ready(state, services[name], proc)
-    for name in ("app-staging", "app-production", "prometheus"):
+    for name in ("app-staging", "app-production", "tls-endpoint", *MONITORING[:-1]):
         procs.start(state, services[name])
+    for name, url in (("alertmanager", info.alertmanager_url), ("prometheus", info.prometheus_url)):
+        if not procs.start(state, services[name]):
+            _reload(name, url)  # running already: read the config this `up` wrote
     _seed_aws(info, passwords)
     prefect_proc = launched["prefect"]
     if prefect_proc is not None:
         procs.await_ready(state, services["prefect"], prefect_proc)
     return info
+
+
+def _reload(name: str, base_url: str) -> None:
+    import httpx
+
+    try:
+        httpx.post(f"{base_url}/-/reload", timeout=10).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise procs.StartError(f"{name} refused its new configuration: {exc}") from exc
 
 
 def _seed_aws(info: StackInfo, passwords: dict[str, str]) -> None:
@@ -296,18 +249,11 @@ def status(settings: Settings | None = None) -> dict[str, str]:
         return dict.fromkeys((*SERVICES, "postgres"), "stopped")
     state = Path(info.state_dir)
     result: dict[str, str] = {}
-    ports = {
-        "prefect": info.prefect_port,
-        "moto": info.moto_port,
-        "kubesim": info.kube_port,
-        "app-staging": info.app_staging_port,
-        "app-production": info.app_production_port,
-        "prometheus": info.prometheus_port,
-        "webhook": info.webhook_port,
-    }
+    ports = {name: getattr(info, key) for key, name in PORT_SERVICES.items()}
     for name, port in ports.items():
         alive = procs.read_pid(state, name) is not None and procs.port_open(info.host, port)
-        result[name] = f"running on {info.url(port)}" if alive else "stopped"
+        where = info.tls_url if name == "tls-endpoint" else info.url(port)
+        result[name] = f"running on {where}" if alive else "stopped"
     result["runbooks"] = "running" if procs.read_pid(state, "runbooks") else "stopped"
     pg_alive = postgres.is_running(info.service_root / "postgres")
     result["postgres"] = f"running on {info.host}:{info.postgres_port}" if pg_alive else "stopped"

@@ -7,10 +7,17 @@
    (``-- squawk-ignore rule``) blocks it; a suite that is not valid JSON, not a GX 1.x
    suite, or uses an expectation type or argument GX does not know is rejected. Nothing is
    written.
+   A statement that runs outside a transaction and could not run again after a partial
+   failure (``CREATE INDEX CONCURRENTLY`` without ``IF NOT EXISTS`` ...) is refused here.
 2. Back up with the backup runbook (a subflow); ``skip_backup`` is recorded in the log.
-3. Apply each file under the strict concurrency limit ``change-<environment>`` (shared with
-   deploys): its own transaction, ``lock_timeout`` and ``statement_timeout``, lock timeouts
-   retried with backoff, recorded in ``schema_migrations``.
+3. Apply under the strict concurrency limits ``change-<environment>`` (shared with deploys:
+   never under a deploy's bake) and ``change-db-<database>@<host>:<port>`` (two migrations
+   of one database never overlap, whatever their ``environment``), taken together. The
+   pending files are applied in units: consecutive transactional files in ONE transaction
+   (all or none), each file that must run outside a transaction on its own; with
+   ``lock_timeout`` and ``statement_timeout``, lock timeouts retried with backoff, recorded
+   in ``schema_migrations``. A run that lost its slots (lease not renewed) stops before the
+   next unit.
 4. Verify: the ``-- verify:`` declarations of the applied files, and every Great
    Expectations suite kept with the migrations, validated against the migrated database
    (the ``migration-validation`` table artifact). Write the operation log.
@@ -23,14 +30,16 @@ applied something. They describe the database as it must be after the newest mig
 
 A failed migration (SQL error, lock timeout retries spent) or a failed verification is
 paged as P2 through the notification routing; the operation log names the failed file or
-the failed checks and the pre-migration backup to fall back on.
+the failed checks and the pre-migration backup to fall back on. A failed migration's report
+(:mod:`decisions.migration_failure`: files applied, files not applied, a half-applied
+statement such as an INVALID index, the SQL that finishes or reverts it) is in the operation
+log, the page, the exception's hint and the ``migration-failure`` artifact.
 """
 
 # No `from __future__ import annotations`: served runs pickle the flow function by value,
 # and string annotations would lose the names their parameter types need
 # (tests/integration/test_served_flows.py).
 
-import contextlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,29 +52,24 @@ from prefect.artifacts import (
     create_progress_artifact,
     update_progress_artifact,
 )
-from prefect.client.orchestration import get_client
-from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 
 from blocks.postgres import PostgresTarget
 from decisions.expectation_suites import TableSuite, render_suites
 from decisions.expectation_suites import failures as suite_failures
-from decisions.migrations import (
-    ApplyPolicy,
-    Expectation,
-    Plan,
-    final_expectations,
-    render_plan,
-)
+from decisions.migration_failure import FailureReport, render_failure
+from decisions.migration_plan_render import render_plan
+from decisions.migration_verify import final_expectations
+from decisions.migrations import ApplyPolicy, Expectation, Plan
 from opsflows.errors import (
     ConfigurationError,
     OpsError,
     VerificationFailed,
-    scrub,
 )
 from procedures.backup import backup_database
-from procedures.change_slot import change_slot, limit_name
+from procedures.change_slot import change_slot, check_slots, require_slots
 from procedures.migration_plan import compute_plan, load_migrations, refuse_if_blocked
+from procedures.migration_report import IndexSnapshot, error_text, indexes_before, report_failure
 from procedures.operation import (
     APP_DB,
     BACKUPS,
@@ -78,22 +82,12 @@ from procedures.operation import (
 )
 from tasks.gitref import folder_at_ref
 from tasks.gx_validation import preload
-from tasks.migrate import apply_one, hash_schema, verify_schema
+from tasks.migrate import apply_batch
 from tasks.migration_checks import check_suites, load_suites, validate_suites
+from tasks.migration_schema import hash_schema, verify_schema
 
 _BACKUP_FIELDS = ("backup_id", "key", "manifest_key", "sha256", "snapshot_at", "tables")
 _ENVIRONMENT = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
-
-
-def _require_limit(name: str) -> None:
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound as exc:
-            raise ConfigurationError(
-                f"concurrency limit {name} does not exist",
-                hint="create it (limit 1) in the Prefect UI, or run `opsflows bootstrap`",
-            ) from exc
 
 
 def _backup(database: str, store: str, names: Sequence[str]) -> dict[str, Any]:
@@ -131,7 +125,8 @@ def migrate_database(
         migrations_dir: Folder of ``*.sql`` migration files, applied in name order, and of
             the ``expectations/`` suites.
         database: PostgresTarget block of the database to migrate.
-        environment: Environment whose change limit (``change-<environment>``) is taken.
+        environment: Environment whose change limit (``change-<environment>``) is taken,
+            with the database's own (``change-db-<database>@<host>:<port>``).
         dry_run: Stop after the plan (published as the ``migration-plan`` artifact).
         skip_backup: Do not take the pre-migration backup (recorded in the operation log).
         lock_timeout_s: Longest wait for a table lock before giving up and retrying.
@@ -213,8 +208,7 @@ def _migrate(
         rec.impact = "none: " + ("dry run, plan only" if dry_run else "nothing pending")
         return summary
 
-    limit = limit_name(environment)
-    _require_limit(limit)
+    require_slots(environment)  # before the backup: a missing limit changes nothing
     progress = Progress()
     if skip_backup:
         rec.issues.append("pre-migration backup skipped (skip_backup=True)")
@@ -225,14 +219,16 @@ def _migrate(
     rec.details["backup"] = progress.backup
 
     expectations = final_expectations(step.migration for step in plan.pending)
-    with contextlib.ExitStack() as held:
-        held.enter_context(change_slot(environment, concurrency_timeout_s))
+    with change_slot(environment, concurrency_timeout_s, database=target):
         try:
             failures = _apply_and_verify(target, plan, policy, expectations, suites, progress)
         except Exception as exc:
             where = progress.failed
             subject = f"migration of {target.database} failed" + (f" at {where}" if where else "")
             _page(progress, subject, exc)
+            if isinstance(exc, OpsError) and progress.report is not None:
+                hint = "; ".join(h for h in (exc.hint, progress.report.hint()) if h)
+                raise type(exc)(exc.message, hint=hint) from exc
             raise
     applied = progress.applied_names()
     rec.impact = f"applied {len(applied)} migration(s): {', '.join(applied) or 'none'}"
@@ -263,6 +259,11 @@ class Progress:
     backup: dict[str, Any] | str | None = None
     applied: list[dict[str, Any]] = field(default_factory=list)
     failed: str | None = None
+    #: Units applied so far; the indexes before the unit under way (outside a transaction),
+    #: None until they were read (then the unit has not started).
+    units_done: int = 0
+    indexes_before: IndexSnapshot | None = None
+    report: FailureReport | None = None
 
     def applied_names(self) -> list[str]:
         """Files this run changed the database with (not the ones already applied)."""
@@ -282,13 +283,12 @@ def _fallback(backup: Any) -> str:
 def _page(progress: Progress, subject: str, exc: Exception) -> None:
     """Send a P2 for a failure after the migration started; record that it went out."""
     applied = progress.applied_names()
-    if isinstance(exc, OpsError):
-        message, hint = exc.message, exc.hint
-    else:
-        message, hint = f"{type(exc).__name__}: {scrub(str(exc))}", None
+    message, hint = error_text(exc), exc.hint if isinstance(exc, OpsError) else None
     body = f"{message}\n\nApplied by this run: {', '.join(applied) or 'none'}."
     if "backup" not in (hint or ""):
         body += f" To fall back on: {_fallback(progress.backup)}."
+    if progress.report is not None:
+        body += "\n\n" + render_failure(progress.report)
     if hint:
         body += f"\n\nWhat to do: {hint}"
     delivered = safe_notify("P2", subject, body)
@@ -303,28 +303,51 @@ def _apply_and_verify(
     suites: Sequence[TableSuite],
     progress: Progress,
 ) -> tuple[str, ...]:
-    """Apply every pending file in order, then check declarations and suites; the failures.
+    """Apply the pending files unit by unit, then check declarations and suites; the failures.
 
     ``progress`` holds what was applied (the working state); the operation log gets a copy.
+    A failure is reported (:func:`procedures.migration_report.report_failure`) before it is
+    raised.
     """
     rec = current_run().record
     details = rec.details
     applied_by = str(flow_run.id or "manual")
     details["applied"] = progress.applied  # the same list: the log shows what ran so far
     details["schema_hash_before"] = hash_schema(target)
+    units = plan.units
+    details["units"] = [list(u.names) for u in units]
     meter = cast(UUID, create_progress_artifact(0.0, description="migrations applied"))
     try:
-        for i, step in enumerate(plan.pending, start=1):
-            run = apply_one.with_options(task_run_name=f"apply {step.migration.name}")
-            progress.applied.append(run(target, step, policy, applied_by))
-            update_progress_artifact(meter, 100.0 * i / len(plan.pending))
-    except Exception:
-        progress.failed = details["failed"] = step.migration.name
-        done = [r["name"] for r in progress.applied]
-        rec.follow_up.append(
-            f"applied before the failure: {', '.join(done) or 'none'}; fix the failing file"
-            " and re-run (applied files are skipped)"
+        for unit in units:
+            progress.indexes_before = None  # the unit has not started
+            progress.indexes_before = indexes_before(target, unit)
+            check_slots()  # a safe point: a run that lost its slots stops before the next unit
+            run = apply_batch.with_options(task_run_name=f"apply {', '.join(unit.names)}")
+            progress.applied.extend(run(target, unit, policy, applied_by))
+            progress.units_done += 1
+            update_progress_artifact(meter, 100.0 * progress.units_done / len(units))
+    except Exception as exc:
+        report = progress.report = report_failure(
+            target,
+            units,
+            progress.units_done,
+            progress.applied_names(),
+            progress.indexes_before,
+            exc,
+            _fallback(progress.backup),
         )
+        progress.failed = details["failed"] = report.failed_file or ", ".join(
+            units[progress.units_done].names
+        )
+        details["failure"] = report.as_details()
+        rec.impact = report.impact()
+        rec.follow_up.append(
+            f"applied before the failure: {', '.join(report.applied) or 'none'}; not applied:"
+            f" {', '.join(report.not_applied)}"
+        )
+        rec.follow_up += [f"half-applied: {x.what}" for x in report.leftovers]
+        rec.follow_up.append("to finish: " + " ".join(report.finish))
+        rec.follow_up.append("to revert: " + " ".join(report.revert))
         raise
     details["schema_hash_after"] = hash_schema(target)
     failures = verify_schema(target, expectations)

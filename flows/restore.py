@@ -27,15 +27,20 @@ from decisions.approvals import (
 )
 from decisions.backups import choose_backup, restore_point
 from opsflows.errors import ConfigurationError, GateRejected, OpsError
+from opsflows.settings import get_settings
 from procedures.approval_form import ApprovalForm
 from procedures.operation import (
     APP_DB,
     APP_DB_ADMIN,
     BACKUPS,
+    ROUTING,
     current_run,
     load_block,
     operation_log,
+    page_if_hung,
+    run_timeout_s,
     try_load_ops_db,
+    try_load_routing,
 )
 from procedures.restore import VerifiedRestore, restore_and_verify
 from tasks.catalog import list_backups
@@ -141,7 +146,7 @@ def _await_approval(
     return approval
 
 
-@flow(name="restore-database")
+@flow(name="restore-database", timeout_seconds=get_settings().restore_timeout_s)
 def restore_database(
     at: str | None = None,
     database: str = APP_DB,
@@ -152,6 +157,7 @@ def restore_database(
     approval_poll_s: int = 10,
     expectations: str | None = None,
     reason: str = "restore requested",
+    routing: str = ROUTING,
 ) -> dict[str, Any]:
     """Restore the newest complete backup at or before ``at`` and verify it.
 
@@ -178,12 +184,26 @@ def restore_database(
             <table>.json (or <schema>.<table>.json) per table; default
             "expectations/<database>/" when it holds any.
         reason: why the restore is done (operation log).
+        routing: NotificationRouting block; a restore that stalls (no byte moving for
+            ``OPSFLOWS_RESTORE_STALL_S``) or outlives the run's timeout
+            (``OPSFLOWS_RESTORE_TIMEOUT_S``, the approval wait included) pages P2.
     """
     started = time.monotonic()
-    with operation_log("database restore", reason, try_load_ops_db()) as rec:
+    ops_db, routes = try_load_ops_db(), try_load_routing(routing)
+    with (
+        operation_log("database restore", reason, ops_db, routes) as rec,
+        page_if_hung(rec, f"restore of {database}"),
+    ):
         when = restore_point(at, datetime.now(UTC))
         if approval_timeout_s < 1 or approval_poll_s < 1:
             raise ConfigurationError("approval timeout and poll interval must be at least 1 s")
+        limit = run_timeout_s()
+        if replace_live and limit and approval_timeout_s >= limit:
+            raise ConfigurationError(
+                f"approval_timeout_s ({approval_timeout_s}) must be shorter than the run's "
+                f"timeout ({limit:g} s): the run waits for the approval within it",
+                hint="lower approval_timeout_s or raise OPSFLOWS_RESTORE_TIMEOUT_S",
+            )
         target = load_block(PostgresTarget, database)
         admin = load_block(PostgresTarget, admin_database)
         backups = load_block(BackupStore, store)

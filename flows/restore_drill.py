@@ -19,11 +19,14 @@ from blocks.postgres import PostgresTarget
 from blocks.storage import BackupStore
 from decisions.backups import choose_backup, judge_drill
 from opsflows.errors import ConfigurationError
+from opsflows.settings import get_settings
+from opsflows.thresholds import THRESHOLDS
 from procedures.operation import (
     APP_DB,
     APP_DB_ADMIN,
     BACKUPS,
     ROUTING,
+    hung,
     load_block,
     operation_log,
     safe_notify,
@@ -35,12 +38,12 @@ from tasks.catalog import list_backups
 from tasks.restore import drop_scratch
 
 
-@flow(name="restore-drill")
+@flow(name="restore-drill", timeout_seconds=get_settings().drill_timeout_s)
 def restore_drill(
     database: str = APP_DB,
     admin_database: str = APP_DB_ADMIN,
     store: str = BACKUPS,
-    max_backup_age_h: float = 26.0,
+    max_backup_age_h: float = THRESHOLDS.backup_max_age_h,
     routing: str = ROUTING,
     expectations: str | None = None,
 ) -> dict[str, Any]:
@@ -51,7 +54,8 @@ def restore_drill(
         admin_database: PostgresTarget block of a superuser on the same server.
         store: BackupStore block holding the backups.
         max_backup_age_h: notify when the newest backup is older than this (hours).
-        routing: NotificationRouting block; failures go out as P2, a stale backup as P3.
+        routing: NotificationRouting block; failures go out as P2 (a stalled restore and
+            a run past ``OPSFLOWS_DRILL_TIMEOUT_S`` too), a stale backup as P3.
         expectations: folder of the user's suites under the store prefix (default
             "expectations/<database>/").
     """
@@ -70,11 +74,14 @@ def restore_drill(
             done = restore_and_verify(target, admin, backups, record, expectations)
             rto_s = time.monotonic() - started
             drop_scratch(admin, done.scratch)
-        except Exception as exc:
+        except BaseException as exc:
+            if not isinstance(exc, Exception) and not hung(exc):
+                raise
+            why = str(exc) if isinstance(exc, Exception) else "it ran out of time (timeout)"
             safe_notify(
                 "P2",
                 f"restore drill of {target.database} failed",
-                f"The weekly restore drill failed: {exc}. Backups may not be restorable; "
+                f"The weekly restore drill failed: {why}. Backups may not be restorable; "
                 "investigate before the next incident needs them.",
             )
             rec.follow_up.append("investigate the failed drill and run it again")

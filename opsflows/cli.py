@@ -5,7 +5,7 @@ opsflows bootstrap
 opsflows up
 opsflows webhook serve [--port N] [--routes FILE] [--secret-block NAME]
 opsflows incidents [--recent N] [--ops-db BLOCK]
-opsflows migrate plan DIR [--database-url URL]
+opsflows migrate plan DIR [--database-url URL | --block NAME]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _devstack(args: argparse.Namespace) -> int:
         print("stopped: " + (", ".join(stopped) or "nothing was running"))
     else:
         for name, state in stack.status(settings).items():
-            print(f"{name:15} {state}")
+            print(f"{name:18} {state}")
     return 0
 
 
@@ -184,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     inc.add_argument("--ops-db", default="ops-db", help="PostgresTarget block of the ops database")
     inc.set_defaults(func=_incidents)
     mig = sub.add_parser("migrate", help="lint and plan schema migrations (migrate plan DIR)")
-    mig.add_argument("argv", nargs=argparse.REMAINDER, help="plan DIR [--database-url URL]")
+    mig.add_argument(
+        "argv", nargs=argparse.REMAINDER, help="plan DIR [--database-url URL | --block NAME]"
+    )
     mig.set_defaults(func=_migrate)
     return parser
 

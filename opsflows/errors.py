@@ -18,6 +18,7 @@ only these classes::
     │   └── TimedOut              a bounded wait ran out (a step past its deadline)
     └── TransientError            retrying after a delay may help
         ├── ServiceUnavailable    connection refused/reset, timeouts, 5xx
+        │   └── Stalled           a stream or a child process made no progress within its bound
         └── Throttled             the service asked us to slow down (429, SlowDown, lock timeout)
 
 Messages never carry secret values: vendor messages are truncated and scrubbed by
@@ -45,6 +46,51 @@ def scrub(text: str, *secrets: str) -> str:
     if len(text) > _MAX_VENDOR_TEXT:
         text = text[:_MAX_VENDOR_TEXT] + "…"
     return text
+
+
+#: A statement that names a credential: every string literal in it may hold one.
+_SQL_SECRET_WORD = re.compile(r"(?i)(password|passwd|secret|token|credential)")
+#: Double-quoted identifiers (kept), E'' strings, standard strings (also unterminated ones),
+#: dollar-quoted strings.
+_SQL_QUOTED = re.compile(
+    r"""(?s)"(?:[^"]|"")*"?"""
+    r"""|(?<![\w$])[eE]'(?:[^'\\]|''|\\.)*'?"""
+    r"""|'(?:[^']|'')*'?"""
+    r"""|(?<![\w$])\$([A-Za-z_][A-Za-z0-9_]*|)\$.*?(?:\$\1\$|$)"""
+)
+
+
+def _literals(sql: str) -> list[re.Match[str]]:
+    if not _SQL_SECRET_WORD.search(sql):
+        return []
+    return [m for m in _SQL_QUOTED.finditer(sql) if not m.group(0).startswith('"')]
+
+
+def scrub_statement(sql: str) -> str:
+    """SQL text safe to show: a statement that names a credential has every literal masked.
+
+    ``CREATE ROLE app LOGIN PASSWORD 'x'``, ``ALTER USER app PASSWORD 'x'``, a user mapping's
+    ``OPTIONS (password 'x')`` or a connection string in a literal keep their shape with
+    ``'***'`` for each literal; a URL's password is masked anywhere. Not truncated.
+    """
+    out, last = [], 0
+    for m in _literals(sql):
+        out += [sql[last : m.start()], "'***'"]
+        last = m.end()
+    return _URL_PASSWORD.sub(r"\1***\3", "".join(out) + sql[last:])
+
+
+def statement_secrets(sql: str) -> tuple[str, ...]:
+    """The literal values :func:`scrub_statement` masks, to pass to :func:`scrub` when a
+    server's message about the statement might quote one."""
+    values = []
+    for m in _literals(sql):
+        text = m.group(0)
+        body = text.split("$", 2)[-1].rsplit("$", 2)[0] if text.startswith("$") else text
+        body = body.lstrip("eE").strip("'")
+        if len(body) >= 3:
+            values.append(body)
+    return tuple(values)
 
 
 class OpsError(Exception):
@@ -106,6 +152,15 @@ class TransientError(OpsError):
 
 class ServiceUnavailable(TransientError):
     """The service could not be reached or answered with a server error."""
+
+
+class Stalled(ServiceUnavailable):
+    """A stream or a child process made no progress within its bound (a hung peer or pipe).
+
+    Raised only after the stalled work was stopped: child processes killed, the multipart
+    upload aborted, the scratch database left to be dropped. Transient: the next attempt
+    opens new connections, and a stall that lasts fails every attempt within its bound.
+    """
 
 
 class Throttled(TransientError):

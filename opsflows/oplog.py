@@ -19,6 +19,29 @@ SUCCEEDED, FAILED, REJECTED, TIMED_OUT, CANCELLED, CRASHED = (
 STATUSES = (SUCCEEDED, FAILED, REJECTED, TIMED_OUT, CANCELLED, CRASHED)
 NO_CHANGE = "no change"
 
+#: The ``ops_log`` table (created by the first write, and by the devstack at ``up`` so its
+#: monitoring can read it from the start).
+DDL = """
+CREATE TABLE IF NOT EXISTS ops_log (
+    id          bigserial PRIMARY KEY,
+    started_at  timestamptz NOT NULL,
+    finished_at timestamptz NOT NULL,
+    operation   text NOT NULL,
+    status      text NOT NULL,
+    reason      text NOT NULL,
+    impact      text NOT NULL,
+    duration_s  double precision NOT NULL,
+    issues      text NOT NULL,
+    follow_up   text NOT NULL,
+    flow_run_id text,
+    details     jsonb NOT NULL DEFAULT '{}'
+);
+-- Exactly one entry per flow run: a retried write, or the crashed-run recorder racing the
+-- run's own late write, cannot add a second one.
+CREATE UNIQUE INDEX IF NOT EXISTS ops_log_one_per_run ON ops_log (flow_run_id)
+    WHERE flow_run_id IS NOT NULL
+"""
+
 
 def default_impact(status: str, changing: str | None) -> str:
     """The Impact of a run that recorded none: "no change", unless it was changing something.

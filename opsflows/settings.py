@@ -32,6 +32,46 @@ class Settings(BaseSettings):
     )
     prometheus_port: int = Field(default=19090, description="Prometheus port (0 = any free).")
     webhook_port: int = Field(default=18090, description="CI webhook receiver port.")
+    node_exporter_port: int = Field(default=19100, description="node_exporter (0 = any free).")
+    postgres_exporter_port: int = Field(
+        default=19187, description="postgres_exporter port (0 = any free)."
+    )
+    blackbox_port: int = Field(default=19115, description="blackbox_exporter (0 = any free).")
+    alertmanager_port: int = Field(default=19093, description="Alertmanager (0 = any free).")
+    tls_port: int = Field(
+        default=18443, description="The stack's TLS endpoint, probed for certificate expiry."
+    )
+    alert_webhook_url: str = Field(
+        default="",
+        description=(
+            "Where Alertmanager posts alerts (webhook_configs, version-4 JSON, bearer token "
+            "from the state dir). Empty: the stack's receiver, "
+            "http://<host>:<webhook_port>/alertmanager."
+        ),
+    )
+    alert_group_wait_s: float = Field(
+        default=10, gt=0, description="Alertmanager group_wait: first notification delay (s)."
+    )
+    alert_group_interval_s: float = Field(
+        default=60, gt=0, description="Alertmanager group_interval: delay of a group's updates."
+    )
+    alert_repeat_interval_s: float = Field(
+        default=4 * 3600, gt=0, description="Alertmanager repeat_interval for unresolved alerts."
+    )
+    alert_for_s: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Test stacks: cap every alert rule's `for:` at this many seconds (machine-wide "
+            "CPU, memory and disk rules keep theirs). Unset: the rules as committed."
+        ),
+    )
+    tls_cert_days: int = Field(
+        default=90, ge=1, description="Validity of the TLS endpoint's self-signed certificate."
+    )
+    app_volume_mb: float = Field(
+        default=64, gt=0, description="Quota of each sample app's volume (the disk runbook's)."
+    )
     prefect_database: Literal["postgres", "sqlite"] = Field(
         default="postgres",
         description=(
@@ -42,7 +82,10 @@ class Settings(BaseSettings):
     )
     os_user: str = Field(
         default="opsflows",
-        description="Unprivileged OS user running PostgreSQL and Prometheus (initdb refuses root).",
+        description=(
+            "Unprivileged OS user running PostgreSQL, Prometheus, the exporters and "
+            "Alertmanager (initdb refuses root)."
+        ),
     )
     kube_namespace_staging: str = "staging"
     kube_namespace_production: str = "production"
@@ -77,6 +120,111 @@ class Settings(BaseSettings):
             "automation marks it Crashed (which pages for production changes and rotations). "
             "Keep it at least 2 heartbeats: a live run that misses one must not be crashed."
         ),
+    )
+
+    # --- bounds on every blocking wait of the backup and restore paths --------------------
+    dump_stall_s: float = Field(
+        default=300,
+        gt=0,
+        le=86400,
+        description=(
+            "Seconds a backup may go without progress (a byte of the dump stream, a byte "
+            "pg_dump wrote into zstd, CPU time pg_dump used) before it is judged stalled: "
+            "the tools are killed, the multipart upload aborted and the run fails with "
+            "Stalled. Progress-based: a large dump that keeps moving is never cut."
+        ),
+    )
+    restore_stall_s: float = Field(
+        default=300,
+        gt=0,
+        le=86400,
+        description=(
+            "Seconds a restore may go without a byte downloaded from S3 or accepted by "
+            "pg_restore before it is judged stalled (tools killed, scratch database dropped). "
+            "The download counts in chunks of 1 MiB: slower than that per period is a stall."
+        ),
+    )
+    restore_finish_s: float = Field(
+        default=7200,
+        gt=0,
+        le=172800,
+        description=(
+            "Seconds pg_restore may take after the last byte was handed to it (indexes, "
+            "constraints: no bytes flow then, so this phase has a total bound)."
+        ),
+    )
+    process_exit_s: float = Field(
+        default=60,
+        gt=0,
+        le=3600,
+        description=(
+            "Seconds a child tool (pg_dump, zstd, pg_restore) may take to exit once its stream "
+            "ended or it was killed, and a helper thread to finish once told to stop."
+        ),
+    )
+    pg_lock_wait_timeout_s: float = Field(
+        default=120,
+        gt=0,
+        le=86400,
+        description=(
+            "pg_dump --lock-wait-timeout: how long the dump waits for a table lock (an "
+            "ALTER TABLE or a migration holding one) before it fails, to be retried."
+        ),
+    )
+    pg_statement_timeout_s: float = Field(
+        default=60,
+        gt=0,
+        le=3600,
+        description="statement_timeout of quick catalog queries (server check, version).",
+    )
+    fingerprint_timeout_s: float = Field(
+        default=1800,
+        gt=0,
+        le=86400,
+        description=(
+            "statement_timeout of each backup fingerprint query (count(*) and max(pk) of "
+            "every table), and how long the backup waits for the fingerprint after the dump."
+        ),
+    )
+    pg_keepalives_idle_s: int = Field(
+        default=30,
+        ge=1,
+        le=7200,
+        description=(
+            "libpq keepalives_idle on every connection (psycopg, pg_dump, pg_restore, GX): "
+            "with the interval and count, a dead peer is noticed after about "
+            "idle + interval x count seconds instead of the kernel's two hours."
+        ),
+    )
+    pg_keepalives_interval_s: int = Field(
+        default=10, ge=1, le=600, description="libpq keepalives_interval (s)."
+    )
+    pg_keepalives_count: int = Field(
+        default=3, ge=1, le=100, description="libpq keepalives_count (unanswered probes)."
+    )
+    backup_timeout_s: int = Field(
+        default=6 * 3600,
+        ge=60,
+        le=23 * 3600,
+        description=(
+            "timeout_seconds of the backup flow: a run still going after this fails (TimedOut) "
+            "and pages, so it never holds the daily schedule's queue (at most one a day)."
+        ),
+    )
+    restore_timeout_s: int = Field(
+        default=12 * 3600,
+        ge=60,
+        le=7 * 86400,
+        description=(
+            "timeout_seconds of the restore flow, including the wait for the replace-live "
+            "approval (approval_timeout_s must be shorter)."
+        ),
+    )
+    drill_timeout_s: int = Field(
+        default=6 * 3600,
+        ge=60,
+        le=7 * 86400,
+        description="timeout_seconds of the weekly restore drill.",
     )
 
     incident_p2_page_after_s: float = Field(
@@ -119,6 +267,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"unresponsive_after_s ({self.unresponsive_after_s}) must be at least twice "
                 f"run_heartbeat_s ({self.run_heartbeat_s}), or live runs get crashed"
+            )
+        if self.pg_lock_wait_timeout_s >= self.dump_stall_s:
+            raise ValueError(
+                f"pg_lock_wait_timeout_s ({self.pg_lock_wait_timeout_s:g}) must be shorter than "
+                f"dump_stall_s ({self.dump_stall_s:g}): pg_dump writes nothing while it waits "
+                "for a lock, and a lock wait must fail as one, not as a stall"
             )
         return self
 

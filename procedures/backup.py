@@ -18,7 +18,17 @@ from decisions.backups import Manifest, backup_id_for
 from decisions.parts import choose_part_size, estimate_dump_bytes
 from decisions.retention import plan_retention, sweep_uploads
 from opsflows.errors import ConfigurationError
-from procedures.operation import APP_DB, BACKUPS, load_block, operation_log, try_load_ops_db
+from opsflows.settings import get_settings
+from procedures.operation import (
+    APP_DB,
+    BACKUPS,
+    ROUTING,
+    load_block,
+    operation_log,
+    page_if_hung,
+    try_load_ops_db,
+    try_load_routing,
+)
 from procedures.upload_lease import live_writers, upload_lease
 from tasks.catalog import (
     abort_uploads,
@@ -43,13 +53,14 @@ def _check_store(store: BackupStore) -> None:
         )
 
 
-@flow(name="backup-database")
+@flow(name="backup-database", timeout_seconds=get_settings().backup_timeout_s)
 def backup_database(
     database: str = APP_DB,
     store: str = BACKUPS,
     reason: str = "scheduled daily backup",
     dry_run_retention: bool = False,
     compression: str = "zstd:1",
+    routing: str = ROUTING,
 ) -> dict[str, Any]:
     """Back up a PostgreSQL database to S3 and apply the retention policy.
 
@@ -62,17 +73,27 @@ def backup_database(
     (``decisions/retention.py``). A pending upload is aborted only when no backup of the
     database holds an upload lease and it is older than 6 h (``procedures/upload_lease.py``).
 
+    A dump that stops moving for ``OPSFLOWS_DUMP_STALL_S`` fails with ``Stalled`` (tools
+    killed, upload aborted, no manifest), and the run as a whole is bounded by
+    ``OPSFLOWS_BACKUP_TIMEOUT_S``, so a hung run never holds the schedule's queue; either
+    pages P2 through ``routing``.
+
     Args:
         database: PostgresTarget block of the database to back up.
         store: BackupStore block of the bucket (retention settings live there).
         reason: why this backup is taken (operation log).
         dry_run_retention: only show the retention plan, delete nothing.
         compression: "zstd:N" (default zstd:1), "gzip:N" or "none".
+        routing: NotificationRouting block; a run that hung or timed out pages P2.
 
     Returns:
         backup id, object key, size, SHA-256, tables, and what retention deleted.
     """
-    with operation_log("database backup", reason, try_load_ops_db()) as rec:
+    ops_db, routes = try_load_ops_db(), try_load_routing(routing)
+    with (
+        operation_log("database backup", reason, ops_db, routes) as rec,
+        page_if_hung(rec, f"backup of {database}"),
+    ):
         parse_compression(compression)
         target = load_block(PostgresTarget, database)
         backups = load_block(BackupStore, store)

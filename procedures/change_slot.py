@@ -2,7 +2,14 @@
 
 Deploys, hotfixes, rollbacks, scale and restart, migrations and credential rotations all take
 the same slot, so a migration never runs under a deploy's bake and two production releases
-never overlap. The slot is a lease the holding process renews: when the process dies
+never overlap. A migration also takes the slot of the database it changes,
+``change-db-<database>@<host>:<port>`` (:func:`database_limit_name`, created with a limit of
+1 the first time it is needed), in the same request as the environment's (both or neither,
+so two runs never deadlock): two migrations of one database never overlap, whatever
+environment each was started for. It is keyed on where the database is, not on the block's
+name: two blocks (``app-db``, ``app-db-admin``) pointing at one database share it.
+
+A slot is a lease the holding process renews: when the process dies
 (``kill -9``, a lost node) the Prefect server takes it back within the lease
 (``OPSFLOWS_CHANGE_LEASE_S``, 120 s by default) plus its repossessor interval (15 s), so a
 crashed change never blocks the environment for good.
@@ -18,6 +25,7 @@ recorded revision, as after any failure.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -26,11 +34,13 @@ from uuid import UUID
 
 import httpx
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency._sync import acquire_concurrency_slots_with_lease
 from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.logging import get_run_logger
 
+from blocks.postgres import PostgresTarget
 from opsflows.errors import ChangeSlotLost, ConfigurationError, ServiceUnavailable, Throttled
 from opsflows.settings import get_settings
 from procedures.operation import current_run
@@ -45,6 +55,43 @@ RENEWALS_PER_LEASE = 4
 def limit_name(environment: str) -> str:
     """The global concurrency limit that serialises changes of ``environment``."""
     return f"change-{environment}"
+
+
+def database_limit_name(target: PostgresTarget) -> str:
+    """The global concurrency limit that serialises changes of the database ``target``
+    points at (its name, host and port; characters a limit name cannot hold become ``_``)."""
+    key = f"{target.database}@{target.host}:{target.port}"
+    return "change-db-" + re.sub(r"[^A-Za-z0-9._@:+-]", "_", key)
+
+
+def ensure_database_limit(target: PostgresTarget) -> str:
+    """Create the database's strict limit of 1 unless it exists; its name."""
+    name = database_limit_name(target)
+    try:
+        with get_client(sync_client=True) as client:
+            try:
+                client.read_global_concurrency_limit_by_name(name)
+            except ObjectNotFound:
+                with contextlib.suppress(ObjectAlreadyExists):  # another run was first
+                    client.create_global_concurrency_limit(
+                        GlobalConcurrencyLimitCreate(name=name, limit=1)
+                    )
+    except httpx.HTTPError as exc:
+        raise ServiceUnavailable(
+            f"cannot create or read the concurrency limit {name}: {type(exc).__name__}",
+            hint="is the Prefect API reachable?",
+        ) from exc
+    return name
+
+
+def _busy(names: list[str]) -> list[str]:
+    """Which of ``names`` have no free slot now (best effort: all of them when unknown)."""
+    try:
+        with get_client(sync_client=True) as client:
+            limits = [client.read_global_concurrency_limit_by_name(n) for n in names]
+        return [n for n, lim in zip(names, limits, strict=True) if lim.active_slots >= lim.limit]
+    except Exception:  # noqa: BLE001 - only for the message
+        return names
 
 
 class SlotLease:
@@ -140,22 +187,28 @@ def require_slots(*environments: str) -> None:
 
 
 @contextlib.contextmanager
-def change_slot(environment: str, timeout_s: float) -> Iterator[SlotLease]:
+def change_slot(
+    environment: str, timeout_s: float, *, database: PostgresTarget | None = None
+) -> Iterator[SlotLease]:
     """Hold the ``change-<environment>`` slot for the body of the ``with`` (strict).
 
     Args:
         environment: The environment changed (``production``, ``staging``, …).
         timeout_s: How long to wait for a running change to finish.
+        database: The database the change alters (a migration): its slot
+            (:func:`database_limit_name`, created when missing) is taken too, in the same
+            request and under the same lease as the environment's.
 
     Raises:
-        ConfigurationError: the limit does not exist.
-        Throttled: another change held the slot for longer than ``timeout_s``.
+        ConfigurationError: the environment's limit does not exist.
+        Throttled: another change held a slot for longer than ``timeout_s``.
     """
     name = limit_name(environment)
+    names = [name] if database is None else [name, ensure_database_limit(database)]
     lease_s = get_settings().change_lease_s
     try:
         acquired = acquire_concurrency_slots_with_lease(
-            [name], 1, timeout_seconds=timeout_s, lease_duration=lease_s, strict=True
+            names, 1, timeout_seconds=timeout_s, lease_duration=lease_s, strict=True
         )
     except ConcurrencySlotAcquisitionError as exc:
         raise ConfigurationError(
@@ -163,18 +216,21 @@ def change_slot(environment: str, timeout_s: float) -> Iterator[SlotLease]:
             hint="create it (run `opsflows bootstrap`) so changes cannot overlap",
         ) from exc
     except TimeoutError as exc:
+        held_by = " and ".join(_busy(names))
+        what = f"another change of {environment}" if held_by == name else "another change"
         raise Throttled(
-            f"another change of {environment} held {name} for more than {timeout_s:g}s",
+            f"{what} held {held_by} for more than {timeout_s:g}s",
             hint=(
                 "wait for the running change to finish, then start this one again (a change "
                 f"whose process died frees it within {lease_s:g}s plus the server's repossessor "
                 "interval)"
             ),
         ) from exc
-    lease = SlotLease(name, acquired.lease_id, lease_s).start()
+    held = " and ".join(names)
+    lease = SlotLease(held, acquired.lease_id, lease_s).start()
     token = _HELD.set((*_HELD.get(), lease))
     current_run().record.changing = environment
-    get_run_logger().info("holding the %s lock (lease %gs)", name, lease_s)
+    get_run_logger().info("holding the %s lock (lease %gs)", held, lease_s)
     try:
         yield lease
     finally:

@@ -19,7 +19,7 @@ from prefect.logging import get_run_logger
 
 from blocks.notify import NotificationRouting
 from blocks.postgres import PostgresTarget
-from opsflows.errors import ConfigurationError, GateRejected, TimedOut, scrub
+from opsflows.errors import ConfigurationError, GateRejected, OpsError, Stalled, TimedOut, scrub
 from opsflows.oplog import (
     CANCELLED,
     FAILED,
@@ -143,9 +143,12 @@ def operation_log(
 def run_status(exc: BaseException) -> str:
     """How a run that raised ``exc`` ended: rejected, timed out, cancelled or failed."""
     chain = [exc, exc.__cause__]
-    if isinstance(exc, TerminationSignal | KeyboardInterrupt | asyncio.CancelledError):
-        return CANCELLED
-    if any(isinstance(e, FlowPauseTimeout | TimeoutError | TimedOut) for e in chain):
+    if isinstance(exc, TerminationSignal | KeyboardInterrupt):
+        return CANCELLED  # someone stopped the run (Cancel in the UI sends SIGTERM)
+    if isinstance(exc, asyncio.CancelledError):
+        # Prefect enforces timeout_seconds by cancelling the body (see :func:`hung`).
+        return TIMED_OUT if run_timeout_s() else CANCELLED
+    if any(isinstance(e, FlowPauseTimeout | TimeoutError | TimedOut | Stalled) for e in chain):
         return TIMED_OUT  # an approval nobody gave in time, a wait that hit its bound
     if isinstance(exc, GateRejected):
         return REJECTED
@@ -223,3 +226,49 @@ def safe_notify(severity: str, subject: str, body: str) -> int:
     except Exception as exc:  # noqa: BLE001 - reported, never fatal
         get_run_logger().warning("could not send %s notification %r: %s", severity, subject, exc)
         return 0
+
+
+def hung(exc: BaseException) -> bool:
+    """Whether a run ended because something hung: a detected stall, or the run's timeout.
+
+    Prefect enforces a flow's ``timeout_seconds`` by cancelling its body (an
+    ``asyncio.CancelledError`` subclass, a ``BaseException``) and then marks the run
+    TimedOut; every wait of the runbooks is bounded, so the cancellation gets through.
+    """
+    return isinstance(exc, Stalled | TimeoutError | asyncio.CancelledError)
+
+
+def run_timeout_s() -> float | None:
+    """The running flow's ``timeout_seconds`` (None outside a run or without one)."""
+    with contextlib.suppress(Exception):
+        ctx: Any = get_run_context()
+        return cast(float | None, ctx.flow.timeout_seconds)
+    return None
+
+
+@contextlib.contextmanager
+def page_if_hung(rec: OperationRecord, what: str) -> Iterator[None]:
+    """Page P2 (through the routing block) when the body ends because something hung.
+
+    A hung backup or restore must not wait for someone to notice: the stall or the run's
+    timeout ends it (the work it held is stopped and cleaned up by then) and this pages
+    through the run's routing (:func:`current_run`). The page and its delivery are recorded
+    in the operation log.
+    """
+    try:
+        yield
+    except BaseException as exc:
+        if not hung(exc):
+            raise
+        if isinstance(exc, OpsError):
+            message, hint = exc.message, exc.hint
+        else:
+            limit = run_timeout_s()
+            message = "the run exceeded its timeout" + (f" of {limit:g} s" if limit else "")
+            hint = "something it waited for hung; its work was stopped and cleaned up"
+        subject = f"{what} hung and was stopped"
+        body = message + (f"\n\nWhat to do: {hint}" if hint else "")
+        delivered = safe_notify("P2", subject, body)
+        rec.details["notified"] = f"P2 to {delivered} channel(s): {subject}"
+        rec.follow_up.append(f"find out what hung ({message}) and run it again")
+        raise

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install what opsflows needs on a fresh Debian machine: PostgreSQL and Prometheus from
-# Debian's packages, uv from PyPI, then the locked Python environment. Idempotent.
+# Install what opsflows needs on a fresh Debian machine: PostgreSQL, Prometheus, its exporters
+# and Alertmanager from Debian's packages, uv from PyPI, then the locked Python environment.
+# Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,13 @@ compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresq
 command -v pg_dump >/dev/null || need_apt+=(postgresql-client)
 command -v pgbench >/dev/null || need_apt+=(postgresql-contrib)
 command -v prometheus >/dev/null || need_apt+=(prometheus)
+# The monitoring the devstack runs beside Prometheus (devstack/exporters.py, alertmanager.py).
+command -v prometheus-node-exporter >/dev/null || need_apt+=(prometheus-node-exporter)
+command -v prometheus-postgres-exporter >/dev/null || need_apt+=(prometheus-postgres-exporter)
+command -v prometheus-blackbox-exporter >/dev/null || need_apt+=(prometheus-blackbox-exporter)
+command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)
+# The TLS endpoint's self-signed certificate (devstack/tlsendpoint.py).
+command -v openssl >/dev/null || need_apt+=(openssl)
 command -v zstd >/dev/null || need_apt+=(zstd)
 command -v runuser >/dev/null || need_apt+=(util-linux)
 # The browser tests (tests/e2e/test_ui_approval.py) drive Debian's Chromium with Playwright.

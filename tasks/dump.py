@@ -3,9 +3,11 @@
 No temporary file: ``pg_dump -Fc`` writes into a pipe, a reader thread cuts the stream into
 parts (SHA-256 computed on the way) and hands them through a bounded queue to the uploader,
 so memory is a few parts whatever the database size. The snapshot is exported from a
-REPEATABLE READ transaction (``pg_export_snapshot()``) that stays open for the whole dump:
-``pg_dump --snapshot`` reads exactly what the fingerprint queries count. Any failure aborts
-the multipart upload, so no orphan parts and no object are left behind.
+REPEATABLE READ transaction that stays open for the whole dump: ``pg_dump --snapshot`` reads
+exactly what the fingerprint queries count (:mod:`tasks.fingerprint`). Any failure aborts the
+multipart upload, so no orphan parts and no object are left behind. No wait is unbounded: a
+stream that stops moving is judged stalled (:mod:`tasks.pipes`), which kills the tools and
+aborts the upload too.
 """
 
 from __future__ import annotations
@@ -14,172 +16,47 @@ import contextlib
 import fcntl
 import shutil
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import IO, Any
 
-import psycopg
 from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
-from psycopg import sql
 
 from blocks.postgres import PostgresTarget
 from blocks.storage import BackupStore
-from decisions.backups import Fingerprint, TableFingerprint
+from decisions.backups import Fingerprint
 from opsflows import retry
 from opsflows.errors import (
     ConfigurationError,
+    OpsError,
     PermanentError,
+    Stalled,
+    Throttled,
     scrub,
 )
+from opsflows.settings import Settings, get_settings
+from tasks.fingerprint import Snapshot, exported_snapshot, fingerprint_in
 from tasks.multipart import MultipartUpload, UploadResult
-from tasks.postgres import connect, pg_errors
+from tasks.pipes import (
+    StallWatch,
+    StderrTails,
+    cpu_ticks,
+    kill_group,
+    pg_tool,
+    program,
+    reap,
+    spawn,
+    stop_all,
+    written_bytes,
+)
+from tasks.postgres import sever
 from tasks.storage import aws_errors
 
-# No "%" anywhere in these queries: GX runs them through SQLAlchemy with "%" escaped for
-# the driver and never unescaped, which would change what they compute.
-
-#: Tables whose data pg_dump writes: ordinary and partitioned tables outside the system
-#: schemas that do not belong to an extension.
-TABLES_SQL = """
-SELECT n.nspname, c.relname,
-       (SELECT a.attname FROM pg_index i
-          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-         WHERE i.indrelid = c.oid AND i.indisprimary AND i.indnkeyatts = 1
-           AND a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)) AS pk
-  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind IN ('r', 'p')
-   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-   AND NOT starts_with(n.nspname, 'pg_toast') AND NOT starts_with(n.nspname, 'pg_temp')
-   AND NOT EXISTS (SELECT 1 FROM pg_depend d
-                    WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
-                      AND d.deptype = 'e')
- ORDER BY 1, 2
-"""
-
-_USER_SCHEMA = (
-    "{n}.nspname NOT IN ('pg_catalog', 'information_schema')"
-    " AND NOT starts_with({n}.nspname, 'pg_toast') AND NOT starts_with({n}.nspname, 'pg_temp')"
-)
-
-#: One hex SHA-256 over a sorted description of columns, constraints and indexes. Run it
-#: with ``search_path = pg_catalog`` so every name it prints is schema-qualified the same
-#: way in the dumped and the restored database (no OIDs, no owners).
-SCHEMA_HASH_SQL = f"""
-SELECT encode(sha256(convert_to(coalesce(string_agg(line, E'\\n' ORDER BY line), ''),
-                                'UTF8')), 'hex') AS schema_hash
-  FROM (
-    SELECT concat_ws(' ', 'column', quote_ident(n.nspname) || '.' || quote_ident(c.relname),
-                     row_number() OVER (PARTITION BY c.oid ORDER BY a.attnum),
-                     quote_ident(a.attname), format_type(a.atttypid, a.atttypmod),
-                     'notnull=' || a.attnotnull,
-                     'default=' || coalesce(pg_get_expr(d.adbin, d.adrelid), '')) AS line
-      FROM pg_attribute a
-      JOIN pg_class c ON c.oid = a.attrelid
-      JOIN pg_namespace n ON n.oid = c.relnamespace
-      LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-     WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
-       AND {_USER_SCHEMA.format(n="n")}
-    UNION ALL
-    SELECT concat_ws(' ', 'constraint', quote_ident(n.nspname) || '.' || quote_ident(c.relname),
-                     quote_ident(k.conname), pg_get_constraintdef(k.oid))
-      FROM pg_constraint k
-      JOIN pg_class c ON c.oid = k.conrelid
-      JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE {_USER_SCHEMA.format(n="n")}
-    UNION ALL
-    SELECT 'index ' || pg_get_indexdef(i.indexrelid)
-      FROM pg_index i
-      JOIN pg_class c ON c.oid = i.indexrelid
-      JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE {_USER_SCHEMA.format(n="n")}
-  ) AS schema_lines
-"""
-
-_READ_CHUNK = 1024 * 1024
 _PIPE_SIZE = 1024 * 1024
-
-
-def pg_tool(name: str, server_version_num: int) -> str:
-    """The client tool matching the server's major version (Debian layout), else PATH's."""
-    candidate = Path(f"/usr/lib/postgresql/{server_version_num // 10000}/bin") / name
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which(name)
-    if found is None:
-        raise PermanentError(f"{name} not found", hint="install the postgresql-client package")
-    return found
-
-
-def table_rows_query(tables: list[tuple[str, str, str | None]]) -> sql.Composed:
-    """``SELECT name, count(*), max(pk)`` for every table, as one UNION ALL query."""
-    selects = [
-        sql.SQL(
-            "SELECT {label} AS table_name, count(*)::bigint AS row_count, {mx} AS max_pk"
-            " FROM {schema}.{table}"
-        ).format(
-            label=sql.Literal(f"{schema}.{table}"),
-            mx=sql.SQL("max({})::bigint").format(sql.Identifier(pk))
-            if pk
-            else sql.SQL("NULL::bigint"),
-            schema=sql.Identifier(schema),
-            table=sql.Identifier(table),
-        )
-        for schema, table, pk in tables
-    ]
-    return sql.SQL(" UNION ALL ").join(selects)
-
-
-def take_fingerprint(conn: psycopg.Connection[Any]) -> Fingerprint:
-    """Row counts, max primary keys and the schema hash, in the connection's snapshot."""
-    tables = [(str(s), str(t), pk) for s, t, pk in conn.execute(TABLES_SQL).fetchall()]
-    counted: list[TableFingerprint] = []
-    if tables:
-        for name, rows, max_pk in conn.execute(table_rows_query(tables)).fetchall():
-            counted.append(TableFingerprint(name=str(name), rows=int(rows), max_pk=max_pk))
-    conn.execute("SET LOCAL search_path TO pg_catalog")
-    row = conn.execute(SCHEMA_HASH_SQL).fetchone()
-    assert row is not None
-    return Fingerprint(tables=tuple(sorted(counted, key=lambda t: t.name)), schema_hash=str(row[0]))
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """An exported snapshot and what the server said when it was taken."""
-
-    snapshot_id: str
-    taken_at: datetime
-    server_version: str
-    server_version_num: int
-
-
-@contextlib.contextmanager
-def exported_snapshot(
-    target: PostgresTarget,
-) -> Iterator[tuple[psycopg.Connection[Any], Snapshot]]:
-    """A REPEATABLE READ, READ ONLY transaction that exports its snapshot; held open."""
-    with connect(target, autocommit=False) as conn:
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        row = conn.execute(
-            "SELECT pg_export_snapshot(), now(), current_setting('server_version'),"
-            " current_setting('server_version_num')::int"
-        ).fetchone()
-        assert row is not None
-        snap = Snapshot(str(row[0]), row[1].astimezone(UTC), str(row[2]), int(row[3]))
-        try:
-            yield conn, snap
-        finally:
-            with contextlib.suppress(psycopg.Error):
-                conn.rollback()
-
-
-# --- the task ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -220,19 +97,6 @@ class _Progress:
             )
 
 
-def _program(proc: subprocess.Popen[bytes]) -> str:
-    """The program name of ``proc`` (for messages)."""
-    args = proc.args
-    first = args[0] if isinstance(args, list | tuple) else args
-    return Path(str(first)).name
-
-
-def _drain(stream: IO[bytes], into: list[bytes]) -> None:
-    for line in stream:
-        into.append(line)
-        del into[:-40]
-
-
 def parse_compression(spec: str) -> tuple[str, int]:
     """``"zstd:1"`` / ``"gzip:6"`` / ``"none"`` → (method, level); bad specs are config errors."""
     method, _, level = spec.partition(":")
@@ -268,16 +132,16 @@ def _start_dump(
     """Start pg_dump (and ``zstd`` behind it); the processes and the stream to upload.
 
     zstd runs as its own process fed by pg_dump's pipe, so compression never holds the
-    GIL of the flow process and uses the second core.
+    GIL of the flow process and uses the second core. Each runs in its own process group.
     """
     gzip_level = level if method == "gzip" else 0
-    dump = subprocess.Popen(
+    dump = spawn(
         [*argv, f"--compress={gzip_level}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
     )
     assert dump.stdout is not None
     if method != "zstd":
         return [dump], dump.stdout
-    zstd = subprocess.Popen(
+    zstd = spawn(
         ["zstd", f"-{level}", "-T0", "-q", "-c"],
         stdin=dump.stdout,
         stdout=subprocess.PIPE,
@@ -286,6 +150,10 @@ def _start_dump(
     dump.stdout.close()  # zstd owns the read end now: pg_dump sees EPIPE if zstd dies
     assert zstd.stdout is not None
     return [dump, zstd], zstd.stdout
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 @task(name="dump database to S3", **retry.HEAVY)
@@ -300,6 +168,12 @@ def dump_to_s3(
 ) -> DumpResult:
     """Stream ``pg_dump -Fc`` of ``target`` into ``key``; fingerprint in the same snapshot.
 
+    Every wait is bounded (``Settings``): the stream by progress (``dump_stall_s`` without
+    a byte), table locks by ``--lock-wait-timeout``, the tools' exit by ``process_exit_s``
+    and the fingerprint by ``fingerprint_timeout_s``. A stall kills pg_dump and zstd (with
+    their process groups), aborts the multipart upload, cuts the snapshot session and
+    raises ``Stalled``.
+
     Args:
         target: database to dump (credentials reach pg_dump through its environment).
         store: backup bucket.
@@ -310,60 +184,63 @@ def dump_to_s3(
         expected_bytes: expected dump size, for the progress artifact only.
     """
     logger = get_run_logger()
+    settings = get_settings()
     method, level = effective_compression(compression)
     client = store.s3_client()
     started = datetime.now(UTC)
     progress = _Progress("backup-upload", expected_bytes)
     secret = target.password.get_secret_value()
-    with exported_snapshot(target) as (conn, snap), ThreadPoolExecutor(1) as pool:
+    with exported_snapshot(target) as (conn, snap):
         argv = [
             pg_tool("pg_dump", snap.server_version_num),
             "--format=custom",
             f"--snapshot={snap.snapshot_id}",
+            f"--lock-wait-timeout={_ms(settings.pg_lock_wait_timeout_s)}",
             "--no-password",
+            f"--dbname={target.tool_dbname()}",
         ]
         env = {"PATH": "/usr/bin:/bin", **target.libpq_env()}
         logger.info("dumping %s (snapshot %s) to %s", target.describe(), snap.snapshot_id, key)
         procs, stream = _start_dump(argv, method, level, env)
         with contextlib.suppress(OSError):
             fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
-        errors: list[list[bytes]] = [[] for _ in procs]
-        drainers = [
-            threading.Thread(target=_drain, args=(p.stderr, errs), daemon=True)
-            for p, errs in zip(procs, errors, strict=True)
-        ]
-        for thread in drainers:
-            thread.start()
+        stderr = StderrTails(procs)
+        watch = StallWatch(
+            f"the dump of {target.describe()}",
+            settings.dump_stall_s,
+            hint="pg_dump stopped receiving data (a hung server, network or proxy); it was "
+            "killed and the upload aborted. Check the server and the network, then run again",
+            counters=[lambda: written_bytes(procs[0]), lambda: cpu_ticks(procs[0])],
+        )
 
         def stop() -> None:
             for p in procs:
-                with contextlib.suppress(OSError):
-                    p.kill()
+                kill_group(p)
 
-        fingerprint = pool.submit(_fingerprint, target, conn)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="fingerprint")
+        fingerprint = pool.submit(fingerprint_in, target, conn, settings.fingerprint_timeout_s)
         try:
             with MultipartUpload(client, store.bucket, key) as upload:
-                size, digest = upload.feed(stream, part_size, progress, stop_source=stop)
-                codes = [p.wait() for p in procs]
-                for thread in drainers:
-                    thread.join(timeout=5)
-                if any(codes) and fingerprint.exception() is not None:
+                size, digest = upload.feed(
+                    stream, part_size, progress, stop_source=stop, watch=watch
+                )
+                codes = reap(procs, settings.process_exit_s, "the end of the dump stream")
+                if any(codes) and _failed(fingerprint):
                     # A failed fingerprint query ends the exporting transaction, which
                     # makes pg_dump fail too: report the cause, not the consequence.
                     fingerprint.result()
-                for p, code, errs in zip(procs, codes, errors, strict=True):
+                for i, (p, code) in enumerate(zip(procs, codes, strict=True)):
                     if code != 0:
-                        text = scrub(b"".join(errs).decode(errors="replace").strip(), secret)
-                        raise PermanentError(
-                            f"{_program(p)} for {target.describe()} exited with {code}: {text}",
-                            hint="read the message; is the role allowed to read every table?",
-                        )
-                prints = fingerprint.result()
+                        text = scrub(stderr.text(i), secret)
+                        raise _tool_failed(program(p), target, code, text, settings)
+                prints = _await(fingerprint, target, settings.fingerprint_timeout_s)
                 upload.complete()
+        except BaseException:
+            sever(conn)  # a session stuck on a hung peer must not hold the cleanup either
+            raise
         finally:
-            stop()
-            for p in procs:
-                p.wait()
+            stop_all(procs, settings.process_exit_s)
+            pool.shutdown(wait=False, cancel_futures=True)
     parts = len(upload.parts)
     with aws_errors(f"tag {key}"):
         client.put_object_tagging(
@@ -383,6 +260,38 @@ def dump_to_s3(
     )
 
 
-def _fingerprint(target: PostgresTarget, conn: psycopg.Connection[Any]) -> Fingerprint:
-    with pg_errors(target, f"fingerprint {target.describe()}"):
-        return take_fingerprint(conn)
+def _tool_failed(
+    name: str, target: PostgresTarget, code: int, text: str, settings: Settings
+) -> OpsError:
+    # pg_dump bounds its LOCK TABLE with statement_timeout (--lock-wait-timeout).
+    if ("LOCK TABLE" in text and "timeout" in text) or "could not obtain lock" in text:
+        return Throttled(
+            f"{name} could not lock a table of {target.describe()} within "
+            f"{settings.pg_lock_wait_timeout_s:g} s: {text}",
+            hint="a long transaction or a migration holds a table lock; retried. If it "
+            "lasts, find it in pg_locks or raise OPSFLOWS_PG_LOCK_WAIT_TIMEOUT_S",
+        )
+    return PermanentError(
+        f"{name} for {target.describe()} exited with {code}: {text}",
+        hint="read the message; is the role allowed to read every table?",
+    )
+
+
+def _failed(fingerprint: Future[Fingerprint]) -> bool:
+    """Whether the fingerprint failed (it had a moment to finish: it may be why pg_dump did)."""
+    try:
+        return fingerprint.exception(timeout=5) is not None
+    except TimeoutError:
+        return False
+
+
+def _await(fingerprint: Future[Fingerprint], target: PostgresTarget, bound_s: float) -> Fingerprint:
+    try:
+        return fingerprint.result(timeout=bound_s)
+    except TimeoutError as exc:
+        raise Stalled(
+            f"the fingerprint of {target.describe()} did not finish within {bound_s:g} s "
+            "after the dump",
+            hint="counting rows took too long (or the session hung); raise "
+            "OPSFLOWS_FINGERPRINT_TIMEOUT_S for a database this large, then run again",
+        ) from exc

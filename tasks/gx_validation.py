@@ -24,7 +24,7 @@ from urllib.parse import quote, urlencode
 
 import psycopg
 
-from blocks.postgres import PostgresTarget
+from blocks.postgres import PostgresTarget, keepalive_params
 from decisions.expectation_suites import SuiteResult, TableSuite, columns_of
 from opsflows.errors import ConfigurationError, OpsError, PermanentError, scrub
 from tasks.postgres import connect, translate
@@ -62,6 +62,7 @@ def sqlalchemy_url(target: PostgresTarget, database: str) -> str:
         "connect_timeout": str(target.connect_timeout),
         "application_name": APPLICATION_NAME,
         "options": "-c search_path=pg_catalog",
+        **keepalive_params(),
     }
     host = target.host
     if host.startswith("/"):

@@ -1,25 +1,32 @@
-"""Apply schema migrations to PostgreSQL, one file at a time, without stalling the application.
+"""Apply schema migrations to PostgreSQL in units, without stalling the application.
 
-Each transactional file runs in its own transaction with ``SET LOCAL lock_timeout`` and
-``statement_timeout``, and is recorded in ``schema_migrations`` in that same transaction: a
-failure leaves the schema and the table exactly as they were. A file that must run outside
-a transaction (``CREATE INDEX CONCURRENTLY`` ...) runs statement by statement in autocommit
-with the same timeouts set for the session, and is recorded after its last statement; an
-index a killed earlier attempt left INVALID is dropped (concurrently) before building again.
+Pending files are applied in units (:func:`decisions.migrations.apply_units`). Consecutive
+transactional files run in ONE transaction with ``SET LOCAL lock_timeout`` and
+``statement_timeout``, each recorded in ``schema_migrations`` in that same transaction: a
+failure in any of them leaves the schema and the table exactly as they were before the unit.
+A file that must run outside a transaction (``CREATE INDEX CONCURRENTLY`` ...) is a unit of
+its own: it runs statement by statement in autocommit with the same timeouts set for the
+session, and is recorded after its last statement; an index a killed earlier attempt left
+INVALID is dropped (concurrently) before building again. Its statements are guarded with
+``IF [NOT] EXISTS`` or repeatable (the plan refuses others), so after a partial failure the
+whole file runs again safely.
+
+A failing statement's error carries where it failed (:func:`failed_at`): the file and line,
+for the failure report (:mod:`decisions.migration_failure`). Literals of a statement that
+names a credential are masked in the error.
 
 A lock not granted within ``lock_timeout`` (``LockNotAvailable``) becomes
-:class:`~opsflows.errors.Throttled` and is retried with backoff: waiting for a lock queues
-every later query on that table behind us, so we give up quickly and come back instead.
+:class:`~opsflows.errors.Throttled` and the unit is retried with backoff: waiting for a lock
+queues every later query on that table behind us, so we give up quickly and come back instead.
 A session advisory lock keeps two migrators off the same database.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,14 +37,8 @@ from psycopg import errors as pgerr
 from psycopg import sql
 
 from blocks.postgres import PostgresTarget
-from decisions.migrations import (
-    Applied,
-    ApplyPolicy,
-    Expectation,
-    MigrationPlan,
-    SchemaSnapshot,
-    check_expectations,
-)
+from decisions.migration_failure import FailedAt
+from decisions.migrations import Applied, ApplyPolicy, ApplyUnit, MigrationPlan
 from decisions.sql_locks import Statement, concurrent_index_names
 from opsflows import retry
 from opsflows.errors import (
@@ -46,6 +47,7 @@ from opsflows.errors import (
     PermanentError,
     Throttled,
     TransientError,
+    statement_secrets,
 )
 from tasks.postgres import connect, pg_errors, translate
 
@@ -65,6 +67,20 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 #: pg_advisory_lock key shared by every opsflows migrator ("opsflows migrate").
 ADVISORY_KEY = 0x6F7073_6D696772
+_PLACE = "migration_failed_at"
+
+
+def _placed(err: OpsError, at: FailedAt | None) -> OpsError:
+    """``err`` carrying where the migration failed (kept when the error is pickled)."""
+    if at is not None:
+        vars(err)[_PLACE] = at
+    return err
+
+
+def failed_at(exc: BaseException) -> FailedAt | None:
+    """Where a migration error says it failed: file and line; None when it does not say."""
+    at = vars(exc).get(_PLACE)
+    return at if isinstance(at, FailedAt) else None
 
 
 @dataclass(frozen=True)
@@ -146,9 +162,12 @@ def _recorded(conn: psycopg.Connection[Any], plan: MigrationPlan) -> bool:
     row = conn.execute("SELECT checksum FROM schema_migrations WHERE name = %s", (m.name,))
     found = row.fetchone()
     if found and found[0] != m.checksum:
-        raise ConfigurationError(
-            f"{m.name} was edited after it was applied (recorded sha256 {str(found[0])[:12]})",
-            hint="restore the file and put the change in a new migration",
+        raise _placed(
+            ConfigurationError(
+                f"{m.name} was edited after it was applied (recorded sha256 {str(found[0])[:12]})",
+                hint="restore the file and put the change in a new migration",
+            ),
+            FailedAt(m.name),
         )
     return found is not None
 
@@ -160,13 +179,17 @@ def _run(
         conn.execute(stmt.sql.encode())
     except psycopg.Error as exc:
         err = _translate(exc, target, f"migration {plan.migration.name} line {stmt.line}")
-        if plan.transactional or stmt is plan.migration.statements[0]:
-            raise err from exc
-        raise type(err)(
-            err.message,
-            hint="the statements before it are committed (this file runs outside a"
-            " transaction); they are idempotent, so fix the cause and re-run",
-        ) from exc
+        message, hint = err.message, err.hint
+        for value in statement_secrets(stmt.sql):
+            message = message.replace(value, "***")
+        if not plan.transactional and stmt is not plan.migration.statements[0]:
+            hint = (
+                "the statements before it are committed (this file runs outside a"
+                " transaction); each is guarded with IF [NOT] EXISTS or repeatable (the plan"
+                " checks it), so fix the cause and re-run"
+            )
+        at = FailedAt(plan.migration.name, stmt.line)
+        raise _placed(type(err)(message, hint=hint), at) from exc
 
 
 def _drop_invalid(conn: psycopg.Connection[Any], names: Iterable[str], log: Logger) -> None:
@@ -183,10 +206,10 @@ def _drop_invalid(conn: psycopg.Connection[Any], names: Iterable[str], log: Logg
             )
 
 
-def _attempt(
+def _apply_file(
+    conn: psycopg.Connection[Any],
     target: PostgresTarget,
     plan: MigrationPlan,
-    policy: ApplyPolicy,
     applied_by: str,
     attempt: int,
     log: Logger,
@@ -194,26 +217,74 @@ def _attempt(
     m = plan.migration
     started = time.monotonic()
     result: dict[str, Any] = {"name": m.name, "transactional": plan.transactional}
-    with _session(target, f"migration {m.name}") as conn:
-        tx = conn.transaction() if plan.transactional else contextlib.nullcontext()
-        with tx:
-            _set_timeouts(conn, policy, local=plan.transactional)
-            _claim(conn, xact=plan.transactional)
-            conn.execute(DDL)
-            if _recorded(conn, plan):
-                return {**result, "skipped": True, "attempts": attempt, "duration_s": 0.0}
-            if not plan.transactional:
-                _drop_invalid(conn, concurrent_index_names(m.statements), log)
-            for stmt in m.statements:
-                _run(conn, target, plan, stmt)
-            duration = round(time.monotonic() - started, 3)
-            conn.execute(
-                "INSERT INTO schema_migrations"
-                " (name, checksum, duration_s, applied_by, transactional, attempts)"
-                " VALUES (%s, %s, %s, %s, %s, %s)",
-                (m.name, m.checksum, duration, applied_by, plan.transactional, attempt),
-            )
+    if _recorded(conn, plan):
+        return {**result, "skipped": True, "attempts": attempt, "duration_s": 0.0}
+    if not plan.transactional:
+        _drop_invalid(conn, concurrent_index_names(m.statements), log)
+    for stmt in m.statements:
+        _run(conn, target, plan, stmt)
+    duration = round(time.monotonic() - started, 3)
+    conn.execute(
+        "INSERT INTO schema_migrations"
+        " (name, checksum, duration_s, applied_by, transactional, attempts)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        (m.name, m.checksum, duration, applied_by, plan.transactional, attempt),
+    )
     return {**result, "skipped": False, "attempts": attempt, "duration_s": duration}
+
+
+def _attempt(
+    target: PostgresTarget,
+    unit: ApplyUnit,
+    policy: ApplyPolicy,
+    applied_by: str,
+    attempt: int,
+    log: Logger,
+) -> list[dict[str, Any]]:
+    with _session(target, f"migration {', '.join(unit.names)}") as conn:
+        tx = conn.transaction() if unit.transactional else contextlib.nullcontext()
+        with tx:
+            _set_timeouts(conn, policy, local=unit.transactional)
+            _claim(conn, xact=unit.transactional)
+            conn.execute(DDL)
+            return [_apply_file(conn, target, f, applied_by, attempt, log) for f in unit.files]
+
+
+def apply_unit(
+    target: PostgresTarget,
+    unit: ApplyUnit,
+    policy: ApplyPolicy,
+    applied_by: str,
+    *,
+    log: Logger | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[dict[str, Any]]:
+    """Apply one unit (all its files or none of them), retrying transient failures (lock
+    timeouts) of the whole unit with backoff.
+
+    Returns, per file: ``name``, ``transactional``, ``skipped`` (already recorded, same
+    checksum), ``attempts`` and ``duration_s``. Raises the last transient error once the
+    retries are spent, and any permanent error at once; :func:`failed_at` says where.
+    """
+    logger = log or _LOG
+    delays = policy.delays()
+    for attempt in range(1, len(delays) + 2):
+        try:
+            return _attempt(target, unit, policy, applied_by, attempt, logger)
+        except TransientError as exc:
+            if attempt > len(delays):
+                raise _placed(
+                    type(exc)(
+                        f"{exc.message} (gave up after {attempt} attempts)",
+                        hint="find the long transaction holding the table (pg_stat_activity,"
+                        " pg_locks) or run at a quieter time",
+                    ),
+                    failed_at(exc),
+                ) from exc
+            wait = delays[attempt - 1]
+            logger.warning("attempt %d: %s; retrying in %.1f s", attempt, exc.message, wait)
+            sleep(wait)
+    raise AssertionError("unreachable")
 
 
 def apply_migration(
@@ -225,145 +296,51 @@ def apply_migration(
     log: Logger | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
-    """Apply one file, retrying transient failures (lock timeouts) with backoff.
-
-    Returns ``name``, ``transactional``, ``skipped`` (already recorded, same checksum),
-    ``attempts`` and ``duration_s``. Raises the last transient error once the retries are
-    spent, and any permanent error at once.
-    """
-    logger = log or _LOG
-    delays = policy.delays()
-    for attempt in range(1, len(delays) + 2):
-        try:
-            return _attempt(target, plan, policy, applied_by, attempt, logger)
-        except TransientError as exc:
-            if attempt > len(delays):
-                raise type(exc)(
-                    f"{exc.message} (gave up after {attempt} attempts)",
-                    hint="find the long transaction holding the table (pg_stat_activity,"
-                    " pg_locks) or run at a quieter time",
-                ) from exc
-            wait = delays[attempt - 1]
-            logger.warning("attempt %d: %s; retrying in %.1f s", attempt, exc.message, wait)
-            sleep(wait)
-    raise AssertionError("unreachable")
+    """Apply one file as a unit of its own (:func:`apply_unit`); its result."""
+    return apply_unit(target, ApplyUnit((plan,)), policy, applied_by, log=log, sleep=sleep)[0]
 
 
-_RELS = """
-WITH rels AS (
-    SELECT c.oid, n.nspname, c.relname, c.relkind
-    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
-      AND c.relkind <> 't' AND c.relname NOT IN ('schema_migrations', 'schema_migrations_pkey')
-)
-"""
-_HASH = (
-    _RELS
-    + """
-SELECT 'rel ' || nspname || '.' || relname || ' ' || relkind::text FROM rels
-UNION ALL
-SELECT 'col ' || r.nspname || '.' || r.relname || '.' || a.attnum || ' ' || a.attname || ' '
-       || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull || ' '
-       || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
-FROM rels r JOIN pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
-LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-UNION ALL
-SELECT 'con ' || r.nspname || '.' || r.relname || ' ' || co.conname || ' '
-       || pg_get_constraintdef(co.oid) || ' valid=' || co.convalidated
-FROM rels r JOIN pg_constraint co ON co.conrelid = r.oid
-UNION ALL
-SELECT 'idx ' || pg_get_indexdef(i.indexrelid) || ' valid=' || i.indisvalid
-FROM rels r JOIN pg_index i ON i.indexrelid = r.oid
-UNION ALL
-SELECT 'trg ' || pg_get_triggerdef(t.oid) FROM rels r JOIN pg_trigger t ON t.tgrelid = r.oid
-WHERE NOT t.tgisinternal
-UNION ALL
-SELECT 'view ' || nspname || '.' || relname || ' ' || md5(pg_get_viewdef(oid)) FROM rels
-WHERE relkind IN ('v', 'm')
-UNION ALL
-SELECT 'type ' || n.nspname || '.' || t.typname || ' ' || t.typtype::text || ' '
-       || coalesce(string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder), '')
-FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-LEFT JOIN pg_enum e ON e.enumtypid = t.oid
-WHERE t.typtype IN ('e', 'd') AND n.nspname <> 'information_schema'
-  AND n.nspname NOT LIKE 'pg\\_%'
-GROUP BY n.nspname, t.typname, t.typtype
-UNION ALL
-SELECT 'fn ' || n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid)
-       || ') ' || md5(coalesce(p.prosrc, ''))
-FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-WHERE n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
-"""
-)
-_SNAPSHOT = (
-    _RELS
-    + """
-SELECT 'table', nspname, relname, NULL::name, NULL::boolean FROM rels
-WHERE relkind IN ('r', 'p', 'v', 'm', 'f')
-UNION ALL
-SELECT 'column', r.nspname, r.relname, a.attname, NULL::boolean
-FROM rels r JOIN pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
-WHERE r.relkind IN ('r', 'p', 'v', 'm', 'f')
-UNION ALL
-SELECT 'index', r.nspname, r.relname, NULL::name, i.indisvalid
-FROM rels r JOIN pg_index i ON i.indexrelid = r.oid
-"""
-)
-
-
-def schema_fingerprint(target: PostgresTarget) -> tuple[str, int]:
-    """SHA-256 over the user schema (tables, columns, constraints, indexes and their
-    validity, triggers, views, enums/domains, functions) and the number of objects hashed;
-    ``schema_migrations`` itself is left out."""
+def index_states(
+    target: PostgresTarget, names: Sequence[str]
+) -> tuple[dict[str, bool | None], frozenset[str]]:
+    """Each named index's validity (None: no such index), and every INVALID index of the
+    database by its qualified name (``pg_index.indisvalid``)."""
     with connect(target) as conn:
-        lines = sorted(str(r[0]) for r in conn.execute(_HASH).fetchall() if r[0] is not None)
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest(), len(lines)
+        named = conn.execute(
+            "SELECT n, (SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid ="
+            " to_regclass(n)) FROM unnest(%s::text[]) AS n",
+            (list(names),),
+        ).fetchall()
+        invalid = conn.execute(
+            "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid"
+        ).fetchall()
+    return {str(n): v for n, v in named}, frozenset(str(r[0]) for r in invalid)
 
 
-def schema_snapshot(target: PostgresTarget) -> SchemaSnapshot:
-    """Tables, columns and indexes (with validity), lowercase, with and without schema."""
-    tables: set[str] = set()
-    columns: set[str] = set()
-    indexes: dict[str, bool] = {}
-    with connect(target) as conn:
-        for kind, nsp, rel, col, valid in conn.execute(_SNAPSHOT).fetchall():
-            names = (rel.lower(), f"{nsp}.{rel}".lower())
-            if kind == "table":
-                tables.update(names)
-            elif kind == "column":
-                columns.update(f"{n}.{col.lower()}" for n in names)
-            else:
-                indexes.update(dict.fromkeys(names, bool(valid)))
-    return SchemaSnapshot(frozenset(tables), frozenset(columns), indexes)
-
-
-@task(name="apply migration", **retry.ONCE)
-def apply_one(
-    target: PostgresTarget, plan: MigrationPlan, policy: ApplyPolicy, applied_by: str
-) -> dict[str, Any]:
-    """Apply one migration file with lock/statement timeouts; lock timeouts retry inside.
+@task(name="apply migrations", **retry.ONCE)
+def apply_batch(
+    target: PostgresTarget, unit: ApplyUnit, policy: ApplyPolicy, applied_by: str
+) -> list[dict[str, Any]]:
+    """Apply one unit of migration files (all or none) with lock/statement timeouts; lock
+    timeouts retry the unit inside.
 
     Args:
         target: Database to migrate.
-        plan: The file's plan (statements, transaction mode).
+        unit: The files (one transaction, or one file outside a transaction).
         policy: Timeouts and lock-timeout retry schedule.
         applied_by: Recorded in ``schema_migrations.applied_by`` (the flow run id).
     """
-    return apply_migration(target, plan, policy, applied_by, log=get_run_logger())
+    return apply_unit(target, unit, policy, applied_by, log=get_run_logger())
 
 
-@task(name="hash schema", **retry.NETWORK)
-def hash_schema(target: PostgresTarget) -> str:
-    """Fingerprint the database schema (SHA-256), to compare before and after."""
-    return schema_fingerprint(target)[0]
-
-
-@task(name="verify migrated schema", **retry.NETWORK)
-def verify_schema(target: PostgresTarget, expectations: tuple[Expectation, ...]) -> tuple[str, ...]:
-    """Check the tables, columns and indexes the migrations declared; the failures.
+@task(name="inspect indexes", **retry.NETWORK)
+def inspect_indexes(
+    target: PostgresTarget, names: Sequence[str] = ()
+) -> tuple[dict[str, bool | None], frozenset[str]]:
+    """:func:`index_states` as a task: for the failure report of a migration.
 
     Args:
-        target: Database that was migrated.
-        expectations: The ``-- verify:`` declarations of the applied files, folded in order.
+        target: The migrated database.
+        names: Indexes a file builds or drops CONCURRENTLY, as it spells them.
     """
-    return check_expectations(expectations, schema_snapshot(target))
+    return index_states(target, names)

@@ -4,6 +4,8 @@ A reader thread cuts the source into parts (hashing them) and hands them through
 queue to the uploader, so memory is a few parts whatever the size. The upload is either
 completed or aborted (``with MultipartUpload(...)``): a failure never leaves orphan parts.
 Transient part failures are retried here; a lasting failure propagates to the task retry.
+The uploader never waits unboundedly for the reader: a source that stops producing bytes is
+judged by a :class:`~tasks.pipes.StallWatch`, which ends the upload with ``Stalled``.
 """
 
 from __future__ import annotations
@@ -17,8 +19,12 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from decisions.parts import S3_MAX_PARTS, part_size_for
-from opsflows.errors import PermanentError, TransientError, scrub
+from opsflows.errors import PermanentError, Stalled, TransientError, scrub
+from tasks.pipes import POLL_S, StallWatch
 from tasks.storage import aws_errors
+
+#: How long the uploader waits for the reader thread to finish once the source was stopped.
+_READER_JOIN_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,8 @@ class _PartReader(threading.Thread):
         self.source, self.base_part, self.out = source, base_part, out
         self.digest = hashlib.sha256()
         self.size = 0
+        #: Bytes read so far, counted per read (``size`` counts whole parts): progress.
+        self.seen = 0
         self.error: BaseException | None = None
         self.stop = threading.Event()
 
@@ -50,6 +58,10 @@ class _PartReader(threading.Thread):
             except queue.Full:
                 continue
         return False
+
+    def _read(self, into: memoryview) -> int:
+        reader = getattr(self.source, "readinto1", None) or self.source.readinto  # type: ignore[attr-defined]
+        return int(reader(into) or 0)
 
     def run(self) -> None:
         number = 1
@@ -64,10 +76,13 @@ class _PartReader(threading.Thread):
                 view = memoryview(buf)
                 filled = 0
                 while filled < len(buf):
-                    got = self.source.readinto(view[filled:])  # type: ignore[attr-defined]
+                    # One read at a time (readinto would block until the part is full), so
+                    # ``seen`` moves with every byte the producer writes.
+                    got = self._read(view[filled:])
                     if not got:
                         break
                     filled += got
+                    self.seen += got
                 view.release()
                 if filled == 0:
                     break
@@ -147,19 +162,30 @@ class MultipartUpload:
         on_part: Callable[[int, int], None] | None = None,
         depth: int = 2,
         stop_source: Callable[[], None] | None = None,
+        watch: StallWatch | None = None,
     ) -> tuple[int, str]:
         """Upload everything ``source`` yields; (bytes, sha256 hex).
 
         ``depth`` parts may wait in the queue (memory is about ``depth + 2`` parts);
         ``stop_source`` ends the producer when the upload fails, so the reader can finish.
+        ``watch`` judges the source while the uploader waits for a part (the bytes the
+        reader got count as progress; time spent uploading does not count as silence) and
+        raises ``Stalled`` when it stopped producing.
         """
         parts: queue.Queue[Any] = queue.Queue(maxsize=depth)
         reader = _PartReader(source, base_part, parts)
+        if watch is not None:
+            watch.add(lambda: reader.seen)
         reader.start()
         ok = False
         try:
             while True:
-                item = parts.get()
+                try:
+                    item = parts.get(timeout=POLL_S)
+                except queue.Empty:
+                    if watch is not None:
+                        watch.check()
+                    continue
                 if item is None:
                     break
                 number, data = item
@@ -167,12 +193,19 @@ class MultipartUpload:
                 del data, item
                 if on_part is not None:
                     on_part(number, reader.size)
+                if watch is not None:
+                    watch.busy()
             ok = True
         finally:
             if not ok and stop_source is not None:
                 stop_source()
             reader.stop.set()
-            reader.join()
+            reader.join(timeout=_READER_JOIN_S)
+        if reader.is_alive():
+            raise Stalled(
+                f"reading the dump stream did not finish within {_READER_JOIN_S:g} s of its end",
+                hint="the producer hung; it was stopped, run again",
+            )
         if reader.error is not None:
             raise PermanentError(f"reading the dump stream failed: {scrub(str(reader.error))}")
         return reader.size, reader.digest.hexdigest()

@@ -12,29 +12,8 @@ from prefect.logging import get_run_logger
 from blocks.postgres import PostgresTarget
 from opsflows import retry
 from opsflows.errors import scrub
-from opsflows.oplog import OpLogEntry, render_markdown
+from opsflows.oplog import DDL, OpLogEntry, render_markdown
 from tasks.postgres import connect
-
-DDL = """
-CREATE TABLE IF NOT EXISTS ops_log (
-    id          bigserial PRIMARY KEY,
-    started_at  timestamptz NOT NULL,
-    finished_at timestamptz NOT NULL,
-    operation   text NOT NULL,
-    status      text NOT NULL,
-    reason      text NOT NULL,
-    impact      text NOT NULL,
-    duration_s  double precision NOT NULL,
-    issues      text NOT NULL,
-    follow_up   text NOT NULL,
-    flow_run_id text,
-    details     jsonb NOT NULL DEFAULT '{}'
-);
--- Exactly one entry per flow run: a retried write, or the crashed-run recorder racing the
--- run's own late write, cannot add a second one.
-CREATE UNIQUE INDEX IF NOT EXISTS ops_log_one_per_run ON ops_log (flow_run_id)
-    WHERE flow_run_id IS NOT NULL
-"""
 
 
 def artifact_key(operation: str) -> str:

@@ -1,8 +1,15 @@
-"""PostgreSQL steps. ``psycopg.Error`` is translated here, once, into opsflows errors."""
+"""PostgreSQL steps. ``psycopg.Error`` is translated here, once, into opsflows errors.
+
+Every connection carries ``connect_timeout`` and TCP keepalives (see
+:meth:`blocks.postgres.PostgresTarget.conninfo`); quick queries also get a
+``statement_timeout`` (``Settings.pg_statement_timeout_s``).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +29,7 @@ from opsflows.errors import (
     Throttled,
     scrub,
 )
+from opsflows.settings import get_settings
 
 
 def translate(exc: psycopg.Error, target: PostgresTarget, action: str) -> OpsError:
@@ -66,11 +74,19 @@ def pg_errors(target: PostgresTarget, action: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def connect(
-    target: PostgresTarget, *, database: str | None = None, autocommit: bool = True
+    target: PostgresTarget,
+    *,
+    database: str | None = None,
+    autocommit: bool = True,
+    statement_timeout_s: float | None = None,
 ) -> Iterator[psycopg.Connection[Any]]:
-    """A connection to ``target``; errors on connect and inside the block are translated."""
+    """A connection to ``target``; errors on connect and inside the block are translated.
+
+    ``statement_timeout_s`` bounds every statement of the session on the server.
+    """
+    conninfo = target.conninfo(database, statement_timeout_s=statement_timeout_s)
     with pg_errors(target, f"connect to {target.describe()}"):
-        conn = psycopg.connect(target.conninfo(database), autocommit=autocommit)
+        conn = psycopg.connect(conninfo, autocommit=autocommit)
     try:
         with pg_errors(target, f"query {target.describe()}"), conn:
             yield conn
@@ -78,10 +94,23 @@ def connect(
         conn.close()
 
 
+def sever(conn: psycopg.Connection[Any]) -> None:
+    """Shut the connection's socket down, from any thread, without waiting for the server.
+
+    A query blocked on a peer that stopped answering (keepalives cannot tell: the peer's
+    TCP stack still acknowledges) returns at once with an error; so does a later rollback
+    or close. Used when a stall was detected and the session must not hold the run.
+    """
+    with contextlib.suppress(OSError, psycopg.Error, ValueError):
+        fd = os.dup(conn.fileno())
+        with socket.socket(fileno=fd) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+
+
 @task(name="check PostgreSQL", **retry.NETWORK)
 def check_database(target: PostgresTarget) -> dict[str, Any]:
     """Log in to the database and report the server version and size."""
-    with connect(target) as conn:
+    with connect(target, statement_timeout_s=get_settings().pg_statement_timeout_s) as conn:
         row = conn.execute(
             "SELECT current_setting('server_version'), pg_database_size(current_database()),"
             " (SELECT count(*) FROM pg_stat_activity)"

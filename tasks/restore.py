@@ -13,8 +13,11 @@ only after verification and approval.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import os
 import queue
+import select
 import subprocess
 import threading
 import time
@@ -35,7 +38,8 @@ from opsflows.errors import (
     VerificationFailed,
     scrub,
 )
-from tasks.dump import _program, pg_tool
+from opsflows.settings import get_settings
+from tasks.pipes import POLL_S, StallWatch, StderrTails, pg_tool, program, reap, spawn, stop_all
 from tasks.postgres import connect
 from tasks.scratch import (
     MAINTENANCE_DB,
@@ -49,6 +53,7 @@ from tasks.storage import aws_errors
 
 _CHUNK = 1024 * 1024
 _QUEUE_DEPTH = 16
+_PIPE_SIZE = 1024 * 1024
 
 
 @task(name="drop scratch database", **retry.NETWORK)
@@ -69,17 +74,23 @@ class RestoreResult:
 
 
 class _Downloader(threading.Thread):
-    """Reads the object body in chunks into a bounded queue; ``None`` ends it."""
+    """Reads the object body in chunks into a bounded queue; ``None`` ends it.
+
+    ``got`` counts the bytes read (progress for the stall watch); :meth:`release` unblocks
+    a read stuck on a stalled connection from another thread.
+    """
 
     def __init__(self, body: Any, out: queue.Queue[Any]) -> None:
         super().__init__(name="restore-download", daemon=True)
         self.body, self.out = body, out
         self.error: BaseException | None = None
         self.stop = threading.Event()
+        self.got = 0
 
     def run(self) -> None:
         try:
             for chunk in self.body.iter_chunks(_CHUNK):
+                self.got += len(chunk)
                 while not self.stop.is_set():
                     try:
                         self.out.put(chunk, timeout=0.2)
@@ -99,6 +110,49 @@ class _Downloader(threading.Thread):
             except queue.Full:
                 continue
 
+    def release(self) -> None:
+        """Shut the download's socket (urllib3 ``HTTPResponse.shutdown``), ending a hung read."""
+        self.stop.set()
+        raw = getattr(self.body, "_raw_stream", None)
+        with contextlib.suppress(Exception):
+            raw.shutdown()  # type: ignore[union-attr]
+
+
+class _PipeWriter:
+    """Writes into a tool's stdin, never blocked for more than ``POLL_S`` at a time.
+
+    The pipe is non-blocking; while it is full the writer polls, and each empty poll asks
+    the stall watch whether pg_restore stopped reading. ``written`` counts what it took.
+    """
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.fd = stream.fileno()
+        os.set_blocking(self.fd, False)
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(self.fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+        self.poller = select.poll()
+        self.poller.register(self.fd, select.POLLOUT)
+        self.written = 0
+
+    def write(self, data: bytes, watch: StallWatch) -> None:
+        """All of ``data``; ``BrokenPipeError`` when the tool exited, ``Stalled`` when hung."""
+        view = memoryview(data)
+        while view:
+            if not self.poller.poll(POLL_S * 1000):
+                watch.check()
+                continue
+            try:
+                sent = os.write(self.fd, view)
+            except BlockingIOError:
+                continue
+            view = view[sent:]
+            self.written += sent
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.stream.close()
+
 
 def _start_restore(
     admin: PostgresTarget, database: str, compression: str, version_num: int
@@ -106,28 +160,29 @@ def _start_restore(
     env = {"PATH": "/usr/bin:/bin", **admin.libpq_env(), "PGDATABASE": database}
     argv = [
         pg_tool("pg_restore", version_num),
-        f"--dbname={database}",
+        f"--dbname={admin.tool_dbname(database)}",
         "--exit-on-error",
         "--no-password",
     ]
     if not compression.startswith("zstd"):
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        proc = spawn(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         assert proc.stdin is not None
         return [proc], proc.stdin
-    unzstd = subprocess.Popen(
+    unzstd = spawn(
         ["zstd", "-d", "-q", "-c"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     assert unzstd.stdin is not None and unzstd.stdout is not None
-    proc = subprocess.Popen(argv, stdin=unzstd.stdout, stderr=subprocess.PIPE, env=env)
+    proc = spawn(argv, stdin=unzstd.stdout, stderr=subprocess.PIPE, env=env)
     unzstd.stdout.close()
     return [unzstd, proc], unzstd.stdin
 
 
 def _server_version_num(admin: PostgresTarget) -> int:
-    with connect(admin, database=MAINTENANCE_DB) as conn:
+    quick = get_settings().pg_statement_timeout_s
+    with connect(admin, database=MAINTENANCE_DB, statement_timeout_s=quick) as conn:
         row = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
     assert row is not None
     return int(row[0])
@@ -136,29 +191,48 @@ def _server_version_num(admin: PostgresTarget) -> int:
 def stream_restore(
     store: BackupStore, manifest: Manifest, admin: PostgresTarget, database: str
 ) -> RestoreResult:
-    """Stream the dump into ``pg_restore`` on ``database``; checksum checked before the end."""
+    """Stream the dump into ``pg_restore`` on ``database``; checksum checked before the end.
+
+    Every wait is bounded: the download and pg_restore's intake by progress
+    (``restore_stall_s`` without a byte moving raises ``Stalled``), pg_restore's last
+    phase (indexes, constraints) by ``restore_finish_s``. On any failure the tools are
+    killed with their process groups and the download's connection is shut.
+    """
+    settings = get_settings()
     started = time.monotonic()
     client = store.s3_client()
-    with aws_errors(f"download s3://{store.bucket}/{manifest.dump_key}"):
+    where = f"s3://{store.bucket}/{manifest.dump_key}"
+    with aws_errors(f"download {where}"):
         body = client.get_object(Bucket=store.bucket, Key=manifest.dump_key)["Body"]
     procs, sink = _start_restore(admin, database, manifest.compression, _server_version_num(admin))
-    errors: list[list[bytes]] = [[] for _ in procs]
-    drainers = [
-        threading.Thread(target=lambda p=p, e=e: e.extend(p.stderr), daemon=True)
-        for p, e in zip(procs, errors, strict=True)
-    ]
-    for thread in drainers:
-        thread.start()
+    stderr = StderrTails(procs)
     chunks: queue.Queue[Any] = queue.Queue(maxsize=_QUEUE_DEPTH)
     downloader = _Downloader(body, chunks)
+    writer = _PipeWriter(sink)
+    hint = (
+        "{} stopped moving (a hung connection or server); the tools were killed and the "
+        "scratch database is dropped. Check S3 and PostgreSQL, then run again"
+    )
+    counters = (lambda: downloader.got, lambda: writer.written)
+    download_watch = StallWatch(
+        f"the download of {where}", settings.restore_stall_s, hint.format("S3"), counters
+    )
+    intake_watch = StallWatch(
+        f"pg_restore into {database}", settings.restore_stall_s, hint.format("pg_restore"), counters
+    )
     downloader.start()
     digest = hashlib.sha256()
     size = 0
     held: bytes | None = None
     sink_open = True
+    done = False
     try:
         while True:
-            chunk = chunks.get()
+            try:
+                chunk = chunks.get(timeout=POLL_S)
+            except queue.Empty:
+                download_watch.check()
+                continue
             if chunk is None:
                 break
             digest.update(chunk)
@@ -171,7 +245,7 @@ def stream_restore(
                 )
             if held is not None and sink_open:
                 try:
-                    sink.write(held)
+                    writer.write(held, intake_watch)
                 except BrokenPipeError:
                     sink_open = False  # pg_restore gave up; keep hashing for a clear error
             held = chunk
@@ -189,32 +263,24 @@ def stream_restore(
             )
         if held is not None and sink_open:
             with contextlib.suppress(BrokenPipeError):
-                sink.write(held)
-        with contextlib.suppress(BrokenPipeError):
-            sink.close()
-        codes = [p.wait() for p in procs]
-        for thread in drainers:
-            thread.join(timeout=5)
-        for p, code, errs in zip(procs, codes, errors, strict=True):
+                writer.write(held, intake_watch)
+        writer.close()
+        codes = reap(procs, settings.restore_finish_s, "the end of their input")
+        for i, (p, code) in enumerate(zip(procs, codes, strict=True)):
             if code != 0:
-                text = scrub(
-                    b"".join(errs).decode(errors="replace").strip()[-600:],
-                    admin.password.get_secret_value(),
-                )
+                text = scrub(stderr.text(i)[-600:], admin.password.get_secret_value())
                 raise PermanentError(
-                    f"{_program(p)} into {database} exited with {code}: {text}",
+                    f"{program(p)} into {database} exited with {code}: {text}",
                     hint="the checksum matched, so the archive is intact: read the message",
                 )
+        done = True
     finally:
+        if not done:
+            downloader.release()
         downloader.stop.set()
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-        with contextlib.suppress(OSError, ValueError):
-            sink.close()
-        for p in procs:
-            p.wait()
-        downloader.join(timeout=10)
+        stop_all(procs, settings.process_exit_s)
+        writer.close()
+        downloader.join(timeout=settings.process_exit_s)
     return RestoreResult(database, size, digest.hexdigest(), round(time.monotonic() - started, 3))
 
 

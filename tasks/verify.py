@@ -39,7 +39,7 @@ from decisions.expectation_suites import (
 )
 from opsflows import retry
 from opsflows.errors import ConfigurationError, scrub
-from tasks.dump import SCHEMA_HASH_SQL, TABLES_SQL, table_rows_query
+from tasks.fingerprint import SCHEMA_HASH_SQL, TABLES_SQL, table_rows_query
 from tasks.gx_validation import (
     GxSession,
     build_expectations,

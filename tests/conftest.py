@@ -29,8 +29,18 @@ for _name in (
     "APP_PRODUCTION",
     "PROMETHEUS",
     "WEBHOOK",
+    "NODE_EXPORTER",
+    "POSTGRES_EXPORTER",
+    "BLACKBOX",
+    "ALERTMANAGER",
+    "TLS",
 ):
     os.environ.setdefault(f"OPSFLOWS_{_name}_PORT", "0")
+# Alerts fire within seconds on the test stack (as the Makefile's TEST_ENV sets them): every
+# rule's `for:` capped at 5 s (machine-wide rules excepted), Alertmanager's group_wait 1 s.
+os.environ.setdefault("OPSFLOWS_ALERT_FOR_S", "5")
+os.environ.setdefault("OPSFLOWS_ALERT_GROUP_WAIT_S", "1")
+os.environ.setdefault("OPSFLOWS_ALERT_GROUP_INTERVAL_S", "5")
 # The test stack's services run as an OS user of their own, created by `devstack up` and
 # deleted by `make down-test`: every CI run takes the path of a fresh machine.
 os.environ.setdefault("OPSFLOWS_OS_USER", "opsflows-test")

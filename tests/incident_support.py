@@ -33,7 +33,7 @@ def ops_target(stack: Any) -> PostgresTarget:
 def alertmanager_token(stack: Any) -> str:
     from devstack import stack as devstack
 
-    return devstack.stack_secrets(Path(stack.state_dir))["alertmanager_token"]
+    return devstack.stack_secrets(Path(stack.state_dir))["alertmanager_webhook"]
 
 
 def post_alerts(stack: Any, payload: dict[str, Any] | bytes, token: str | None = None) -> Any:

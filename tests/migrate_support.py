@@ -195,15 +195,16 @@ def with_suites(directory: Path, *files: str) -> Path:
 
 
 def apply_files(target: PostgresTarget, directory: Path) -> list[str]:
-    """Apply a folder's pending files directly (no flow), as the runner would; their names."""
+    """Apply a folder's pending files directly (no flow), unit by unit as the runner does;
+    their names."""
     from decisions.migrations import ApplyPolicy
     from procedures.migration_plan import compute_plan, load_migrations
-    from tasks.migrate import apply_migration
+    from tasks.migrate import apply_unit
 
     plan = compute_plan(*load_migrations(str(directory)), target)
     assert not plan.blocked, plan.blocking + plan.errors
     policy = ApplyPolicy(lock_timeout_s=0.5, statement_timeout_s=30, lock_retries=0)
-    return [apply_migration(target, step, policy, "test")["name"] for step in plan.pending]
+    return [r["name"] for unit in plan.units for r in apply_unit(target, unit, policy, "test")]
 
 
 @contextlib.contextmanager

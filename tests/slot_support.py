@@ -10,6 +10,7 @@ import time
 
 from prefect import flow
 
+from opsflows.errors import ChangeSlotLost
 from procedures.change_slot import change_slot, check_slots
 from procedures.operation import operation_log, try_load_ops_db
 
@@ -25,7 +26,11 @@ def slot_probe(environment: str) -> str:
             deadline = time.monotonic() + LIMIT_S
             while time.monotonic() < deadline:
                 time.sleep(1)
-                check_slots()
+                try:
+                    check_slots()
+                except ChangeSlotLost:
+                    print(json.dumps({"stopped_at": time.time()}), flush=True)
+                    raise
         rec.impact = "held the slot to the end"
         return "never stopped"
 

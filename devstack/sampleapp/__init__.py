@@ -11,22 +11,29 @@ Endpoints:
     ``/health``   200 ``{"status": "ok", "image": ..., "pod": ...}``; 503 when the serving
                   pod's image is broken or no pod is Ready
     ``/metrics``  Prometheus text (see :mod:`devstack.sampleapp.metrics`)
+    ``/upload/NAME``  PUT stores the body in the app's volume; 507 past its quota
+    ``/_sim/faults``, ``/_sim/volume``  inject faults into the serving pods, fill the volume
+                  (see :mod:`devstack.sampleapp.control`)
 
 Responses carry ``X-Served-By`` (pod) and ``X-Image`` headers.
 
 Behaviour by image tag (substring of the tag, case-insensitive; e.g.
 ``registry.local/web-app:1.1.0-prodbroken``):
 
-=============  =====================================  ======================================
-tag contains   staging                                production
-=============  =====================================  ======================================
-``broken``     every ``/`` answers 500, /health 503   same
-``slow``       ~2.5 s per ``/`` request (p95 > 2 s)   same
-``flaky``      ~5% of ``/`` answer 500                same
-``prodbroken`` healthy                                ~30% of ``/`` answer 500, /health 200
-``prodslow``   healthy                                ~2.5 s per ``/`` request
-anything else  healthy: a few ms, no errors           same
-=============  =====================================  ======================================
+===============  =======================================  ====================================
+tag contains     staging                                  production
+===============  =======================================  ====================================
+``broken``       every ``/`` answers 500, /health 503     same
+``slow``         ~2.5 s per ``/`` request (p95 > 2 s)     same
+``flaky``        ~5% of ``/`` answer 500                  same
+``prodbroken``   healthy                                  ~30% of ``/`` answer 500, /health 200
+``prodslow``     healthy                                  ~2.5 s per ``/`` request
+``busy``         1500 requests queued, 95% of its CPU     same
+``poolexhaust``  DB pool exhausted, ~50% of ``/`` 500     same
+anything else    healthy: a few ms, no errors             same
+===============  =======================================  ====================================
+
+A ``crashloop`` tag never gets a Ready pod in the simulator: ``/`` and ``/health`` answer 503.
 
 Latency is an ``asyncio.sleep``: a slow request never blocks the others.
 """

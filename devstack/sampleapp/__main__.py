@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 import uvicorn
 
 from devstack.sampleapp.app import create_app
+from devstack.sampleapp.control import Volume
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -25,6 +27,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--poll", type=float, default=0.5, help="pod poll interval in s (0.5)")
     parser.add_argument("--seed", type=int, help="seed for pod choice, jitter and errors")
     parser.add_argument("--log-level", default="info", help="log level (default info)")
+    parser.add_argument("--volume", help="directory of the app's disk (quota enforced by the app)")
+    parser.add_argument(
+        "--volume-size-mb", type=float, default=64.0, help="quota of --volume in MiB (64)"
+    )
     args = parser.parse_args(argv)
     if args.poll <= 0:
         parser.error("--poll must be > 0")
@@ -47,6 +53,11 @@ def main(argv: list[str] | None = None) -> None:
         selector=args.selector,
         poll_interval=args.poll,
         seed=args.seed,
+        volume=(
+            Volume(Path(args.volume), int(args.volume_size_mb * 1024 * 1024))
+            if args.volume
+            else None
+        ),
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
 

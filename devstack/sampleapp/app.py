@@ -16,8 +16,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from devstack.sampleapp.behaviour import LATENCY_JITTER, behaviour_for
-from devstack.sampleapp.metrics import AppMetrics
+from devstack.sampleapp.behaviour import LATENCY_JITTER, Behaviour, behaviour_for
+from devstack.sampleapp.control import (
+    POOL_SIZE,
+    CpuMeter,
+    FaultError,
+    PodFaults,
+    Volume,
+    VolumeFull,
+    fault_behaviour,
+)
+from devstack.sampleapp.metrics import AppMetrics, PodLoad
 from devstack.sampleapp.pods import Pod, PodWatcher
 
 
@@ -58,6 +67,7 @@ def create_app(
     transport: httpx.AsyncBaseTransport | None = None,
     seed: int | None = None,
     registry: CollectorRegistry | None = None,
+    volume: Volume | None = None,
 ) -> Starlette:
     """Build the sample app for one environment.
 
@@ -71,8 +81,11 @@ def create_app(
         transport: httpx transport for the pod-list client (tests: ``httpx.MockTransport``).
         seed: Seed for pod choice, latency jitter and error draws (reproducible runs).
         registry: Prometheus registry (a fresh one by default).
+        volume: The app's disk (a directory with a quota), for uploads and the disk alerts.
 
-    ``app.state.watcher`` and ``app.state.metrics`` expose the internals to tests.
+    ``app.state.watcher``, ``app.state.metrics`` and ``app.state.faults`` expose the
+    internals to tests; ``/_sim/faults`` and ``/_sim/volume`` are described in
+    :mod:`devstack.sampleapp.control`.
     """
     rng = random.Random(seed)
     metrics = AppMetrics(env, registry)
@@ -84,6 +97,15 @@ def create_app(
         transport=transport,
         on_update=metrics.set_pods,
     )
+
+    faults = PodFaults()
+    cpu_meter = CpuMeter()
+    in_flight: dict[str, int] = {}
+
+    def behaviour_of(pod: Pod) -> Behaviour:
+        behaviour = behaviour_for(pod.image, env)
+        fault = faults.of(pod)
+        return behaviour if fault is None else behaviour.worst(fault)
 
     def pick_pod() -> Pod | None:
         # A Service sends each request to any Ready endpoint: traffic mixes during a rollout.
@@ -103,9 +125,13 @@ def create_app(
         pod = pick_pod()
         if pod is None:
             return no_pods()
-        behaviour = behaviour_for(pod.image, env)
+        behaviour = behaviour_of(pod)
         jitter = rng.uniform(1 - LATENCY_JITTER, 1 + LATENCY_JITTER)
-        await asyncio.sleep(behaviour.latency_s * jitter)
+        in_flight[pod.name] = in_flight.get(pod.name, 0) + 1  # holds a DB connection meanwhile
+        try:
+            await asyncio.sleep(behaviour.latency_s * jitter)
+        finally:
+            in_flight[pod.name] -= 1
         body = {"env": env, "pod": pod.name, "image": pod.image}
         if rng.random() < behaviour.error_rate:
             return JSONResponse(
@@ -118,13 +144,81 @@ def create_app(
         if pod is None:
             return no_pods()
         body = {"env": env, "pod": pod.name, "image": pod.image}
-        if not behaviour_for(pod.image, env).healthy:
+        if not behaviour_of(pod).healthy:
             return JSONResponse({"status": "error", **body}, 503, headers=served_by(pod))
         return JSONResponse({"status": "ok", **body}, headers=served_by(pod))
 
     async def metrics_endpoint(request: Request) -> Response:
+        pods = watcher.pods
+        faults.keep_only(pods)
+        measured = cpu_meter.read()
+        loads: dict[str, PodLoad] = {}
+        backlog = 0
+        for pod in pods:
+            behaviour = behaviour_of(pod)
+            backlog += behaviour.queue
+            used = POOL_SIZE if behaviour.pool_exhausted else in_flight.get(pod.name, 0)
+            cpu = measured if behaviour.cpu is None else behaviour.cpu
+            loads[pod.name] = PodLoad(cpu, POOL_SIZE, min(POOL_SIZE, used))
+        metrics.set_runtime(
+            queue=sum(in_flight.values()) + backlog,
+            pods=loads,
+            unready=watcher.unready,
+            volume=None if volume is None else (volume.size_bytes, volume.used_bytes()),
+        )
         content, content_type = metrics.render()
         return Response(content, headers={"Content-Type": content_type})
+
+    async def sim_faults(request: Request) -> Response:
+        if request.method == "DELETE":
+            return JSONResponse({"cleared": faults.clear()})
+        if request.method == "POST":
+            body = await request.json()
+            if not isinstance(body, dict):
+                return JSONResponse({"error": "expected a JSON object"}, 400)
+            ready = [pod.name for pod in watcher.pods]
+            names = body.get("pods") or ready
+            if not names:
+                return JSONResponse({"error": "no ready pod to inject a fault into"}, 409)
+            try:
+                behaviour = fault_behaviour(str(body.get("fault")), body.get("error_rate"))
+            except (FaultError, TypeError, ValueError) as exc:
+                return JSONResponse({"error": str(exc)}, 400)
+            faults.inject(names, str(body["fault"]), behaviour)
+        return JSONResponse({"env": env, "faults": faults.describe()})
+
+    async def sim_volume(request: Request) -> Response:
+        if volume is None:
+            return JSONResponse({"error": "this app has no volume (--volume)"}, 404)
+        if request.method == "DELETE":
+            volume.empty()
+        elif request.method == "POST":
+            body = await request.json()
+            ratio = body.get("ratio") if isinstance(body, dict) else None
+            nbytes = body.get("bytes") if isinstance(body, dict) else None
+            if ratio is not None:
+                nbytes = int(float(ratio) * volume.size_bytes) - volume.used_bytes()
+            try:
+                volume.fill(int(nbytes or 0))
+            except VolumeFull as exc:
+                return JSONResponse({"error": str(exc)}, 507)
+            except (TypeError, ValueError) as exc:
+                return JSONResponse({"error": str(exc)}, 400)
+        used = volume.used_bytes()
+        return JSONResponse(
+            {"path": str(volume.root), "size_bytes": volume.size_bytes, "used_bytes": used}
+        )
+
+    async def upload(request: Request) -> Response:
+        if volume is None:
+            return JSONResponse({"error": "this app has no volume (--volume)"}, 404)
+        try:
+            path = volume.write_upload(request.path_params["name"], await request.body())
+        except VolumeFull as exc:
+            return JSONResponse({"error": str(exc)}, 507)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        return JSONResponse({"stored": path.name}, 201)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -143,11 +237,15 @@ def create_app(
             Route("/", index),
             Route("/health", health),
             Route("/metrics", metrics_endpoint),
+            Route("/upload/{name}", upload, methods=["PUT"]),
+            Route("/_sim/faults", sim_faults, methods=["GET", "POST", "DELETE"]),
+            Route("/_sim/volume", sim_volume, methods=["GET", "POST", "DELETE"]),
         ],
         lifespan=lifespan,
     )
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
     app.state.watcher = watcher
     app.state.metrics = metrics
+    app.state.faults = faults
     app.state.env = env
     return app

@@ -20,6 +20,15 @@ LATENCY_JITTER = 0.1
 
 FLAKY_ERROR_RATE = 0.05
 PRODBROKEN_ERROR_RATE = 0.30
+
+BUSY_QUEUE = 1500
+"""Requests a busy release keeps waiting (the runbook's request-queue alert is at 1000)."""
+
+BUSY_CPU = 0.95
+"""Share of its CPU limit a busy pod uses (the CPU alert is at 80%)."""
+
+POOL_EXHAUSTED_ERROR_RATE = 0.5
+"""Share of ``/`` requests that time out waiting for a DB connection from an exhausted pool."""
 PRODUCTION_ENVS = frozenset({"production", "prod"})
 
 
@@ -31,11 +40,29 @@ class Behaviour:
         error_rate: Share of ``/`` requests answered with HTTP 500 (0.0 to 1.0).
         latency_s: Mean time spent serving one ``/`` request, in seconds.
         healthy: Whether ``/health`` answers 200 (otherwise 503).
+        queue: Requests waiting beyond those in flight (a backlog the pod cannot serve).
+        cpu: Share of its CPU limit the pod uses; None means measure the process.
+        pool_exhausted: Every connection of the pod's DB pool is taken (and never returned).
     """
 
     error_rate: float = 0.0
     latency_s: float = FAST_LATENCY_S
     healthy: bool = True
+    queue: int = 0
+    cpu: float | None = None
+    pool_exhausted: bool = False
+
+    def worst(self, other: Behaviour) -> Behaviour:
+        """Both misbehaviours at once (a fault on a pod running an already bad image)."""
+        cpus = [c for c in (self.cpu, other.cpu) if c is not None]
+        return Behaviour(
+            error_rate=max(self.error_rate, other.error_rate),
+            latency_s=max(self.latency_s, other.latency_s),
+            healthy=self.healthy and other.healthy,
+            queue=max(self.queue, other.queue),
+            cpu=max(cpus) if cpus else None,
+            pool_exhausted=self.pool_exhausted or other.pool_exhausted,
+        )
 
 
 HEALTHY = Behaviour()
@@ -62,11 +89,17 @@ def behaviour_for(image: str, env: str) -> Behaviour:
     rest = image_tag(image).lower()
     in_production = env.lower() in PRODUCTION_ENVS
     error_rate, latency_s, healthy = 0.0, FAST_LATENCY_S, True
-    for marker in ("prodbroken", "prodslow", "broken", "slow", "flaky"):
+    busy, pool_exhausted = False, False
+    for marker in ("prodbroken", "prodslow", "broken", "slow", "flaky", "busy", "poolexhaust"):
         if marker not in rest:
             continue
         rest = rest.replace(marker, "/")
-        if marker == "broken":
+        if marker == "busy":
+            busy = True
+        elif marker == "poolexhaust":
+            pool_exhausted = True
+            error_rate = max(error_rate, POOL_EXHAUSTED_ERROR_RATE)
+        elif marker == "broken":
             error_rate, healthy = 1.0, False
         elif marker == "slow" or (marker == "prodslow" and in_production):
             latency_s = max(latency_s, SLOW_LATENCY_S)
@@ -74,4 +107,11 @@ def behaviour_for(image: str, env: str) -> Behaviour:
             error_rate = max(error_rate, PRODBROKEN_ERROR_RATE)
         elif marker == "flaky":
             error_rate = max(error_rate, FLAKY_ERROR_RATE)
-    return Behaviour(error_rate=error_rate, latency_s=latency_s, healthy=healthy)
+    return Behaviour(
+        error_rate=error_rate,
+        latency_s=latency_s,
+        healthy=healthy,
+        queue=BUSY_QUEUE if busy else 0,
+        cpu=BUSY_CPU if busy else None,
+        pool_exhausted=pool_exhausted,
+    )

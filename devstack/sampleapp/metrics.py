@@ -7,11 +7,21 @@ Series (the contract the deploy gates and the alert rules rely on)::
     http_request_duration_seconds{path}         histogram, buckets up to 10 s around the 2 s gate
     sampleapp_info{image, env}                  1 for every image served by a Ready pod
     sampleapp_ready_pods{image}                 Ready pods per image
+    sampleapp_unready_pods                      listed pods not Ready (crashing, starting)
+    sampleapp_request_queue                     requests in flight plus the backlog of busy pods
+    sampleapp_cpu_utilization_ratio{pod}        share of the pod's CPU limit (one core) in use
+    sampleapp_db_pool_size{pod}                 connections in the pod's DB pool
+    sampleapp_db_pool_in_use{pod}               of which taken
+    sampleapp_volume_size_bytes                 the app volume's quota (when it has a volume)
+    sampleapp_volume_used_bytes                 bytes of files in it
+
+The gauges after ``sampleapp_ready_pods`` are set at scrape time (:meth:`AppMetrics.set_runtime`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -23,6 +33,16 @@ from prometheus_client import (
 )
 
 from devstack.sampleapp.pods import Pod
+
+
+@dataclass(frozen=True, slots=True)
+class PodLoad:
+    """What one pod uses right now."""
+
+    cpu: float
+    pool_size: int
+    pool_in_use: int
+
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 2.5, 3, 5, 10)
 KNOWN_PATHS = frozenset({"/", "/health", "/metrics"})
@@ -60,6 +80,42 @@ class AppMetrics:
             ["image"],
             registry=self.registry,
         )
+        self.unready_pods = Gauge(
+            "sampleapp_unready_pods",
+            "Pods of the Deployment that are not Ready (crash looping, starting).",
+            registry=self.registry,
+        )
+        self.request_queue = Gauge(
+            "sampleapp_request_queue",
+            "Requests waiting or in flight in this environment.",
+            registry=self.registry,
+        )
+        self.cpu = Gauge(
+            "sampleapp_cpu_utilization_ratio",
+            "Share of the pod's CPU limit in use.",
+            ["pod"],
+            registry=self.registry,
+        )
+        self.pool_size = Gauge(
+            "sampleapp_db_pool_size",
+            "Connections in the pod's database pool.",
+            ["pod"],
+            registry=self.registry,
+        )
+        self.pool_in_use = Gauge(
+            "sampleapp_db_pool_in_use",
+            "Connections of the pod's database pool in use.",
+            ["pod"],
+            registry=self.registry,
+        )
+        self.volume_size = Gauge(
+            "sampleapp_volume_size_bytes", "Quota of the app's volume.", registry=self.registry
+        )
+        self.volume_used = Gauge(
+            "sampleapp_volume_used_bytes",
+            "Bytes of files in the app's volume.",
+            registry=self.registry,
+        )
         self._images: set[str] = set()
         # Series that exist from the start make rate() see the first errors of a release.
         for status in ("200", "500", "503"):
@@ -89,6 +145,27 @@ class AppMetrics:
             self.info.labels(image=image, env=self.env).set(1)
             self.ready_pods.labels(image=image).set(count)
         self._images = set(counts)
+
+    def set_runtime(
+        self,
+        *,
+        queue: int,
+        pods: Mapping[str, PodLoad],
+        unready: int,
+        volume: tuple[int, int] | None,
+    ) -> None:
+        """Publish the state measured at scrape time (``volume``: size and used bytes)."""
+        self.request_queue.set(queue)
+        self.unready_pods.set(unready)
+        for gauge in (self.cpu, self.pool_size, self.pool_in_use):
+            gauge.clear()  # pods that are gone leave no series behind
+        for pod, load in pods.items():
+            self.cpu.labels(pod=pod).set(load.cpu)
+            self.pool_size.labels(pod=pod).set(load.pool_size)
+            self.pool_in_use.labels(pod=pod).set(load.pool_in_use)
+        if volume is not None:
+            self.volume_size.set(volume[0])
+            self.volume_used.set(volume[1])
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

@@ -60,6 +60,17 @@ def ready_pods(pod_list: Mapping[str, Any]) -> tuple[Pod, ...]:
     return tuple(sorted(pods))
 
 
+def unready_count(pod_list: Mapping[str, Any]) -> int:
+    """Pods of a ``PodList`` body that are neither Ready nor terminating (crashing, starting)."""
+    items = pod_list.get("items")
+    listed = [
+        item
+        for item in (items if isinstance(items, list) else [])
+        if isinstance(item, Mapping) and not (item.get("metadata") or {}).get("deletionTimestamp")
+    ]
+    return len(listed) - len(ready_pods(pod_list))
+
+
 class PodWatcher:
     """Keeps ``pods`` up to date by polling ``GET /api/v1/namespaces/{ns}/pods``.
 
@@ -89,6 +100,8 @@ class PodWatcher:
         self.selector = selector
         self.poll_interval = poll_interval
         self.pods: tuple[Pod, ...] = ()
+        #: Listed pods that are not Ready (and not terminating): the one-pod-down signal.
+        self.unready = 0
         self._transport = transport
         self._on_update = on_update
         self._client: httpx.AsyncClient | None = None
@@ -133,6 +146,7 @@ class PodWatcher:
             self._failing = False
             log.info("pod list at %s is reachable again", self.url)
         self.pods = ready_pods(body)
+        self.unready = unready_count(body)
         if self._on_update is not None:
             self._on_update(self.pods)
         return True

@@ -12,7 +12,7 @@ from blocks.postgres import PostgresTarget
 from flows.migrate import migrate_database
 from opsflows.errors import ConfigurationError, VerificationFailed
 from procedures.operation import AWS
-from tasks.migrate import schema_fingerprint
+from tasks.migration_schema import schema_fingerprint
 from tests.migrate_support import (
     flow_database,
     make_repo,
@@ -196,3 +196,21 @@ def test_a_bad_git_ref_still_leaves_its_operation_log_entry(
     assert impact == "no change"
     assert details["migrations_dir"] == "db/migrations@no-such-branch"
     assert migrations_table(target) is None
+
+
+def test_the_plan_artifact_never_shows_a_password_literal(
+    stack: Any, db: tuple[PostgresTarget, str], tmp_path: Path
+) -> None:
+    _, block = db
+    directory = migrations_dir(tmp_path, "app")
+    (directory / "004_role.sql").write_text(
+        "CREATE ROLE migtest_reader LOGIN PASSWORD 'hunter2-plan-9x';\n"
+        "ALTER ROLE migtest_reader PASSWORD 'hunter2-plan-9x';\n"
+    )
+    state = run(directory, block, dry_run=True)
+    assert state.is_completed(), state
+    run_id = flow_run_id(state)
+    (plan,) = [a for a in flow_run_artifacts(run_id) if a.startswith("migration-plan")]
+    assert "CREATE ROLE migtest_reader LOGIN PASSWORD '***'" in plan
+    assert "unit 1: 001_create_accounts.sql, 002_add_note.sql" in plan
+    assert_no_secret(flow_run_texts(run_id), ["hunter2-plan-9x"])

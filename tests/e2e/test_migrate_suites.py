@@ -15,7 +15,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 
 from blocks.postgres import PostgresTarget
 from opsflows.errors import ConfigurationError, VerificationFailed
-from tasks.migrate import schema_fingerprint
+from tasks.migration_schema import schema_fingerprint
 from tests.migrate_support import (
     backup_store,
     flow_database,

@@ -15,13 +15,10 @@ from decisions.backups import Manifest, backup_id_for
 from devstack.stack import BACKUP_BUCKET
 from opsflows.errors import PermanentError, VerificationFailed
 from tasks.catalog import backup_keys, list_backups, write_manifest
-from tasks.dump import (
-    dump_to_s3,
-    exported_snapshot,
-    pg_tool,
-    take_fingerprint,
-)
+from tasks.dump import dump_to_s3
+from tasks.fingerprint import exported_snapshot, take_fingerprint
 from tasks.multipart import MultipartUpload
+from tasks.pipes import pg_tool
 from tasks.restore import restore_into_scratch
 from tasks.verify import run_checks
 from tests.backup_support import BackupEnv, backup_env, fill

@@ -11,26 +11,18 @@ import psycopg
 import pytest
 
 from blocks.postgres import PostgresTarget
-from decisions.migrations import (
-    ApplyPolicy,
-    check_expectations,
-    final_expectations,
-    parse_migration,
-    plan_migration,
-)
-from opsflows.errors import AuthenticationError, PermanentError, Throttled
+from decisions.migration_verify import check_expectations, final_expectations
+from decisions.migrations import ApplyPolicy, parse_migration, plan_migration
+from opsflows.errors import AuthenticationError, ConfigurationError, PermanentError, Throttled
 from opsflows.migrate_cli import plan_command
 from procedures.migration_plan import compute_plan, load_migrations
-from tasks.migrate import (
-    apply_migration,
-    read_database_state,
-    schema_fingerprint,
-    schema_snapshot,
-)
+from tasks.migrate import apply_migration, apply_unit, failed_at, read_database_state
+from tasks.migration_schema import schema_fingerprint, schema_snapshot
 from tests.migrate_support import (
     migrations_dir,
     migrations_table,
     query,
+    saved_target,
     scratch_database,
     superuser_password,
 )
@@ -48,7 +40,7 @@ def apply_dir(target: PostgresTarget, directory: Path) -> list[dict[str, Any]]:
     folder, migrations = load_migrations(str(directory))
     plan = compute_plan(folder, migrations, target)
     assert not plan.blocked, plan.blocking + plan.errors
-    return [apply_migration(target, step, FAST, "test-run") for step in plan.pending]
+    return [r for unit in plan.units for r in apply_unit(target, unit, FAST, "test-run")]
 
 
 def test_apply_records_every_file_and_a_second_run_is_a_no_op(
@@ -158,13 +150,18 @@ def test_verify_reports_a_declared_column_that_is_missing(db: PostgresTarget) ->
 
 
 def test_plan_command_reads_the_database_without_changing_it(
-    stack: Any, db: PostgresTarget, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    stack: Any,
+    db: PostgresTarget,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     directory = migrations_dir(tmp_path, "app")
     _, migrations = load_migrations(str(directory))
     apply_migration(db, plan_migration(migrations[0]), FAST, "t")
     password = superuser_password(stack)
-    url = f"postgresql://postgres:{password}@{db.host}:{db.port}/{db.database}"
+    monkeypatch.setenv("OPSFLOWS_MIGRATE_PASSWORD", password)
+    url = f"postgresql://postgres@{db.host}:{db.port}/{db.database}"
     before = schema_fingerprint(db)
     assert plan_command([str(directory), "--database-url", url]) == 0
     out = capsys.readouterr().out
@@ -177,10 +174,52 @@ def test_plan_command_reads_the_database_without_changing_it(
     assert plan_command([str(directory), "--database-url", url]) == 1
     assert "001_create_accounts.sql was edited after it was applied" in capsys.readouterr().out
 
-    bad = url.replace(password, "not-the-password-9x")
-    assert plan_command([str(directory), "--database-url", bad]) == 2
+    monkeypatch.setenv("OPSFLOWS_MIGRATE_PASSWORD", "not-the-password-9x")
+    assert plan_command([str(directory), "--database-url", url]) == 2
     err = capsys.readouterr().err
     assert "refused the password" in err and "not-the-password-9x" not in err
+
+    monkeypatch.delenv("OPSFLOWS_MIGRATE_PASSWORD")
+    monkeypatch.setenv("PGPASSWORD", password)
+    assert plan_command([str(directory), "--database-url", url]) == 1  # still edited
+    assert password not in capsys.readouterr().out
+
+
+def test_plan_command_refuses_a_password_on_the_command_line(
+    stack: Any, db: PostgresTarget, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    password = superuser_password(stack)
+    directory = migrations_dir(tmp_path, "app")
+    for url in (
+        f"postgresql://postgres:{password}@{db.host}:{db.port}/{db.database}",
+        f"host={db.host} port={db.port} dbname={db.database} user=postgres password={password}",
+    ):
+        assert plan_command([str(directory), "--database-url", url]) == 2
+        captured = capsys.readouterr()
+        assert (
+            "holds a password: refused" in captured.err
+            and "OPSFLOWS_MIGRATE_PASSWORD" in captured.err
+        )
+        assert password not in captured.err + captured.out
+
+
+def test_plan_command_plans_against_a_saved_block(
+    stack: Any,
+    bootstrapped: Any,
+    db: PostgresTarget,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    directory = migrations_dir(tmp_path, "app")
+    with saved_target(db, "cli") as block:
+        assert plan_command([str(directory), "--block", block]) == 0
+    out = capsys.readouterr().out
+    assert f"database: postgres@{db.host}:{db.port}/{db.database}" in out
+    assert "applied: 0; pending: 3" in out and superuser_password(stack) not in out
+    assert plan_command([str(directory), "--block", "migtest-no-such-block"]) == 2
+    assert (
+        "block opsflows-postgres-target/migtest-no-such-block is missing" in capsys.readouterr().err
+    )
 
 
 def test_read_state_of_a_fresh_database_creates_nothing(db: PostgresTarget) -> None:
@@ -220,3 +259,38 @@ def test_a_non_transactional_file_failing_part_way_says_what_is_committed(
     fixed = plan_migration(parse_migration("001_idx.sql", text.replace(b"(c)", b"(b)")))
     assert apply_migration(db, fixed, FAST, "t")["skipped"] is False
     assert {"t_a_idx", "t_c_idx"} <= set(schema_snapshot(db).indexes or {})
+
+
+def test_a_transactional_folder_is_all_or_nothing(db: PostgresTarget, tmp_path: Path) -> None:
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    (directory / "001_t.sql").write_text("CREATE TABLE t (id bigint);\n")
+    (directory / "002_u.sql").write_text("CREATE TABLE u (id bigint);\n")
+    (directory / "003_bad.sql").write_text(
+        "ALTER TABLE t ADD COLUMN IF NOT EXISTS note text;\n"
+        "ALTER TABLE missing ADD COLUMN x text;\n"
+    )
+    plan = compute_plan(*load_migrations(str(directory)), db)
+    (unit,) = plan.units
+    assert unit.names == ("001_t.sql", "002_u.sql", "003_bad.sql") and unit.transactional
+    before = schema_fingerprint(db)
+    with pytest.raises(ConfigurationError, match="003_bad.sql line 2") as info:
+        apply_unit(db, unit, FAST, "t")
+    at = failed_at(info.value)
+    assert at is not None and (at.file, at.line) == ("003_bad.sql", 2)
+    assert schema_fingerprint(db) == before
+    assert migrations_table(db) is None
+    assert query(db, "SELECT to_regclass('t'), to_regclass('u')") == [(None, None)]
+
+
+def test_a_failing_statement_that_names_a_password_keeps_it_out_of_the_error(
+    db: PostgresTarget,
+) -> None:
+    m = parse_migration(
+        "001_role.sql",
+        b"CREATE ROLE migtest_role LOGIN PASSWORD 'hunter2-9x' VALID UNTIL 'hunter2-9x-day';\n",
+    )
+    with pytest.raises(PermanentError) as info:
+        apply_migration(db, plan_migration(m), FAST, "t")
+    assert "001_role.sql line 1" in str(info.value)
+    assert "hunter2-9x" not in str(info.value)

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from decisions.alert_catalog import rules
 from devstack import postgres, prometheus
 from devstack.loadgen import run_load
 from devstack.sampleapp import create_app
@@ -181,7 +182,7 @@ def test_config_is_valid_and_runs_unprivileged(prom: Prom) -> None:
         ["promtool", "check", "config", str(config)], capture_output=True, text=True
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "3 rules found" in check.stdout
+    assert f"{len(rules())} rules found" in check.stdout
     if os.geteuid() == 0:
         owner = pwd.getpwuid(os.stat(prometheus.data_dir(prom.state_dir) / "wal").st_uid)
         assert owner.pw_name == OS_USER  # the TSDB was written by the unprivileged user
@@ -200,14 +201,15 @@ def test_each_env_is_one_target_labelled_env(prom: Prom) -> None:
 def test_alert_rules_are_loaded(prom: Prom) -> None:
     prometheus.reload(prom.url)  # --web.enable-lifecycle is on
     body = httpx.get(f"{prom.url}/api/v1/rules", params={"type": "alert"}).json()
-    rules = {r["name"]: r for g in body["data"]["groups"] for r in g["rules"]}
-    assert set(rules) == {"WebAppHighErrorRate", "WebAppHighLatencyP95", "WebAppDown"}
-    for rule in rules.values():
-        assert rule["labels"]["app"] == "web-app"
-        assert rule["labels"]["severity"] in {"critical", "high", "medium"}
+    loaded = [r for g in body["data"]["groups"] for r in g["rules"]]
+    assert {r["name"] for r in loaded} == {r.alert for r in rules()}
+    for rule in loaded:
+        assert rule["labels"]["severity"] in {"P1", "P2", "P3"}
+        assert rule["labels"]["environment"] == "{{ $labels.env }}"
         assert rule["health"] == "ok", rule
-    assert "0.005" in rules["WebAppHighErrorRate"]["query"]
-    assert "> 2" in rules["WebAppHighLatencyP95"]["query"]
+    by_name = {(r["name"], r["labels"]["severity"]): r for r in loaded}
+    assert "0.005" in by_name[("HighErrorRate", "P3")]["query"]
+    assert "> 2" in by_name[("HighLatencyP95", "P2")]["query"]
 
 
 def test_error_rate_rises_after_a_broken_release(prom: Prom, load: None) -> None:
@@ -229,13 +231,13 @@ def test_error_rate_rises_after_a_broken_release(prom: Prom, load: None) -> None
     def alerting() -> bool:
         alerts = httpx.get(f"{prom.url}/api/v1/alerts").json()["data"]["alerts"]
         return any(
-            a["labels"]["alertname"] == "WebAppHighErrorRate"
-            and a["labels"]["env"] == "production"
-            and a["labels"]["severity"] == "high"
+            a["labels"]["alertname"] == "HighErrorRate"
+            and a["labels"]["environment"] == "production"
+            and a["labels"]["severity"] == "P2"  # 100% failing: the P2 band
             for a in alerts
         )
 
-    wait_for(alerting, 5, "WebAppHighErrorRate to be pending or firing")
+    wait_for(alerting, 5, "HighErrorRate to be pending or firing")
 
 
 def test_p95_rises_after_a_slow_release(prom: Prom, load: None) -> None:

@@ -20,7 +20,7 @@ from psycopg import sql
 from blocks.postgres import PostgresTarget
 from decisions.backups import Manifest, backup_id_for
 from opsflows.errors import AuthenticationError, ConfigurationError, ServiceUnavailable
-from tasks.dump import take_fingerprint
+from tasks.fingerprint import take_fingerprint
 from tasks.gx_validation import APPLICATION_NAME, gx_session
 from tasks.postgres import connect
 from tasks.verify import load_user_suites, read_user_suites, run_checks

@@ -6,16 +6,12 @@ app reads); switching its image is what a rollout in the simulator does.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -24,65 +20,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from devstack.loadgen import run_load
 from devstack.sampleapp import create_app
 from devstack.sampleapp.server import ServerThread
+from tests.sampleapp_support import FakeKube
 
 GOOD = "registry.local/web-app:1.0.0"
 NEXT = "registry.local/web-app:1.1.0"
 POLL = 0.05
-
-
-class FakeKube:
-    """Pods per namespace, served as PodLists; ``set_image`` replaces them all."""
-
-    def __init__(self) -> None:
-        self.pods: dict[str, list[dict[str, Any]]] = {}
-        self.selectors: set[str] = set()
-        self.lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                url = urlsplit(self.path)
-                parts = url.path.strip("/").split("/")
-                if (
-                    len(parts) != 5
-                    or parts[:3] != ["api", "v1", "namespaces"]
-                    or parts[4] != "pods"
-                ):
-                    self.send_error(404)
-                    return
-                selector = parse_qs(url.query).get("labelSelector", [""])[0]
-                with fake.lock:
-                    fake.selectors.add(selector)
-                    items = [p for p in fake.pods.get(parts[3], []) if selector == "app=web-app"]
-                    body = json.dumps({"kind": "PodList", "items": items}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def set_pods(self, namespace: str, *images: str, ready: bool = True) -> None:
-        with self.lock:
-            self.pods[namespace] = [
-                {
-                    "metadata": {"name": f"web-app-{i}", "labels": {"app": "web-app"}},
-                    "spec": {"containers": [{"name": "web", "image": image}]},
-                    "status": {"conditions": [{"type": "Ready", "status": str(ready)}]},
-                }
-                for i, image in enumerate(images)
-            ]
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

@@ -5,6 +5,8 @@ non-zero exactly when something blocks. No database is needed."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ import pytest
 from decisions.migrations import Migration, make_plan, parse_migration, runs_in_transaction
 from opsflows.migrate_cli import main, plan_command
 from tasks.squawk import PINNED_VERSION, lint_migrations, parse_report, run_squawk, squawk_version
-from tests.migrate_support import FIXTURES
+from tests.migrate_support import FIXTURES, REPO
 
 UNSAFE = FIXTURES / "lint" / "unsafe"
 SAFE = FIXTURES / "lint" / "safe"
@@ -126,3 +128,43 @@ def test_plan_command_bad_input_is_a_clear_error(
     assert plan_command([str(tmp_path)]) == 2
     assert "no .sql files" in capsys.readouterr().err
     assert main(["apply", str(tmp_path)]) == 2
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app@db.internal:abc/app",
+        "postgresql://app@db.internal:99999/app",
+        "postgresql://app@h1,h2:5432,5433/app",
+        "postgresql://app@[::1/app",
+        "not a url at all",
+    ],
+)
+def test_a_malformed_database_url_is_a_clear_error(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert plan_command([str(SAFE), "--database-url", url]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("migrate plan: ") and "Traceback" not in err
+    assert "OPSFLOWS_MIGRATE_PASSWORD" in err
+
+
+def test_the_command_prints_no_traceback_and_no_password(tmp_path: Path) -> None:
+    url = "postgresql://app:hunter2-cli-9x@db.internal:abc/app"
+    done = subprocess.run(
+        [sys.executable, "-m", "opsflows.migrate_cli", "plan", str(SAFE), "--database-url", url],
+        capture_output=True, text=True, timeout=120, check=False, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 2, done
+    assert "Traceback" not in done.stderr and "hunter2-cli-9x" not in done.stderr + done.stdout
+    (tmp_path / "001_role.sql").write_text(
+        "CREATE ROLE reader LOGIN PASSWORD 'hunter2-cli-9x';\n"
+        "ALTER USER reader WITH PASSWORD 'hunter2-cli-9x';\n"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-m", "opsflows.migrate_cli", "plan", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, check=False, cwd=REPO,
+    )  # fmt: skip
+    assert shown.returncode in (0, 1), shown
+    assert "CREATE ROLE reader LOGIN PASSWORD '***'" in shown.stdout
+    assert "hunter2-cli-9x" not in shown.stdout + shown.stderr

@@ -85,12 +85,15 @@ def test_a_change_that_lost_its_slot_stops_before_another_change_takes_it(
             waiter.join(timeout=LEASE_S * 3)
         finally:
             first.kill()
-    end = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    printed = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    stopped = [p["stopped_at"] for p in printed if "stopped_at" in p]
+    end = printed[-1]
     assert end["type"] == "FAILED", end
     assert "lost the change-" in end["message"], end["message"]
     assert proxy.count("503") >= 1, "renewals were refused"
     assert "acquired_at" in second, "the slot was never given back"
-    assert end["at"] < second["acquired_at"], "the first change still ran when the second began"
+    assert stopped, "the change never reached a safe point that noticed the lost slot"
+    assert stopped[0] < second["acquired_at"], "the first change still ran when the second began"
     row = oplog_row(stack, end["run"])
     assert row["status"] == "failed" and "ChangeSlotLost" in row["issues"]
     assert row["impact"].startswith(f"{environment} may have changed")

@@ -28,8 +28,11 @@ from opsflows.errors import (
     ServiceUnavailable,
     Throttled,
 )
+from procedures.change_slot import database_limit_name
 from procedures.migration_plan import compute_plan, load_migrations
-from tasks.migrate import ADVISORY_KEY, apply_migration, read_database_state, schema_fingerprint
+from tasks.migrate import ADVISORY_KEY, apply_migration, apply_unit, read_database_state
+from tasks.migration_schema import schema_fingerprint
+from tests.deploy_support import run_in_thread
 from tests.migrate_support import (
     FIXTURES,
     REPO,
@@ -56,8 +59,8 @@ def db(stack: Any) -> Iterator[PostgresTarget]:
 def apply_all(target: PostgresTarget, directory: Path, policy: ApplyPolicy = FAST) -> None:
     plan = compute_plan(*load_migrations(str(directory)), target)
     assert not plan.blocked, plan.blocking + plan.errors
-    for step in plan.pending:
-        apply_migration(target, step, policy, "test")
+    for unit in plan.units:
+        apply_unit(target, unit, policy, "test")
 
 
 def columns(target: PostgresTarget) -> set[str]:
@@ -174,12 +177,12 @@ def test_a_killed_run_can_be_run_again_and_finishes(db: PostgresTarget, tmp_path
         "from decisions.migrations import ApplyPolicy\n"
         "from procedures.migration_plan import compute_plan\n"
         "from procedures.migration_plan import load_migrations\n"
-        "from tasks.migrate import apply_migration\n"
+        "from tasks.migrate import apply_unit\n"
         "e = os.environ\n"
         "t = PostgresTarget(host=e['PGHOST'], port=int(e['PGPORT']), database=e['PGDATABASE'],"
         " user=e['PGUSER'], password=e['PGPASSWORD'])\n"
-        "for step in compute_plan(*load_migrations(sys.argv[1]), t).pending:\n"
-        "    apply_migration(t, step, ApplyPolicy(0.5, 120, 0), 'killed-run')\n"
+        "for unit in compute_plan(*load_migrations(sys.argv[1]), t).units:\n"
+        "    apply_unit(t, unit, ApplyPolicy(0.5, 120, 0), 'killed-run')\n"
     )
     env = {**os.environ, **db.libpq_env(), "PGOPTIONS": "-c opsflows_test.slow=on"}
     proc = subprocess.Popen(
@@ -204,11 +207,9 @@ def test_a_killed_run_can_be_run_again_and_finishes(db: PostgresTarget, tmp_path
     while query(db, sleeping)[0][0]:
         assert time.monotonic() - killed_at < 10, "the orphaned backend kept its locks"
         time.sleep(0.2)
-    assert [r[0] for r in migrations_table(db) or []] == [
-        "001_create_accounts.sql",
-        "002_add_note.sql",
-    ]
-    assert "tier" not in columns(db)
+    # 001, 002 and 002_slow_backfill are one unit (one transaction): none of them stayed.
+    assert migrations_table(db) is None
+    assert query(db, "SELECT to_regclass('accounts')") == [(None,)]
 
     apply_all(db, directory)
     assert [r[0] for r in migrations_table(db) or []] == [
@@ -274,7 +275,7 @@ def test_a_lint_blocked_migration_never_touches_the_database(
     assert schema_fingerprint(db) == before
     assert migrations_table(db) is None
     _, status, _, issues, _, details = ops_log_entry(stack, flow_run_id(state))
-    assert status == "failed" and "GateRejected" in issues
+    assert status == "rejected" and "GateRejected" in issues
     assert "backup" not in details and details["blocked"] is True
 
 
@@ -298,3 +299,77 @@ def test_a_busy_change_slot_makes_the_run_give_up_before_changing_anything(
     with pytest.raises(Throttled, match="another change of migtest-busy held change-migtest-busy"):
         state.result()
     assert migrations_table(db) is None
+
+
+def test_two_migrations_of_one_database_serialise_whatever_their_environment(
+    stack: Any, bootstrapped: Any, db: PostgresTarget, tmp_path: Path
+) -> None:
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    (directory / "001_slow.sql").write_text(
+        "CREATE TABLE IF NOT EXISTS slow_t (id bigint);\nSELECT pg_sleep(6);\n"
+    )
+    sleeping = (
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND query LIKE '%pg_sleep(6)%'"
+        " AND pid <> pg_backend_pid()"
+    )
+    with (
+        saved_target(db, "sera") as block_a,
+        saved_target(db, "serb") as block_b,
+        change_limit("migtest-sera"),
+        change_limit("migtest-serb"),
+    ):
+        first, box = run_in_thread(
+            lambda: migrate_database(
+                str(directory),
+                database=block_a,
+                environment="migtest-sera",
+                skip_backup=True,
+                return_state=True,
+            )  # fmt: skip
+        )
+        deadline = time.monotonic() + 60
+        while query(db, sleeping)[0][0] == 0:
+            assert first.is_alive(), box
+            assert time.monotonic() < deadline, "the first migration never started applying"
+            time.sleep(0.2)
+        # Another block for the same database, another environment: it must wait, not apply.
+        second = migrate_database(
+            str(directory), database=block_b, environment="migtest-serb",
+            skip_backup=True, concurrency_timeout_s=1, return_state=True,
+        )  # fmt: skip
+        first.join(timeout=60)
+    assert box["state"].is_completed(), box["state"]
+    limit = database_limit_name(db)
+    with pytest.raises(Throttled, match=f"another change held {limit} for more than 1s"):
+        second.result()
+    _, status, impact, _, _, details = ops_log_entry(stack, flow_run_id(second))
+    assert status == "timed out" and impact == "no change" and "applied" not in details
+    assert [r[0] for r in migrations_table(db) or []] == ["001_slow.sql"]
+    assert query(db, "SELECT DISTINCT applied_by FROM schema_migrations") == [
+        (str(flow_run_id(box["state"])),)
+    ]
+
+
+def test_an_unguarded_concurrent_index_is_refused_before_the_backup(
+    stack: Any, bootstrapped: Any, db: PostgresTarget, tmp_path: Path
+) -> None:
+    directory = migrations_dir(tmp_path, "app")
+    (directory / "004_email_idx.sql").write_text(
+        "-- squawk-ignore-file prefer-robust-stmts\n"
+        "CREATE INDEX CONCURRENTLY accounts_email_idx ON accounts (email);\n"
+    )
+    with saved_target(db, "unguarded") as block, change_limit("migtest-unguarded"):
+        state = migrate_database(
+            str(directory), database=block, environment="migtest-unguarded", return_state=True
+        )
+    with pytest.raises(GateRejected) as info:
+        state.result()
+    message = str(info.value)
+    assert "004_email_idx.sql: line 2: not-rerunnable" in message
+    assert "CREATE INDEX CONCURRENTLY accounts_email_idx ON accounts (email)" in message
+    assert "IF NOT EXISTS" in message
+    assert migrations_table(db) is None
+    details = ops_log_entry(stack, flow_run_id(state))[5]
+    assert "backup" not in details and details["blocked"] is True

@@ -179,3 +179,10 @@ def test_missing_token_header_is_401(client: Any, desk: FakeDesk) -> None:
     body = json.dumps(notification([alert()])).encode()
     assert client.post("/alertmanager", content=body).status_code == 401
     assert client.get("/healthz").json()["alertmanager"] is True
+
+
+def test_the_receiver_reads_the_token_block_bootstrap_saves() -> None:
+    from deployments.alert_receiver import TOKEN_BLOCK
+    from devstack.bootstrap import ALERTMANAGER_TOKEN_BLOCK
+
+    assert TOKEN_BLOCK == ALERTMANAGER_TOKEN_BLOCK

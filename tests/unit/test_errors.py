@@ -19,6 +19,7 @@ from opsflows.retry import _is_transient
         (errors.VerificationFailed, False),
         (errors.BackupMissing, False),
         (errors.ServiceUnavailable, True),
+        (errors.Stalled, True),
         (errors.Throttled, True),
     ],
 )

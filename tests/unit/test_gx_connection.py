@@ -44,6 +44,10 @@ def test_the_url_carries_every_libpq_setting_of_the_target() -> None:
         "connect_timeout": "7",
         "application_name": "opsflows-verify",
         "options": "-c search_path=pg_catalog",
+        "keepalives": "1",
+        "keepalives_idle": "30",
+        "keepalives_interval": "10",
+        "keepalives_count": "3",
     }
     assert driver_params(target(), "x")["sslmode"] == "prefer", "the block's default"
 

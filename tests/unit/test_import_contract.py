@@ -6,7 +6,7 @@
     procedures                        sub-procedures several runbooks share
     tasks                             retryable steps by system; vendor errors translated here
     decisions | blocks                pure decisions (no vendor SDK, no Prefect I/O) | typed config
-    opsflows (core)                   errors, retry, settings, oplog
+    opsflows (core)                   errors, retry, settings, oplog, thresholds
 
 Nothing outside ``devstack/``, ``bench/`` and ``tests/`` imports ``devstack`` at module level;
 ``opsflows.cli`` imports it inside the ``opsflows devstack|bootstrap|up`` commands only. No
@@ -26,7 +26,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("opsflows", "decisions", "blocks", "tasks", "procedures", "flows", "deployments")
 PROJECT = (*PACKAGES, "devstack", "bench", "tests")
-CORE = frozenset({"opsflows.errors", "opsflows.retry", "opsflows.settings", "opsflows.oplog"})
+CORE = frozenset(
+    {
+        "opsflows.errors",
+        "opsflows.retry",
+        "opsflows.settings",
+        "opsflows.oplog",
+        "opsflows.thresholds",
+    }
+)
 
 #: What each layer may import from the project (its own package is always allowed, except
 #: where ``SIBLINGS_FORBIDDEN`` says otherwise).

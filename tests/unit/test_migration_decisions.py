@@ -6,21 +6,19 @@ import hashlib
 
 import pytest
 
+from decisions.migration_plan_render import render_plan
+from decisions.migration_verify import SchemaSnapshot, check_expectations, final_expectations
 from decisions.migrations import (
     Applied,
     ApplyPolicy,
     Expectation,
     Finding,
     Migration,
-    SchemaSnapshot,
-    check_expectations,
-    final_expectations,
     judge,
     make_plan,
     parse_expectations,
     parse_ignores,
     parse_migration,
-    render_plan,
     runs_in_transaction,
 )
 from decisions.sql_locks import (
@@ -232,8 +230,15 @@ def test_missing_and_out_of_order_files_refuse_the_run() -> None:
 def test_transaction_control_and_mixed_modes_block() -> None:
     files = [
         mig("001.sql", "BEGIN;\nALTER TABLE a ADD COLUMN b text;\nCOMMIT;"),
-        mig("002.sql", "CREATE INDEX CONCURRENTLY i ON a (b);\nALTER TABLE a ADD COLUMN c text;"),
-        mig("003.sql", "SET maintenance_work_mem = '1GB';\nCREATE INDEX CONCURRENTLY i ON a (b);"),
+        mig(
+            "002.sql",
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON a (b);\nALTER TABLE a ADD COLUMN c text;",
+        ),
+        mig(
+            "003.sql",
+            "SET maintenance_work_mem = '1GB';\n"
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON a (b);",
+        ),
     ]
     plan = make_plan(files, [])
     assert [p.problems for p in plan.pending][2] == ()

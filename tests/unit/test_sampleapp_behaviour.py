@@ -7,9 +7,12 @@ from typing import Any
 import pytest
 
 from devstack.sampleapp.behaviour import (
+    BUSY_CPU,
+    BUSY_QUEUE,
     FAST_LATENCY_S,
     FLAKY_ERROR_RATE,
     LATENCY_JITTER,
+    POOL_EXHAUSTED_ERROR_RATE,
     PRODBROKEN_ERROR_RATE,
     SLOW_LATENCY_S,
     Behaviour,
@@ -17,6 +20,7 @@ from devstack.sampleapp.behaviour import (
     image_tag,
 )
 from devstack.sampleapp.pods import Pod, ready_pods
+from opsflows.thresholds import THRESHOLDS
 
 HEALTHY = Behaviour(error_rate=0.0, latency_s=FAST_LATENCY_S, healthy=True)
 BROKEN = Behaviour(error_rate=1.0, latency_s=FAST_LATENCY_S, healthy=False)
@@ -40,6 +44,12 @@ PRODBROKEN = Behaviour(error_rate=PRODBROKEN_ERROR_RATE, latency_s=FAST_LATENCY_
         ("registry.local/web-app:1.4.0-prodbroken", "production", PRODBROKEN),
         ("registry.local/web-app:1.5.0-prodslow", "staging", HEALTHY),
         ("registry.local/web-app:1.5.0-prodslow", "production", SLOW),
+        ("registry.local/web-app:1.6.0-busy", "staging", Behaviour(queue=BUSY_QUEUE, cpu=BUSY_CPU)),
+        (
+            "registry.local/web-app:1.7.0-poolexhaust",
+            "production",
+            Behaviour(error_rate=POOL_EXHAUSTED_ERROR_RATE, pool_exhausted=True),
+        ),
         # the registry host and path are not the tag
         ("broken.registry:5000/slow/web-app:2.0.0", "production", HEALTHY),
         ("registry.local/web-app", "production", HEALTHY),
@@ -57,6 +67,12 @@ def test_markers_combine_to_the_worst() -> None:
     assert prod == Behaviour(error_rate=PRODBROKEN_ERROR_RATE, latency_s=SLOW_LATENCY_S)
 
 
+def test_a_fault_on_a_bad_image_keeps_the_worst_of_both() -> None:
+    slow = behaviour_for("registry.local/web-app:1.2.0-slow", "staging")
+    both = slow.worst(Behaviour(error_rate=1.0, healthy=False, cpu=0.9))
+    assert both == Behaviour(error_rate=1.0, latency_s=SLOW_LATENCY_S, healthy=False, cpu=0.9)
+
+
 def test_thresholds_are_on_the_right_side_of_the_gates() -> None:
     # the runbook's gates: error rate 0.5%, p95 2 s
     assert FAST_LATENCY_S * (1 + LATENCY_JITTER) < 0.01
@@ -64,6 +80,10 @@ def test_thresholds_are_on_the_right_side_of_the_gates() -> None:
     assert SLOW_LATENCY_S * (1 - LATENCY_JITTER) > 2.0
     assert FLAKY_ERROR_RATE > 0.005
     assert 0.2 <= PRODBROKEN_ERROR_RATE <= 0.5
+    # and the alert rules' thresholds (opsflows/thresholds.py)
+    assert BUSY_QUEUE > THRESHOLDS.request_queue
+    assert BUSY_CPU > THRESHOLDS.cpu
+    assert POOL_EXHAUSTED_ERROR_RATE >= THRESHOLDS.error_rate_page
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,273 @@
+"""Every alert rule, built from the runbook's thresholds (see :mod:`decisions.alert_rules`)."""
+
+from __future__ import annotations
+
+from decisions.alert_labels import (
+    BACKUP_FAILED,
+    CERT_EXPIRY,
+    DATABASE_SLOW,
+    DISK_FULL,
+    MEMORY_LEAK,
+    ONE_POD_DOWN,
+    SERVICE_DOWN,
+    TRAFFIC_SPIKE,
+    Rule,
+)
+from opsflows.thresholds import THRESHOLDS, Thresholds
+
+
+def _g(value: float) -> str:
+    """A number as PromQL writes it (no trailing zeros)."""
+    return f"{value:g}"
+
+
+def error_ratio(window: str = "1m") -> str:
+    """5xx share of ``/`` requests by env (as ``tasks.metrics.error_rate_query``)."""
+    sel = 'job="web-app", path="/"'
+    return (
+        f'sum by (env) (rate(http_requests_total{{{sel}, status=~"5.."}}[{window}]))\n'
+        f"  / sum by (env) (rate(http_requests_total{{{sel}}}[{window}]))"
+    )
+
+
+def p95_latency(window: str = "1m") -> str:
+    """p95 latency of ``/`` by env (as ``tasks.metrics.p95_latency_query``)."""
+    return (
+        "histogram_quantile(0.95, sum by (env, le) (\n"
+        f'  rate(http_request_duration_seconds_bucket{{job="web-app", path="/"}}[{window}])))'
+    )
+
+
+def rules(t: Thresholds = THRESHOLDS) -> tuple[Rule, ...]:
+    """Every alert rule for thresholds ``t``."""
+    day = 86400
+    return (
+        # -- the web app (each environment) ------------------------------------------------
+        Rule(
+            "web-app",
+            "ServiceDown",
+            'min by (env) (probe_success{job="blackbox-http"}) == 0\n'
+            'or min by (env) (up{job="web-app"}) == 0',
+            60,
+            "a single failed probe (a pod restarting, a GC pause) does not page; a minute of "
+            "failures does, well inside the runbook's 5-minute detect-and-respond goal",
+            "P1",
+            SERVICE_DOWN,
+            "web-app in {{ $labels.env }} is down (health probe failing or not scraped)",
+        ),
+        Rule(
+            "web-app",
+            "HighErrorRate",
+            f"({error_ratio()})\n  >= {_g(t.error_rate_page)}",
+            120,
+            "two minutes of 1-minute rates: a sustained failure, not one burst; paging within "
+            "the runbook's 15 minutes for P2",
+            "P2",
+            SERVICE_DOWN,
+            "{{ $value | humanizePercentage }} of requests fail in {{ $labels.env }}",
+        ),
+        Rule(
+            "web-app",
+            "HighErrorRate",
+            f"({error_ratio()})\n  > {_g(t.error_rate)} < {_g(t.error_rate_page)}",
+            300,
+            "P3 is an email within the hour: five minutes waits out short bursts of errors",
+            "P3",
+            SERVICE_DOWN,
+            "{{ $value | humanizePercentage }} of requests fail in {{ $labels.env }}",
+        ),
+        Rule(
+            "web-app",
+            "HighLatencyP95",
+            f"{p95_latency()}\n  > {_g(t.p95_latency_s)}",
+            120,
+            "two minutes of 1-minute p95s: one slow batch of requests does not page",
+            "P2",
+            SERVICE_DOWN,
+            "p95 latency in {{ $labels.env }} is {{ $value | humanizeDuration }}",
+        ),
+        Rule(
+            "web-app",
+            "RequestQueueHigh",
+            f'max by (env) (sampleapp_request_queue{{job="web-app"}}) > {t.request_queue}',
+            60,
+            "a queue above 1000 drains in seconds or not at all: a minute tells them apart",
+            "P2",
+            TRAFFIC_SPIKE,
+            "{{ $value }} requests waiting in {{ $labels.env }}",
+        ),
+        Rule(
+            "web-app",
+            "PodCpuHigh",
+            f'max by (env) (sampleapp_cpu_utilization_ratio{{job="web-app"}}) > {_g(t.cpu)}',
+            300,
+            "CPU is spiky; five minutes above 80% of the limit is load, not a spike",
+            "P2",
+            TRAFFIC_SPIKE,
+            "a pod in {{ $labels.env }} uses {{ $value | humanizePercentage }} of its CPU",
+        ),
+        Rule(
+            "web-app",
+            "OnePodDown",
+            'max by (env) (sampleapp_unready_pods{job="web-app"}) > 0\n'
+            'and on (env) sum by (env) (sampleapp_ready_pods{job="web-app"}) > 0',
+            120,
+            "a rollout's new pod is unready for seconds; two minutes is a pod that does not "
+            "come back while the others still serve",
+            "P3",
+            ONE_POD_DOWN,
+            "{{ $value }} pod(s) not ready in {{ $labels.env }}; the others still serve",
+        ),
+        Rule(
+            "web-app",
+            "DbPoolExhausted",
+            'max by (env) (sampleapp_db_pool_in_use{job="web-app"}\n'
+            '  / sampleapp_db_pool_size{job="web-app"}) >= 1',
+            60,
+            "a full pool for a minute means requests wait for connections (the runbook's "
+            "'connection refused' errors), not a momentary peak",
+            "P2",
+            SERVICE_DOWN,
+            "the DB connection pool in {{ $labels.env }} is exhausted",
+        ),
+        Rule(
+            "web-app",
+            "VolumeFull",
+            'max by (env) (sampleapp_volume_used_bytes{job="web-app"}\n'
+            f'  / sampleapp_volume_size_bytes{{job="web-app"}}) > {_g(t.disk)}',
+            120,
+            "a burst of uploads that is cleaned at once does not page; a volume that stays "
+            "full does",
+            "P2",
+            DISK_FULL,
+            "the app volume in {{ $labels.env }} is {{ $value | humanizePercentage }} full",
+        ),
+        # -- the machine (node_exporter) ---------------------------------------------------
+        Rule(
+            "host",
+            "HostCpuHigh",
+            # idle share of all CPU time: right however the kernel counts its ticks
+            "1 - sum by (env, instance) (\n"
+            '  rate(node_cpu_seconds_total{job="node", mode="idle"}[2m]))\n'
+            '  / sum by (env, instance) (rate(node_cpu_seconds_total{job="node"}[2m]))\n'
+            f"  > {_g(t.cpu)}",
+            600,
+            "builds, backups and restores use the CPU for minutes; ten minutes above 80% "
+            "is a capacity problem",
+            "P2",
+            TRAFFIC_SPIKE,
+            "CPU of {{ $labels.instance }} is {{ $value | humanizePercentage }} busy",
+            host=True,
+        ),
+        Rule(
+            "host",
+            "HostMemoryHigh",
+            '1 - node_memory_MemAvailable_bytes{job="node"}\n'
+            '  / node_memory_MemTotal_bytes{job="node"}\n'
+            f"  > {_g(t.memory)}",
+            300,
+            "page cache and short jobs come and go; five minutes above 85% is a leak or a "
+            "machine too small",
+            "P2",
+            MEMORY_LEAK,
+            "memory of {{ $labels.instance }} is {{ $value | humanizePercentage }} used",
+            host=True,
+        ),
+        Rule(
+            "host",
+            "HostDiskFull",
+            '1 - node_filesystem_avail_bytes{job="node", fstype!~"tmpfs|ramfs|squashfs"}\n'
+            '  / node_filesystem_size_bytes{job="node", fstype!~"tmpfs|ramfs|squashfs"}\n'
+            f"  > {_g(t.disk)}",
+            300,
+            "a dump or a restore fills and frees space within minutes; five minutes is not "
+            "going away",
+            "P2",
+            DISK_FULL,
+            "{{ $labels.mountpoint }} on {{ $labels.instance }} is "
+            "{{ $value | humanizePercentage }} full",
+            host=True,
+        ),
+        # -- the database (postgres_exporter) ----------------------------------------------
+        Rule(
+            "database",
+            "PostgresDown",
+            'min by (env) (pg_up{job="postgres"}) == 0\nor min by (env) (up{job="postgres"}) == 0',
+            60,
+            "a restart takes seconds; a minute without the database is an outage",
+            "P1",
+            SERVICE_DOWN,
+            "PostgreSQL in {{ $labels.env }} is down",
+        ),
+        Rule(
+            "database",
+            "DatabaseConnectionsHigh",
+            f'sum by (env) (pg_stat_database_numbackends{{job="postgres"}}) > {t.db_connections}',
+            120,
+            "a pool warming up opens many connections at once; two minutes above "
+            f"{t.db_connections} of {t.db_max_connections} is a leak or a pile-up",
+            "P2",
+            DATABASE_SLOW,
+            "{{ $value }} connections to PostgreSQL in {{ $labels.env }} "
+            f"(max {t.db_max_connections})",
+        ),
+        Rule(
+            "database",
+            "LongRunningTransaction",
+            'max by (env) (pg_stat_activity_max_tx_duration{job="postgres"})\n'
+            f"  > {_g(t.db_long_transaction_s)}",
+            60,
+            "the duration already counts the wait; a minute more rules out a report that "
+            "is about to finish",
+            "P3",
+            DATABASE_SLOW,
+            "a transaction in {{ $labels.env }} is open for {{ $value | humanizeDuration }}",
+        ),
+        # -- backups (the ops_log table, through postgres_exporter) ------------------------
+        Rule(
+            "backup",
+            "BackupFailed",
+            'max by (env) (opsflows_backup_last_run_failed{job="postgres"}) == 1',
+            60,
+            "the last run's status only changes when a backup ends: one minute is enough to "
+            "skip a scrape of a restarting exporter",
+            "P2",
+            BACKUP_FAILED,
+            "the last database backup in {{ $labels.env }} failed",
+        ),
+        Rule(
+            "backup",
+            "BackupTooOld",
+            'time() - max by (env) (opsflows_backup_last_success_timestamp_seconds{job="postgres"})'
+            f"\n  > {_g(t.backup_max_age_h * 3600)}",
+            300,
+            "the age only grows; five minutes skips exporter restarts (the limit of "
+            f"{_g(t.backup_max_age_h)} h is a daily backup plus 2 h of slack)",
+            "P3",
+            BACKUP_FAILED,
+            "the newest good backup in {{ $labels.env }} is {{ $value | humanizeDuration }} old",
+        ),
+        # -- certificates (blackbox TLS probe) ---------------------------------------------
+        Rule(
+            "certificates",
+            "CertificateExpiry",
+            'min by (env, instance) (probe_ssl_earliest_cert_expiry{job="blackbox-tls"})'
+            f" - time()\n  < {_g(t.cert_page_days * day)}",
+            600,
+            "expiry moves in days; ten minutes skips a probe that met a server mid-rotation",
+            "P2",
+            CERT_EXPIRY,
+            "the certificate of {{ $labels.instance }} expires in {{ $value | humanizeDuration }}",
+        ),
+        Rule(
+            "certificates",
+            "CertificateExpiry",
+            'min by (env, instance) (probe_ssl_earliest_cert_expiry{job="blackbox-tls"})'
+            f" - time()\n  < {_g(t.cert_notify_days * day)} >= {_g(t.cert_page_days * day)}",
+            600,
+            "expiry moves in days; ten minutes skips a probe that met a server mid-rotation",
+            "P3",
+            CERT_EXPIRY,
+            "the certificate of {{ $labels.instance }} expires in {{ $value | humanizeDuration }}",
+        ),
+    )

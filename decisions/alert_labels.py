@@ -1,0 +1,61 @@
+"""The shape of an alert rule and the label values every rule carries (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ENVIRONMENT = "{{ $labels.env }}"
+
+#: The runbook label values: which triage flow handles the alert.
+SERVICE_DOWN = "service-down"
+DATABASE_SLOW = "database-slow"
+DISK_FULL = "disk-full"
+ONE_POD_DOWN = "one-pod-down"
+TRAFFIC_SPIKE = "traffic-spike"
+MEMORY_LEAK = "memory-leak"
+BACKUP_FAILED = "backup-failed"
+CERT_EXPIRY = "cert-expiry"
+RUNBOOKS = (
+    SERVICE_DOWN,
+    DATABASE_SLOW,
+    DISK_FULL,
+    ONE_POD_DOWN,
+    TRAFFIC_SPIKE,
+    MEMORY_LEAK,
+    BACKUP_FAILED,
+    CERT_EXPIRY,
+)
+SEVERITIES = ("P1", "P2", "P3", "P4")
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One alerting rule.
+
+    Attributes:
+        group: Rule group it belongs to.
+        alert: Alert name (two rules may share one with different severities).
+        expr: PromQL; every series it returns carries an ``env`` label.
+        for_s: Seconds the condition must hold before the alert fires.
+        why_for: Why that long (written as a comment above ``for:``).
+        severity: P1..P4.
+        runbook: Triage flow handling it (one of :data:`RUNBOOKS`).
+        summary: One line, may use ``$labels`` and ``$value`` templates.
+        host: A machine-wide rule: a test override of ``for`` leaves it alone.
+    """
+
+    group: str
+    alert: str
+    expr: str
+    for_s: int
+    why_for: str
+    severity: str
+    runbook: str
+    summary: str
+    host: bool = False
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"{self.alert}: severity {self.severity!r} is not P1..P4")
+        if self.runbook not in RUNBOOKS:
+            raise ValueError(f"{self.alert}: unknown runbook {self.runbook!r}")

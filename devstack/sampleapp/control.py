@@ -1,0 +1,175 @@
+"""What the app runs on besides its image: pod faults, the DB pool, its volume, its CPU.
+
+Faults are injected through ``/_sim/faults`` into the pods serving *now*: a pod started
+later (a rollout restart, a scale-up, a rollback) runs clean, so a restart really fixes a
+fault while a bad image (its tag) needs a rollback. Kinds (``POST /_sim/faults``, body
+``{"fault": KIND}``, optionally ``"pods": [names]`` and, for ``errors``, ``"error_rate"``):
+
+=================  ==========================================================================
+``down``           ``/`` answers 500 and ``/health`` 503 (the health probe fails: service down)
+``errors``         a share of ``/`` answers 500 (``error_rate``, 0.3 by default)
+``slow``           ~2.5 s per ``/`` request (p95 > 2 s)
+``busy``           1500 requests queued and 95% of the CPU limit used (traffic spike)
+``pool-exhausted`` every connection of the pod's DB pool taken; half the requests time out (500)
+=================  ==========================================================================
+
+``DELETE /_sim/faults`` clears them all. The volume is a directory with a quota the app
+enforces (a loop mount would need root and outlive a crashed stack): ``PUT /upload/NAME``
+refuses with 507 past the quota, ``POST /_sim/volume`` ``{"bytes": N}`` (or ``{"ratio": R}``)
+adds a sparse log file of that size under ``logs/`` (for the disk-full runbook to find), and
+``DELETE /_sim/volume`` empties the volume. Used space is the sum of file sizes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack.sampleapp.behaviour import (
+    BUSY_CPU,
+    BUSY_QUEUE,
+    POOL_EXHAUSTED_ERROR_RATE,
+    SLOW_LATENCY_S,
+    Behaviour,
+)
+from devstack.sampleapp.pods import Pod
+
+POOL_SIZE = 10
+"""DB connections in each pod's pool (a request holds one while it is served)."""
+
+FAULT_KINDS = ("down", "errors", "slow", "busy", "pool-exhausted")
+DEFAULT_FAULT_ERROR_RATE = 0.3
+
+
+class FaultError(ValueError):
+    """A ``/_sim/faults`` request the app cannot apply (unknown kind, bad value)."""
+
+
+def fault_behaviour(kind: str, error_rate: float | None = None) -> Behaviour:
+    """The behaviour a fault of ``kind`` adds to a pod."""
+    if kind == "down":
+        return Behaviour(error_rate=1.0, healthy=False)
+    if kind == "errors":
+        rate = DEFAULT_FAULT_ERROR_RATE if error_rate is None else float(error_rate)
+        if not 0 <= rate <= 1:
+            raise FaultError(f"error_rate must be within 0..1, got {rate}")
+        return Behaviour(error_rate=rate)
+    if kind == "slow":
+        return Behaviour(latency_s=SLOW_LATENCY_S)
+    if kind == "busy":
+        return Behaviour(queue=BUSY_QUEUE, cpu=BUSY_CPU)
+    if kind == "pool-exhausted":
+        return Behaviour(pool_exhausted=True, error_rate=POOL_EXHAUSTED_ERROR_RATE)
+    raise FaultError(f"unknown fault {kind!r}; one of {', '.join(FAULT_KINDS)}")
+
+
+class PodFaults:
+    """Faults by pod name; a pod that is gone takes its fault with it."""
+
+    def __init__(self) -> None:
+        self._by_pod: dict[str, tuple[str, Behaviour]] = {}
+
+    def inject(self, pods: Iterable[str], kind: str, behaviour: Behaviour) -> list[str]:
+        names = sorted(set(pods))
+        for name in names:
+            self._by_pod[name] = (kind, behaviour)
+        return names
+
+    def clear(self) -> int:
+        count = len(self._by_pod)
+        self._by_pod.clear()
+        return count
+
+    def of(self, pod: Pod) -> Behaviour | None:
+        found = self._by_pod.get(pod.name)
+        return found[1] if found else None
+
+    def keep_only(self, pods: Iterable[Pod]) -> None:
+        """Forget the faults of pods that no longer exist (restarted pods come back clean)."""
+        alive = {pod.name for pod in pods}
+        for name in [n for n in self._by_pod if n not in alive]:
+            del self._by_pod[name]
+
+    def describe(self) -> dict[str, str]:
+        return {name: kind for name, (kind, _) in sorted(self._by_pod.items())}
+
+
+class VolumeFull(OSError):
+    """A write would take the volume past its quota."""
+
+
+@dataclass
+class Volume:
+    """A directory with a quota (the app's disk): ``logs/`` and ``uploads/`` live in it."""
+
+    root: Path
+    size_bytes: int
+
+    def __post_init__(self) -> None:
+        if self.size_bytes <= 0:
+            raise ValueError("a volume needs a positive size")
+        for sub in ("logs", "uploads"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    def used_bytes(self) -> int:
+        total = 0
+        for folder, _, files in os.walk(self.root):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(folder, name)).st_size
+                except FileNotFoundError:
+                    continue  # removed while we walked (a cleanup running)
+        return total
+
+    def _room_for(self, nbytes: int) -> None:
+        used = self.used_bytes()
+        if used + nbytes > self.size_bytes:
+            raise VolumeFull(
+                f"volume {self.root} has {self.size_bytes - used} of {self.size_bytes} bytes "
+                f"free; {nbytes} asked"
+            )
+
+    def write_upload(self, name: str, data: bytes) -> Path:
+        """Store an upload (refused with :class:`VolumeFull` past the quota)."""
+        safe = Path(name).name
+        if not safe or safe in (".", ".."):
+            raise ValueError(f"bad upload name {name!r}")
+        self._room_for(len(data))
+        path = self.root / "uploads" / safe
+        path.write_bytes(data)
+        return path
+
+    def fill(self, nbytes: int) -> Path:
+        """Add a (sparse) log file of ``nbytes``: disk use without writing the bytes."""
+        if nbytes <= 0:
+            raise ValueError("fill needs a positive number of bytes")
+        self._room_for(nbytes)
+        path = self.root / "logs" / f"app-{time.time_ns()}.log"
+        with path.open("wb") as handle:
+            handle.truncate(nbytes)
+        return path
+
+    def empty(self) -> None:
+        for sub in ("logs", "uploads"):
+            shutil.rmtree(self.root / sub, ignore_errors=True)
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+
+class CpuMeter:
+    """The process's CPU use as a share of one core (its limit), between two readings."""
+
+    def __init__(self) -> None:
+        self._wall = time.monotonic()
+        self._cpu = time.process_time()
+        self.ratio = 0.0
+
+    def read(self) -> float:
+        wall, cpu = time.monotonic(), time.process_time()
+        if wall - self._wall >= 0.5:
+            self.ratio = max(0.0, (cpu - self._cpu) / (wall - self._wall))
+            self._wall, self._cpu = wall, cpu
+        return self.ratio
