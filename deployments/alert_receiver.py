@@ -123,20 +123,15 @@ class PrefectDesk:
         deadline = time.monotonic() + WAKE_SECONDS
         while True:
             with get_client(sync_client=True) as client:
-                run = (
-                    client.read_flow_run(UUID(incident.flow_run_id))
-                    if incident.flow_run_id
-                    else None
-                )
-                state = run.state if run is not None else None
-                if state is None or state.is_final():
+                run_id = UUID(incident.flow_run_id) if incident.flow_run_id else None
+                state = client.read_flow_run(run_id).state if run_id else None
+                if run_id is None or state is None or state.is_final():
                     key = f"incident-{incident.id}-{incident.status}-{incident.severity}"
                     return "started " + self.start(incident, key)
                 if state.is_paused():
-                    result = client.resume_flow_run(
-                        UUID(str(run.id)),  # type: ignore[union-attr]
-                        run_input={"who": WAKER, "note": ""},
-                    )
+                    # The forms' booleans default to "no": this only makes the run look again.
+                    answer = {"who": WAKER, "note": ""}
+                    result = client.resume_flow_run(run_id, run_input=answer)
                     if result.status.value == "ACCEPT":
                         return "resumed"
             if time.monotonic() > deadline:

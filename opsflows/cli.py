@@ -139,6 +139,12 @@ def _incidents(args: argparse.Namespace) -> int:
     except (OpsError, ValueError) as exc:
         print(f"incidents: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:  # noqa: BLE001 - the Prefect API is down or unreachable
+        print(
+            f"incidents: cannot read the ops-db block ({type(exc).__name__}: {exc})",
+            file=sys.stderr,
+        )
+        return 1
     if not incidents:
         print("no incidents")
         return 0
