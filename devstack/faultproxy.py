@@ -19,6 +19,9 @@ body bytes, then drop both sides), ``slow`` (forward the body at ``rate_bps``), 
 client gives up or the proxy stops: a hung peer). With ``reply=True``, ``cut``, ``slow`` and
 ``stall`` act on the answer instead (a download cut or stalled after ``cut_after`` bytes of
 the response, or served at ``rate_bps``).
+
+Every request a rule other than ``pass`` acted on is also counted process-wide
+(:mod:`devstack.faultcount`, kind ``"http <action>"``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
+
+from devstack import faultcount
 
 ACTIONS = ("pass", "503", "refuse", "cut", "slow", "stall")
 _S3_503 = (
@@ -181,6 +186,8 @@ class FaultProxy:
                         rule.times -= 1
                     self.hits[rule.action] += 1
                     self.log.append((method, target, rule.action))
+                    if rule.action != "pass":
+                        faultcount.record(f"http {rule.action}")
                     return rule
             self.hits["pass"] += 1
             self.log.append((method, target, "pass"))

@@ -14,7 +14,8 @@ direction (``reply=True``: what the server sends) cross ``after``: ``stall`` for
 ``after`` bytes and then forwards nothing more while keeping both connections open (a hung
 server or middlebox: TCP keepalives are still answered, so only the client's own
 progress watch can tell); ``cut`` resets both ends there. ``times`` limits how many
-connections a rule hits. A stalled connection ends when the client closes it.
+connections a rule hits. A stalled connection ends when the client closes it. Every stall
+and cut is also counted process-wide (:mod:`devstack.faultcount`, kind ``"tcp <action>"``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import socketserver
 import threading
 from collections import Counter
 from dataclasses import dataclass
+
+from devstack import faultcount
 
 ACTIONS = ("stall", "cut")
 
@@ -51,6 +54,12 @@ class _Link:
         self.closed = threading.Event()
 
     def close(self, reset: bool = False) -> None:
+        """Close both ends; ``reset``: with a TCP reset (linger 0), as a dropped link would.
+
+        The other pump is blocked in ``recv`` on one of the sockets, and closing a socket
+        another thread reads does not release it: ``shutdown`` first wakes that reader
+        (``SHUT_RD`` sends nothing, so the last close still resets the connection).
+        """
         if self.closed.is_set():
             return
         self.closed.set()
@@ -60,8 +69,7 @@ class _Link:
                     sock.setsockopt(
                         socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
                     )
-                else:
-                    sock.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RD if reset else socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 sock.close()
 
@@ -132,6 +140,7 @@ class TcpFaultProxy:
                     if rule.times is not None:
                         rule.times -= 1
                     self.hits[rule.action] += 1
+                    faultcount.record(f"tcp {rule.action}")
                     return rule
         return None
 

@@ -1,4 +1,5 @@
-"""Helpers shared by the service-backed tiers: read what a flow run left in Prefect."""
+"""Helpers shared by the service-backed tiers: read what a flow run left in Prefect, and count
+the faults a test injects by hand."""
 
 from __future__ import annotations
 
@@ -16,6 +17,14 @@ from prefect.client.schemas.filters import (
     LogFilterFlowRunId,
 )
 from prefect.logging.handlers import APILogHandler
+
+from devstack import faultcount
+
+
+def count_fault(kind: str, n: int = 1) -> None:
+    """Count a fault the test injected itself (``"kill"``: a process it killed; the fault
+    proxies and the simulator count theirs). The reliability tier reports the totals."""
+    faultcount.record(kind, n)
 
 
 def flow_run_id(state: Any) -> UUID:

@@ -4,7 +4,8 @@
   ``crashloop_restart_seconds``, ``image_pull_backoff_seconds``).
 * ``GET/POST/DELETE /_sim/faults``: add a rule (``{"status": 503, "method": "PATCH",
   "path": "deployments/web-app", "count": 1}``, see ``faults``), ``{"down": true|false}``, or
-  clear everything.
+  clear everything. The answer also carries ``injected``: the requests faults acted on since
+  the simulator started, by kind (never cleared).
 * ``POST /_sim/reset``: back to the seed state, faults cleared; ``{"config": true}`` also
   restores the startup config.
 * ``GET/DELETE /_sim/requests``: the log of recent API requests.

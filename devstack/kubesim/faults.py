@@ -5,6 +5,10 @@ with a ``Status`` body of the given code; ``delay_seconds`` slows them down firs
 lets the request take effect and then loses the response (the nastiest case for a retrying
 client).  ``{"down": true}`` answers 503 to every API request until cleared.  ``/_sim`` and
 ``/_sink`` are never affected.
+
+Every request a fault acted on is counted by kind (``"503"``, ``"delay"``, ``"down"``...) for
+the life of the process: clearing the rules or resetting the simulator does not reset the
+count, so a test can read it before and after itself (``injected`` in ``GET /_sim/faults``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 import re
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -104,6 +108,7 @@ class FaultInjector:
         self.rules: list[FaultRule] = []
         self.down = False
         self.log: deque[dict[str, Any]] = deque(maxlen=log_size)
+        self.injected: Counter[str] = Counter()
 
     def add(self, rule: FaultRule) -> None:
         """Activate a rule (rules are tried in the order they were added)."""
@@ -127,12 +132,18 @@ class FaultInjector:
             for rule in self.rules:
                 if rule.matches(method, path):
                     rule.hits += 1
+                    self.injected[str(rule.status) if rule.status is not None else "delay"] += 1
                     if rule.count is not None:
                         rule.count -= 1
                         if rule.count <= 0:
                             self.rules.remove(rule)
                     return rule
             return None
+
+    def count_down(self) -> None:
+        """Count a request answered 503 because the whole API is down."""
+        with self._lock:
+            self.injected["down"] += 1
 
     def record(self, method: str, path: str, query: str, status: int, fault: bool) -> None:
         """Append to the request log."""
@@ -151,7 +162,11 @@ class FaultInjector:
     def snapshot(self) -> dict[str, Any]:
         """The admin API's view of the faults."""
         with self._lock:
-            return {"down": self.down, "rules": [rule.to_json() for rule in self.rules]}
+            return {
+                "down": self.down,
+                "rules": [rule.to_json() for rule in self.rules],
+                "injected": dict(self.injected),
+            }
 
     def requests(self) -> list[dict[str, Any]]:
         """The recent API requests, oldest first."""
@@ -195,6 +210,7 @@ class FaultMiddleware:
         query = scope.get("query_string", b"").decode(errors="replace")
         logged = path not in ("/healthz", "/readyz", "/livez")
         if self.injector.down:
+            self.injector.count_down()
             await _send_status(
                 send, 503, "the Kubernetes API is down (kubesim fault injection)", None
             )

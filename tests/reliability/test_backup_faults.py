@@ -26,6 +26,7 @@ from opsflows.errors import BackupMissing, ServiceUnavailable
 from procedures.upload_lease import live_writers
 from tasks.catalog import abort_uploads, find_pending_uploads, list_backups
 from tests.backup_support import REPO_ROOT, BackupEnv, backup_env, fill
+from tests.support import count_fault
 
 #: No botocore-level retries: the retries under test are ours (part, then task).
 NO_SDK_RETRIES = {"config": {"retries": {"mode": "standard", "total_max_attempts": 1}}}
@@ -120,6 +121,7 @@ def test_run_killed_mid_upload_leaves_no_complete_looking_backup(
             time.sleep(0.2)
         # The part is in flight now: the proxy forwards it at 1 MiB/s, a part takes seconds.
         run.send_signal(signal.SIGKILL)
+        count_fault("kill")
     finally:
         run.wait(timeout=30)
     assert run.returncode == -signal.SIGKILL

@@ -36,7 +36,7 @@ from opsflows.errors import (
 )
 from tasks import rollout
 from tests.deploy_support import save_without_prometheus
-from tests.support import flow_run_artifacts, flow_run_id
+from tests.support import count_fault, flow_run_artifacts, flow_run_id
 
 
 def image_of(env: KubeEnvironment) -> str:
@@ -202,6 +202,7 @@ def test_prometheus_unreachable_is_inconclusive_and_rolls_back(
     production = envs["production"]
     previous = image_of(production)
     save_without_prometheus(production, "test-production-no-prometheus", procs.free_port())
+    count_fault("unreachable")
     image = f"registry.local/web-app:5.{uuid.uuid4().int % 1000}.0"
     state = hotfix(
         image=image,

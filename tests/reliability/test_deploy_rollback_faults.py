@@ -29,7 +29,7 @@ from opsflows.errors import VerificationFailed
 from tasks import rollout
 from tests.backup_support import REPO_ROOT
 from tests.deploy_support import environments, new_image, steady_load
-from tests.support import flow_run_id, oplog_row
+from tests.support import count_fault, flow_run_id, oplog_row
 
 DEPLOYMENT = "/apis/apps/v1/namespaces/production/deployments/web-app"
 FAST: dict[str, Any] = {"bake_interval_s": 1, "smoke_retry_s": 3, "approval_timeout_s": 60}
@@ -190,6 +190,7 @@ def test_deploy_killed_mid_production_frees_the_change_lock_and_production_recov
 
         wait_for(released, "the deploy changed production")
         run.send_signal(signal.SIGKILL)
+        count_fault("kill")
     finally:
         run.wait(timeout=30)
     assert run.returncode == -signal.SIGKILL

@@ -44,7 +44,7 @@ from tests.migrate_support import (
     saved_target,
     scratch_database,
 )
-from tests.support import flow_run_id
+from tests.support import count_fault, flow_run_id
 
 PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
 FAST = ApplyPolicy(lock_timeout_s=0.5, statement_timeout_s=30, lock_retries=0)
@@ -199,6 +199,7 @@ def test_a_killed_run_can_be_run_again_and_finishes(db: PostgresTarget, tmp_path
             assert time.monotonic() < deadline, "the run never reached the slow statement"
             time.sleep(0.2)
         proc.send_signal(signal.SIGKILL)
+        count_fault("kill")
         proc.wait(timeout=10)
     finally:
         if proc.poll() is None:
@@ -253,6 +254,7 @@ def test_an_unreachable_server_is_transient_and_named(db: PostgresTarget) -> Non
         host=db.host, port=procs.free_port(), database=db.database, user=db.user,
         password=db.password.get_secret_value(), connect_timeout=2,
     )  # fmt: skip
+    count_fault("unreachable")
     with pytest.raises(ServiceUnavailable, match="cannot reach PostgreSQL"):
         read_database_state.fn(gone)
 

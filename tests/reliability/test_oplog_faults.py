@@ -24,7 +24,7 @@ from blocks.postgres import PostgresTarget
 from devstack.faultproxy import FaultProxy, Rule
 from devstack.stack import StackInfo
 from tests.oplog_support import REAL_ERROR
-from tests.support import flow_run_artifacts, oplog_row
+from tests.support import count_fault, flow_run_artifacts, oplog_row
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,6 +46,7 @@ def dead_ops_db(bootstrapped: object) -> str:
     PostgresTarget(
         host="127.0.0.1", port=port, database="opsflows", user="nobody", password="unused"
     ).save(name, overwrite=True)
+    count_fault("unreachable")
     return name
 
 

@@ -35,7 +35,7 @@ from tasks.scratch import (
     sweep_abandoned,
 )
 from tests.backup_support import REPO_ROOT, BackupEnv, backup_env, fill
-from tests.support import flow_run_id, oplog_row
+from tests.support import count_fault, flow_run_id, oplog_row
 
 #: No botocore-level retries: the retries under test are ours (the restore task's).
 NO_SDK_RETRIES = {"config": {"retries": {"mode": "standard", "total_max_attempts": 1}}}
@@ -123,6 +123,7 @@ def test_s3_staying_down_fails_clearly_and_leaves_nothing(
 
 def test_postgres_unreachable_fails_before_any_download(env: BackupEnv, proxy: FaultProxy) -> None:
     port = procs.free_port()
+    count_fault("unreachable")
     names: dict[str, str] = {}
     for block, target in ((env.db_block, env.app), (env.admin_block, env.admin)):
         name = f"{block}-nopg"
@@ -198,6 +199,7 @@ def test_run_killed_mid_restore_leaves_live_alone_and_the_rerun_drops_its_leftov
             assert time.monotonic() < deadline, "pg_restore never started"
             time.sleep(0.2)
         run.send_signal(signal.SIGKILL)
+        count_fault("kill")
     finally:
         run.wait(timeout=30)
     assert run.returncode == -signal.SIGKILL

@@ -17,6 +17,7 @@ from psycopg import sql
 
 import flows.rotate_credentials as flow_module
 from tests.rotation_support import World, arm, assert_no_secrets, check_completed, check_failed_run
+from tests.support import count_fault
 
 
 def test_the_database_kills_the_connection_setting_the_password(
@@ -43,6 +44,7 @@ def test_the_database_kills_the_connection_setting_the_password(
                     for pid, query in rows:
                         seen.append(query)
                         conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                        count_fault("pg terminate")
                     time.sleep(0.05)
 
         threading.Thread(target=killer, daemon=True).start()
@@ -76,7 +78,11 @@ def test_the_new_login_is_refused_during_the_test(
 
         return apply
 
-    monkeypatch.setattr(flow_module, "test_login", arm("test_login", limit(0), limit(-1)))
+    def refuse_logins() -> None:
+        limit(0)()
+        count_fault("pg logins refused")
+
+    monkeypatch.setattr(flow_module, "test_login", arm("test_login", refuse_logins, limit(-1)))
 
     state = world.run()
 

@@ -19,6 +19,7 @@ import pytest
 
 import flows.rotate_credentials as flow_module
 from tests.rotation_support import World, assert_no_secrets, check_completed
+from tests.support import count_fault
 
 #: step -> the flow-module task after which the run is killed (the step has taken effect).
 KILL_AFTER = {
@@ -82,6 +83,7 @@ def test_a_run_killed_at_any_step_is_resumed_by_a_rerun(
         assert time.monotonic() < deadline, f"the run never reached {step}"
         time.sleep(0.1)
     os.kill(child.pid, signal.SIGKILL)
+    count_fault("kill")
     child.join(10)
     assert child.exitcode == -signal.SIGKILL
     killed = marker.read_text()

@@ -19,6 +19,7 @@ from prefect_aws import AwsCredentials
 import flows.rotate_credentials as flow_module
 from devstack.stack import AWS_REGION, MOTO_KEYS, StackInfo
 from tests.rotation_support import World, arm, assert_no_secrets, check_completed, check_failed_run
+from tests.support import count_fault
 
 
 class Proxy:
@@ -66,6 +67,7 @@ class Proxy:
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
                 if muted.is_set():  # moto has applied the request: its answer is lost
+                    count_fault("sm answer lost")
                     _hang_up(src, dst)
                     if self.dead_after_loss:
                         self.close()
@@ -110,7 +112,12 @@ def test_secrets_manager_unreachable(
     world: World, proxied: Proxy, monkeypatch: pytest.MonkeyPatch, step: str
 ) -> None:
     before = world.value()
-    monkeypatch.setattr(flow_module, step, arm(step, proxied.close))
+
+    def unreachable() -> None:
+        proxied.close()
+        count_fault("sm unreachable")
+
+    monkeypatch.setattr(flow_module, step, arm(step, unreachable))
 
     state = world.run(aws_credentials=world.envs[0] + "-aws")
 

@@ -29,7 +29,7 @@ from flows.restore import restore_database
 from opsflows.errors import ConflictError, OpsError
 from tasks.swap import recover_swap, swap_in
 from tests.backup_support import REPO_ROOT, admin_target, backup_env, fill
-from tests.support import flow_run_id, oplog_row
+from tests.support import count_fault, flow_run_id, oplog_row
 from tests.swap_support import (
     LIVE_COMMENT,
     NEW_ROWS,
@@ -81,6 +81,7 @@ def kill_after(w: SwapWorld, n: int) -> None:
         timeout=120,
     )
     assert run.returncode == -signal.SIGKILL, run.stderr.decode()[-2000:]
+    count_fault("kill")
 
 
 @pytest.mark.parametrize("n", range(1, CHANGES + 1))
@@ -117,6 +118,7 @@ def test_connection_lost_after_each_change_is_undone_or_finished_at_once(
     def cut_connection(conn: Any) -> None:
         restore_was_live.append(sw.scratch not in sw.databases())
         cut(sw.admin)(conn)
+        count_fault("pg terminate")
 
     with disable_run_logger(), after_change(lambda i, _text: i == n, cut_connection):
         try:

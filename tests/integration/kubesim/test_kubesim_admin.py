@@ -71,3 +71,25 @@ def test_notification_sink_stores_posts_per_channel(admin: httpx.Client) -> None
     assert admin.get("/_sink").json() == {"notify": 1, "page": 2}
     assert admin.delete("/_sink").status_code == 200
     assert admin.get("/_sink/page").json() == []
+
+
+def test_injected_faults_are_counted_and_the_count_survives_clear_and_reset(
+    apps: client.AppsV1Api, admin: httpx.Client
+) -> None:
+    before = admin.get("/_sim/faults").json()["injected"]
+    rule = {"status": 503, "method": "GET", "path": "/deployments/web-app$", "count": 2}
+    admin.post("/_sim/faults", json=rule)
+    admin.post("/_sim/faults", json={"status": None, "delay_seconds": 0.01, "path": "/replicasets"})
+    for _ in range(2):
+        with pytest.raises(ApiException):
+            apps.read_namespaced_deployment("web-app", "staging")
+    apps.list_namespaced_replica_set("staging")  # slowed, then answered
+    admin.post("/_sim/faults", json={"down": True})
+    with pytest.raises(ApiException):
+        apps.list_namespaced_replica_set("production")
+    admin.delete("/_sim/faults")
+    admin.post("/_sim/reset")
+    apps.read_namespaced_deployment("web-app", "staging")  # no fault: not counted
+    after = admin.get("/_sim/faults").json()["injected"]
+    added = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    assert {k: n for k, n in added.items() if n} == {"503": 2, "delay": 1, "down": 1}
