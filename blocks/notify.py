@@ -19,6 +19,10 @@ class NotificationRouting(Block):
     ``"slack-webhook/incidents"`` or ``"pager-duty-webhook/on-call"``), so the team reuses
     Prefect's own Slack, PagerDuty and webhook blocks. The runbook's channels are the
     defaults: P1/P2 page and notify, P3 notifies, P4 only logs.
+
+    ``channels`` names the other places incidents reach: ``incidents`` (the runbook's
+    "#incidents" Slack channel) and the escalation levels after the on-call, ``secondary``
+    and ``lead`` (an escalation level with no channel pages the severity's route again).
     """
 
     _block_type_name: ClassVar[str] = "Opsflows Notification Routing"
@@ -33,6 +37,11 @@ class NotificationRouting(Block):
         description="Severity (P1..P4) → notification block documents (slug/name).",
     )
 
+    channels: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Named channels (incidents, secondary, lead) → notification block documents.",
+    )
+
     def targets(self, severity: str) -> list[str]:
         """The block documents for ``severity`` (an unknown severity is an error)."""
         if severity not in SEVERITIES:
@@ -40,3 +49,7 @@ class NotificationRouting(Block):
                 f"unknown severity {severity!r}; use one of {', '.join(SEVERITIES)}"
             )
         return list(self.routes.get(severity, []))
+
+    def channel(self, name: str) -> list[str]:
+        """The block documents of a named channel (none configured: empty)."""
+        return list(self.channels.get(name, []))

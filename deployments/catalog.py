@@ -7,8 +7,10 @@ from typing import Any
 from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron
 
+from decisions.incidents import WATCHED_RUNBOOKS
 from flows.backup import backup_database
 from flows.deploy import staged_deploy
+from flows.incident import incident
 from flows.migrate import migrate_database
 from flows.operate import hotfix, restart, rollback, scale
 from flows.record_crash import record_crashed_run
@@ -51,9 +53,46 @@ def crash_recorder(runbook_flows: list[str]) -> Any:
     )
 
 
+def incident_response(watched: list[str]) -> Any:
+    """The ``incident`` deployment: started by the Alertmanager receiver with an
+    ``incident_id``, and by its watchdog trigger whenever a deployment run of one of
+    ``watched`` (the scheduled runbooks and every change) fails or crashes."""
+    trigger = DeploymentEventTrigger(
+        name="open an incident for a failed or crashed runbook run",
+        expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
+        match={"prefect.resource.id": "prefect.flow-run.*"},
+        match_related=[
+            {"prefect.resource.role": "flow", "prefect.resource.name": sorted(watched)},
+            {"prefect.resource.role": "deployment"},
+        ],
+        parameters={"failed_run": "{{ event.resource.id }}"},
+    )
+    # A crashed incident run (its process died) leaves its incident to a new run.
+    orphans = DeploymentEventTrigger(
+        name="pick up the incident of a crashed incident run",
+        expect={"prefect.flow-run.Crashed"},
+        match={"prefect.resource.id": "prefect.flow-run.*"},
+        match_related=[
+            {"prefect.resource.role": "flow", "prefect.resource.name": [incident.name]},
+            {"prefect.resource.role": "deployment"},
+        ],
+        parameters={"failed_run": "{{ event.resource.id }}"},
+    )
+    return incident.to_deployment(
+        name="incident",
+        description="Respond to an incident: page by severity (P1 at once, P2 after 15 min "
+        "unless acknowledged, P3 email, P4 recorded), escalate to the secondary and the lead "
+        "until someone acknowledges in the UI, start the alert's triage runbook, close on "
+        "resolution with a post-mortem draft for P1/P2. Started by Alertmanager (through "
+        "the receiver), by a failed or crashed runbook run, or by hand with incident_id.",
+        tags=["incident", "watchdog"],
+        triggers=[trigger, orphans],
+    )
+
+
 def runner_deployments() -> list[Any]:
     """The ``RunnerDeployment`` of every runbook, with schedules and descriptions."""
-    runbooks = _runbooks()
+    runbooks = [*_runbooks(), incident_response(sorted(WATCHED_RUNBOOKS))]
     return [*runbooks, crash_recorder(sorted({d.flow_name for d in runbooks}))]
 
 

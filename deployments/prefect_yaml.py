@@ -73,6 +73,9 @@ def render_deployment(deployment: Any, anchors: dict[tuple[str, str], str]) -> s
         lines.append("    triggers:")
         for trigger in deployment.triggers:
             body = trigger.model_dump(mode="json", exclude_unset=True)
+            for events in ("expect", "after"):  # sets: their order changes with the hash seed
+                if isinstance(body.get(events), list):
+                    body[events] = sorted(body[events])
             lines.append(f"      - {json.dumps(body, sort_keys=True)}")
     return "\n".join(lines) + "\n"
 

@@ -3,9 +3,11 @@
 Prefect's incoming webhooks are a Prefect Cloud feature; this small ASGI service is the
 self-hosted equivalent (``opsflows webhook serve``)::
 
-    POST /webhook   a CI event (GitHub-style or the generic opsflows form, see
-                    ``decisions/webhook.py``) -> 202 {"flow_run_id", "ui_url", ...}
-    GET  /healthz   200 when the service is up
+    POST /webhook       a CI event (GitHub-style or the generic opsflows form, see
+                        ``decisions/webhook.py``) -> 202 {"flow_run_id", "ui_url", ...}
+    POST /alertmanager  an Alertmanager notification: opens, updates or resolves an incident
+                        (``deployments/alert_receiver.py``)
+    GET  /healthz       200 when the service is up
 
 The rules (signature, freshness, routing) are pure code in ``decisions.webhook``; this module
 adds the I/O around them: the HMAC secret from a Prefect ``Secret`` block (re-read every
@@ -25,7 +27,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from starlette.applications import Starlette
@@ -35,6 +37,9 @@ from starlette.routing import Route
 
 from decisions.webhook import Rejected, RouteTable, RunRequest, decide, load_table
 from opsflows.errors import ConfigurationError, ServiceUnavailable, scrub
+
+if TYPE_CHECKING:
+    from deployments.alert_receiver import AlertReceiver
 
 log = logging.getLogger("opsflows.webhook")
 
@@ -179,17 +184,17 @@ async def start_with_prefect(request: RunRequest) -> StartedRun:
     return StartedRun(str(run.id), f"{ui}/runs/flow-run/{run.id}" if ui else "")
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refusing to buffer more than ``limit`` bytes."""
+async def read_body(request: Request, limit: int, status: int = 400) -> bytes:
+    """The raw body, refusing (``status``) to buffer more than ``limit`` bytes."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise Rejected(400, f"payload larger than {limit} bytes")
+        raise Rejected(status, f"payload larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise Rejected(400, f"payload larger than {limit} bytes")
+            raise Rejected(status, f"payload larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -200,15 +205,19 @@ def create_app(
     secret: Callable[[], Awaitable[bytes]],
     starter: Starter = start_with_prefect,
     clock: Callable[[], float] = time.time,
+    alerts: AlertReceiver | None = None,
 ) -> Starlette:
-    """The ASGI app; ``secret``, ``starter`` and ``clock`` are seams, real by default."""
+    """The ASGI app; ``secret``, ``starter`` and ``clock`` are seams, real by default.
+
+    ``alerts`` adds the Alertmanager endpoint (``POST /alertmanager``).
+    """
 
     async def receive(request: Request) -> JSONResponse:
         delivery = request.headers.get("x-github-delivery") or request.headers.get(
             "x-opsflows-delivery", "?"
         )
         try:
-            body = await _read_body(request, table.max_body_bytes)
+            body = await read_body(request, table.max_body_bytes)
             run = decide(table, await secret(), request.headers, body, clock())
             if run is None:
                 return _answer(200, {"status": "pong"}, delivery)
@@ -236,20 +245,22 @@ def create_app(
         return _answer(202, payload, delivery)
 
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse({"ok": True, "routes": len(table.routes)})
+        return JSONResponse(
+            {"ok": True, "routes": len(table.routes), "alertmanager": alerts is not None}
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         store.close()
 
-    return Starlette(
-        routes=[
-            Route("/webhook", receive, methods=["POST"]),
-            Route("/healthz", health, methods=["GET"]),
-        ],
-        lifespan=lifespan,
-    )
+    routes = [
+        Route("/webhook", receive, methods=["POST"]),
+        Route("/healthz", health, methods=["GET"]),
+    ]
+    if alerts is not None:
+        routes.append(Route("/alertmanager", alerts.receive, methods=["POST"]))
+    return Starlette(routes=routes, lifespan=lifespan)
 
 
 def _answer(status: int, payload: dict[str, Any], delivery: str) -> JSONResponse:

@@ -11,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
+from deployments.alert_receiver import OPS_DB_BLOCK, TOKEN_BLOCK, AlertReceiver, PrefectDesk
 from deployments.webhook import (
     ROUTES_FILE,
     SECRET_BLOCK,
@@ -27,7 +28,8 @@ from opsflows.settings import Settings
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="opsflows webhook serve",
-        description="Receive signed CI events and start the runbook deployments they map to.",
+        description="Receive signed CI events and start the runbook deployments they map to; "
+        "receive Alertmanager notifications and open, update or resolve incidents.",
     )
     parser.add_argument("--host", default=settings.host, help="address to bind")
     parser.add_argument(
@@ -38,6 +40,16 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         "--secret-block",
         default=SECRET_BLOCK,
         help="name of the Prefect Secret block holding the HMAC secret",
+    )
+    parser.add_argument(
+        "--alertmanager-token-block",
+        default=TOKEN_BLOCK,
+        help="name of the Prefect Secret block holding Alertmanager's bearer token",
+    )
+    parser.add_argument(
+        "--ops-db-block",
+        default=OPS_DB_BLOCK,
+        help="PostgresTarget block of the operations database (the incidents table)",
     )
     parser.add_argument(
         "--replay-db",
@@ -68,10 +80,16 @@ def serve_command(argv: list[str] | None = None) -> int:
         asyncio.run(secret())
     except Unavailable as exc:
         print(f"webhook: warning: {exc}", file=sys.stderr, flush=True)
-    app = create_app(table, ReplayStore(args.replay_db), secret)
+    token = BlockSecret(args.alertmanager_token_block)
+    try:
+        asyncio.run(token())
+    except Unavailable as exc:
+        print(f"webhook: warning: {exc}", file=sys.stderr, flush=True)
+    alerts = AlertReceiver(token, PrefectDesk(args.ops_db_block))
+    app = create_app(table, ReplayStore(args.replay_db), secret, alerts=alerts)
     print(
         f"webhook: {len(table.routes)} routes from {args.routes}; "
-        f"POST http://{args.host}:{args.port}/webhook",
+        f"POST http://{args.host}:{args.port}/webhook and /alertmanager",
         flush=True,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

@@ -19,6 +19,9 @@ WEBHOOK_SECRET_BLOCK = "webhook-secret"
 #: The Secret block holding the bearer token Alertmanager sends with every alert (the alert
 #: receiver compares it; the same value as StackInfo.alertmanager_token_file).
 ALERTMANAGER_TOKEN_BLOCK = "alertmanager-webhook-token"
+#: Notification channels saved as custom webhooks into the sink (``/_sink/<name>``): the
+#: severity routes' page and notify, #incidents and the escalation levels.
+SINK_CHANNELS = ("page", "notify", "incidents", "page-secondary", "page-lead")
 CONCURRENCY_LIMITS = ("change-staging", "change-production")
 
 
@@ -107,7 +110,7 @@ def save_blocks(info: StackInfo, passwords: dict[str, str]) -> list[str]:
             ),
             env,
         )
-    for channel in ("page", "notify"):
+    for channel in SINK_CHANNELS:
         save(
             CustomWebhookNotificationBlock(
                 name=f"devstack {channel}",
@@ -119,7 +122,12 @@ def save_blocks(info: StackInfo, passwords: dict[str, str]) -> list[str]:
         )
     page, note = "custom-webhook/page", "custom-webhook/notify"
     routing = NotificationRouting(
-        routes={"P1": [page, note], "P2": [page, note], "P3": [note], "P4": []}
+        routes={"P1": [page, note], "P2": [page, note], "P3": [note], "P4": []},
+        channels={
+            "incidents": ["custom-webhook/incidents"],
+            "secondary": ["custom-webhook/page-secondary"],
+            "lead": ["custom-webhook/page-lead"],
+        },
     )
     save(routing, common.ROUTING)
     # The CI webhook's HMAC secret (deployments/webhook.py reads it; never printed).

@@ -4,6 +4,7 @@ opsflows devstack up|down|status [--purge] [--remove-os-user]
 opsflows bootstrap
 opsflows up
 opsflows webhook serve [--port N] [--routes FILE] [--secret-block NAME]
+opsflows incidents [--recent N] [--ops-db BLOCK]
 opsflows migrate plan DIR [--database-url URL | --block NAME]
 """
 
@@ -108,6 +109,7 @@ def _up(args: argparse.Namespace) -> int:
     state = run.state
     print(f"stack smoke check: {state.name if state else 'unknown'}")
     print(f"CI webhook: POST {info.webhook_url}/webhook  (docs/ci.md)")
+    print(f"Alertmanager receiver: POST {info.webhook_url}/alertmanager  (README: Incidents)")
     print(f"Prefect UI: {info.prefect_ui_url}  (runbooks served; `make down` stops everything)")
     return 0 if state is not None and state.is_completed() else 1
 
@@ -116,6 +118,45 @@ def _webhook(args: argparse.Namespace) -> int:
     from deployments.webhook_cli import serve_command
 
     return serve_command(list(args.options))
+
+
+def _incidents(args: argparse.Namespace) -> int:
+    """Print the open incidents and the most recently resolved ones."""
+    from devstack import stack
+
+    info = stack.load(Settings())
+    if info is not None:  # the local stack's Prefect API; otherwise PREFECT_API_URL as set
+        stack.export_env(info)
+    from datetime import UTC
+
+    from blocks.postgres import PostgresTarget
+    from opsflows.errors import OpsError
+    from tasks.incidents import list_incidents
+
+    try:
+        target: PostgresTarget = PostgresTarget.load(args.ops_db)  # type: ignore[assignment]
+        incidents = list_incidents(target, args.recent)
+    except (OpsError, ValueError) as exc:
+        print(f"incidents: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the Prefect API is down or unreachable
+        print(
+            f"incidents: cannot read the ops-db block ({type(exc).__name__}: {exc})",
+            file=sys.stderr,
+        )
+        return 1
+    if not incidents:
+        print("no incidents")
+        return 0
+    print(f"{'id':>5}  sev  {'status':12}  {'triggered (UTC)':19}  {'acknowledged by':16}  title")
+    for inc in incidents:
+        print(
+            f"{inc.id:>5}  {inc.severity:3}  {inc.status:12}  "
+            f"{inc.triggered_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}  "
+            f"{(inc.acknowledged_by or '-')[:16]:16}  "
+            f"{inc.title[:70]}"
+        )
+    return 0
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -144,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     hook.add_argument("action", choices=("serve",))
     hook.add_argument("options", nargs=argparse.REMAINDER, help="see `opsflows webhook serve -h`")
     hook.set_defaults(func=_webhook)
+    inc = sub.add_parser("incidents", help="list open and recently resolved incidents")
+    inc.add_argument("--recent", type=int, default=20, help="resolved incidents to show")
+    inc.add_argument("--ops-db", default="ops-db", help="PostgresTarget block of the ops database")
+    inc.set_defaults(func=_incidents)
     mig = sub.add_parser("migrate", help="lint and plan schema migrations (migrate plan DIR)")
     mig.add_argument(
         "argv", nargs=argparse.REMAINDER, help="plan DIR [--database-url URL | --block NAME]"

@@ -227,6 +227,40 @@ class Settings(BaseSettings):
         description="timeout_seconds of the weekly restore drill.",
     )
 
+    incident_p2_page_after_s: float = Field(
+        default=900,
+        gt=0,
+        description="A P2 incident pages the on-call this long after it opened unless it was "
+        "acknowledged (the runbook: 'P2: page within 15 minutes').",
+    )
+    incident_secondary_after_s: float = Field(
+        default=300,
+        gt=0,
+        description="No acknowledgement this long after the on-call was paged: page the "
+        "secondary (the runbook: 'respond to pages within 5 minutes').",
+    )
+    incident_lead_after_s: float = Field(
+        default=600,
+        gt=0,
+        description="No acknowledgement this long after the on-call was paged: page the "
+        "engineering lead (the runbook's escalation path: 10 minutes).",
+    )
+    incident_watch_s: float = Field(
+        default=86400,
+        gt=0,
+        description="How long one incident flow run waits for acknowledgement and resolution; "
+        "the incident stays open after that (a resolved notification still closes it).",
+    )
+
+    @model_validator(mode="after")
+    def _lead_after_secondary(self) -> Settings:
+        if self.incident_lead_after_s <= self.incident_secondary_after_s:
+            raise ValueError(
+                f"incident_lead_after_s ({self.incident_lead_after_s}) must be later than "
+                f"incident_secondary_after_s ({self.incident_secondary_after_s})"
+            )
+        return self
+
     @model_validator(mode="after")
     def _window_outlasts_heartbeats(self) -> Settings:
         if self.unresponsive_after_s < 2 * self.run_heartbeat_s:

@@ -192,8 +192,13 @@ def notify(severity: str, subject: str, body: str) -> int:
     if routing is None:
         get_run_logger().info("no notification routing configured; %s %s", severity, subject)
         return 0
+    return deliver(routing.targets(severity), severity, subject, body)
+
+
+def deliver(refs: list[str], severity: str, subject: str, body: str) -> int:
+    """Send to the notification blocks ``refs`` ("slug/name"); the number that accepted it."""
     targets: list[NotificationBlock] = []
-    for ref in routing.targets(severity):
+    for ref in refs:
         block = Block.load(ref)
         if not isinstance(block, NotificationBlock):
             raise ConfigurationError(f"{ref} is not a notification block")

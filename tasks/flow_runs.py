@@ -1,8 +1,9 @@
-"""Read a flow run from the Prefect API (the crashed-run recorder's source of facts)."""
+"""Flow runs through the Prefect API: read one (the crashed-run recorder's facts), start one."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 from prefect import task
@@ -49,3 +50,34 @@ def read_run_facts(flow_run_id: str) -> RunFacts:
         created_at=run.created or run.expected_start_time or datetime.now(UTC),
         parameters=dict(run.parameters),
     )
+
+
+@task(name="start deployment run", **retry.NETWORK)
+def start_deployment(
+    name: str, parameters: dict[str, Any], idempotency_key: str, tags: list[str]
+) -> dict[str, str] | None:
+    """Start a run of deployment ``name`` ("flow/deployment") without waiting for it.
+
+    The idempotency key makes a retried or repeated start return the same run. None when the
+    deployment does not exist (yet).
+    """
+    with get_client(sync_client=True) as client:
+        try:
+            deployment = client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            return None
+        run = client.create_flow_run_from_deployment(
+            deployment.id, parameters=parameters, idempotency_key=idempotency_key, tags=tags
+        )
+    return {"flow_run_id": str(run.id), "name": run.name, "deployment": name}
+
+
+@task(name="read flow run state", **retry.NETWORK)
+def run_state(flow_run_id: str) -> str | None:
+    """The run's state type (``RUNNING``, ``PAUSED``, ``CRASHED``...); None when it is gone."""
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(UUID(flow_run_id))
+        except (ObjectNotFound, ValueError):
+            return None
+    return run.state.type.value if run.state else None

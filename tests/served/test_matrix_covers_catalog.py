@@ -39,6 +39,11 @@ MATRIX: dict[str, list[str]] = {
         "test_data_matrix::test_rotate_credentials_monthly"
     ],
     "stack-smoke/stack-smoke": ["test_data_matrix::test_stack_smoke"],
+    "incident/incident": [
+        "test_incident_matrix::test_alertmanager_group_pages_escalates_and_closes",
+        "test_incident_matrix::test_a_failing_change_opens_an_incident",
+        "test_incident_matrix::test_a_real_alert_opens_and_closes_an_incident",
+    ],
     "record-crashed-run/record-crashed-run": [
         "test_data_matrix::test_a_crashed_run_gets_its_operation_log_entry"
     ],

@@ -1,0 +1,342 @@
+"""Pure decisions of incident response: states, paging by severity, escalation, triage, watchdogs.
+
+The runbook's severity table, as a paging plan (times since the incident was triggered)::
+
+    severity  at once                        unless acknowledged
+    P1        page on-call, post #incidents  +secondary_after_s: secondary; +lead_after_s: lead
+    P2        post #incidents                +p2_page_after_s: page on-call, then as P1 from there
+    P3        email (the P3 route)           -
+    P4        recorded only                  -
+
+An incident moves ``triggered → acknowledged → mitigated → resolved`` (never back; resolved
+may come from any state). The flow (``flows/incident.py``) carries the plan out; the values
+and rules are here, unit-tested without services.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from decisions.alert_labels import RUNBOOKS
+from decisions.alertmanager import FIRING, SEVERITIES, AlertGroup
+from decisions.alertmanager import RESOLVED as GROUP_RESOLVED
+from decisions.crashed_runs import RunFacts
+
+TRIGGERED, ACKNOWLEDGED, MITIGATED, RESOLVED = "triggered", "acknowledged", "mitigated", "resolved"
+STATUSES = (TRIGGERED, ACKNOWLEDGED, MITIGATED, RESOLVED)
+ALERTMANAGER, WATCHDOG = "alertmanager", "watchdog"
+#: The routing channel of the runbook's "#incidents" Slack channel.
+INCIDENTS_CHANNEL = "incidents"
+#: Escalation levels after the on-call, as routing channel names (PagerDuty's rules 2 and 3).
+ESCALATION = ("secondary", "lead")
+
+
+@dataclass(frozen=True)
+class Delays:
+    """Paging delays (s): the runbook's by default (``Settings.incident_*``)."""
+
+    p2_page_after_s: float = 900.0  # "P2: page within 15 minutes"
+    secondary_after_s: float = 300.0  # "respond to pages within 5 minutes"
+    lead_after_s: float = 600.0  # "page engineering lead if still not resolved in 10 minutes"
+
+
+@dataclass(frozen=True)
+class Page:
+    """One notification of the plan: who, through which channel, how long after triggering.
+
+    ``channel`` None means the severity's own route (``NotificationRouting.routes``).
+    """
+
+    level: str
+    channel: str | None
+    after_s: float
+
+
+def paging_plan(severity: str, delays: Delays) -> tuple[Page, ...]:
+    """The pages an incident of ``severity`` sends while nobody acknowledges it."""
+    if severity == "P3":
+        return (Page("email", None, 0.0),)
+    if severity not in ("P1", "P2"):
+        return ()
+    first = 0.0 if severity == "P1" else delays.p2_page_after_s
+    return (
+        Page("on-call", None, first),
+        Page(ESCALATION[0], ESCALATION[0], first + delays.secondary_after_s),
+        Page(ESCALATION[1], ESCALATION[1], first + delays.lead_after_s),
+    )
+
+
+def announces(severity: str) -> bool:
+    """P1 and P2 are posted to #incidents as soon as they open."""
+    return severity in ("P1", "P2")
+
+
+def waits_for_acknowledgement(severity: str) -> bool:
+    """Only the paging severities escalate; P3 and P4 go straight to watching for resolution."""
+    return severity in ("P1", "P2")
+
+
+def needs_postmortem(severity: str) -> bool:
+    return severity in ("P1", "P2")
+
+
+def more_severe(a: str, b: str) -> str:
+    return a if SEVERITIES.index(a) <= SEVERITIES.index(b) else b
+
+
+def earlier_statuses(status: str) -> tuple[str, ...]:
+    """The states an incident can move to ``status`` from (states never go back)."""
+    return STATUSES[: STATUSES.index(status)]
+
+
+@dataclass(frozen=True)
+class Incident:
+    """One row of the ``incidents`` table."""
+
+    id: int
+    group_key: str
+    source: str
+    title: str
+    severity: str
+    status: str
+    triggered_at: datetime
+    runbook: str | None = None
+    environment: str | None = None
+    alerts: tuple[Mapping[str, Any], ...] = ()
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    mitigated_at: datetime | None = None
+    mitigated_by: str | None = None
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    pages: int = 0
+    flow_run_id: str | None = None
+    runbook_runs: tuple[Mapping[str, Any], ...] = ()
+    postmortem: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.status != RESOLVED
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.status in (ACKNOWLEDGED, MITIGATED, RESOLVED) and bool(self.acknowledged_at)
+
+    def elapsed_s(self, now: datetime) -> float:
+        return max(0.0, (now - self.triggered_at).total_seconds())
+
+    def measurements(self) -> dict[str, float | int | None]:
+        """Time to acknowledge, mitigate, resolve (s) and the pages sent."""
+
+        def since(at: datetime | None) -> float | None:
+            return round((at - self.triggered_at).total_seconds(), 1) if at else None
+
+        return {
+            "time_to_acknowledge_s": since(self.acknowledged_at),
+            "time_to_mitigate_s": since(self.mitigated_at),
+            "time_to_resolve_s": since(self.resolved_at),
+            "pages_sent": self.pages,
+        }
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of an incident's timeline."""
+
+    at: datetime
+    kind: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Opening:
+    """What opens (or updates) an incident: its group, how bad, and the alerts behind it."""
+
+    group_key: str
+    source: str
+    title: str
+    severity: str
+    alerts: tuple[Mapping[str, Any], ...]
+    runbook: str | None = None
+    environment: str | None = None
+    resolved: bool = False
+
+
+def alert_opening(group: AlertGroup) -> Opening:
+    """The incident an Alertmanager notification opens, updates or resolves."""
+    return Opening(
+        group_key=group.group_key,
+        source=ALERTMANAGER,
+        title=group.title,
+        severity=group.severity,
+        alerts=tuple(a.as_record() for a in group.alerts),
+        runbook=group.label("runbook"),
+        environment=group.label("environment"),
+        resolved=group.status == GROUP_RESOLVED,
+    )
+
+
+def page_text(incident: Incident, level: str, run_url: str) -> tuple[str, str]:
+    """Subject and body of a page (the channel adds the ``[P1]`` prefix)."""
+    escalated = level in ESCALATION
+    head = f"ESCALATED to {level}: " if escalated else ""
+    subject = f"{head}incident {incident.id}: {incident.title}"
+    lines = [
+        f"Incident {incident.id} ({incident.severity}, {incident.status}): {incident.title}",
+        f"Environment: {incident.environment or '-'}; runbook: {incident.runbook or '-'}",
+        f"Alerts firing: {sum(1 for a in incident.alerts if a.get('status') == FIRING)}",
+    ]
+    if escalated:
+        lines.append(f"Nobody acknowledged after {incident.pages} pages.")
+    if run_url:
+        lines.append(f"Acknowledge in the Prefect UI: {run_url} (Resume, tick acknowledge).")
+    return subject, "\n".join(lines)
+
+
+def merge_alerts(
+    stored: Sequence[Mapping[str, Any]], incoming: Sequence[Mapping[str, Any]]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The incident's alerts after a notification, and what changed (timeline lines).
+
+    Alerts are keyed by fingerprint; one the notification does not name is kept as it was.
+    The same notification twice changes nothing (a redelivery adds no timeline line).
+    """
+    merged = {str(a["fingerprint"]): dict(a) for a in stored}
+    changes: list[str] = []
+    for alert in incoming:
+        key = str(alert["fingerprint"])
+        before = merged.get(key)
+        name = _alert_name(alert)
+        if before is None:
+            summary = (alert.get("annotations") or {}).get("summary")
+            changes.append(f"alert {name} {alert['status']}" + (f": {summary}" if summary else ""))
+        elif before.get("status") != alert["status"]:
+            again = " again" if alert["status"] == FIRING else ""
+            changes.append(f"alert {name} {alert['status']}{again}")
+        merged[key] = dict(alert)
+    return list(merged.values()), changes
+
+
+def _alert_name(alert: Mapping[str, Any]) -> str:
+    labels = alert.get("labels") or {}
+    name = str(labels.get("alertname") or alert["fingerprint"])
+    where = labels.get("instance") or labels.get("environment")
+    return f"{name} ({where})" if where else name
+
+
+# --- triage: which runbook deployment an alert's ``runbook`` label starts ------------------
+
+
+@dataclass(frozen=True)
+class Triage:
+    """The deployment that triages one kind of incident, and the parameters it gets."""
+
+    deployment: str
+    parameters: tuple[str, ...] = ("incident_id", "environment")
+
+
+#: The alert rules' ``runbook`` label (``decisions.alert_labels.RUNBOOKS``) → its triage
+#: deployment, ``<runbook>/<runbook>`` unless a row here says otherwise. A deployment that does
+#: not exist yet means "no automated triage": the flow says so in the timeline and pages.
+TRIAGE: dict[str, Triage] = {runbook: Triage(f"{runbook}/{runbook}") for runbook in RUNBOOKS}
+
+
+def triage_for(runbook: str | None) -> Triage | None:
+    return TRIAGE.get(runbook or "")
+
+
+def triage_parameters(triage: Triage, incident: Incident) -> dict[str, Any]:
+    values: dict[str, Any] = {"incident_id": incident.id, "environment": incident.environment}
+    return {name: values[name] for name in triage.parameters if values.get(name) is not None}
+
+
+# --- watchdogs: failed or crashed runbook runs open incidents ------------------------------
+
+#: Runbooks whose failed or crashed deployment runs open an incident: the scheduled ones and
+#: every change. Flow name → the parameter naming the environment it changes (None: none).
+WATCHED_RUNBOOKS: dict[str, str | None] = {
+    "backup-database": None,
+    "restore-drill": None,
+    "rotate-credentials": None,
+    "staged-deploy": "production",
+    "hotfix": "environment",
+    "rollback": "environment",
+    "scale": "environment",
+    "restart": "environment",
+    "migrate-database": "environment",
+}
+#: Severity of a failed (or crashed) run by what it left at risk.
+_SCHEDULED_SEVERITY = {"backup-database": "P2", "rotate-credentials": "P2", "restore-drill": "P3"}
+#: Operation-log statuses that are outcomes, not failures: a gate or a person said no.
+NOT_INCIDENTS = ("rejected",)
+
+
+def run_environment(facts: RunFacts) -> str | None:
+    parameter = WATCHED_RUNBOOKS.get(facts.flow_name)
+    if parameter is None:
+        return None
+    value = facts.parameters.get(parameter)
+    if value is None and facts.flow_name == "staged-deploy":
+        return "production"
+    return str(value) if value is not None else None
+
+
+def watchdog_severity(facts: RunFacts) -> str:
+    """Production changes: P2 failed, P1 crashed (it may have stopped half-way); scheduled
+    runbooks by what they leave at risk; changes elsewhere: P3."""
+    if facts.flow_name in _SCHEDULED_SEVERITY:
+        return _SCHEDULED_SEVERITY[facts.flow_name]
+    if run_environment(facts) == "production":
+        return "P1" if facts.state_type == "CRASHED" else "P2"
+    return "P3"
+
+
+def watchdog_opening(facts: RunFacts, oplog_status: str | None) -> Opening | str:
+    """The incident a failed or crashed run opens, or why it opens none."""
+    if facts.flow_name not in WATCHED_RUNBOOKS:
+        return f"{facts.flow_name} is not a watched runbook"
+    if facts.state_type not in ("FAILED", "CRASHED"):
+        return f"run {facts.name} is {facts.state_type}, not failed or crashed"
+    if oplog_status in NOT_INCIDENTS:
+        return f"run {facts.name} ended {oplog_status} (a gate or a person said no)"
+    environment = run_environment(facts)
+    deployment = f"{facts.flow_name}/{facts.deployment_name or '-'}"
+    state = facts.state_type.lower()
+    where = f" in {environment}" if environment else ""
+    alert = {
+        "fingerprint": facts.flow_run_id,
+        "status": FIRING,
+        "labels": {
+            "alertname": f"{facts.flow_name} {state}",
+            "deployment": deployment,
+            "flow_run": facts.name,
+            **({"environment": environment} if environment else {}),
+        },
+        "annotations": {"summary": facts.state_message or f"run {facts.name} {state}"},
+        "startsAt": (facts.ended_at or facts.created_at).isoformat(),
+        "endsAt": None,
+        "generatorURL": f"/runs/flow-run/{facts.flow_run_id}",
+    }
+    return Opening(
+        group_key=f"watchdog:{deployment}:{environment or '-'}",
+        source=WATCHDOG,
+        title=f"{deployment} run {facts.name} {state}{where}",
+        severity=watchdog_severity(facts),
+        alerts=(alert,),
+        runbook=facts.flow_name,
+        environment=environment,
+    )
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a person (or the receiver, waking the run) put in an incident form."""
+
+    who: str
+    note: str = ""
+    acknowledge: bool = False
+    mitigated: bool = False
+    resolve: bool = False

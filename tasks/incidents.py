@@ -1,0 +1,343 @@
+"""The ``incidents`` and ``incident_events`` tables in the operations database.
+
+One open incident per alert group (a partial unique index on ``group_key`` while unresolved):
+a group firing again updates its incident, a resolved group closes it, and a group that
+fires after that opens a new one. The Alertmanager receiver calls these functions directly
+(``.fn`` of the tasks); the incident flow calls them as tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from prefect import task
+from psycopg.rows import dict_row
+
+from blocks.postgres import PostgresTarget
+from decisions.incidents import (
+    ACKNOWLEDGED,
+    MITIGATED,
+    RESOLVED,
+    Event,
+    Incident,
+    Opening,
+    earlier_statuses,
+    merge_alerts,
+    more_severe,
+)
+from opsflows import retry
+from opsflows.errors import NotFoundError
+from tasks.postgres import connect
+
+DDL = """
+CREATE TABLE IF NOT EXISTS incidents (
+    id              bigserial PRIMARY KEY,
+    group_key       text NOT NULL,
+    source          text NOT NULL,
+    title           text NOT NULL,
+    severity        text NOT NULL CHECK (severity IN ('P1', 'P2', 'P3', 'P4')),
+    status          text NOT NULL DEFAULT 'triggered'
+                    CHECK (status IN ('triggered', 'acknowledged', 'mitigated', 'resolved')),
+    runbook         text,
+    environment     text,
+    alerts          jsonb NOT NULL DEFAULT '[]',
+    triggered_at    timestamptz NOT NULL DEFAULT now(),
+    acknowledged_at timestamptz,
+    acknowledged_by text,
+    mitigated_at    timestamptz,
+    mitigated_by    text,
+    resolved_at     timestamptz,
+    resolved_by     text,
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    pages           integer NOT NULL DEFAULT 0,
+    flow_run_id     text,
+    runbook_runs    jsonb NOT NULL DEFAULT '[]',
+    postmortem      text
+);
+-- One open incident per alert group: the same group firing again can never open a second.
+CREATE UNIQUE INDEX IF NOT EXISTS incidents_one_open_per_group ON incidents (group_key)
+    WHERE resolved_at IS NULL;
+CREATE TABLE IF NOT EXISTS incident_events (
+    id          bigserial PRIMARY KEY,
+    incident_id bigint NOT NULL REFERENCES incidents (id) ON DELETE CASCADE,
+    at          timestamptz NOT NULL DEFAULT clock_timestamp(),
+    kind        text NOT NULL,
+    text        text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incident_events_by_incident ON incident_events (incident_id, id);
+"""
+_COLUMNS = (
+    "id, group_key, source, title, severity, status, runbook, environment, alerts, triggered_at,"
+    " acknowledged_at, acknowledged_by, mitigated_at, mitigated_by, resolved_at, resolved_by,"
+    " pages, flow_run_id, runbook_runs, postmortem"
+)
+_ready: set[str] = set()
+_ready_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What a notification did to the incidents table."""
+
+    incident: Incident | None
+    opened: bool = False
+    resolved: bool = False
+    changes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def ensure_schema(target: PostgresTarget) -> None:
+    """Create the tables once per process (idempotent DDL, not on every request)."""
+    key = target.describe()
+    with _ready_lock:
+        if key in _ready:
+            return
+        with connect(target) as conn:
+            conn.execute("SELECT pg_advisory_lock(hashtext('opsflows incidents ddl'))")
+            try:
+                conn.execute(DDL)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(hashtext('opsflows incidents ddl'))")
+        _ready.add(key)
+
+
+def _incident(row: Mapping[str, Any]) -> Incident:
+    return Incident(
+        id=int(row["id"]),
+        group_key=row["group_key"],
+        source=row["source"],
+        title=row["title"],
+        severity=row["severity"],
+        status=row["status"],
+        triggered_at=row["triggered_at"],
+        runbook=row["runbook"],
+        environment=row["environment"],
+        alerts=tuple(row["alerts"] or ()),
+        acknowledged_at=row["acknowledged_at"],
+        acknowledged_by=row["acknowledged_by"],
+        mitigated_at=row["mitigated_at"],
+        mitigated_by=row["mitigated_by"],
+        resolved_at=row["resolved_at"],
+        resolved_by=row["resolved_by"],
+        pages=int(row["pages"]),
+        flow_run_id=row["flow_run_id"],
+        runbook_runs=tuple(row["runbook_runs"] or ()),
+        postmortem=row["postmortem"],
+    )
+
+
+def _events(cur: Any, incident_id: int, kind: str, lines: list[str] | tuple[str, ...]) -> None:
+    for text in lines:
+        cur.execute(
+            "INSERT INTO incident_events (incident_id, kind, text) VALUES (%s, %s, %s)",
+            (incident_id, kind, text),
+        )
+
+
+@task(name="record incident opening", **retry.ONCE)
+def record_opening(target: PostgresTarget, opening: Opening) -> Recorded:
+    """Open the group's incident, or update (or resolve) the open one, in one transaction.
+
+    A resolved notification for a group with no open incident changes nothing
+    (``Recorded.incident`` is None). The same notification twice adds no timeline line.
+    """
+    ensure_schema(target)
+    alerts = [dict(a) for a in opening.alerts]
+    with connect(target, autocommit=False) as conn, conn.cursor(row_factory=dict_row) as cur:
+        select = f"SELECT {_COLUMNS} FROM incidents WHERE group_key = %s AND resolved_at IS NULL"
+        row = cur.execute(select + " FOR UPDATE", (opening.group_key,)).fetchone()
+        if row is None and opening.resolved:
+            return Recorded(None)
+        if row is None:
+            _, changes = merge_alerts([], alerts)
+            row = cur.execute(
+                "INSERT INTO incidents (group_key, source, title, severity, runbook, environment,"
+                " alerts) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (group_key) WHERE resolved_at IS NULL DO NOTHING"
+                f" RETURNING {_COLUMNS}",
+                (
+                    opening.group_key,
+                    opening.source,
+                    opening.title,
+                    opening.severity,
+                    opening.runbook,
+                    opening.environment,
+                    json.dumps(alerts, default=str),
+                ),
+            ).fetchone()
+            if row is not None:
+                opened = f"{opening.severity} opened by {opening.source}: {opening.title}"
+                _events(cur, row["id"], "triggered", [opened])
+                _events(cur, row["id"], "alert", changes)
+                return Recorded(_incident(row), opened=True, changes=tuple(changes))
+            # Another delivery of the same group opened it a moment ago: update that one.
+            row = cur.execute(select + " FOR UPDATE", (opening.group_key,)).fetchone()
+            assert row is not None
+        merged, changes = merge_alerts(row["alerts"] or [], alerts)
+        severity = more_severe(row["severity"], opening.severity)
+        if severity != row["severity"]:
+            changes.append(f"severity raised from {row['severity']} to {severity}")
+        resolve = opening.resolved
+        row = cur.execute(
+            "UPDATE incidents SET alerts = %s, severity = %s, updated_at = now(),"
+            " status = CASE WHEN %s THEN 'resolved' ELSE status END,"
+            " resolved_at = CASE WHEN %s THEN now() ELSE resolved_at END,"
+            " resolved_by = CASE WHEN %s THEN %s ELSE resolved_by END"
+            f" WHERE id = %s RETURNING {_COLUMNS}",
+            (
+                json.dumps(merged, default=str),
+                severity,
+                resolve,
+                resolve,
+                resolve,
+                opening.source,
+                row["id"],
+            ),
+        ).fetchone()
+        assert row is not None
+        _events(cur, row["id"], "alert", changes)
+        if resolve:
+            _events(cur, row["id"], RESOLVED, [f"resolved: {opening.source} reports the group"])
+        return Recorded(_incident(row), resolved=resolve, changes=tuple(changes))
+
+
+@task(name="read incident", **retry.NETWORK)
+def read_incident(target: PostgresTarget, incident_id: int) -> Incident:
+    """The incident row; ``NotFoundError`` when there is none."""
+    ensure_schema(target)
+    with connect(target) as conn, conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            f"SELECT {_COLUMNS} FROM incidents WHERE id = %s", (incident_id,)
+        ).fetchone()
+    if row is None:
+        raise NotFoundError(f"incident {incident_id} does not exist")
+    return _incident(row)
+
+
+@task(name="record incident event", **retry.ONCE)
+def add_event(target: PostgresTarget, incident_id: int, kind: str, text: str) -> None:
+    """Append one line to the incident's timeline."""
+    with connect(target) as conn, conn.cursor() as cur:
+        _events(cur, incident_id, kind, [text])
+
+
+def read_events(target: PostgresTarget, incident_id: int) -> list[Event]:
+    with connect(target) as conn:
+        rows = conn.execute(
+            "SELECT at, kind, text FROM incident_events WHERE incident_id = %s ORDER BY id",
+            (incident_id,),
+        ).fetchall()
+    return [Event(at, kind, text) for at, kind, text in rows]
+
+
+@task(name="move incident", **retry.ONCE)
+def move_incident(
+    target: PostgresTarget, incident_id: int, status: str, who: str, note: str = ""
+) -> bool:
+    """Move the incident forward to ``status`` (by ``who``); False when it was already there
+    or later (states never go back)."""
+    if status not in (ACKNOWLEDGED, MITIGATED, RESOLVED):
+        raise ValueError(f"an incident cannot be moved to {status!r}")
+    with connect(target) as conn, conn.cursor() as cur:
+        # The status names its two columns: acknowledged_at/_by, mitigated_..., resolved_...
+        cur.execute(
+            f"UPDATE incidents SET status = %s, {status}_at = now(), {status}_by = %s,"
+            " updated_at = now() WHERE id = %s AND status = ANY(%s) RETURNING id",
+            (status, who, incident_id, list(earlier_statuses(status))),
+        )
+        moved = cur.fetchone() is not None
+        if moved:
+            _events(
+                cur, incident_id, status, [f"{status} by {who}" + (f": {note}" if note else "")]
+            )
+    return moved
+
+
+@task(name="record page", **retry.ONCE)
+def record_page(target: PostgresTarget, incident_id: int, level: str, delivered: int) -> None:
+    """Count a page and put it on the timeline."""
+    with connect(target) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE incidents SET pages = pages + 1 WHERE id = %s", (incident_id,))
+        _events(cur, incident_id, f"paged {level}", [f"{delivered} channels delivered"])
+
+
+def open_incident_of_run(target: PostgresTarget, flow_run_id: str) -> int | None:
+    """The open incident the flow run was responding to, if any."""
+    ensure_schema(target)
+    with connect(target) as conn:
+        row = conn.execute(
+            "SELECT id FROM incidents WHERE flow_run_id = %s AND resolved_at IS NULL",
+            (flow_run_id,),
+        ).fetchone()
+    return int(row[0]) if row else None
+
+
+def set_flow_run(target: PostgresTarget, incident_id: int, flow_run_id: str) -> None:
+    """Remember the flow run that handles the incident now."""
+    with connect(target) as conn:
+        conn.execute(
+            "UPDATE incidents SET flow_run_id = %s WHERE id = %s", (flow_run_id, incident_id)
+        )
+
+
+@task(name="record runbook run", **retry.ONCE)
+def add_runbook_run(target: PostgresTarget, incident_id: int, run: Mapping[str, Any]) -> None:
+    with connect(target) as conn:
+        conn.execute(
+            "UPDATE incidents SET runbook_runs = runbook_runs || %s::jsonb WHERE id = %s",
+            (json.dumps([dict(run)], default=str), incident_id),
+        )
+
+
+def set_postmortem(target: PostgresTarget, incident_id: int, key: str) -> None:
+    with connect(target) as conn:
+        conn.execute("UPDATE incidents SET postmortem = %s WHERE id = %s", (key, incident_id))
+
+
+def list_incidents(
+    target: PostgresTarget, recent: int = 20, group_key: str | None = None
+) -> list[Incident]:
+    """Every open incident, then the ``recent`` most recently resolved ones (of one alert
+    group only, when ``group_key`` is given)."""
+    ensure_schema(target)
+    group = " AND group_key = %(group)s" if group_key is not None else ""
+    with connect(target) as conn, conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            f"(SELECT {_COLUMNS} FROM incidents WHERE resolved_at IS NULL{group} ORDER BY id DESC)"
+            f" UNION ALL (SELECT {_COLUMNS} FROM incidents WHERE resolved_at IS NOT NULL{group}"
+            " ORDER BY resolved_at DESC LIMIT %(recent)s)",
+            {"recent": recent, "group": group_key},
+        ).fetchall()
+    return [_incident(r) for r in rows]
+
+
+def oplog_during(
+    target: PostgresTarget, start: datetime, end: datetime, exclude_run: str | None
+) -> list[dict[str, Any]]:
+    """Operation-log entries of runs that overlapped ``start``..``end`` (none: no table yet)."""
+    with connect(target) as conn, conn.cursor(row_factory=dict_row) as cur:
+        found = cur.execute("SELECT to_regclass('ops_log') AS t").fetchone()
+        if found is None or found["t"] is None:
+            return []
+        rows = cur.execute(
+            "SELECT started_at, operation, status, impact, flow_run_id FROM ops_log"
+            " WHERE finished_at >= %s AND started_at <= %s"
+            " AND flow_run_id IS DISTINCT FROM %s ORDER BY started_at",
+            (start, end, exclude_run),
+        ).fetchall()
+    return [dict(r) for r in rows]
+
+
+def oplog_status(target: PostgresTarget, flow_run_id: str) -> str | None:
+    """The status of the run's operation-log entry (None: no entry, or no table yet)."""
+    with connect(target) as conn:
+        if conn.execute("SELECT to_regclass('ops_log')").fetchone() == (None,):
+            return None
+        row = conn.execute(
+            "SELECT status FROM ops_log WHERE flow_run_id = %s", (flow_run_id,)
+        ).fetchone()
+    return str(row[0]) if row else None

@@ -1,0 +1,116 @@
+"""What the incident tests and the incident benchmark read: rows, the sink, the receiver."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from blocks.postgres import PostgresTarget
+from decisions.incidents import Event, Incident
+from tests.alertmanager_support import post_args
+
+T = TypeVar("T")
+
+
+def ops_target(stack: Any) -> PostgresTarget:
+    """The operations database as the ``ops-db`` block points at it (not saved)."""
+    from devstack import stack as devstack
+
+    password = devstack.stack_secrets(Path(stack.state_dir))["opsflows"]
+    return PostgresTarget(
+        host=stack.host,
+        port=stack.postgres_port,
+        database="opsflows",
+        user="opsflows",
+        password=password,
+    )
+
+
+def alertmanager_token(stack: Any) -> str:
+    from devstack import stack as devstack
+
+    return devstack.stack_secrets(Path(stack.state_dir))["alertmanager_webhook"]
+
+
+def post_alerts(stack: Any, payload: dict[str, Any] | bytes, token: str | None = None) -> Any:
+    """POST a notification to the receiver as Alertmanager does; the response."""
+    token = alertmanager_token(stack) if token is None else token
+    return httpx.post(stack.webhook_url + "/alertmanager", **post_args(payload, token), timeout=60)
+
+
+def incidents_of(stack: Any, group_key: str) -> list[Incident]:
+    """Every incident (open or not) of an alert group, oldest first."""
+    from tasks.incidents import list_incidents
+
+    found = list_incidents(ops_target(stack), recent=1000, group_key=group_key)
+    return sorted(found, key=lambda i: i.id)
+
+
+def count_incidents(stack: Any) -> int:
+    import psycopg
+
+    from tasks.incidents import ensure_schema
+
+    ensure_schema(ops_target(stack))
+    with psycopg.connect(ops_target(stack).conninfo()) as conn:
+        row = conn.execute("SELECT count(*) FROM incidents").fetchone()
+    return int(row[0]) if row else 0
+
+
+def incident(stack: Any, incident_id: int) -> Incident:
+    from prefect.logging import disable_run_logger
+
+    from tasks.incidents import read_incident
+
+    with disable_run_logger():
+        found: Incident = read_incident.fn(ops_target(stack), incident_id)
+    return found
+
+
+def timeline(stack: Any, incident_id: int) -> list[Event]:
+    from tasks.incidents import read_events
+
+    return read_events(ops_target(stack), incident_id)
+
+
+def sink(stack: Any, channel: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{stack.kube_url}/_sink/{channel}", timeout=10)
+    response.raise_for_status()
+    return list(response.json())
+
+
+def sink_messages(stack: Any, channel: str, marker: str) -> list[dict[str, Any]]:
+    """The notifications of ``channel`` that mention ``marker``."""
+    return [m for m in sink(stack, channel) if marker in str(m.get("body"))]
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float, what: str) -> T:
+    """Poll ``probe`` until it returns something truthy; that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"after {timeout:.0f} s: {what}")
+        time.sleep(0.25)
+
+
+def close_leftovers(stack: Any, group_key: str) -> int:
+    """Resolve the group's open incidents an earlier session left (so a case opens its own)."""
+    import psycopg
+
+    from tasks.incidents import ensure_schema
+
+    ensure_schema(ops_target(stack))
+    with psycopg.connect(ops_target(stack).conninfo()) as conn:
+        done = conn.execute(
+            "UPDATE incidents SET status = 'resolved', resolved_at = now(),"
+            " resolved_by = 'test setup' WHERE group_key = %s AND resolved_at IS NULL",
+            (group_key,),
+        )
+        return done.rowcount

@@ -1,0 +1,174 @@
+"""Incidents the way they start: Alertmanager's notifications to the receiver, and a failing
+runbook run caught by the incident deployment's watchdog trigger.
+
+Notifications are POSTed as Alertmanager's ``webhook_configs`` send them (version 4, bearer
+token); people answer through the REST calls the UI makes (``POST /flow_runs/{id}/resume``
+with ``run_input``); pages are read from the stack's notification sink. Paging delays are
+shrunk for the tier (``conftest.INCIDENT_DELAYS``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+
+from devstack.stack import StackInfo
+from tests.alertmanager_support import alert, notification, resolved
+from tests.incident_support import (
+    close_leftovers,
+    count_incidents,
+    incident,
+    incidents_of,
+    post_alerts,
+    sink_messages,
+    timeline,
+    wait_for,
+)
+from tests.served_support import Api, RunPath, assert_completed
+from tests.support import oplog_row
+
+
+def runs_tagged(api: Api, tag: str) -> list[dict[str, Any]]:
+    resp = api.http.post("/flow_runs/filter", json={"flow_runs": {"tags": {"all_": [tag]}}})
+    resp.raise_for_status()
+    return list(resp.json())
+
+
+def latest_artifact(api: Api, key: str) -> str:
+    resp = api.http.post("/artifacts/latest/filter", json={"artifacts": {"key": {"any_": [key]}}})
+    resp.raise_for_status()
+    found = resp.json()
+    assert found, f"no artifact {key}"
+    return str(found[0]["data"])
+
+
+def test_alertmanager_group_pages_escalates_and_closes(runpath: RunPath, webhook: str) -> None:
+    """Two P1 groups fire: one is acknowledged after the secondary was paged, the other never.
+
+    The unacknowledged one reaching the lead is the signal that the acknowledged one would
+    have been paged by then too; both close when Alertmanager resolves them.
+    """
+    stack, api = runpath.stack, runpath.api
+    marker = uuid.uuid4().hex[:10]
+    acked = notification([alert("ServiceDown", "P1", summary=f"acked {marker}")])
+    ignored = notification([alert("ServiceDown", "P1", summary=f"ignored {marker}")])
+    opened: dict[str, dict[str, Any]] = {}
+    for name, payload in (("acked", acked), ("ignored", ignored)):
+        answer = post_alerts(stack, payload)
+        assert answer.status_code == 202, answer.text
+        opened[name] = answer.json()
+        assert opened[name]["status"] == "opened" and opened[name]["severity"] == "P1"
+    # The same group again (Alertmanager's repeat, or a redelivery): no second incident.
+    again = post_alerts(stack, acked)
+    assert again.status_code == 200 and again.json()["status"] == "unchanged"
+    assert again.json()["incident_id"] == opened["acked"]["incident_id"]
+    assert len(incidents_of(stack, acked["groupKey"])) == 1
+    incident_id, run_id = opened["acked"]["incident_id"], opened["acked"]["flow_run_id"]
+    assert [r["id"] for r in runs_tagged(api, f"incident:{incident_id}")] == [run_id]
+
+    wait_for(lambda: sink_messages(stack, "page", f"acked {marker}"), 90, "no on-call page")
+    wait_for(lambda: sink_messages(stack, "incidents", f"acked {marker}"), 30, "no #incidents")
+    wait_for(lambda: sink_messages(stack, "page-secondary", f"acked {marker}"), 60, "no escalation")
+    api.wait(run_id, until=("PAUSED",), timeout=30)
+    api.resume(run_id, {"acknowledge": True, "who": "served-oncall", "note": "looking at it"})
+    wait_for(lambda: incident(stack, incident_id).acknowledged, 30, "acknowledgement not kept")
+    wait_for(lambda: sink_messages(stack, "page-lead", f"ignored {marker}"), 120, "no lead page")
+    assert not sink_messages(stack, "page-lead", f"acked {marker}"), "escalated after the ack"
+
+    for name, payload in (("acked", acked), ("ignored", ignored)):
+        answer = post_alerts(stack, resolved(payload))
+        assert answer.status_code == 200 and answer.json()["status"] == "resolved", answer.text
+        run = api.wait(opened[name]["flow_run_id"], timeout=120)
+        assert_completed(run, runpath.log)
+        closed = incident(stack, opened[name]["incident_id"])
+        assert closed.status == "resolved" and closed.resolved_by == "alertmanager"
+        assert closed.postmortem == f"incident-{closed.id}-postmortem"
+        draft = latest_artifact(api, closed.postmortem)
+        assert "## Open questions" in draft and f"{name} {marker}" in draft
+        row = oplog_row(stack, run["id"])
+        assert row["operation"] == "incident" and closed.postmortem in row["follow_up"]
+    acked_incident = incident(stack, incident_id)
+    assert acked_incident.acknowledged_by == "served-oncall"
+    kinds = [e.kind for e in timeline(stack, incident_id)]
+    assert kinds.count("paged on-call") == 1 and "paged lead" not in kinds
+    assert "timeline" in latest_artifact(api, f"incident-{incident_id}-timeline").lower()
+    # A resolution redelivered after closing has nothing left to close.
+    late = post_alerts(stack, resolved(acked))
+    assert late.status_code == 200 and late.json()["status"] == "ignored"
+
+
+def test_a_failing_change_opens_an_incident(runpath: RunPath) -> None:
+    """A scale beyond the policy maximum fails; the watchdog trigger opens a P3 incident,
+    e-mails it, and a person resolves it through the UI's form."""
+    stack, api = runpath.stack, runpath.api
+    key = "watchdog:scale/scale:staging"
+    close_leftovers(stack, key)  # an open one would take the failure in without a new page
+    run = api.finish("scale/scale", timeout=120, environment="staging", replicas=99)
+    assert run["state"]["type"] == "FAILED", run["state"]
+
+    def opened() -> Any:
+        return [i for i in incidents_of(stack, key) if run["id"] in str(i.alerts)]
+
+    found = wait_for(opened, 120, f"no incident for the failed run; see {runpath.log}")[-1]
+    assert (found.source, found.severity, found.environment) == ("watchdog", "P3", "staging")
+    wait_for(lambda: sink_messages(stack, "notify", run["name"]), 60, "no P3 e-mail")
+    responder = wait_for(lambda: incident(stack, found.id).flow_run_id, 60, "no incident run")
+    api.wait(responder, until=("PAUSED",), timeout=60)
+    api.resume(responder, {"resolve": True, "who": "served-oncall", "note": "bad parameters"})
+    assert_completed(api.wait(responder, timeout=60), runpath.log)
+    closed = incident(stack, found.id)
+    assert closed.status == "resolved" and closed.resolved_by == "served-oncall"
+    assert closed.postmortem is None  # P3: no post-mortem
+
+
+def test_the_receiver_refuses_bad_requests_and_records_nothing(
+    stack: StackInfo, webhook: str
+) -> None:
+    good = notification([alert()])
+    count_incidents_before = count_incidents(stack)
+    refused = {
+        "bad token": (post_alerts(stack, good, token="not-the-token"), 401),
+        "malformed JSON": (post_alerts(stack, b"{not json"), 400),
+        "version 3": (post_alerts(stack, {**good, "version": "3"}), 400),
+        "2 MiB": (post_alerts(stack, b"[" + b" " * (2 * 1024 * 1024) + b"]"), 413),
+    }
+    for what, (answer, status) in refused.items():
+        assert answer.status_code == status, f"{what}: {answer.status_code} {answer.text}"
+    unknown = post_alerts(stack, resolved(good))  # nothing open for this group
+    assert unknown.status_code == 200 and unknown.json()["status"] == "ignored"
+    assert count_incidents(stack) == count_incidents_before
+
+
+def test_a_real_alert_opens_and_closes_an_incident(runpath: RunPath, webhook: str) -> None:
+    """The whole chain: staging stops answering, Prometheus' ServiceDown fires, Alertmanager
+    posts the group to the receiver, the incident pages; staging answers again, Alertmanager
+    posts the resolution, the incident closes with its post-mortem draft."""
+    stack, api = runpath.stack, runpath.api
+    key = '{}:{alertname="ServiceDown", environment="staging"}'  # Alertmanager's group key
+    close_leftovers(stack, key)
+    app = stack.app_url("staging")
+    httpx.post(app + "/_sim/faults", json={"fault": "down"}, timeout=10).raise_for_status()
+    try:
+        found = wait_for(
+            lambda: [i for i in incidents_of(stack, key) if i.is_open], 180, "no incident"
+        )[0]
+        assert (found.source, found.severity, found.runbook) == (
+            "alertmanager",
+            "P1",
+            "service-down",
+        )
+        wait_for(lambda: sink_messages(stack, "page", f"incident {found.id}: "), 60, "no page")
+    finally:
+        httpx.delete(app + "/_sim/faults", timeout=10).raise_for_status()
+
+    def resolved_incident() -> Any:
+        now = incident(stack, found.id)
+        return None if now.is_open else now
+
+    closed = wait_for(resolved_incident, 180, "Alertmanager never resolved the incident")
+    assert closed.resolved_by == "alertmanager"
+    assert closed.flow_run_id is not None
+    assert_completed(api.wait(closed.flow_run_id, timeout=120), runpath.log)
+    assert "## Open questions" in latest_artifact(api, f"incident-{found.id}-postmortem")
