@@ -4,14 +4,9 @@ They are frozen so a recorded rollback target cannot change under the run that k
 ``as_dict`` gives the JSON shape the operation log, artifacts and flow results carry.
 """
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
-
-class _Record:
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON-ready form (operation-log details, artifacts, flow results)."""
-        return asdict(self)  # type: ignore[call-overload,no-any-return]
+from decisions.records import Record as _Record
 
 
 @dataclass(frozen=True)

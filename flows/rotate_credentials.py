@@ -154,8 +154,7 @@ class Rotation:
                 if login_ok and consumers_ok is None:
                     pending = self.pending
                     consumers_ok = all(
-                        consumer_state(env, self.kube_secret, pending)["switched"]
-                        for env in self.envs
+                        consumer_state(env, self.kube_secret, pending).switched for env in self.envs
                     ) and all(block_matches(block, pending) for block in self.blocks)
             decision = next_step(Observed(labels, self.token, password_ok, login_ok, consumers_ok))
             self.logger.info("next step: %s (%s)", decision.step.value, decision.reason)

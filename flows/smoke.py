@@ -56,7 +56,7 @@ def stack_smoke(
         creds = load_block(AwsCredentials, aws_credentials)
         kube_envs = [load_block(KubeEnvironment, name) for name in envs]
         results: dict[str, Any] = {
-            "postgres": check_database(target),
+            "postgres": check_database(target).as_dict(),
             "s3": check_bucket(store),
             "secrets": check_secret(creds, db_secret),
         }

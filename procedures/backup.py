@@ -103,7 +103,7 @@ def backup_database(
         history = [
             (r.manifest.size_bytes, r.manifest.database_bytes) for r in catalog if r.manifest
         ]
-        expected = estimate_dump_bytes(int(server["size_bytes"]), history)
+        expected = estimate_dump_bytes(server.size_bytes, history)
         backup_id = backup_id_for(datetime.now(UTC))
         keys = backup_keys(backups, target.database, backup_id)
         # While it uploads, this run holds an upload lease: no retention pass aborts it.
@@ -130,7 +130,7 @@ def backup_database(
             compression=dumped.compression,
             fingerprint=dumped.fingerprint,
             reason=reason,
-            database_bytes=int(server["size_bytes"]),
+            database_bytes=server.size_bytes,
         )
         write_manifest(backups, manifest)
         rec.impact = f"backup {backup_id} of {target.database} written to s3://{backups.bucket}"

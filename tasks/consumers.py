@@ -22,6 +22,7 @@ from prefect import task
 
 from blocks.kube import KubeEnvironment
 from blocks.postgres import PostgresTarget
+from decisions.facts import ConsumerState
 from opsflows import retry
 from opsflows.errors import ConfigurationError, NotFoundError, VerificationFailed
 from tasks.http import http_errors
@@ -143,18 +144,18 @@ def _consumers(kube: _Kube, secret_name: str) -> list[dict[str, Any]]:
 
 
 @task(name="read consumer state", **retry.NETWORK)
-def consumer_state(env: KubeEnvironment, secret_name: str, cred: DbCredential) -> dict[str, Any]:
+def consumer_state(env: KubeEnvironment, secret_name: str, cred: DbCredential) -> ConsumerState:
     """Whether the environment's Secret and Deployments run on ``cred``'s version."""
     kube = _Kube(env)
     secret_ok = _matches(_read_secret(kube, secret_name), cred)
     deployments = _consumers(kube, secret_name)
     on_version = all(d["version"] == cred.version_id and d["complete"] for d in deployments)
-    return {
-        "environment": env.environment,
-        "secret": secret_ok,
-        "deployments": [d["name"] for d in deployments],
-        "switched": secret_ok and on_version,
-    }
+    return ConsumerState(
+        environment=env.environment,
+        secret=secret_ok,
+        deployments=tuple(d["name"] for d in deployments),
+        switched=secret_ok and on_version,
+    )
 
 
 @task(name="update consumer secret", **retry.NETWORK)

@@ -18,6 +18,7 @@ from prefect import task
 from psycopg import errors as pgerr
 
 from blocks.postgres import PostgresTarget
+from decisions.facts import DatabaseFacts
 from opsflows import retry
 from opsflows.errors import (
     AuthenticationError,
@@ -108,7 +109,7 @@ def sever(conn: psycopg.Connection[Any]) -> None:
 
 
 @task(name="check PostgreSQL", **retry.NETWORK)
-def check_database(target: PostgresTarget) -> dict[str, Any]:
+def check_database(target: PostgresTarget) -> DatabaseFacts:
     """Log in to the database and report the server version and size."""
     with connect(target, statement_timeout_s=get_settings().pg_statement_timeout_s) as conn:
         row = conn.execute(
@@ -116,4 +117,4 @@ def check_database(target: PostgresTarget) -> dict[str, Any]:
             " (SELECT count(*) FROM pg_stat_activity)"
         ).fetchone()
     assert row is not None
-    return {"server_version": row[0], "size_bytes": int(row[1]), "connections": int(row[2])}
+    return DatabaseFacts(str(row[0]), int(row[1]), int(row[2]))

@@ -22,6 +22,7 @@ from pydantic import SecretStr
 
 from blocks.kube import KubeEnvironment
 from blocks.postgres import PostgresTarget
+from decisions.facts import ConsumerState
 from decisions.rotation import CURRENT, PENDING, PREVIOUS, grant_parity
 from devstack.kubesim.seed import web_app_deployment
 from devstack.stack import AWS_REGION, MOTO_KEYS, StackInfo, stack_secrets
@@ -285,16 +286,15 @@ def test_switching_a_consumer_updates_the_secret_and_restarts_only_its_users(
     cred = credential(stack, database, role, password)
     cred = t.DbCredential(**{**cred.__dict__, "version_id": TOKEN})
     state = kc.consumer_state.fn(kube_env, "rot-db", cred)
-    assert state == {
-        "environment": kube_env.environment, "secret": False, "deployments": ["rot-app"],
-        "switched": False,
-    }  # fmt: skip
+    assert state == ConsumerState(
+        environment=kube_env.environment, secret=False, deployments=("rot-app",), switched=False
+    )
 
     assert kc.update_secret.fn(kube_env, "rot-db", cred) == "created"
     assert kc.restart_consumers.fn(kube_env, "rot-db", TOKEN) == ["rot-app"]
     ready = kc.wait_for_consumers.fn(kube_env, "rot-db", TOKEN, timeout_s=30, poll_s=0.2)
     assert ready == [{"environment": kube_env.environment, "deployment": "rot-app", "ready": 1}]
-    assert kc.consumer_state.fn(kube_env, "rot-db", cred)["switched"] is True
+    assert kc.consumer_state.fn(kube_env, "rot-db", cred).switched is True
     # switching again changes nothing
     assert kc.update_secret.fn(kube_env, "rot-db", cred) == "unchanged"
     assert kc.restart_consumers.fn(kube_env, "rot-db", TOKEN) == []

@@ -220,7 +220,7 @@ def test_postgres_cutting_three_connections_is_retried_after_1_2_and_4_s(
 
         assert_retried(history(task_run_of(state)), retry.NETWORK, 4, State.is_completed)
         assert (proxy.count("cut"), proxy.connections) == (3, 4)
-        assert state.result()["server_version"]
+        assert state.result().server_version
 
 
 # --- a permanent error is never retried -------------------------------------------------
