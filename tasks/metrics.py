@@ -55,13 +55,21 @@ def query(prometheus_url: str, promql: str, timeout: float = 5.0) -> float | Non
 
 
 def rule_names(prometheus_url: str) -> list[str]:
-    """Names of every alerting and recording rule Prometheus has loaded."""
+    """Every alerting and recording rule Prometheus has loaded, as ``<group>/<rule>``.
+
+    The group is named after the application its rules watch (``web-app/ServiceDown``), so
+    :func:`decisions.deploy.rules_for_app` finds an app's rules by either name.
+    """
     url = prometheus_url.rstrip("/") + "/api/v1/rules"
     with http_errors("list Prometheus rules", url):
         response = httpx.get(url, timeout=5.0)
     response.raise_for_status()
     groups = response.json().get("data", {}).get("groups", [])
-    return [str(rule["name"]) for group in groups for rule in group.get("rules", [])]
+    return [
+        f"{group.get('name', '')}/{rule['name']}"
+        for group in groups
+        for rule in group.get("rules", [])
+    ]
 
 
 @task(name="check Prometheus", **retry.NETWORK)

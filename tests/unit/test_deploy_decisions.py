@@ -326,6 +326,9 @@ def test_alert_rules_are_matched_to_the_app() -> None:
         "web_app_latency",
     )
     assert rules_for_app(names, "billing") == ()
+    # As Prometheus lists them (tasks.metrics.rule_names): the group names the app.
+    listed = ["web-app/ServiceDown", "web-app/HighErrorRate", "machine/HostDiskFull"]
+    assert rules_for_app(listed, "web-app") == ("web-app/ServiceDown", "web-app/HighErrorRate")
 
 
 def test_bake_window_stays_inside_the_release() -> None:
