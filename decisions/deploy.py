@@ -260,6 +260,8 @@ class GateDecision:
 
     action: Literal["promote", "ask", "reject"]
     reasons: tuple[str, ...] = ()
+    #: Rejected because nobody answered in time (the run ends "timed out", not "rejected").
+    timed_out: bool = False
 
 
 def promotion_gate(
@@ -294,7 +296,7 @@ class Approval:
 def approval_decision(approval: Approval | None) -> GateDecision:
     """A person's answer as a gate decision; no answer (timeout) or no name rejects."""
     if approval is None:
-        return GateDecision("reject", ("approval timed out",))
+        return GateDecision("reject", ("approval timed out",), timed_out=True)
     if not approval.approver.strip():
         return GateDecision("reject", ("the approval form names no approver",))
     who = f"{approval.approver}: {approval.reason or 'no reason given'}"

@@ -50,7 +50,7 @@ from decisions.deploy import (
 )
 from decisions.releases import Release
 from opsflows import retry
-from opsflows.errors import ConfigurationError, GateRejected, OpsError
+from opsflows.errors import ApprovalTimedOut, ConfigurationError, GateRejected, OpsError
 from procedures.approval_form import ApprovalForm
 from procedures.migration_plan import compute_plan, load_migrations
 from procedures.operation import (
@@ -374,7 +374,8 @@ def _enforce(decision: GateDecision, image: str) -> None:
     safe_notify("P3", f"deploy of {image} stopped", "; ".join(decision.reasons))
     rec.impact = f"staging runs {image}; production untouched"
     rec.follow_up.append("production was not touched; staging runs the rejected image")
-    raise GateRejected(
+    stop = ApprovalTimedOut if decision.timed_out else GateRejected
+    raise stop(
         f"{image} not promoted: " + "; ".join(decision.reasons),
         hint="production was not touched",
     )

@@ -13,6 +13,7 @@ only these classes::
     │   ├── ConflictError         a stale update lost a race (409); re-read and decide again
     │   │   └── ChangeSlotLost    a change lost its change slot's lease; it stopped at a safe point
     │   ├── GateRejected          a gate or a person said no (promotion, approval, lint)
+    │   │   └── ApprovalTimedOut  nobody answered an approval in time
     │   ├── VerificationFailed    a check ran and the result is wrong (checksum, health, row counts)
     │   ├── BackupMissing         no complete backup satisfies the request
     │   └── TimedOut              a bounded wait ran out (a step past its deadline)
@@ -130,6 +131,10 @@ class ChangeSlotLost(ConflictError):
 
 class GateRejected(PermanentError):
     """A gate, a policy or a person rejected the change."""
+
+
+class ApprovalTimedOut(GateRejected):
+    """An approval nobody gave in time: the gate stays closed; the run ends "timed out"."""
 
 
 class VerificationFailed(PermanentError):

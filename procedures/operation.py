@@ -19,7 +19,15 @@ from prefect.logging import get_run_logger
 
 from blocks.notify import NotificationRouting
 from blocks.postgres import PostgresTarget
-from opsflows.errors import ConfigurationError, GateRejected, OpsError, Stalled, TimedOut, scrub
+from opsflows.errors import (
+    ApprovalTimedOut,
+    ConfigurationError,
+    GateRejected,
+    OpsError,
+    Stalled,
+    TimedOut,
+    scrub,
+)
 from opsflows.oplog import (
     CANCELLED,
     FAILED,
@@ -148,7 +156,8 @@ def run_status(exc: BaseException) -> str:
     if isinstance(exc, asyncio.CancelledError):
         # Prefect enforces timeout_seconds by cancelling the body (see :func:`hung`).
         return TIMED_OUT if run_timeout_s() else CANCELLED
-    if any(isinstance(e, FlowPauseTimeout | TimeoutError | TimedOut | Stalled) for e in chain):
+    timeouts = FlowPauseTimeout | TimeoutError | TimedOut | Stalled | ApprovalTimedOut
+    if any(isinstance(e, timeouts) for e in chain):
         return TIMED_OUT  # an approval nobody gave in time, a wait that hit its bound
     if isinstance(exc, GateRejected):
         return REJECTED

@@ -152,7 +152,7 @@ def test_rejected_approval_leaves_production_untouched(
     assert image_of(envs["production"]) == healthy_afterwards["production"]
     assert image_of(envs["staging"]) == image
     _, status, _, details = ops_log(stack, run.id)
-    assert status == "failed" and details["approver"] == "bob"
+    assert status == "rejected" and details["approver"] == "bob"
 
 
 def test_timed_out_approval_leaves_production_untouched(
@@ -165,7 +165,7 @@ def test_timed_out_approval_leaves_production_untouched(
     # The server fails a pause that times out; the run records why in the operation log.
     assert state.is_failed()
     _, status, issues, details = ops_log(stack, flow_run_id(state))
-    assert status == "failed" and "approval timed out" in issues
+    assert status == "timed out" and "approval timed out" in issues
     assert "approver" not in details
     assert image_of(envs["production"]) == healthy_afterwards["production"]
 

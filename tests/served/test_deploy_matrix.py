@@ -76,7 +76,7 @@ def test_staged_deploy_manual_rejected_through_the_form(runpath: RunPath) -> Non
     assert kube_image("production") == before
     assert served_image(runpath.stack, "production") == before
     row = oplog_row(runpath.stack, run_id)
-    assert row["status"] == "failed" and "production untouched" in row["impact"]
+    assert row["status"] == "rejected" and "production untouched" in row["impact"]
     assert row["details"]["approver"] == approver
     assert row["details"]["approval_reason"] == reason
     assert row["details"]["approved"] is False

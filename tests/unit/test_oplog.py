@@ -42,7 +42,7 @@ def test_run_status_names_how_a_run_ended() -> None:
 
     from prefect.exceptions import FlowPauseTimeout, TerminationSignal
 
-    from opsflows.errors import ConflictError, GateRejected, TimedOut
+    from opsflows.errors import ApprovalTimedOut, ConflictError, GateRejected, TimedOut
     from procedures.operation import run_status
 
     def caused(exc: BaseException, cause: BaseException) -> BaseException:
@@ -51,6 +51,7 @@ def test_run_status_names_how_a_run_ended() -> None:
 
     assert run_status(ConflictError("x")) == "failed"
     assert run_status(GateRejected("rejected by bob")) == "rejected"
+    assert run_status(ApprovalTimedOut("approval timed out")) == "timed out"
     # An approval nobody gave in time is a timeout, even though it surfaces as a rejection.
     assert run_status(caused(GateRejected("nobody approved"), FlowPauseTimeout())) == "timed out"
     assert run_status(TimedOut("dump stalled")) == "timed out"
