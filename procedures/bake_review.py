@@ -32,7 +32,7 @@ from blocks.kube import KubeEnvironment
 from decisions.bake_review import BakeReview, ProbeSummary, ReviewOutcome, review_outcome
 from procedures.approval_form import ApprovalForm
 from procedures.change_slot import check_slots
-from procedures.operation import current_run
+from procedures.operation import current_run, running_again
 from tasks.bake import BakeReport, limits_for, run_bake, wait_for_samples
 from tasks.probe_traffic import TrafficProbe
 
@@ -199,6 +199,7 @@ def review_inconclusive(
         answer = pause_flow_run(wait_for_input=form, timeout=timeout_s, poll_interval=poll)
     except FlowPauseTimeout:
         review = None
+        running_again()  # the server may have failed the run as the pause expired
     else:
         review = BakeReview(bool(answer.approve), str(answer.approver), str(answer.reason))
     outcome = review_outcome(review, timeout_s)

@@ -16,14 +16,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefect.artifacts import create_markdown_artifact
-from prefect.client.orchestration import get_client
 from prefect.context import get_run_context
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.logging import get_run_logger
 from prefect.settings import get_current_settings
-from prefect.states import Running
 from pydantic import Field
 
 from blocks.postgres import PostgresTarget
@@ -47,7 +45,7 @@ from decisions.incidents import (
 )
 from decisions.postmortem import form_description, timeline_markdown
 from opsflows.errors import scrub
-from procedures.operation import current_run, deliver
+from procedures.operation import current_run, deliver, running_again
 from tasks.flow_runs import start_deployment
 from tasks.incidents import (
     add_event,
@@ -203,7 +201,7 @@ def wait_for_answer(form: type[RunInput], description: str, timeout_s: float) ->
             poll_interval=poll,
         )
     except FlowPauseTimeout:
-        _running_again()
+        running_again()
         return None
     return Answer(
         who=str(answer.who).strip(),
@@ -212,19 +210,6 @@ def wait_for_answer(form: type[RunInput], description: str, timeout_s: float) ->
         mitigated=bool(getattr(answer, "mitigated", False)),
         resolve=bool(getattr(answer, "resolve", False)),
     )
-
-
-def _running_again() -> None:
-    run_id = get_run_context().flow_run.id  # type: ignore[union-attr]
-    for attempt in range(5):
-        try:
-            with get_client(sync_client=True) as client:
-                client.set_flow_run_state(run_id, Running(), force=True)
-            return
-        except Exception:  # noqa: BLE001 - the API blinked; try again, then give up
-            if attempt == 4:
-                raise
-            time.sleep(2**attempt)
 
 
 def apply_answer(target: PostgresTarget, incident: Incident, answer: Answer) -> None:

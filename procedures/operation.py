@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -281,3 +282,25 @@ def page_if_hung(rec: OperationRecord, what: str) -> Iterator[None]:
         rec.details["notified"] = f"P2 to {delivered} channel(s): {subject}"
         rec.follow_up.append(f"find out what hung ({message}) and run it again")
         raise
+
+
+def running_again() -> None:
+    """Put this run back into Running after a pause timed out.
+
+    When a pause expires the server may fail the run ("never resumed") before the flow's own
+    timeout handling goes on (a rollback, an escalation); without this the run would end
+    with that message instead of its own outcome.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running
+
+    run_id = get_run_context().flow_run.id  # type: ignore[union-attr]
+    for attempt in range(5):
+        try:
+            with get_client(sync_client=True) as client:
+                client.set_flow_run_state(run_id, Running(), force=True)
+            return
+        except Exception:  # noqa: BLE001 - the API blinked; try again, then give up
+            if attempt == 4:
+                raise
+            time.sleep(2**attempt)
