@@ -58,6 +58,7 @@ from procedures.operation import (
     current_run,
     load_block,
     operation_log,
+    running_again,
     safe_notify,
     try_load_ops_db,
     try_load_routing,
@@ -196,6 +197,7 @@ def ask_for_approval(summary: str, timeout_s: int) -> Approval | None:
     try:
         answer = pause_flow_run(wait_for_input=form, timeout=timeout_s, poll_interval=poll)
     except FlowPauseTimeout:
+        running_again()  # the server may have failed the run as the pause expired
         return None
     except ValidationError as exc:
         # The server validates the form against its schema; an answer that got past it

@@ -39,6 +39,7 @@ from procedures.operation import (
     operation_log,
     page_if_hung,
     run_timeout_s,
+    running_again,
     try_load_ops_db,
     try_load_routing,
 )
@@ -115,6 +116,7 @@ def _await_approval(
             key="approve-replace-live",
         )
     except FlowPauseTimeout as exc:
+        running_again()  # the server may have failed the run as the pause expired
         drop_scratch(admin, scratch)
         raise GateRejected(
             f"nobody approved replacing the live database within {timeout_s} s",
