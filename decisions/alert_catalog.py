@@ -54,6 +54,12 @@ def rules(t: Thresholds = THRESHOLDS) -> tuple[Rule, ...]:
             "P1",
             SERVICE_DOWN,
             "web-app in {{ $labels.env }} is down (health probe failing or not scraped)",
+            keep_s=120,
+            why_keep=(
+                "a crash-looping app answers for seconds between restarts: it is back when it has "
+                "answered for two minutes, and until then it stays one alert, not a page per "
+                "restart"
+            ),
         ),
         Rule(
             "web-app",
@@ -65,6 +71,12 @@ def rules(t: Thresholds = THRESHOLDS) -> tuple[Rule, ...]:
             "P2",
             SERVICE_DOWN,
             "{{ $value | humanizePercentage }} of requests fail in {{ $labels.env }}",
+            keep_s=300,
+            why_keep=(
+                f"a 1-minute error rate hovering at {_g(t.error_rate_page * 100)}% crosses it back "
+                "and forth; five minutes below is a recovery, and the group does not resolve and "
+                "page again in between"
+            ),
         ),
         Rule(
             "web-app",
@@ -75,6 +87,11 @@ def rules(t: Thresholds = THRESHOLDS) -> tuple[Rule, ...]:
             "P3",
             SERVICE_DOWN,
             "{{ $value | humanizePercentage }} of requests fail in {{ $labels.env }}",
+            keep_s=300,
+            why_keep=(
+                f"a 1-minute error rate hovering at {_g(t.error_rate * 100)}% crosses it back and "
+                "forth; an e-mail per crossing helps nobody, five minutes below is a recovery"
+            ),
         ),
         Rule(
             "web-app",
@@ -85,6 +102,11 @@ def rules(t: Thresholds = THRESHOLDS) -> tuple[Rule, ...]:
             "P2",
             SERVICE_DOWN,
             "p95 latency in {{ $labels.env }} is {{ $value | humanizeDuration }}",
+            keep_s=300,
+            why_keep=(
+                "a 1-minute p95 swings with each slow batch of requests; five minutes below "
+                f"{_g(t.p95_latency_s)} s is a recovery, not a lull between slow batches"
+            ),
         ),
         Rule(
             "web-app",
@@ -95,6 +117,8 @@ def rules(t: Thresholds = THRESHOLDS) -> tuple[Rule, ...]:
             "P2",
             TRAFFIC_SPIKE,
             "{{ $value }} requests waiting in {{ $labels.env }}",
+            keep_s=120,
+            why_keep="a queue that drains and fills again within two minutes is the same spike",
         ),
         Rule(
             "web-app",
@@ -105,6 +129,10 @@ def rules(t: Thresholds = THRESHOLDS) -> tuple[Rule, ...]:
             "P2",
             TRAFFIC_SPIKE,
             "a pod in {{ $labels.env }} uses {{ $value | humanizePercentage }} of its CPU",
+            keep_s=300,
+            why_keep=(
+                f"CPU is spiky both ways: a dip below {_g(t.cpu * 100)}% does not end the load"
+            ),
         ),
         Rule(
             "web-app",
@@ -117,6 +145,11 @@ def rules(t: Thresholds = THRESHOLDS) -> tuple[Rule, ...]:
             "P3",
             ONE_POD_DOWN,
             "{{ $value }} pod(s) not ready in {{ $labels.env }}; the others still serve",
+            keep_s=300,
+            why_keep=(
+                "a crash-looping pod is Ready for seconds between restarts; five minutes Ready is "
+                "a pod that came back"
+            ),
         ),
         Rule(
             "web-app",
@@ -129,6 +162,10 @@ def rules(t: Thresholds = THRESHOLDS) -> tuple[Rule, ...]:
             "P2",
             SERVICE_DOWN,
             "the DB connection pool in {{ $labels.env }} is exhausted",
+            keep_s=120,
+            why_keep=(
+                "a full pool frees a connection now and then; two minutes with room is a recovery"
+            ),
         ),
         Rule(
             "web-app",
@@ -141,6 +178,11 @@ def rules(t: Thresholds = THRESHOLDS) -> tuple[Rule, ...]:
             "P2",
             DISK_FULL,
             "the app volume in {{ $labels.env }} is {{ $value | humanizePercentage }} full",
+            keep_s=120,
+            why_keep=(
+                "space is freed only by deleting files, but an app restart drops the series for a "
+                "scrape or two: that is no recovery"
+            ),
         ),
         # -- the machine (node_exporter) ---------------------------------------------------
         Rule(
@@ -158,6 +200,11 @@ def rules(t: Thresholds = THRESHOLDS) -> tuple[Rule, ...]:
             TRAFFIC_SPIKE,
             "CPU of {{ $labels.instance }} is {{ $value | humanizePercentage }} busy",
             host=True,
+            keep_s=300,
+            why_keep=(
+                "a build pausing between steps does not end the load; five minutes below "
+                f"{_g(t.cpu * 100)}% does"
+            ),
         ),
         Rule(
             "host",
@@ -172,6 +219,11 @@ def rules(t: Thresholds = THRESHOLDS) -> tuple[Rule, ...]:
             MEMORY_LEAK,
             "memory of {{ $labels.instance }} is {{ $value | humanizePercentage }} used",
             host=True,
+            keep_s=300,
+            why_keep=(
+                f"page cache frees and fills in waves; five minutes below {_g(t.memory * 100)}% is "
+                "a recovery"
+            ),
         ),
         Rule(
             "host",
@@ -187,6 +239,11 @@ def rules(t: Thresholds = THRESHOLDS) -> tuple[Rule, ...]:
             "{{ $labels.mountpoint }} on {{ $labels.instance }} is "
             "{{ $value | humanizePercentage }} full",
             host=True,
+            keep_s=120,
+            why_keep=(
+                "freed space is a real recovery, but a node_exporter restart drops the series for "
+                "a scrape or two"
+            ),
         ),
         # -- the database (postgres_exporter) ----------------------------------------------
         Rule(
@@ -198,6 +255,11 @@ def rules(t: Thresholds = THRESHOLDS) -> tuple[Rule, ...]:
             "P1",
             SERVICE_DOWN,
             "PostgreSQL in {{ $labels.env }} is down",
+            keep_s=120,
+            why_keep=(
+                "a database in a restart loop accepts connections for seconds between crashes: it "
+                "is back when it has stayed up for two minutes"
+            ),
         ),
         Rule(
             "database",
@@ -210,6 +272,11 @@ def rules(t: Thresholds = THRESHOLDS) -> tuple[Rule, ...]:
             DATABASE_SLOW,
             "{{ $value }} connections to PostgreSQL in {{ $labels.env }} "
             f"(max {t.db_max_connections})",
+            keep_s=300,
+            why_keep=(
+                f"a connection count hovering at {t.db_connections} crosses it with every pool "
+                "checkout; five minutes below is a recovery"
+            ),
         ),
         Rule(
             "database",
@@ -222,6 +289,11 @@ def rules(t: Thresholds = THRESHOLDS) -> tuple[Rule, ...]:
             "P3",
             DATABASE_SLOW,
             "a transaction in {{ $labels.env }} is open for {{ $value | humanizeDuration }}",
+            keep_s=0,
+            why_keep=(
+                "none: when the transaction ends the question is answered, and a new long one is "
+                "worth its own e-mail"
+            ),
         ),
         # -- backups (the ops_log table, through postgres_exporter) ------------------------
         Rule(
@@ -234,6 +306,11 @@ def rules(t: Thresholds = THRESHOLDS) -> tuple[Rule, ...]:
             "P2",
             BACKUP_FAILED,
             "the last database backup in {{ $labels.env }} failed",
+            keep_s=300,
+            why_keep=(
+                "the status only changes when a backup ends, but a restarting exporter drops the "
+                "series for a scrape: that is no recovery"
+            ),
         ),
         Rule(
             "backup",
@@ -246,6 +323,11 @@ def rules(t: Thresholds = THRESHOLDS) -> tuple[Rule, ...]:
             "P3",
             BACKUP_FAILED,
             "the newest good backup in {{ $labels.env }} is {{ $value | humanizeDuration }} old",
+            keep_s=300,
+            why_keep=(
+                "the age only shrinks when a backup succeeds, but a restarting exporter drops the "
+                "series for a scrape: that is no recovery"
+            ),
         ),
         # -- certificates (blackbox TLS probe) ---------------------------------------------
         Rule(
@@ -258,6 +340,11 @@ def rules(t: Thresholds = THRESHOLDS) -> tuple[Rule, ...]:
             "P2",
             CERT_EXPIRY,
             "the certificate of {{ $labels.instance }} expires in {{ $value | humanizeDuration }}",
+            keep_s=600,
+            why_keep=(
+                "a probe that fails reports no expiry, and a missing series is no renewal; ten "
+                "minutes of a later expiry is"
+            ),
         ),
         Rule(
             "certificates",
@@ -269,5 +356,10 @@ def rules(t: Thresholds = THRESHOLDS) -> tuple[Rule, ...]:
             "P3",
             CERT_EXPIRY,
             "the certificate of {{ $labels.instance }} expires in {{ $value | humanizeDuration }}",
+            keep_s=600,
+            why_keep=(
+                "a probe that fails reports no expiry, and a missing series is no renewal; ten "
+                "minutes of a later expiry is"
+            ),
         ),
     )

@@ -42,6 +42,11 @@ class Rule:
         runbook: Triage flow handling it (one of :data:`RUNBOOKS`).
         summary: One line, may use ``$labels`` and ``$value`` templates.
         host: A machine-wide rule: a test override of ``for`` leaves it alone.
+        keep_s: Seconds the alert keeps firing after the condition clears (Prometheus'
+            ``keep_firing_for``): a value that hovers at the threshold, or a series that
+            vanishes for a scrape, is one alert, not an alert that resolves and fires again
+            (each firing after a resolution is a new notification). 0: none.
+        why_keep: Why that long, or why none (written as a comment above it).
     """
 
     group: str
@@ -53,9 +58,13 @@ class Rule:
     runbook: str
     summary: str
     host: bool = False
+    keep_s: int = 0
+    why_keep: str = ""
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
             raise ValueError(f"{self.alert}: severity {self.severity!r} is not P1..P4")
         if self.runbook not in RUNBOOKS:
             raise ValueError(f"{self.alert}: unknown runbook {self.runbook!r}")
+        if self.keep_s < 0 or not self.why_keep:
+            raise ValueError(f"{self.alert}: keep_s must be >= 0 and why_keep say why")

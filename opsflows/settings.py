@@ -62,8 +62,9 @@ class Settings(BaseSettings):
         default=None,
         ge=0,
         description=(
-            "Test stacks: cap every alert rule's `for:` at this many seconds (machine-wide "
-            "CPU, memory and disk rules keep theirs). Unset: the rules as committed."
+            "Test stacks: cap every alert rule's `for:` and `keep_firing_for:` at this many "
+            "seconds (machine-wide CPU, memory and disk rules keep theirs), so alerts fire and "
+            "resolve within seconds. Unset: the rules as committed."
         ),
     )
     tls_cert_days: int = Field(

@@ -69,7 +69,7 @@ def test_every_rule_and_severity_has_a_firing_and_a_quiet_case() -> None:
     assert {r.alert for r in rules()} <= quiet
 
 
-def test_every_rule_carries_severity_runbook_environment_and_a_reasoned_for() -> None:
+def test_every_rule_carries_severity_runbook_environment_a_reasoned_for_and_keep() -> None:
     groups = yaml.safe_load(RULES_FILE.read_text())["groups"]
     loaded = [rule for group in groups for rule in group["rules"]]
     assert len(loaded) == len(rules())
@@ -81,6 +81,11 @@ def test_every_rule_carries_severity_runbook_environment_and_a_reasoned_for() ->
         assert rule["for"]
     text = RULES_FILE.read_text()
     assert text.count("# for: ") == len(loaded)
+    assert text.count("# keep_firing_for: ") == len(loaded)  # a reason, even for none
+    kept = {(r["alert"], r["labels"]["severity"]): r.get("keep_firing_for") for r in loaded}
+    assert kept[("ServiceDown", "P1")] == "2m"
+    assert kept[("HighErrorRate", "P2")] == kept[("HighLatencyP95", "P2")] == "5m"
+    assert kept[("LongRunningTransaction", "P3")] is None
     check = subprocess.run([promtool(), "check", "rules", str(RULES_FILE)], capture_output=True)
     assert check.returncode == 0, check.stdout + check.stderr
 
@@ -101,6 +106,15 @@ def test_a_test_stack_caps_for_except_on_machine_wide_rules(tmp_path: Path) -> N
     assert by_name[("ServiceDown", "P1")] == "3s"
     assert by_name[("CertificateExpiry", "P2")] == "3s"
     assert by_name[("HostCpuHigh", "P2")] == "10m"  # a busy CI machine must not page
+    # ... and alerts resolve within seconds too (keep_firing_for capped alike)
+    kept = {
+        (r["alert"], r["labels"]["severity"]): r.get("keep_firing_for")
+        for g in groups
+        for r in g["rules"]
+    }
+    assert kept[("ServiceDown", "P1")] == kept[("HighErrorRate", "P2")] == "3s"
+    assert kept[("HostCpuHigh", "P2")] == "5m"
+    assert kept[("LongRunningTransaction", "P3")] is None
     path = tmp_path / "rules.yml"
     path.write_text(text)
     check = subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True)
