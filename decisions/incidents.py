@@ -9,7 +9,9 @@ The runbook's severity table, as a paging plan (times since the incident was tri
     P4        recorded only                  -
 
 An incident moves ``triggered → acknowledged → mitigated → resolved`` (never back; resolved
-may come from any state). The flow (``flows/incident.py``) carries the plan out; the values
+may come from any state), with one exception: a group Alertmanager resolved that fires again
+within the reopen window flapped, and its incident reopens (:func:`reopening`) instead of a
+second one opening. The flow (``flows/incident.py``) carries the plan out; the values
 and rules are here, unit-tested without services.
 """
 
@@ -27,6 +29,8 @@ from decisions.crashed_runs import RunFacts
 
 TRIGGERED, ACKNOWLEDGED, MITIGATED, RESOLVED = "triggered", "acknowledged", "mitigated", "resolved"
 STATUSES = (TRIGGERED, ACKNOWLEDGED, MITIGATED, RESOLVED)
+#: Timeline kinds of a flapping group: its resolved incident reopened; #incidents told.
+REOPENED, ANNOUNCED = "reopened", "announced"
 ALERTMANAGER, WATCHDOG = "alertmanager", "watchdog"
 #: The routing channel of the runbook's "#incidents" Slack channel.
 INCIDENTS_CHANNEL = "incidents"
@@ -116,10 +120,18 @@ class Incident:
     flow_run_id: str | None = None
     runbook_runs: tuple[Mapping[str, Any], ...] = ()
     postmortem: str | None = None
+    reopenings: int = 0
 
     @property
     def is_open(self) -> bool:
         return self.status != RESOLVED
+
+    @property
+    def run_key(self) -> str:
+        """Idempotency key of the incident run that responds to it since it (re)opened:
+        a redelivery starts no second run, a reopening starts a run of its own."""
+        again = f"-reopened-{self.reopenings}" if self.reopenings else ""
+        return f"incident-{self.id}{again}"
 
     @property
     def acknowledged(self) -> bool:
@@ -177,6 +189,64 @@ def alert_opening(group: AlertGroup) -> Opening:
         environment=group.label("environment"),
         resolved=group.status == GROUP_RESOLVED,
     )
+
+
+@dataclass(frozen=True)
+class Reopening:
+    """A resolved incident that a firing notification of its group brings back (flapping).
+
+    Attributes:
+        incident_id: The incident that reopens.
+        status: Its status again: ``acknowledged`` when someone had acknowledged it (they
+            are on it; escalation stays stopped), else ``triggered``.
+        after_s: Seconds between its resolution and the group firing again.
+    """
+
+    incident_id: int
+    status: str
+    after_s: float
+
+    @property
+    def text(self) -> str:
+        """Its timeline line."""
+        return (
+            f"the group fired again {self.after_s:.0f} s after it resolved (flapping); "
+            f"{self.status} again"
+        )
+
+
+def reopening(
+    latest: Incident | None, opening: Opening, now: datetime, window_s: float
+) -> Reopening | None:
+    """Whether a notification reopens the group's latest incident instead of opening one.
+
+    Only a firing notification, only the group's own latest incident, only when Alertmanager
+    resolved it (a person who resolved it closed it deliberately: a new incident opens), and
+    only less than ``window_s`` after that (0 turns reopening off). ``now`` is the database's
+    clock, the one ``resolved_at`` was stamped with.
+    """
+    if opening.resolved or latest is None or window_s <= 0:
+        return None
+    if latest.group_key != opening.group_key or latest.is_open or latest.resolved_at is None:
+        return None
+    if not (opening.source == ALERTMANAGER == latest.resolved_by):
+        return None
+    after_s = max(0.0, (now - latest.resolved_at).total_seconds())
+    if after_s >= window_s:
+        return None
+    status = ACKNOWLEDGED if latest.acknowledged_at is not None else TRIGGERED
+    return Reopening(latest.id, status, after_s)
+
+
+def unannounced_reopening(events: Sequence[Event]) -> Event | None:
+    """The latest reopening when #incidents was not told of anything since (it was told the
+    incident resolved, so it must hear that it is back)."""
+    for event in reversed(events):
+        if event.kind == ANNOUNCED:
+            return None
+        if event.kind == REOPENED:
+            return event
+    return None
 
 
 def page_text(incident: Incident, level: str, run_url: str) -> tuple[str, str]:

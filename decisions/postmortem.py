@@ -44,6 +44,8 @@ def summary_rows(incident: Incident) -> list[str]:
         ("pages sent", incident.pages),
         ("incident flow run", incident.flow_run_id or "-"),
     ]
+    if incident.reopenings:
+        rows.insert(-2, ("reopened (the alert flapped)", f"{incident.reopenings} times"))
     return ["| field | value |", "|---|---|", *[f"| {k} | {_cell(v)} |" for k, v in rows]]
 
 
@@ -98,6 +100,11 @@ def open_questions(incident: Incident, entries: Sequence[Mapping[str, Any]]) -> 
         )
     if incident.pages > 1:
         questions.append("The page escalated past the on-call: is the on-call schedule right?")
+    if incident.reopenings:
+        questions.append(
+            f"The alert resolved and fired again {incident.reopenings} times: is its threshold, "
+            "`for:` or `keep_firing_for:` right, or was the fix partial?"
+        )
     if not incident.runbook_runs:
         what = incident.runbook or "this alert"
         questions.append(f"No automated triage ran for {what}: what was done by hand?")

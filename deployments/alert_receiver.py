@@ -8,6 +8,9 @@ Served by ``opsflows webhook serve`` beside the CI webhook. Alertmanager's
 
     401  bad or missing token           413  body over 1 MiB        400  not a version-4 body
     202  a firing group opened an incident and started its ``incident/incident`` run
+    202  "reopened": the group flapped (Alertmanager resolved it within the reopen window):
+         its incident is open again, and a new run carries on where the last one stopped
+         (no second page), unless that run is still alive
     200  "updated" / "unchanged": the group's open incident took the notification in
     200  "resolved": the group's incident is closed (its paused run is woken to close it)
     200  "ignored": a resolved group with no open incident (nothing to close; Alertmanager
@@ -15,13 +18,15 @@ Served by ``opsflows webhook serve`` beside the CI webhook. Alertmanager's
     503  the operations database or the Prefect API cannot be reached (Alertmanager retries)
 
 One incident per open group (a unique index), one flow run per incident (the idempotency
-key ``incident-<id>``): a redelivered notification changes nothing and starts nothing.
+key ``incident-<id>``, ``incident-<id>-reopened-<n>`` after its n-th reopening): a redelivered
+notification changes nothing and starts nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -36,7 +41,7 @@ from decisions.incidents import Incident, Opening, alert_opening
 from decisions.webhook import Rejected
 from deployments.webhook import Unavailable, read_body
 from opsflows.errors import OpsError, scrub
-from tasks.incidents import Recorded, record_opening, set_flow_run
+from tasks.incidents import Recorded, read_incident, record_opening, set_flow_run
 
 log = logging.getLogger("opsflows.alertmanager")
 
@@ -56,6 +61,8 @@ class IncidentDesk(Protocol):
     def record(self, opening: Opening) -> Recorded: ...
 
     def start(self, incident: Incident, key: str) -> str: ...
+
+    def keep(self, incident: Incident, flow_run_id: str) -> bool: ...
 
     def wake(self, incident: Incident) -> str: ...
 
@@ -115,19 +122,46 @@ class PrefectDesk:
         set_flow_run(self.target(), incident.id, str(run.id))
         return str(run.id)
 
+    def keep(self, incident: Incident, flow_run_id: str) -> bool:
+        """Keep ``flow_run_id`` as the reopened incident's run when it is still alive (it
+        had not closed the incident yet, so it carries on responding); False when it ended."""
+        from prefect.client.orchestration import get_client
+        from prefect.exceptions import ObjectNotFound
+
+        try:
+            with get_client(sync_client=True) as client:
+                state = client.read_flow_run(UUID(flow_run_id)).state
+        except ObjectNotFound:
+            return False
+        except Exception as exc:  # the API is down: Alertmanager retries the notification
+            raise Unavailable(f"cannot read flow run {flow_run_id} ({type(exc).__name__})") from exc
+        if state is None or state.is_final():
+            return False
+        set_flow_run(self.target(), incident.id, flow_run_id)
+        return True
+
     def wake(self, incident: Incident) -> str:
         """Make the incident's run look at the row again: resume it where it waits for a
-        person, or start a run when none is alive (it ended watching). What was done."""
+        person, or start a run when none is alive (it ended watching). What was done.
+
+        A run that was still alive and ends while this waits read the row on its way out
+        (a resolution it closed, say): a second run is started only when the incident is
+        open and still has that run as its own (it ended closing what has since reopened).
+        """
         from prefect.client.orchestration import get_client
 
         deadline = time.monotonic() + WAKE_SECONDS
+        alive = False
         while True:
             with get_client(sync_client=True) as client:
                 run_id = UUID(incident.flow_run_id) if incident.flow_run_id else None
                 state = client.read_flow_run(run_id).state if run_id else None
                 if run_id is None or state is None or state.is_final():
-                    key = f"incident-{incident.id}-{incident.status}-{incident.severity}"
+                    if alive and not self._still_its_run(incident):
+                        return "ended (it read the row)"
+                    key = f"{incident.run_key}-{incident.status}-{incident.severity}"
                     return "started " + self.start(incident, key)
+                alive = True
                 if state.is_paused():
                     # The forms' booleans default to "no": this only makes the run look again.
                     answer = {"who": WAKER, "note": ""}
@@ -138,6 +172,10 @@ class PrefectDesk:
                 # Running between two pauses: it reads the row before its next pause.
                 return "running"
             time.sleep(1.0)
+
+    def _still_its_run(self, incident: Incident) -> bool:
+        now = read_incident.fn(self.target(), incident.id)
+        return now.is_open and now.flow_run_id == incident.flow_run_id
 
 
 class AlertReceiver:
@@ -164,11 +202,19 @@ class AlertReceiver:
             if incident is None:
                 return _answer(200, {"status": "ignored", "reason": "no open incident"}, opening)
             payload: dict[str, Any] = {"incident_id": incident.id, "severity": incident.severity}
+            previous = recorded.previous_run_id
+            if recorded.reopened and previous:
+                kept = await run_in_threadpool(self.desk.keep, incident, previous)
+                if kept:  # its run had not closed it yet: it reads the row again
+                    incident = replace(incident, flow_run_id=previous)
+                    answer = {"status": "reopened", **payload, "flow_run_id": previous}
+                    return _answer(202, answer, opening, background=self._waking(incident))
             if incident.is_open and (recorded.opened or not incident.flow_run_id):
-                run_id = await run_in_threadpool(
-                    self.desk.start, incident, f"incident-{incident.id}"
-                )
-                return _answer(202, {"status": "opened", **payload, "flow_run_id": run_id}, opening)
+                # Opened, reopened, or a retry of either whose start failed: the run of this
+                # opening (a second run of a reopened incident carries on, it pages no one twice).
+                run_id = await run_in_threadpool(self.desk.start, incident, incident.run_key)
+                status = "reopened" if incident.reopenings else "opened"
+                return _answer(202, {"status": status, **payload, "flow_run_id": run_id}, opening)
         except Rejected as exc:
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
             return _answer(exc.status, {"error": exc.reason}, None, headers)
@@ -176,9 +222,12 @@ class AlertReceiver:
             return _answer(503, {"error": scrub(str(exc))}, None)
         payload["flow_run_id"] = incident.flow_run_id
         raised = any(c.startswith("severity raised") for c in recorded.changes)
-        wake = BackgroundTask(self._wake, incident) if recorded.resolved or raised else None
+        wake = self._waking(incident) if recorded.resolved or raised else None
         status = "resolved" if recorded.resolved else "updated" if recorded.changes else "unchanged"
         return _answer(200, {"status": status, **payload}, opening, background=wake)
+
+    def _waking(self, incident: Incident) -> BackgroundTask:
+        return BackgroundTask(self._wake, incident)
 
     def _wake(self, incident: Incident) -> None:
         try:

@@ -9,7 +9,9 @@ Started by the Alertmanager receiver (``incident_id``: the incident it opened), 
 watchdog trigger when a scheduled or changing runbook run fails or crashes (``failed_run``),
 or by hand with ``incident_id`` to pick an open incident up again. The incident lives in the
 ``incidents`` table; this run only acts on it, so a second run of the same incident carries
-on where the first stopped.
+on where the first stopped: levels already paged are not paged again (and none once it was
+acknowledged). That is how a reopened incident (its alert group flapped) is answered: the
+receiver starts a second run, which tells #incidents it is back and pages no one twice.
 """
 
 # No `from __future__ import annotations`: served runs pickle the flow function by value,
@@ -23,7 +25,7 @@ from prefect import flow
 
 from blocks.postgres import PostgresTarget
 from decisions.crashed_runs import run_id_from
-from decisions.incidents import Delays, paging_plan, watchdog_opening
+from decisions.incidents import Delays, paging_plan, unannounced_reopening, watchdog_opening
 from opsflows.errors import ConfigurationError
 from opsflows.settings import get_settings
 from procedures.incident import (
@@ -101,6 +103,9 @@ def incident(
             start_triage(target, record)
         else:
             add_event(target, record.id, "picked up", f"flow run {run_id} responds")
+            back = unannounced_reopening(read_events(target, record.id))
+            if back is not None and record.is_open:
+                announce(target, record, f"reopened: {back.text}")  # #incidents heard 'resolved'
         record = respond(target, record.id, delays, deadline, run_url)
         postmortem = close(target, record, run_id)
         if not record.is_open:

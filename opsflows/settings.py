@@ -246,6 +246,13 @@ class Settings(BaseSettings):
         description="No acknowledgement this long after the on-call was paged: page the "
         "engineering lead (the runbook's escalation path: 10 minutes).",
     )
+    incident_reopen_window_s: float = Field(
+        default=1800,
+        ge=0,
+        description="A group Alertmanager resolved that fires again within this many seconds "
+        "flapped: its incident reopens (no second incident, no second page) instead of a new "
+        "one opening. A person's resolution is never reopened. 0: every firing opens anew.",
+    )
     incident_watch_s: float = Field(
         default=86400,
         gt=0,

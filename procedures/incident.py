@@ -28,6 +28,7 @@ from blocks.postgres import PostgresTarget
 from decisions.approvals import APPROVER_PATTERN
 from decisions.incidents import (
     ACKNOWLEDGED,
+    ANNOUNCED,
     INCIDENTS_CHANNEL,
     MITIGATED,
     RESOLVED,
@@ -148,7 +149,7 @@ def announce(target: PostgresTarget, incident: Incident, text: str) -> None:
     except Exception as exc:  # noqa: BLE001 - recorded, never fatal
         get_run_logger().warning("posting to #%s failed: %s", INCIDENTS_CHANNEL, scrub(str(exc)))
         delivered = 0
-    add_event(target, incident.id, "announced", f"#{INCIDENTS_CHANNEL}: {text} ({delivered})")
+    add_event(target, incident.id, ANNOUNCED, f"#{INCIDENTS_CHANNEL}: {text} ({delivered})")
 
 
 def start_triage(target: PostgresTarget, incident: Incident) -> str:

@@ -2,7 +2,9 @@
 
 One open incident per alert group (a partial unique index on ``group_key`` while unresolved):
 a group firing again updates its incident, a resolved group closes it, and a group that
-fires after that opens a new one. The Alertmanager receiver calls these functions directly
+fires after that opens a new one, unless it flapped: Alertmanager resolved it less than
+``Settings.incident_reopen_window_s`` ago, and the same incident reopens
+(``decisions.incidents.reopening``). The Alertmanager receiver calls these functions directly
 (``.fn`` of the tasks); the incident flow calls them as tasks.
 """
 
@@ -22,6 +24,7 @@ from blocks.postgres import PostgresTarget
 from decisions.incidents import (
     ACKNOWLEDGED,
     MITIGATED,
+    REOPENED,
     RESOLVED,
     Event,
     Incident,
@@ -29,9 +32,11 @@ from decisions.incidents import (
     earlier_statuses,
     merge_alerts,
     more_severe,
+    reopening,
 )
 from opsflows import retry
 from opsflows.errors import NotFoundError
+from opsflows.settings import get_settings
 from tasks.postgres import connect
 
 DDL = """
@@ -70,11 +75,22 @@ CREATE TABLE IF NOT EXISTS incident_events (
     text        text NOT NULL
 );
 CREATE INDEX IF NOT EXISTS incident_events_by_incident ON incident_events (incident_id, id);
+-- How often a flapping group brought the incident back. Checked first: ADD COLUMN IF NOT
+-- EXISTS alone would take an ACCESS EXCLUSIVE lock on every process start.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'incidents'::regclass
+                   AND attname = 'reopenings' AND NOT attisdropped) THEN
+        ALTER TABLE incidents ADD COLUMN IF NOT EXISTS reopenings integer NOT NULL DEFAULT 0;
+    END IF;
+END $$;
+-- The group's latest incident, which a firing group with none open may reopen.
+CREATE INDEX IF NOT EXISTS incidents_by_group ON incidents (group_key, id);
 """
 _COLUMNS = (
     "id, group_key, source, title, severity, status, runbook, environment, alerts, triggered_at,"
     " acknowledged_at, acknowledged_by, mitigated_at, mitigated_by, resolved_at, resolved_by,"
-    " pages, flow_run_id, runbook_runs, postmortem"
+    " pages, flow_run_id, runbook_runs, postmortem, reopenings"
 )
 _ready: set[str] = set()
 _ready_lock = threading.Lock()
@@ -82,12 +98,19 @@ _ready_lock = threading.Lock()
 
 @dataclass(frozen=True)
 class Recorded:
-    """What a notification did to the incidents table."""
+    """What a notification did to the incidents table.
+
+    ``reopened``: the group flapped and its resolved incident is open again, with no flow
+    run recorded; ``previous_run_id`` is the run that responded before (it may still be
+    alive: it had not closed the incident yet).
+    """
 
     incident: Incident | None
     opened: bool = False
     resolved: bool = False
     changes: tuple[str, ...] = field(default_factory=tuple)
+    reopened: bool = False
+    previous_run_id: str | None = None
 
 
 def ensure_schema(target: PostgresTarget) -> None:
@@ -127,6 +150,7 @@ def _incident(row: Mapping[str, Any]) -> Incident:
         flow_run_id=row["flow_run_id"],
         runbook_runs=tuple(row["runbook_runs"] or ()),
         postmortem=row["postmortem"],
+        reopenings=int(row["reopenings"]),
     )
 
 
@@ -139,12 +163,19 @@ def _events(cur: Any, incident_id: int, kind: str, lines: list[str] | tuple[str,
 
 
 @task(name="record incident opening", **retry.ONCE)
-def record_opening(target: PostgresTarget, opening: Opening) -> Recorded:
-    """Open the group's incident, or update (or resolve) the open one, in one transaction.
+def record_opening(
+    target: PostgresTarget, opening: Opening, reopen_window_s: float | None = None
+) -> Recorded:
+    """Open the group's incident, reopen it, or update (or resolve) the open one, in one
+    transaction.
 
     A resolved notification for a group with no open incident changes nothing
-    (``Recorded.incident`` is None). The same notification twice adds no timeline line.
+    (``Recorded.incident`` is None). The same notification twice adds no timeline line. A
+    firing group whose latest incident Alertmanager resolved less than ``reopen_window_s``
+    ago (default ``Settings.incident_reopen_window_s``) reopens that incident.
     """
+    if reopen_window_s is None:
+        reopen_window_s = get_settings().incident_reopen_window_s
     ensure_schema(target)
     alerts = [dict(a) for a in opening.alerts]
     with connect(target, autocommit=False) as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -153,27 +184,9 @@ def record_opening(target: PostgresTarget, opening: Opening) -> Recorded:
         if row is None and opening.resolved:
             return Recorded(None)
         if row is None:
-            _, changes = merge_alerts([], alerts)
-            row = cur.execute(
-                "INSERT INTO incidents (group_key, source, title, severity, runbook, environment,"
-                " alerts) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (group_key) WHERE resolved_at IS NULL DO NOTHING"
-                f" RETURNING {_COLUMNS}",
-                (
-                    opening.group_key,
-                    opening.source,
-                    opening.title,
-                    opening.severity,
-                    opening.runbook,
-                    opening.environment,
-                    json.dumps(alerts, default=str),
-                ),
-            ).fetchone()
-            if row is not None:
-                opened = f"{opening.severity} opened by {opening.source}: {opening.title}"
-                _events(cur, row["id"], "triggered", [opened])
-                _events(cur, row["id"], "alert", changes)
-                return Recorded(_incident(row), opened=True, changes=tuple(changes))
+            opened = _open_or_reopen(cur, opening, alerts, reopen_window_s)
+            if opened is not None:
+                return opened
             # Another delivery of the same group opened it a moment ago: update that one.
             row = cur.execute(select + " FOR UPDATE", (opening.group_key,)).fetchone()
             assert row is not None
@@ -203,6 +216,81 @@ def record_opening(target: PostgresTarget, opening: Opening) -> Recorded:
         if resolve:
             _events(cur, row["id"], RESOLVED, [f"resolved: {opening.source} reports the group"])
         return Recorded(_incident(row), resolved=resolve, changes=tuple(changes))
+
+
+def _open_or_reopen(
+    cur: Any, opening: Opening, alerts: list[dict[str, Any]], window_s: float
+) -> Recorded | None:
+    """A firing group with no open incident: reopen its latest incident when it flapped,
+    else open one. None when another delivery of the group got there first (it is open now).
+
+    The latest incident is locked first, so concurrent deliveries of the group take turns:
+    the second sees what the first did (reopened: open again; opened: the insert conflicts).
+    """
+    latest = cur.execute(
+        f"SELECT {_COLUMNS} FROM incidents WHERE group_key = %s ORDER BY id DESC LIMIT 1"
+        " FOR UPDATE",
+        (opening.group_key,),
+    ).fetchone()
+    if latest is not None and latest["resolved_at"] is None:
+        return None  # it was opened or reopened while this one waited for the lock
+    # The database's clock, read after the lock: the one resolved_at was stamped with.
+    now = cur.execute("SELECT clock_timestamp() AS now").fetchone()["now"]
+    back = reopening(_incident(latest) if latest else None, opening, now, window_s)
+    if back is not None and latest is not None:
+        merged, changes = merge_alerts(latest["alerts"] or [], alerts)
+        severity = more_severe(latest["severity"], opening.severity)
+        if severity != latest["severity"]:
+            changes.append(f"severity raised from {latest['severity']} to {severity}")
+        # Open again from where it stood: no longer mitigated, resolved or post-mortem'd
+        # (the draft is written again when it closes); no flow run responds yet.
+        row = cur.execute(
+            "UPDATE incidents SET status = %s, resolved_at = NULL, resolved_by = NULL,"
+            " mitigated_at = NULL, mitigated_by = NULL, postmortem = NULL, flow_run_id = NULL,"
+            " reopenings = reopenings + 1, alerts = %s, severity = %s, updated_at = now()"
+            " WHERE id = %s AND resolved_at IS NOT NULL AND NOT EXISTS"
+            " (SELECT 1 FROM incidents WHERE group_key = %s AND resolved_at IS NULL)"
+            f" RETURNING {_COLUMNS}",
+            (
+                back.status,
+                json.dumps(merged, default=str),
+                severity,
+                back.incident_id,
+                opening.group_key,
+            ),
+        ).fetchone()
+        if row is None:  # the group has an open incident after all: update that one
+            return None
+        _events(cur, row["id"], REOPENED, [back.text])
+        _events(cur, row["id"], "alert", changes)
+        return Recorded(
+            _incident(row),
+            changes=tuple(changes),
+            reopened=True,
+            previous_run_id=latest["flow_run_id"],
+        )
+    _, changes = merge_alerts([], alerts)
+    row = cur.execute(
+        "INSERT INTO incidents (group_key, source, title, severity, runbook, environment,"
+        " alerts) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (group_key) WHERE resolved_at IS NULL DO NOTHING"
+        f" RETURNING {_COLUMNS}",
+        (
+            opening.group_key,
+            opening.source,
+            opening.title,
+            opening.severity,
+            opening.runbook,
+            opening.environment,
+            json.dumps(alerts, default=str),
+        ),
+    ).fetchone()
+    if row is None:
+        return None
+    text = f"{opening.severity} opened by {opening.source}: {opening.title}"
+    _events(cur, row["id"], "triggered", [text])
+    _events(cur, row["id"], "alert", changes)
+    return Recorded(_incident(row), opened=True, changes=tuple(changes))
 
 
 @task(name="read incident", **retry.NETWORK)

@@ -1,5 +1,6 @@
 """The incidents table on the stack's PostgreSQL: one open incident per group, even when
-deliveries race; states move forward only; resolution closes; ``opsflows incidents`` lists."""
+deliveries race; states move forward only; resolution closes; a flapping group reopens its
+incident (once, however deliveries race); ``opsflows incidents`` lists."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from tasks.incidents import (
     list_incidents,
     move_incident,
     read_events,
+    read_incident,
     record_opening,
+    set_flow_run,
 )
 from tests.alertmanager_support import alert, notification, resolved
 from tests.incident_support import incidents_of, ops_target
@@ -58,11 +61,91 @@ def test_severity_rises_resolution_closes_and_a_new_firing_opens_anew(stack: Sta
     assert closed.incident.acknowledged_by == "alice" and closed.incident.resolved_at
     assert not move_incident.fn(target, opened.id, "mitigated", "carol")  # never back
     assert record_opening.fn(target, opening(resolved(worse))).incident is None
-    again = record_opening.fn(target, opening(first))
+    # Past the reopen window (within it, the group flapped: see the reopening cases below).
+    again = record_opening.fn(target, opening(first), reopen_window_s=0)
     assert again.opened and again.incident.id != opened.id
     assert [i.status for i in incidents_of(stack, first["groupKey"])] == ["resolved", "triggered"]
     listed = [i.id for i in list_incidents(target, recent=50)]
     assert listed.index(again.incident.id) < listed.index(opened.id)  # open ones first
+
+
+def test_a_group_that_fires_again_soon_after_it_resolved_reopens_its_incident(
+    stack: StackInfo,
+) -> None:
+    target = ops_target(stack)
+    firing = notification([alert("ServiceDown", "P1", fingerprint="flap1")])
+    first = record_opening.fn(target, opening(firing), reopen_window_s=1800)
+    incident_id = first.incident.id
+    set_flow_run(target, incident_id, "run-of-the-first-opening")
+    assert move_incident.fn(target, incident_id, "acknowledged", "alice", "on it")
+    assert move_incident.fn(target, incident_id, "mitigated", "alice", "restarted it")
+    closed = record_opening.fn(target, opening(resolved(firing)), reopen_window_s=1800)
+    assert closed.resolved and closed.incident.resolved_by == "alertmanager"
+
+    back = record_opening.fn(target, opening(firing), reopen_window_s=1800)
+    assert back.reopened and not back.opened and back.incident.id == incident_id
+    assert back.previous_run_id == "run-of-the-first-opening"
+    row = read_incident.fn(target, incident_id)
+    assert (row.status, row.resolved_at, row.resolved_by) == ("acknowledged", None, None)
+    assert (row.mitigated_at, row.flow_run_id, row.reopenings) == (None, None, 1)
+    assert row.acknowledged_by == "alice" and row.run_key == f"incident-{incident_id}-reopened-1"
+    events = read_events(target, incident_id)
+    reopened = [e.text for e in events if e.kind == "reopened"]
+    assert (
+        len(reopened) == 1 and "after it resolved (flapping); acknowledged again" in (reopened[0])
+    )
+    assert events[-1].text == "alert ServiceDown (production) firing again"
+    # A redelivery of that firing changes nothing; a second flap reopens it again.
+    again = record_opening.fn(target, opening(firing), reopen_window_s=1800)
+    assert not again.reopened and again.changes == ()
+    record_opening.fn(target, opening(resolved(firing)), reopen_window_s=1800)
+    twice = record_opening.fn(target, opening(firing), reopen_window_s=1800)
+    assert twice.reopened and twice.incident.reopenings == 2
+    assert [i.id for i in incidents_of(stack, firing["groupKey"])] == [incident_id]
+
+
+def test_a_person_resolved_or_long_resolved_incident_is_not_reopened(stack: StackInfo) -> None:
+    target = ops_target(stack)
+    # A person closed it: deliberately, so the group firing again is a new incident.
+    by_hand = notification([alert("HighErrorRate", "P2", fingerprint="h1")])
+    first = record_opening.fn(target, opening(by_hand), reopen_window_s=1800).incident
+    assert move_incident.fn(target, first.id, "resolved", "alice", "fixed the config")
+    new = record_opening.fn(target, opening(by_hand), reopen_window_s=1800)
+    assert new.opened and not new.reopened and new.incident.id != first.id
+    assert [i.status for i in incidents_of(stack, by_hand["groupKey"])] == [
+        "resolved",
+        "triggered",
+    ]
+    # Alertmanager resolved it, but longer ago than the window: a new incident too.
+    late = notification([alert("HighLatencyP95", "P2", fingerprint="l1")])
+    old = record_opening.fn(target, opening(late), reopen_window_s=1800).incident
+    record_opening.fn(target, opening(resolved(late)), reopen_window_s=1800)
+    outside = record_opening.fn(target, opening(late), reopen_window_s=1e-6)
+    assert outside.opened and outside.incident.id != old.id
+    assert read_incident.fn(target, old.id).status == "resolved"
+    # A window of 0 turns reopening off.
+    off = notification([alert("VolumeFull", "P2", fingerprint="v1")])
+    gone = record_opening.fn(target, opening(off)).incident
+    record_opening.fn(target, opening(resolved(off)))
+    assert record_opening.fn(target, opening(off), reopen_window_s=0).incident.id != gone.id
+
+
+def test_racing_firings_of_a_flapped_group_reopen_it_once(stack: StackInfo) -> None:
+    target = ops_target(stack)
+    payload = notification([alert("ServiceDown", "P1", fingerprint="race1")])
+    first = record_opening.fn(target, opening(payload), reopen_window_s=1800).incident
+    record_opening.fn(target, opening(resolved(payload)), reopen_window_s=1800)
+
+    def fire(_: int) -> Any:
+        return record_opening.fn(target, opening(payload), reopen_window_s=1800)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(fire, range(8)))
+    assert sum(r.reopened for r in results) == 1 and not any(r.opened for r in results)
+    assert {r.incident.id for r in results} == {first.id}
+    assert len(incidents_of(stack, payload["groupKey"])) == 1
+    kinds = [e.kind for e in read_events(target, first.id)]
+    assert kinds.count("reopened") == 1 and kinds.count("triggered") == 1
 
 
 def test_opsflows_incidents_lists_them(stack: StackInfo, bootstrapped: Any) -> None:

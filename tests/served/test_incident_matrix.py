@@ -99,6 +99,45 @@ def test_alertmanager_group_pages_escalates_and_closes(runpath: RunPath, webhook
     assert late.status_code == 200 and late.json()["status"] == "ignored"
 
 
+def test_a_flapping_group_is_one_incident_paged_once(runpath: RunPath, webhook: str) -> None:
+    """A P1 group fires, resolves, fires, resolves and fires again (flapping past its rule's
+    keep_firing_for): one incident, reopened twice, one page to the on-call. Each reopening
+    gets a run of its own that carries on where the last one stopped; every run completes."""
+    stack, api = runpath.stack, runpath.api
+    marker = uuid.uuid4().hex[:10]
+    payload = notification([alert("ServiceDown", "P1", summary=f"flapping {marker}")])
+    opened = post_alerts(stack, payload)
+    assert opened.status_code == 202 and opened.json()["status"] == "opened", opened.text
+    incident_id, runs = opened.json()["incident_id"], [opened.json()["flow_run_id"]]
+    wait_for(lambda: sink_messages(stack, "page", f"flapping {marker}"), 90, "no on-call page")
+    for _ in range(2):
+        down = post_alerts(stack, resolved(payload))
+        assert down.status_code == 200 and down.json()["status"] == "resolved", down.text
+        assert_completed(api.wait(runs[-1], timeout=120), runpath.log)
+        back = post_alerts(stack, payload)
+        assert back.status_code == 202, back.text
+        assert back.json()["status"] == "reopened" and back.json()["incident_id"] == incident_id
+        runs.append(back.json()["flow_run_id"])
+        api.wait(runs[-1], until=("PAUSED",), timeout=120)  # it responds, waits for a person
+    assert len(set(runs)) == 3
+    assert [i.id for i in incidents_of(stack, payload["groupKey"])] == [incident_id]
+
+    closing = post_alerts(stack, resolved(payload))
+    assert closing.status_code == 200 and closing.json()["status"] == "resolved", closing.text
+    assert_completed(api.wait(runs[-1], timeout=120), runpath.log)
+    closed = incident(stack, incident_id)
+    assert (closed.status, closed.resolved_by, closed.reopenings) == ("resolved", "alertmanager", 2)
+    assert len(sink_messages(stack, "page", f"flapping {marker}")) == 1  # the on-call, once
+    kinds = [e.kind for e in timeline(stack, incident_id)]
+    assert kinds.count("paged on-call") == 1 and kinds.count("reopened") == 2
+    assert kinds.count("picked up") == 2 and kinds.count("triage") == 1
+    told = [m for m in sink_messages(stack, "incidents", marker) if "reopened" in str(m["body"])]
+    assert len(told) == 2  # #incidents heard 'resolved' each time, then that it is back
+    assert "| reopened (the alert flapped) | 2 times |" in latest_artifact(
+        api, f"incident-{incident_id}-postmortem"
+    )
+
+
 def test_a_failing_change_opens_an_incident(runpath: RunPath) -> None:
     """A scale beyond the policy maximum fails; the watchdog trigger opens a P3 incident,
     e-mails it, and a person resolves it through the UI's form."""

@@ -1,7 +1,8 @@
 """The /alertmanager endpoint around the rules: token, size, format, one incident per group.
 
 The desk (incidents table + Prefect) is an in-memory fake with the same contract as
-``tasks.incidents.record_opening``: one open incident per group key, merges by fingerprint.
+``tasks.incidents.record_opening``: one open incident per group key, merges by fingerprint,
+reopens a flapping group's incident (``decisions.incidents.reopening``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from decisions.incidents import Incident, Opening, merge_alerts, more_severe
+from decisions.incidents import Incident, Opening, merge_alerts, more_severe, reopening
 from deployments.webhook import Unavailable
 from tasks.incidents import Recorded
 from tests.alertmanager_support import alert, notification, post_args, resolved
@@ -29,15 +30,34 @@ class FakeDesk:
         self.started: list[tuple[int, str]] = []
         self.woken: list[int] = []
         self.fail_starts = 0
+        self.alive: set[str] = set()  # flow runs not final yet
 
     def record(self, opening: Opening) -> Recorded:
-        current = next(
-            (i for i in self.incidents.values() if i.group_key == opening.group_key and i.is_open),
-            None,
-        )
+        group = [i for i in self.incidents.values() if i.group_key == opening.group_key]
+        current = next((i for i in group if i.is_open), None)
         if current is None:
             if opening.resolved:
                 return Recorded(None)
+            latest = max(group, key=lambda i: i.id, default=None)
+            back = reopening(latest, opening, datetime.now(UTC), 1800)
+            if latest is not None and back is not None:
+                alerts, changes = merge_alerts(latest.alerts, opening.alerts)
+                reopened = replace(
+                    latest,
+                    alerts=tuple(alerts),
+                    status=back.status,
+                    resolved_at=None,
+                    resolved_by=None,
+                    flow_run_id=None,
+                    reopenings=latest.reopenings + 1,
+                )
+                self.incidents[latest.id] = reopened
+                return Recorded(
+                    reopened,
+                    changes=tuple(changes),
+                    reopened=True,
+                    previous_run_id=latest.flow_run_id,
+                )
             new = Incident(
                 id=len(self.incidents) + 1,
                 group_key=opening.group_key,
@@ -56,6 +76,8 @@ class FakeDesk:
             changes.append(f"severity raised from {current.severity} to {severity}")
         status = "resolved" if opening.resolved else current.status
         updated = replace(current, alerts=tuple(alerts), severity=severity, status=status)
+        if opening.resolved:
+            updated = replace(updated, resolved_at=datetime.now(UTC), resolved_by=opening.source)
         self.incidents[current.id] = updated
         return Recorded(updated, resolved=opening.resolved, changes=tuple(changes))
 
@@ -64,9 +86,15 @@ class FakeDesk:
             self.fail_starts -= 1
             raise Unavailable("cannot start incident/incident (ConnectError)")
         self.started.append((incident.id, key))
-        run = f"run-{incident.id}"
+        run = "run-" + key.removeprefix("incident-")
         self.incidents[incident.id] = replace(self.incidents[incident.id], flow_run_id=run)
         return run
+
+    def keep(self, incident: Incident, flow_run_id: str) -> bool:
+        if flow_run_id not in self.alive:
+            return False
+        self.incidents[incident.id] = replace(self.incidents[incident.id], flow_run_id=flow_run_id)
+        return True
 
     def wake(self, incident: Incident) -> str:
         self.woken.append(incident.id)
@@ -153,6 +181,67 @@ def test_a_failed_start_is_503_and_the_redelivery_starts_the_same_incident(
     retried = post(client, payload)
     assert retried.status_code == 202 and retried.json()["incident_id"] == 1
     assert len(desk.incidents) == 1 and desk.started == [(1, "incident-1")]
+
+
+def test_a_flapping_group_reopens_its_incident_with_a_run_that_carries_on(
+    client: Any, desk: FakeDesk
+) -> None:
+    payload = notification([alert(fingerprint="a1")])
+    assert post(client, payload).json()["status"] == "opened"
+    assert post(client, resolved(payload)).json()["status"] == "resolved"
+    back = post(client, payload)  # fires again: Alertmanager resolved it a moment ago
+    assert back.status_code == 202, back.text
+    assert back.json() == {
+        "status": "reopened",
+        "incident_id": 1,
+        "severity": "P1",
+        "flow_run_id": "run-1-reopened-1",
+    }
+    assert post(client, payload).json()["status"] == "unchanged"  # a redelivery
+    post(client, resolved(payload))
+    again = post(client, payload)  # and once more: a run of its own again
+    assert again.json()["status"] == "reopened" and again.json()["incident_id"] == 1
+    assert len(desk.incidents) == 1 and desk.incidents[1].reopenings == 2
+    assert desk.started == [
+        (1, "incident-1"),
+        (1, "incident-1-reopened-1"),
+        (1, "incident-1-reopened-2"),
+    ]
+
+
+def test_a_reopened_incident_whose_run_is_still_alive_keeps_it(client: Any, desk: FakeDesk) -> None:
+    payload = notification([alert()])
+    post(client, payload)
+    post(client, resolved(payload))
+    desk.alive.add("run-1")  # woken by the resolution, it has not closed the incident yet
+    back = post(client, payload)
+    assert back.status_code == 202 and back.json()["status"] == "reopened"
+    assert back.json()["flow_run_id"] == "run-1" and desk.incidents[1].flow_run_id == "run-1"
+    assert desk.started == [(1, "incident-1")] and desk.woken == [1, 1]  # woken to look again
+
+
+def test_a_reopening_whose_run_cannot_start_is_503_and_the_retry_starts_it(
+    client: Any, desk: FakeDesk
+) -> None:
+    payload = notification([alert()])
+    post(client, payload)
+    post(client, resolved(payload))
+    desk.fail_starts = 1
+    assert post(client, payload).status_code == 503
+    retried = post(client, payload)  # Alertmanager retries: the incident is open, no run yet
+    assert retried.status_code == 202 and retried.json()["status"] == "reopened"
+    assert desk.started == [(1, "incident-1"), (1, "incident-1-reopened-1")]
+
+
+def test_a_group_a_person_resolved_opens_a_new_incident(client: Any, desk: FakeDesk) -> None:
+    payload = notification([alert()])
+    post(client, payload)
+    desk.incidents[1] = replace(
+        desk.incidents[1], status="resolved", resolved_at=datetime.now(UTC), resolved_by="alice"
+    )
+    answer = post(client, payload)
+    assert answer.status_code == 202 and answer.json()["status"] == "opened"
+    assert answer.json()["incident_id"] == 2 and len(desk.incidents) == 2
 
 
 @pytest.mark.parametrize(
