@@ -15,6 +15,17 @@ from tests.alertmanager_support import post_args
 
 T = TypeVar("T")
 
+#: Incident paging delays shrunk for the served tier and the incident benchmark (the served
+#: process and the worker inherit them): P2 pages after 4 s, the secondary after 4 s, the lead
+#: after 30 s, and an incident run stops watching after 4 min (incidents nobody resolves end
+#: by themselves). A P1 pages the on-call at once whatever these say.
+INCIDENT_DELAYS = {
+    "OPSFLOWS_INCIDENT_P2_PAGE_AFTER_S": "4",
+    "OPSFLOWS_INCIDENT_SECONDARY_AFTER_S": "4",
+    "OPSFLOWS_INCIDENT_LEAD_AFTER_S": "30",
+    "OPSFLOWS_INCIDENT_WATCH_S": "240",
+}
+
 
 def ops_target(stack: Any) -> PostgresTarget:
     """The operations database as the ``ops-db`` block points at it (not saved)."""

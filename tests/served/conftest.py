@@ -38,18 +38,12 @@ from devstack import procs
 from devstack import stack as devstack
 from devstack.stack import StackInfo
 from tests.deploy_support import steady_load
+from tests.incident_support import INCIDENT_DELAYS
 from tests.served_support import Api, RunPath, start_serving, stop_serving, worker_path
 
 RUNPATHS = ["serve", "worker"]
-#: Incident paging delays shrunk for the tier (the served process and the worker inherit
-#: this environment): P2 pages after 4 s, the secondary after 4 s, the lead after 30 s, and
-#: an incident run stops watching after 4 min (incidents other cases open end by themselves).
-INCIDENT_DELAYS = {
-    "OPSFLOWS_INCIDENT_P2_PAGE_AFTER_S": "4",
-    "OPSFLOWS_INCIDENT_SECONDARY_AFTER_S": "4",
-    "OPSFLOWS_INCIDENT_LEAD_AFTER_S": "30",
-    "OPSFLOWS_INCIDENT_WATCH_S": "240",
-}
+# Incident paging delays shrunk for the tier (incident_support.INCIDENT_DELAYS): the served
+# process and the worker inherit this environment.
 os.environ.update(INCIDENT_DELAYS)
 
 

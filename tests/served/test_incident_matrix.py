@@ -4,7 +4,7 @@ runbook run caught by the incident deployment's watchdog trigger.
 Notifications are POSTed as Alertmanager's ``webhook_configs`` send them (version 4, bearer
 token); people answer through the REST calls the UI makes (``POST /flow_runs/{id}/resume``
 with ``run_input``); pages are read from the stack's notification sink. Paging delays are
-shrunk for the tier (``conftest.INCIDENT_DELAYS``).
+shrunk for the tier (``incident_support.INCIDENT_DELAYS``).
 """
 
 from __future__ import annotations
