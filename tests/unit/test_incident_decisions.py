@@ -172,3 +172,15 @@ def test_timeline_form_and_page_texts() -> None:
     subject, body = page_text(open_one, "secondary", "http://ui/runs/flow-run/x")
     assert subject.startswith("ESCALATED to secondary: incident 7")
     assert "http://ui/runs/flow-run/x" in body
+
+
+def test_a_pause_is_resumed_only_with_time_left_before_it_expires() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from decisions.incidents import RESUME_MARGIN_S, may_resume
+
+    now = datetime(2026, 12, 1, 4, 0, tzinfo=UTC)
+    assert may_resume(None, now)  # no timeout: it waits forever
+    assert may_resume(now + timedelta(seconds=RESUME_MARGIN_S + 5), now)
+    assert not may_resume(now + timedelta(seconds=RESUME_MARGIN_S - 1), now)
+    assert not may_resume(now - timedelta(seconds=1), now)  # expired: resuming fails the run
