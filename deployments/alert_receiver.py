@@ -122,13 +122,19 @@ class PrefectDesk:
         from prefect.client.orchestration import get_client
 
         deadline = time.monotonic() + WAKE_SECONDS
+        looked = False
         while True:
             with get_client(sync_client=True) as client:
                 run_id = UUID(incident.flow_run_id) if incident.flow_run_id else None
                 state = client.read_flow_run(run_id).state if run_id else None
                 if run_id is None or state is None or state.is_final():
+                    if looked:
+                        # It ended after the row changed, so it read the change: a second
+                        # run would only announce the same resolution again.
+                        return "ended"
                     key = f"incident-{incident.id}-{incident.status}-{incident.severity}"
                     return "started " + self.start(incident, key)
+                looked = True
                 expires = state.state_details.pause_timeout if state.is_paused() else None
                 if state.is_paused() and may_resume(expires, datetime.now(UTC)):
                     # The forms' booleans default to "no": this only makes the run look again.
