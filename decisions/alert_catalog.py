@@ -299,13 +299,13 @@ def rules(t: Thresholds = THRESHOLDS) -> tuple[Rule, ...]:
         Rule(
             "backup",
             "BackupFailed",
-            'max by (env) (opsflows_backup_last_run_failed{job="postgres"}) == 1',
+            'max by (env, database) (opsflows_backup_last_run_failed{job="postgres"}) == 1',
             60,
             "the last run's status only changes when a backup ends: one minute is enough to "
             "skip a scrape of a restarting exporter",
             "P2",
             BACKUP_FAILED,
-            "the last database backup in {{ $labels.env }} failed",
+            "the last backup of {{ $labels.database }} in {{ $labels.env }} failed",
             keep_s=300,
             why_keep=(
                 "the status only changes when a backup ends, but a restarting exporter drops the "
@@ -315,14 +315,16 @@ def rules(t: Thresholds = THRESHOLDS) -> tuple[Rule, ...]:
         Rule(
             "backup",
             "BackupTooOld",
-            'time() - max by (env) (opsflows_backup_last_success_timestamp_seconds{job="postgres"})'
+            "time() - max by (env, database) (\n"
+            '  opsflows_backup_last_success_timestamp_seconds{job="postgres"})'
             f"\n  > {_g(t.backup_max_age_h * 3600)}",
             300,
             "the age only grows; five minutes skips exporter restarts (the limit of "
             f"{_g(t.backup_max_age_h)} h is a daily backup plus 2 h of slack)",
             "P3",
             BACKUP_FAILED,
-            "the newest good backup in {{ $labels.env }} is {{ $value | humanizeDuration }} old",
+            "the newest good backup of {{ $labels.database }} in {{ $labels.env }} is "
+            "{{ $value | humanizeDuration }} old",
             keep_s=300,
             why_keep=(
                 "the age only shrinks when a backup succeeds, but a restarting exporter drops the "

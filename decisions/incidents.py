@@ -297,6 +297,20 @@ def _alert_name(alert: Mapping[str, Any]) -> str:
     return f"{name} ({where})" if where else name
 
 
+#: Seconds a pause must have left for the receiver to resume it: Prefect fails a run that is
+#: resumed after its pause expired ("... and never resumed"), and the clocks of the receiver,
+#: the server and the run's own timer differ by a little.
+RESUME_MARGIN_S = 3.0
+
+
+def may_resume(pause_expires: datetime | None, now: datetime) -> bool:
+    """Whether resuming a paused run is safe: its pause does not expire within the margin.
+
+    Otherwise the run's own timeout comes first and it reads the incident row itself.
+    """
+    return pause_expires is None or (pause_expires - now).total_seconds() > RESUME_MARGIN_S
+
+
 # --- triage: which runbook deployment an alert's ``runbook`` label starts ------------------
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -37,7 +38,7 @@ from starlette.responses import JSONResponse
 
 from blocks.postgres import PostgresTarget
 from decisions.alertmanager import MAX_BODY_BYTES, bearer_valid, parse_notification
-from decisions.incidents import Incident, Opening, alert_opening
+from decisions.incidents import Incident, Opening, alert_opening, may_resume
 from decisions.webhook import Rejected
 from deployments.webhook import Unavailable, read_body
 from opsflows.errors import OpsError, scrub
@@ -162,12 +163,15 @@ class PrefectDesk:
                     key = f"{incident.run_key}-{incident.status}-{incident.severity}"
                     return "started " + self.start(incident, key)
                 alive = True
-                if state.is_paused():
+                expires = state.state_details.pause_timeout if state.is_paused() else None
+                if state.is_paused() and may_resume(expires, datetime.now(UTC)):
                     # The forms' booleans default to "no": this only makes the run look again.
                     answer = {"who": WAKER, "note": ""}
                     result = client.resume_flow_run(run_id, run_input=answer)
                     if result.status.value == "ACCEPT":
                         return "resumed"
+                # A pause about to time out is left alone: the server fails a run resumed
+                # after its pause expired, and the run wakes itself then and reads the row.
             if time.monotonic() > deadline:
                 # Running between two pauses: it reads the row before its next pause.
                 return "running"

@@ -36,9 +36,13 @@ def serve_warm(
     from opsflows.settings import get_settings
 
     install(preload)
-    heartbeat = heartbeat_s if heartbeat_s is not None else get_settings().run_heartbeat_s
+    settings = get_settings()
+    heartbeat = heartbeat_s if heartbeat_s is not None else settings.run_heartbeat_s
     runner = Runner(
-        pause_on_shutdown=False, query_seconds=POLL_SECONDS, heartbeat_seconds=heartbeat
+        pause_on_shutdown=False,
+        query_seconds=POLL_SECONDS,
+        heartbeat_seconds=heartbeat,
+        limit=settings.runner_limit,
     )
     registry = getattr(runner, "_deployment_registry", None)
     for deployment in deployments:

@@ -29,21 +29,29 @@ MONITOR_ROLE = "opsflows_monitor"
 #: crashed-run recorder writes for it (named after the flow).
 BACKUP_OPERATIONS = ("database backup", "backup-database")
 
-#: postgres_exporter custom queries (``--extend.query-path``): the backup's last outcome.
-#: No row (never backed up) means no series, so a fresh stack does not page; a stack whose
-#: backups all failed reports a last success at 0 (the epoch), which is too old.
+#: postgres_exporter custom queries (``--extend.query-path``): each database's last backup
+#: outcome, labelled ``database`` (the PostgresTarget block the run backed up: the backup
+#: runbook's ``details.database``, or the crashed run's parameters). A database never backed
+#: up (or rows written before entries named their database) has no series, so a fresh stack
+#: does not page; one whose backups all failed reports a last success at 0 (the epoch), which
+#: is too old. One stale database alerts on its own, however fresh the others are.
 BACKUP_QUERIES = f"""\
 opsflows_backup:
   query: |
-    SELECT coalesce(extract(epoch FROM max(finished_at) FILTER (WHERE status = 'succeeded')), 0)
+    SELECT coalesce(details->>'database', details->'parameters'->>'database') AS database,
+           coalesce(extract(epoch FROM max(finished_at) FILTER (WHERE status = 'succeeded')), 0)
              AS last_success_timestamp_seconds,
            (array_agg(CASE WHEN status = 'succeeded' THEN 0 ELSE 1 END
                       ORDER BY finished_at DESC))[1] AS last_run_failed
       FROM ops_log
      WHERE operation IN ({", ".join(f"'{op}'" for op in BACKUP_OPERATIONS)})
-    HAVING count(*) > 0
+       AND coalesce(details->>'database', details->'parameters'->>'database') IS NOT NULL
+     GROUP BY 1
   master: true
   metrics:
+    - database:
+        usage: "LABEL"
+        description: "the PostgresTarget block backed up"
     - last_success_timestamp_seconds:
         usage: "GAUGE"
         description: "Unix time the last successful database backup finished (0: none yet)"

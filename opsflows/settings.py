@@ -102,6 +102,18 @@ class Settings(BaseSettings):
             "A backup's upload lease (procedures/upload_lease.py) lasts as long."
         ),
     )
+    runner_limit: int = Field(
+        default=40,
+        ge=5,
+        le=500,
+        description=(
+            "Runs the serving process (deployments/serve.py) runs at once. A run that waits "
+            "for a person (a release approval, an incident acknowledgement) keeps its process, "
+            "so Prefect's default of 5 let five open incidents hold back the sixth one's page "
+            "and every scheduled backup. Runs fork from one preloaded process, so a waiting run "
+            "costs little memory."
+        ),
+    )
     run_heartbeat_s: int = Field(
         default=30,
         ge=30,

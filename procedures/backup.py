@@ -94,6 +94,7 @@ def backup_database(
         operation_log("database backup", reason, ops_db, routes) as rec,
         page_if_hung(rec, f"backup of {database}"),
     ):
+        rec.details["database"] = database  # the backup alerts are per database, even failed
         parse_compression(compression)
         target = load_block(PostgresTarget, database)
         backups = load_block(BackupStore, store)
@@ -163,6 +164,7 @@ def backup_database(
         remaining = [r for r in catalog if dry_run_retention or r.backup_id not in expired]
         publish_catalog(remaining, target.database)
         rec.details = {
+            "database": database,
             "backup_id": backup_id,
             "key": dumped.upload.key,
             "size_mib": round(dumped.upload.size_bytes / 2**20, 2),

@@ -10,6 +10,7 @@ import json
 import os
 import stat
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from devstack import stack as devstack
 from devstack import tlsendpoint
@@ -119,8 +121,8 @@ def test_postgres_exporter_uses_its_own_monitoring_role(stack: StackInfo) -> Non
 
 
 @pytest.fixture
-def backup_rows(stack: StackInfo) -> Iterator[Callable[[str, datetime], None]]:
-    """Insert backup entries into ``ops_log`` (removed afterwards)."""
+def backup_rows(stack: StackInfo) -> Iterator[Callable[[str, datetime, str], None]]:
+    """Insert backup entries of a database into ``ops_log`` (removed afterwards)."""
     secrets = devstack.stack_secrets(Path(stack.state_dir))
     conninfo = {
         "host": stack.host,
@@ -131,13 +133,13 @@ def backup_rows(stack: StackInfo) -> Iterator[Callable[[str, datetime], None]]:
     }
     ids: list[int] = []
 
-    def add(status: str, finished: datetime) -> None:
+    def add(status: str, finished: datetime, database: str) -> None:
         with psycopg.connect(**conninfo) as conn:
             row = conn.execute(
                 "INSERT INTO ops_log (started_at, finished_at, operation, status, reason, impact,"
-                " duration_s, issues, follow_up) VALUES (%s, %s, 'database backup', %s,"
-                " 'test_monitoring', 'none', 1, '', '') RETURNING id",
-                (finished - timedelta(seconds=1), finished, status),
+                " duration_s, issues, follow_up, details) VALUES (%s, %s, 'database backup', %s,"
+                " 'test_monitoring', 'none', 1, '', '', %s) RETURNING id",
+                (finished - timedelta(seconds=1), finished, status, Jsonb({"database": database})),
             ).fetchone()
             assert row is not None
             ids.append(int(row[0]))
@@ -147,19 +149,33 @@ def backup_rows(stack: StackInfo) -> Iterator[Callable[[str, datetime], None]]:
         conn.execute("DELETE FROM ops_log WHERE id = ANY(%s)", (ids,))
 
 
-def test_backup_status_comes_from_the_ops_log(
-    stack: StackInfo, backup_rows: Callable[[str, datetime], None]
+def test_backup_status_comes_from_the_ops_log_per_database(
+    stack: StackInfo, backup_rows: Callable[[str, datetime, str], None]
 ) -> None:
+    """Each database has its own series: one whose newest run failed, or whose last good
+    backup is old, shows it however fresh another database's backups are."""
     now = datetime.now(UTC)
-    backup_rows("succeeded", now - timedelta(hours=1))
-    backup_rows("failed", now + timedelta(minutes=1))  # the newest run failed
+    failing, stale, fresh = (f"mon-{uuid.uuid4().hex[:8]}-{n}" for n in ("a", "b", "c"))
+    backup_rows("succeeded", now - timedelta(hours=1), failing)
+    backup_rows("failed", now + timedelta(minutes=1), failing)  # the newest run failed
+    backup_rows("succeeded", now - timedelta(hours=30), stale)
+    backup_rows("succeeded", now, fresh)
 
-    def failed() -> list[dict[str, Any]]:
-        return query(stack, "opsflows_backup_last_run_failed == 1")
+    def series(metric: str, database: str) -> list[dict[str, Any]]:
+        return query(stack, f'{metric}{{database="{database}"}}')
 
-    wait_for(failed, 30, "the failed backup in opsflows_backup_last_run_failed")
-    (last,) = query(stack, "opsflows_backup_last_success_timestamp_seconds")
+    wait_for(
+        lambda: series("opsflows_backup_last_run_failed", failing), 30, "no series per database"
+    )
+    (failed,) = series("opsflows_backup_last_run_failed", failing)
+    assert failed["value"][1] == "1"
+    (last,) = series("opsflows_backup_last_success_timestamp_seconds", failing)
     assert float(last["value"][1]) >= (now - timedelta(hours=1, seconds=5)).timestamp()
+    for ok in (stale, fresh):
+        (good,) = series("opsflows_backup_last_run_failed", ok)
+        assert good["value"][1] == "0", ok
+    (old,) = series("opsflows_backup_last_success_timestamp_seconds", stale)
+    assert float(old["value"][1]) <= (now - timedelta(hours=29)).timestamp()
 
 
 def rule_for_s(info: StackInfo, alert: str) -> float:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import httpx
-
 from devstack.stack import StackInfo
 from tests.alertmanager_support import alert, notification, resolved
 from tests.incident_support import (
@@ -178,36 +176,3 @@ def test_the_receiver_refuses_bad_requests_and_records_nothing(
     unknown = post_alerts(stack, resolved(good))  # nothing open for this group
     assert unknown.status_code == 200 and unknown.json()["status"] == "ignored"
     assert count_incidents(stack) == count_incidents_before
-
-
-def test_a_real_alert_opens_and_closes_an_incident(runpath: RunPath, webhook: str) -> None:
-    """The whole chain: staging stops answering, Prometheus' ServiceDown fires, Alertmanager
-    posts the group to the receiver, the incident pages; staging answers again, Alertmanager
-    posts the resolution, the incident closes with its post-mortem draft."""
-    stack, api = runpath.stack, runpath.api
-    key = '{}:{alertname="ServiceDown", environment="staging"}'  # Alertmanager's group key
-    close_leftovers(stack, key)
-    app = stack.app_url("staging")
-    httpx.post(app + "/_sim/faults", json={"fault": "down"}, timeout=10).raise_for_status()
-    try:
-        found = wait_for(
-            lambda: [i for i in incidents_of(stack, key) if i.is_open], 180, "no incident"
-        )[0]
-        assert (found.source, found.severity, found.runbook) == (
-            "alertmanager",
-            "P1",
-            "service-down",
-        )
-        wait_for(lambda: sink_messages(stack, "page", f"incident {found.id}: "), 60, "no page")
-    finally:
-        httpx.delete(app + "/_sim/faults", timeout=10).raise_for_status()
-
-    def resolved_incident() -> Any:
-        now = incident(stack, found.id)
-        return None if now.is_open else now
-
-    closed = wait_for(resolved_incident, 180, "Alertmanager never resolved the incident")
-    assert closed.resolved_by == "alertmanager"
-    assert closed.flow_run_id is not None
-    assert_completed(api.wait(closed.flow_run_id, timeout=120), runpath.log)
-    assert "## Open questions" in latest_artifact(api, f"incident-{found.id}-postmortem")

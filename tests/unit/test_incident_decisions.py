@@ -301,3 +301,15 @@ def test_the_postmortem_draft_says_the_alert_flapped() -> None:
     assert "| reopened (the alert flapped) | 2 times |" in text
     assert "fired again 2 times" in text
     assert "flapped" not in postmortem_markdown(incident(), [], [])
+
+
+def test_a_pause_is_resumed_only_with_time_left_before_it_expires() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from decisions.incidents import RESUME_MARGIN_S, may_resume
+
+    now = datetime(2026, 12, 1, 4, 0, tzinfo=UTC)
+    assert may_resume(None, now)  # no timeout: it waits forever
+    assert may_resume(now + timedelta(seconds=RESUME_MARGIN_S + 5), now)
+    assert not may_resume(now + timedelta(seconds=RESUME_MARGIN_S - 1), now)
+    assert not may_resume(now - timedelta(seconds=1), now)  # expired: resuming fails the run

@@ -89,8 +89,14 @@ def test_the_backup_query_reads_what_the_backup_runbook_writes() -> None:
     assert re.search(r'@flow\(\s*name="backup-database"', source)
     assert set(exporters.BACKUP_OPERATIONS) == {"database backup", "backup-database"}
     queries = yaml.safe_load(exporters.BACKUP_QUERIES)
-    columns = {next(iter(m)) for m in queries["opsflows_backup"]["metrics"]}
-    assert columns == {"last_success_timestamp_seconds", "last_run_failed"}
+    metrics = {k: v["usage"] for m in queries["opsflows_backup"]["metrics"] for k, v in m.items()}
+    assert metrics == {
+        "database": "LABEL",
+        "last_success_timestamp_seconds": "GAUGE",
+        "last_run_failed": "GAUGE",
+    }
+    # every entry of a backup run names its database, the failed ones too
+    assert re.search(r'rec\.details\["database"\] = database', source)
 
 
 def test_a_stack_json_from_before_the_monitoring_still_loads() -> None:
