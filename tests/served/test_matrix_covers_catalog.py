@@ -42,7 +42,6 @@ MATRIX: dict[str, list[str]] = {
     "incident/incident": [
         "test_incident_matrix::test_alertmanager_group_pages_escalates_and_closes",
         "test_incident_matrix::test_a_failing_change_opens_an_incident",
-        "test_incident_matrix::test_a_real_alert_opens_and_closes_an_incident",
         "test_incident_matrix::test_a_flapping_group_is_one_incident_paged_once",
     ],
     "record-crashed-run/record-crashed-run": [
