@@ -5,6 +5,7 @@ They are frozen so a recorded rollback target cannot change under the run that k
 """
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from decisions.records import Record as _Record
 
@@ -30,6 +31,10 @@ class RevisionRecord(_Record):
     image: str
     replicaset: str
     replicas: int
+    #: When its ReplicaSet was created (a rollback reuses an old one: see ``reused``).
+    created_at: datetime | None = None
+    #: A rollback brought this ReplicaSet back (``deployment.kubernetes.io/revision-history``).
+    reused: bool = False
 
 
 @dataclass(frozen=True)
