@@ -44,6 +44,12 @@ MATRIX: dict[str, list[str]] = {
         "test_incident_matrix::test_a_failing_change_opens_an_incident",
         "test_incident_matrix::test_a_real_alert_opens_and_closes_an_incident",
     ],
+    "service-down/service-down": [
+        "test_triage_matrix::test_service_down_rolls_back_a_bad_release",
+        "test_triage_matrix::test_service_down_restarts_when_nothing_was_deployed",
+        "test_triage_matrix::test_service_down_escalates_when_nothing_helps",
+        "test_triage_matrix::test_service_down_refuses_an_unknown_environment",
+    ],
     "record-crashed-run/record-crashed-run": [
         "test_data_matrix::test_a_crashed_run_gets_its_operation_log_entry"
     ],
