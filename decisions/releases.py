@@ -33,8 +33,14 @@ class RevisionRecord(_Record):
     replicas: int
     #: When its ReplicaSet was created (a rollback reuses an old one: see ``reused``).
     created_at: datetime | None = None
-    #: A rollback brought this ReplicaSet back (``deployment.kubernetes.io/revision-history``).
-    reused: bool = False
+    #: The revisions this ReplicaSet had before a rollback brought it back
+    #: (``deployment.kubernetes.io/revision-history``); empty: never rolled back to.
+    earlier_revisions: tuple[int, ...] = ()
+
+    @property
+    def reused(self) -> bool:
+        """A rollback brought this ReplicaSet back (it is not a new deploy)."""
+        return bool(self.earlier_revisions)
 
 
 @dataclass(frozen=True)

@@ -157,14 +157,33 @@ def oplog_deploy(row: Mapping[str, Any], environment: str) -> DeployRecord | Non
     return DeployRecord("op log", environment, str(image), at, f"{operation} ({status})")
 
 
+def abandoned_revisions(history: Sequence[RevisionRecord]) -> set[int]:
+    """Revisions a rollback moved away from: those between a reused ReplicaSet's earlier
+    revision and the one the rollback gave it (rev 1 good, rev 2 bad, undo: rev 3 is the
+    good ReplicaSet again, and rev 2 was abandoned)."""
+    known = {r.revision for r in history}
+    out: set[int] = set()
+    for r in history:
+        marks = sorted({*r.earlier_revisions, r.revision})
+        for low, high in zip(marks, marks[1:], strict=False):
+            out |= {n for n in known if low < n < high}
+    return out
+
+
 def rollback_target(history: Sequence[RevisionRecord], current: int) -> RevisionRecord | None:
-    """The newest revision before ``current`` that runs another image (a restart keeps the
-    image, so ``rollout undo`` to the revision just before could land on the same release)."""
+    """The newest revision before ``current`` that runs another image and that no rollback
+    abandoned (a restart keeps the image, so ``rollout undo`` to the revision just before
+    could land on the same release; an abandoned one is a release already found bad)."""
     by_revision = {r.revision: r for r in history}
     now = by_revision.get(current)
     if now is None:
         return None
-    earlier = [r for r in history if r.revision < current and r.image != now.image]
+    skip = abandoned_revisions(history)
+    earlier = [
+        r
+        for r in history
+        if r.revision < current and r.image != now.image and r.revision not in skip
+    ]
     return max(earlier, key=lambda r: r.revision) if earlier else None
 
 
@@ -344,7 +363,7 @@ def service_down_checks(facts: ServiceDownFacts, alerts: Check) -> list[Check]:
             previous is not None,
             f"revision {previous.revision}: {previous.image}"
             if previous
-            else "no earlier revision with another image",
+            else "none: no earlier revision runs another image (rolled-back ones excluded)",
         ),
     ]
 

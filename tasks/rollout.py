@@ -71,6 +71,11 @@ def _timestamp(value: Any) -> datetime | None:
         return None
 
 
+def _revision_history(obj: dict[str, Any]) -> tuple[int, ...]:
+    raw = _annotations(obj).get(REVISION_HISTORY, "")
+    return tuple(int(r) for r in raw.split(",") if r.strip().isdigit())
+
+
 def _annotations(obj: dict[str, Any]) -> dict[str, str]:
     return dict((obj.get("metadata") or {}).get("annotations") or {})
 
@@ -223,7 +228,7 @@ def rollout_history(env: KubeEnvironment) -> list[RevisionRecord]:
             replicaset=rs["metadata"]["name"],
             replicas=int(rs["spec"].get("replicas") or 0),
             created_at=_timestamp(rs["metadata"].get("creationTimestamp")),
-            reused=bool(_annotations(rs).get(REVISION_HISTORY)),
+            earlier_revisions=_revision_history(rs),
         )
         for rs in _owned_replicasets(env, dep)
     ]

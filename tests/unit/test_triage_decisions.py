@@ -12,6 +12,7 @@ from decisions.triage import (
     DeployRecord,
     PodFacts,
     ServiceDownFacts,
+    abandoned_revisions,
     alert_check,
     artifact_key,
     check_window,
@@ -36,9 +37,11 @@ def pod(name: str = "web-1", ready: bool = True, **kw: object) -> PodFacts:
     return PodFacts(name=name, phase="Running", ready=ready, image=GOOD, **kw)  # type: ignore[arg-type]
 
 
-def rev(n: int, image: str, ago_h: float = 48, reused: bool = False) -> RevisionRecord:
+def rev(n: int, image: str, ago_h: float = 48, earlier: tuple[int, ...] = ()) -> RevisionRecord:
     created = NOW - timedelta(hours=ago_h)
-    return RevisionRecord(n, image, f"web-app-{n}", 0, created_at=created, reused=reused)
+    return RevisionRecord(
+        n, image, f"web-app-{n}", 0, created_at=created, earlier_revisions=earlier
+    )
 
 
 def facts(**kw: object) -> ServiceDownFacts:
@@ -131,6 +134,18 @@ def test_the_rollback_target_skips_revisions_of_the_same_image() -> None:
     assert rollback_target(history, 9) is None
 
 
+def test_a_revision_a_rollback_abandoned_is_never_the_target() -> None:
+    # rev 1 good, rev 2 bad, rolled back (good is rev 3, was 1), rev 4 another release:
+    # undo from 4 must not land on the bad rev 2.
+    other = "registry.local/web-app:1.2.0"
+    history = [rev(2, BAD), rev(3, GOOD, earlier=(1,)), rev(4, other)]
+    assert abandoned_revisions(history) == {2}
+    target = rollback_target(history, 4)
+    assert target is not None and target.revision == 3
+    # From the rolled-back good release there is nothing safe left to go to.
+    assert rollback_target(history[:2], 3) is None
+
+
 def test_a_deploy_of_the_running_image_in_the_window_is_to_blame() -> None:
     history = [rev(1, GOOD), rev(2, BAD, ago_h=1)]
     oplog = [
@@ -145,7 +160,7 @@ def test_a_deploy_of_the_running_image_in_the_window_is_to_blame() -> None:
 
 
 def test_a_rollback_or_a_restart_is_not_a_deploy() -> None:
-    reused = [rev(2, BAD, ago_h=1), rev(3, GOOD, ago_h=1, reused=True)]
+    reused = [rev(2, BAD, ago_h=1), rev(3, GOOD, ago_h=1, earlier=(1,))]
     assert recent_deploys("staging", 3, reused, [], NOW, 6) == ()
     restarted = [rev(1, GOOD, 30), rev(2, GOOD, ago_h=0.1)]
     assert recent_deploys("staging", 2, restarted, [], NOW, 6) == ()
