@@ -211,6 +211,10 @@ def mitigate(
         return escalate(triage, f"{done}, but {env.environment} is still down ({failed})")
     moved = triage.mitigated(f"{done}; health and error rate verified")
     triage.note(f"verified: {summary(checks)}")
+    if triage.incident is not None and not moved:
+        # Resolved meanwhile (Alertmanager saw the service back first), or mitigated by a
+        # person: states never go back, so the verification stays a timeline line.
+        triage.note("the incident was already resolved or mitigated; not marked again")
     rec.details.update(mitigated=moved, image=image)
     return {"action": decision.action, "image": image, "verified": True, "mitigated": moved}
 

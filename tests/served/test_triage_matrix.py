@@ -6,10 +6,12 @@
 * nothing deployed, the serving pods broken (the app's ``down`` fault): restarted, verified;
 * a fault neither fixes (the Kubernetes API refuses every change of the Deployment): the
   engineering lead is paged, the incident stays unmitigated, the run fails;
-* an unknown environment: a clear error naming it, nothing changed.
+* an unknown environment: a clear error naming it, nothing changed;
+* (serve path only) the whole chain: the bad release fires ServiceDown, Alertmanager opens the
+  incident, the incident flow starts this runbook, which rolls back and mitigates it.
 
-Alertmanager is silenced for staging while a case runs, so the real alert chain (which
-starts this same runbook through the incident flow) does not race the run under test.
+Alertmanager is silenced for staging while the REST-started cases run, so the real alert
+chain (which starts this same runbook through the incident flow) does not race them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from prefect.logging import disable_run_logger
 
 from blocks.kube import KubeEnvironment
@@ -29,7 +32,15 @@ from decisions.incidents import Incident, Opening
 from devstack.stack import StackInfo
 from tests.alertmanager_support import alert
 from tests.deploy_support import new_image
-from tests.incident_support import incident, ops_target, sink_messages, timeline, wait_for
+from tests.incident_support import (
+    close_leftovers,
+    incident,
+    incidents_of,
+    ops_target,
+    sink_messages,
+    timeline,
+    wait_for,
+)
 from tests.served_support import (
     FAST_DEPLOY,
     RunPath,
@@ -280,3 +291,61 @@ def test_service_down_refuses_an_unknown_environment(runpath: RunPath) -> None:
         assert not artifacts_of(runpath, run["id"], f"triage-service-down-{nowhere}")
     finally:
         resolve(stack, opened.id)
+
+
+@pytest.mark.parametrize("runpath", ["serve"], indirect=True)
+def test_a_real_outage_is_rolled_back_by_the_runbook_the_incident_starts(
+    runpath: RunPath, webhook: str
+) -> None:
+    """No silence, nobody starts the runbook: a crash-looping release takes staging down,
+    Prometheus' ServiceDown fires, Alertmanager opens a P1 incident through the receiver, the
+    incident flow starts service-down/service-down with the incident's id and environment,
+    the runbook rolls back, verifies and marks the incident mitigated; staging answers again
+    and Alertmanager's resolution closes the incident."""
+    stack, api = runpath.stack, runpath.api
+    key = '{}:{alertname="ServiceDown", environment="staging"}'
+    close_leftovers(stack, key)
+    good, bad = kube_image(ENV), new_image("-crashloop")
+    with recreate_strategy(stack, ENV):
+        deploy = api.finish("staged-deploy/staged-deploy", image=bad, **FAST_DEPLOY)
+        assert deploy["state"]["type"] == "FAILED", describe(deploy)
+        found = wait_for(
+            lambda: [i for i in incidents_of(stack, key) if i.is_open], 180, "no incident"
+        )[0]
+        assert (found.severity, found.runbook, found.environment) == ("P1", "service-down", ENV)
+
+        def triage_run() -> Any:
+            runs = incident(stack, found.id).runbook_runs
+            return [r for r in runs if r.get("runbook") == "service-down"]
+
+        started = wait_for(triage_run, 120, f"the incident started no runbook; {runpath.log}")
+        run = api.wait(started[0]["flow_run_id"], timeout=240)
+        assert_completed(run, runpath.log)
+        assert run["parameters"]["incident_id"] == found.id
+        assert kube_image(ENV) == good and served_image(stack, ENV) == good
+        row = oplog_row(stack, run["id"])
+        assert row["details"]["decision"]["action"] == "rollback"
+        after = incident(stack, found.id)
+        # The runbook marks it mitigated once its verification (10 s of probe traffic) is
+        # over, unless Alertmanager, which sees the service back within seconds on the test
+        # stack, resolved it first (states never go back).
+        if row["details"]["mitigated"]:
+            assert (after.mitigated_by, after.status) in {
+                ("service-down", "mitigated"),
+                ("service-down", "resolved"),
+            }, after
+        else:
+            assert after.resolved_by == "alertmanager" and after.mitigated_at is None, after
+
+    def closed() -> Any:
+        now = incident(stack, found.id)
+        return None if now.is_open else now
+
+    done = wait_for(closed, 180, "Alertmanager never resolved the incident")
+    assert done.resolved_by == "alertmanager"
+    events = timeline(stack, found.id)
+    kinds = [e.kind for e in events]
+    assert kinds.index("triage") < kinds.index("runbook")
+    notes = [e.text for e in events if e.kind == "runbook"]
+    assert any("decided rollback" in n for n in notes), notes
+    assert any(n.startswith("service-down: verified") for n in notes), notes
