@@ -28,6 +28,7 @@ from decisions.incidents import ESCALATION, Page
 from decisions.records import Record
 from decisions.releases import RevisionRecord
 from opsflows.errors import ConfigurationError
+from opsflows.oplog import CRASHED, FAILED
 
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
 #: The timeline kind of what a triage runbook found and did (``incident_events.kind``).
@@ -130,6 +131,8 @@ class DeployRecord(Record):
     image: str
     at: datetime
     what: str
+    #: The deploy failed in this environment: the image is no rollback target here.
+    failed: bool = False
 
 
 def oplog_deploy(row: Mapping[str, Any], environment: str) -> DeployRecord | None:
@@ -153,8 +156,11 @@ def oplog_deploy(row: Mapping[str, Any], environment: str) -> DeployRecord | Non
     at = row.get("finished_at") or row.get("started_at")
     if not isinstance(at, datetime):
         return None
-    status = row.get("status") or "?"
-    return DeployRecord("op log", environment, str(image), at, f"{operation} ({status})")
+    status = str(row.get("status") or "?")
+    # A staged deploy fails where it stopped: in production once its release started.
+    failed_in = max(touched, key=lambda e: e == "production")
+    failed = status in (FAILED, CRASHED) and environment == failed_in
+    return DeployRecord("op log", environment, str(image), at, f"{operation} ({status})", failed)
 
 
 def abandoned_revisions(history: Sequence[RevisionRecord]) -> set[int]:
@@ -170,19 +176,25 @@ def abandoned_revisions(history: Sequence[RevisionRecord]) -> set[int]:
     return out
 
 
-def rollback_target(history: Sequence[RevisionRecord], current: int) -> RevisionRecord | None:
-    """The newest revision before ``current`` that runs another image and that no rollback
-    abandoned (a restart keeps the image, so ``rollout undo`` to the revision just before
-    could land on the same release; an abandoned one is a release already found bad)."""
+def rollback_target(
+    history: Sequence[RevisionRecord], current: int, bad_images: Iterable[str] = ()
+) -> RevisionRecord | None:
+    """The newest revision before ``current`` that runs another image, that no rollback
+    abandoned and whose image is not in ``bad_images`` (its deploy failed here, per the op
+    log). A restart keeps the image, so ``rollout undo`` to the revision just before could
+    land on the same release; an abandoned or failed one is a release already found bad."""
     by_revision = {r.revision: r for r in history}
     now = by_revision.get(current)
     if now is None:
         return None
-    skip = abandoned_revisions(history)
+    skip, bad = abandoned_revisions(history), set(bad_images)
     earlier = [
         r
         for r in history
-        if r.revision < current and r.image != now.image and r.revision not in skip
+        if r.revision < current
+        and r.image != now.image
+        and r.revision not in skip
+        and r.image not in bad
     ]
     return max(earlier, key=lambda r: r.revision) if earlier else None
 
@@ -363,7 +375,8 @@ def service_down_checks(facts: ServiceDownFacts, alerts: Check) -> list[Check]:
             previous is not None,
             f"revision {previous.revision}: {previous.image}"
             if previous
-            else "none: no earlier revision runs another image (rolled-back ones excluded)",
+            else "none: no earlier revision runs another image (rolled-back and failed "
+            "releases excluded)",
         ),
     ]
 

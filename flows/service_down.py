@@ -66,6 +66,8 @@ from tasks.rollout import current_release, restart_rollout, rollout_history, und
 from tasks.smoke import observe
 
 RUNBOOK = "service-down"
+#: How far back the op log is read for deploys that failed (their images are no target).
+FAILED_LOOKBACK_H = 24 * 30
 
 
 @flow(name="service-down")
@@ -162,10 +164,12 @@ def diagnose(
     rows: list[dict[str, Any]] = []
     if ops_db is not None:
         try:
-            rows = read_deploys(ops_db, now - timedelta(hours=window_h))
+            # Older deploys than the window too: a failed one marks its image as no target.
+            rows = read_deploys(ops_db, now - timedelta(hours=max(window_h, FAILED_LOOKBACK_H)))
         except OpsError:
             rows = []  # the rollout history still tells a recent deploy
     deploys = [d for d in (oplog_deploy(r, env.environment) for r in rows) if d is not None]
+    bad_images = {d.image for d in deploys if d.failed}
     revision = current.revision if current is not None else 0
     facts = ServiceDownFacts(
         environment=env.environment,
@@ -175,7 +179,7 @@ def diagnose(
         current_revision=revision,
         current_image=current.image if current is not None else "?",
         deploys=recent_deploys(env.environment, revision, history, deploys, now, window_h),
-        rollback_to=rollback_target(history, revision),
+        rollback_to=rollback_target(history, revision, bad_images),
         window_h=window_h,
     )
     return facts, alert_item

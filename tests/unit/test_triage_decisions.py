@@ -123,6 +123,11 @@ def test_oplog_rows_say_which_environment_a_deploy_changed() -> None:
     assert oplog_deploy(hotfix, "production") is not None
     assert oplog_deploy(hotfix, "staging") is None
     assert oplog_deploy({**hotfix, "operation": "rollback"}, "production") is None
+    # Where a failed staged deploy failed: staging, unless its production release started.
+    assert oplog_deploy(staged, "staging").failed  # type: ignore[union-attr]
+    assert not oplog_deploy({**promoted, "status": "failed"}, "staging").failed  # type: ignore[union-attr]
+    assert oplog_deploy({**promoted, "status": "failed"}, "production").failed  # type: ignore[union-attr]
+    assert not oplog_deploy(hotfix, "production").failed  # type: ignore[union-attr]
 
 
 def test_the_rollback_target_skips_revisions_of_the_same_image() -> None:
@@ -144,6 +149,15 @@ def test_a_revision_a_rollback_abandoned_is_never_the_target() -> None:
     assert target is not None and target.revision == 3
     # From the rolled-back good release there is nothing safe left to go to.
     assert rollback_target(history[:2], 3) is None
+
+
+def test_an_image_whose_deploy_failed_here_is_never_the_target() -> None:
+    # A staged deploy of a broken image failed in staging and was never rolled back there.
+    broken = "registry.local/web-app:1.1.0-broken"
+    history = [rev(1, GOOD), rev(2, broken), rev(3, "registry.local/web-app:1.2.0")]
+    assert rollback_target(history, 3).revision == 2  # type: ignore[union-attr]
+    target = rollback_target(history, 3, bad_images={broken})
+    assert target is not None and target.image == GOOD
 
 
 def test_a_deploy_of_the_running_image_in_the_window_is_to_blame() -> None:
