@@ -122,8 +122,11 @@ def service_down(
                 # Decided again under the slot: a change that held it may have fixed it.
                 facts, _ = diagnose(env, app_db, ops_target, window_h, alerts=False)
                 again = decide_service_down(facts)
+                if again != decision:
+                    triage.note(f"decided again under the change slot: {again.action}")
+                    rec.details["decision"] = again.as_dict()
                 if again.action == "none":
-                    triage.record(Check("still down when the change slot was free", False, ""))
+                    triage.record(Check("recovered before the change", True, again.reason))
                     triage.note(f"no change: {again.reason}")
                     rec.impact = f"no change: {again.reason}"
                     return {"action": "none", "reason": again.reason}
