@@ -47,6 +47,7 @@ MATRIX: dict[str, list[str]] = {
     "service-down/service-down": [
         "test_triage_matrix::test_service_down_rolls_back_a_bad_release",
         "test_triage_matrix::test_service_down_restarts_when_nothing_was_deployed",
+        "test_triage_matrix::test_service_down_decides_again_under_the_change_slot",
         "test_triage_matrix::test_service_down_escalates_when_nothing_helps",
         "test_triage_matrix::test_service_down_refuses_an_unknown_environment",
     ],

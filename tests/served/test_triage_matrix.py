@@ -46,6 +46,7 @@ from tests.served_support import (
     RunPath,
     assert_completed,
     describe,
+    kube_deployment,
     kube_image,
     load_block,
     served_image,
@@ -225,6 +226,44 @@ def test_service_down_restarts_when_nothing_was_deployed(runpath: RunPath) -> No
         assert items["restart"]["result"] == "pass"
         assert items["health verified"]["result"] == "pass"
         assert incident(stack, opened.id).status == "mitigated"
+    finally:
+        resolve(stack, opened.id)
+
+
+def test_service_down_decides_again_under_the_change_slot(runpath: RunPath) -> None:
+    """Another change holds staging's slot when the runbook decides to restart; the service
+    comes back meanwhile. Under the slot the runbook looks again, finds it healthy and
+    changes nothing (no second restart on top of someone else's fix)."""
+    from prefect.concurrency.sync import concurrency
+
+    stack, api = runpath.stack, runpath.api
+    opened = open_incident(stack, ENV, uuid.uuid4().hex[:10])
+    generation = kube_deployment(stack, ENV)["metadata"]["generation"]
+    try:
+        with silenced(stack, ENV), app_down(stack, ENV):
+            with concurrency(f"change-{ENV}", occupy=1, strict=True):
+                run_id = api.start(
+                    DEPLOYMENT, environment=ENV, incident_id=opened.id, deploy_window_h=0.005
+                )
+
+                def decided() -> Any:
+                    return [e for e in timeline(stack, opened.id) if "decided restart" in e.text]
+
+                wait_for(decided, 120, f"the runbook decided nothing; {runpath.log}")
+                httpx.delete(stack.app_url(ENV) + "/_sim/faults", timeout=10).raise_for_status()
+                wait_for(
+                    lambda: httpx.get(stack.app_url(ENV) + "/health", timeout=5).is_success,
+                    30,
+                    "staging did not come back",
+                )
+            run = api.wait(run_id)
+        assert_completed(run, runpath.log)
+        assert kube_deployment(stack, ENV)["metadata"]["generation"] == generation
+        row = oplog_row(stack, run_id)
+        assert row["details"]["decision"]["action"] == "none", row["details"]
+        assert row["impact"].startswith("no change")
+        assert checklist(runpath, run_id)["recovered before the change"]["result"] == "pass"
+        assert incident(stack, opened.id).status == "triggered"
     finally:
         resolve(stack, opened.id)
 
