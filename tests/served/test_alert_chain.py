@@ -237,17 +237,23 @@ def production_outage(stack: StackInfo) -> Iterator[str]:
 
 @SERVE_ONLY
 def test_a_production_outage_pages_escalates_and_closes(runpath: RunPath, webhook: str) -> None:
-    """Pods crash-looping take production down: ServiceDown fires through Prometheus and
-    Alertmanager, one P1 incident opens, the on-call is paged and #incidents told at once,
-    nobody acknowledges so the secondary is paged after the (shortened) delay; the on-call's
-    acknowledgement through the UI's resume call stops the escalation before the lead; the
-    good image back, production answers, Alertmanager resolves the incident and the
-    post-mortem draft exists."""
+    """Pods crash-looping take production down while another change holds production's
+    change slot (so the service-down runbook waits for it and the people are on their own):
+    ServiceDown fires through Prometheus and Alertmanager, one P1 incident opens, the on-call
+    is paged and #incidents told at once, nobody acknowledges so the secondary is paged after
+    the (shortened) delay; the on-call's acknowledgement through the UI's resume call stops
+    the escalation before the lead; the good image back, production answers, Alertmanager
+    resolves the incident and the post-mortem draft exists."""
+    from prefect.concurrency.sync import concurrency
+
     stack, api = runpath.stack, runpath.api
     key = group_key("ServiceDown", "production")
     close_leftovers(stack, key)
     before = newest_id(stack)
-    with production_outage(stack) as good_image:
+    with (
+        concurrency("change-production", occupy=1, strict=True),
+        production_outage(stack) as good_image,
+    ):
         found = wait_for(lambda: open_incident(stack, key), 180, "no incident")[0]
         assert (found.source, found.severity, found.runbook) == (
             "alertmanager",
