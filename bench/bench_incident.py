@@ -309,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
 
     state = Path(INFO.state_dir)
     os.environ.update(INCIDENT_DELAYS)  # the served runbooks inherit them
+    # Each run is its own outage: the receiver it starts opens a new incident instead of
+    # reopening the last one as a flap (they are seconds apart, well inside the window).
+    os.environ["OPSFLOWS_INCIDENT_REOPEN_WINDOW_S"] = "0"
     bootstrap(INFO, devstack.stack_secrets(state))
     settings = read_settings()
     log(
