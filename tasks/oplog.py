@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
-from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
-from psycopg.rows import dict_row
 
 from blocks.postgres import PostgresTarget
-from decisions.triage import DEPLOY_OPERATIONS
 from opsflows import retry
 from opsflows.errors import scrub
 from opsflows.oplog import DDL, OpLogEntry, render_markdown
@@ -94,18 +90,3 @@ def write_oplog(entry: OpLogEntry, ops_db: PostgresTarget | None) -> int | None:
         return None
     logger.info("operation log entry %s written (%s, %s)", row_id, entry.operation, entry.status)
     return row_id
-
-
-@task(name="read recent deploys", **retry.NETWORK)
-def read_deploys(target: PostgresTarget, since: datetime) -> list[dict[str, Any]]:
-    """The ``ops_log`` rows of deploys (staged deploy, hotfix) that finished after ``since``."""
-    with connect(target) as conn, conn.cursor(row_factory=dict_row) as cur:
-        found = cur.execute("SELECT to_regclass('ops_log') AS t").fetchone()
-        if found is None or found["t"] is None:
-            return []
-        rows = cur.execute(
-            "SELECT started_at, finished_at, operation, status, details, flow_run_id"
-            " FROM ops_log WHERE operation = ANY(%s) AND finished_at >= %s ORDER BY finished_at",
-            (list(DEPLOY_OPERATIONS), since),
-        ).fetchall()
-    return [dict(r) for r in rows]
