@@ -238,7 +238,8 @@ def production_outage(stack: StackInfo) -> Iterator[str]:
 @SERVE_ONLY
 def test_a_production_outage_pages_escalates_and_closes(runpath: RunPath, webhook: str) -> None:
     """Pods crash-looping take production down while another change holds production's
-    change slot (so the service-down runbook waits for it and the people are on their own):
+    change slot (so a service-down triage runbook would wait for it: the people are on their
+    own):
     ServiceDown fires through Prometheus and Alertmanager, one P1 incident opens, the on-call
     is paged and #incidents told at once, nobody acknowledges so the secondary is paged after
     the (shortened) delay; the on-call's acknowledgement through the UI's resume call stops
