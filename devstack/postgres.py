@@ -275,6 +275,14 @@ def provision(host: str, port: int, admin_password: str, passwords: dict[str, st
                 )
 
 
+def reset_password(host: str, port: int, admin_password: str, role: str, password: str) -> None:
+    """Set ``role``'s password (the stack's own credential back in force)."""
+    with psycopg.connect(admin_conninfo(host, port, admin_password), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
+        )
+
+
 def provision_monitoring(
     host: str, port: int, admin_password: str, passwords: dict[str, str], monitor_role: str
 ) -> None:

@@ -190,6 +190,16 @@ def _seed_aws(info: StackInfo, passwords: dict[str, str]) -> None:
     try:
         sm.describe_secret(SecretId=APP_DB_SECRET)
     except ClientError:
+        # moto keeps nothing across a restart, while PostgreSQL keeps a password a rotation
+        # set: with the secret gone nobody knows that password any more, so the stack's own
+        # credential is put back in force in both places (a real account keeps its secret).
+        postgres.reset_password(
+            info.host,
+            info.postgres_port,
+            passwords["postgres"],
+            postgres.APP_ROLE,
+            passwords[postgres.APP_ROLE],
+        )
         value = {
             "engine": "postgres",
             "host": info.host,
