@@ -184,12 +184,29 @@ def test_each_threshold_alert_opens_exactly_one_incident(runpath: RunPath, webho
     stale = incident(stack, opened[group_key("BackupTooOld", "production")].id).alerts
     assert any(a["labels"].get("database") == stale_db for a in stale), stale
 
-    def all_resolved() -> bool:
-        return all(not incident(stack, i.id).is_open for i in opened.values())
+    backup_key = group_key("BackupTooOld", "production")
 
-    wait_for(all_resolved, 240, "Alertmanager did not resolve every group")
+    def ours_resolved(found: Any) -> bool:
+        now = incident(stack, found.id)
+        if not now.is_open:
+            return True
+        # The stale-backup group also holds every other database whose last good backup is
+        # old (after the reliability tier: databases whose backups were all killed), and it
+        # rightly stays open for them: ours must be reported resolved inside it.
+        mine = [a for a in now.alerts if a["labels"].get("database") == stale_db]
+        return found.group_key == backup_key and all(a["status"] == "resolved" for a in mine)
+
+    wait_for(
+        lambda: all(ours_resolved(i) for i in opened.values()),
+        240,
+        "Alertmanager did not resolve every fault's alert",
+    )
     for found in opened.values():
         closed = incident(stack, found.id)
+        if closed.is_open:  # the backup group, open for other databases (see above)
+            others = {a["labels"].get("database") for a in closed.alerts} - {stale_db}
+            assert found.group_key == backup_key and others, closed
+            continue
         assert closed.resolved_by == "alertmanager", closed
         assert closed.flow_run_id is not None
         assert_completed(api.wait(closed.flow_run_id, timeout=120), runpath.log)
