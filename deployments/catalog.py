@@ -7,7 +7,7 @@ from typing import Any
 from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron
 
-from decisions.incidents import WATCHED_RUNBOOKS
+from decisions.watchdogs import WATCHED_RUNBOOKS
 from flows.backup import backup_database
 from flows.deploy import staged_deploy
 from flows.incident import incident

@@ -25,7 +25,8 @@ from prefect import flow
 
 from blocks.postgres import PostgresTarget
 from decisions.crashed_runs import run_id_from
-from decisions.incidents import Delays, paging_plan, unannounced_reopening, watchdog_opening
+from decisions.incidents import Delays, paging_plan, unannounced_reopening
+from decisions.watchdogs import watchdog_opening
 from opsflows.errors import ConfigurationError
 from opsflows.settings import get_settings
 from procedures.incident import (
@@ -43,12 +44,12 @@ from tasks.flow_runs import read_run_facts, run_state
 from tasks.incidents import (
     add_event,
     open_incident_of_run,
-    oplog_status,
     read_events,
     read_incident,
     record_opening,
     set_flow_run,
 )
+from tasks.oplog import oplog_status
 
 
 @flow(name="incident")

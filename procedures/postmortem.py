@@ -7,7 +7,8 @@ from prefect.artifacts import create_markdown_artifact
 from blocks.postgres import PostgresTarget
 from decisions.incidents import Incident, needs_postmortem
 from decisions.postmortem import postmortem_markdown
-from tasks.incidents import oplog_during, read_events, set_postmortem
+from tasks.incidents import read_events, set_postmortem
+from tasks.oplog import oplog_during
 
 
 def write_postmortem(target: PostgresTarget, incident: Incident, own_run: str | None) -> str:

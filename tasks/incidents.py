@@ -14,7 +14,6 @@ import json
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from prefect import task
@@ -401,31 +400,3 @@ def list_incidents(
             {"recent": recent, "group": group_key},
         ).fetchall()
     return [_incident(r) for r in rows]
-
-
-def oplog_during(
-    target: PostgresTarget, start: datetime, end: datetime, exclude_run: str | None
-) -> list[dict[str, Any]]:
-    """Operation-log entries of runs that overlapped ``start``..``end`` (none: no table yet)."""
-    with connect(target) as conn, conn.cursor(row_factory=dict_row) as cur:
-        found = cur.execute("SELECT to_regclass('ops_log') AS t").fetchone()
-        if found is None or found["t"] is None:
-            return []
-        rows = cur.execute(
-            "SELECT started_at, operation, status, impact, flow_run_id FROM ops_log"
-            " WHERE finished_at >= %s AND started_at <= %s"
-            " AND flow_run_id IS DISTINCT FROM %s ORDER BY started_at",
-            (start, end, exclude_run),
-        ).fetchall()
-    return [dict(r) for r in rows]
-
-
-def oplog_status(target: PostgresTarget, flow_run_id: str) -> str | None:
-    """The status of the run's operation-log entry (None: no entry, or no table yet)."""
-    with connect(target) as conn:
-        if conn.execute("SELECT to_regclass('ops_log')").fetchone() == (None,):
-            return None
-        row = conn.execute(
-            "SELECT status FROM ops_log WHERE flow_run_id = %s", (flow_run_id,)
-        ).fetchone()
-    return str(row[0]) if row else None

@@ -1,13 +1,16 @@
-"""Write operation-log entries: a markdown artifact and a row in ``ops_log``."""
+"""Write operation-log entries (a markdown artifact and a row in ``ops_log``) and read them."""
 
 from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
+from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
+from psycopg.rows import dict_row
 
 from blocks.postgres import PostgresTarget
 from opsflows import retry
@@ -90,3 +93,31 @@ def write_oplog(entry: OpLogEntry, ops_db: PostgresTarget | None) -> int | None:
         return None
     logger.info("operation log entry %s written (%s, %s)", row_id, entry.operation, entry.status)
     return row_id
+
+
+def oplog_during(
+    target: PostgresTarget, start: datetime, end: datetime, exclude_run: str | None
+) -> list[dict[str, Any]]:
+    """Operation-log entries of runs that overlapped ``start``..``end`` (none: no table yet)."""
+    with connect(target) as conn, conn.cursor(row_factory=dict_row) as cur:
+        found = cur.execute("SELECT to_regclass('ops_log') AS t").fetchone()
+        if found is None or found["t"] is None:
+            return []
+        rows = cur.execute(
+            "SELECT started_at, operation, status, impact, flow_run_id FROM ops_log"
+            " WHERE finished_at >= %s AND started_at <= %s"
+            " AND flow_run_id IS DISTINCT FROM %s ORDER BY started_at",
+            (start, end, exclude_run),
+        ).fetchall()
+    return [dict(r) for r in rows]
+
+
+def oplog_status(target: PostgresTarget, flow_run_id: str) -> str | None:
+    """The status of the run's operation-log entry (None: no entry, or no table yet)."""
+    with connect(target) as conn:
+        if conn.execute("SELECT to_regclass('ops_log')").fetchone() == (None,):
+            return None
+        row = conn.execute(
+            "SELECT status FROM ops_log WHERE flow_run_id = %s", (flow_run_id,)
+        ).fetchone()
+    return str(row[0]) if row else None

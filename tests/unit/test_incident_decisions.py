@@ -23,9 +23,9 @@ from decisions.incidents import (
     triage_for,
     triage_parameters,
     unannounced_reopening,
-    watchdog_opening,
 )
 from decisions.postmortem import form_description, postmortem_markdown, timeline_markdown
+from decisions.watchdogs import watchdog_opening
 from tests.alertmanager_support import alert
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
