@@ -82,6 +82,7 @@ from decisions.incidents import Incident  # noqa: E402
 from tests.incident_support import (  # noqa: E402
     INCIDENT_DELAYS,
     close_leftovers,
+    group_key,
     incident,
     incidents_of,
     sink_messages,
@@ -107,11 +108,6 @@ def epoch(stamp: str) -> float:
     """Seconds since the epoch of an RFC 3339 time (Prometheus' nanoseconds cut to micro)."""
     text = re.sub(r"(\.\d{6})\d+", r"\1", stamp.replace("Z", "+00:00"))
     return datetime.fromisoformat(text).timestamp()
-
-
-def group_key(env: str) -> str:
-    """Alertmanager's key of the ServiceDown group of ``env`` (the incident's group_key)."""
-    return f'{{}}:{{alertname="{RULE}", environment="{env}"}}'
 
 
 def _get(url: str, **params: Any) -> Any:
@@ -220,12 +216,12 @@ class Run:
 
 
 def _opened_since(env: str, known: set[int]) -> Callable[[], list[Incident]]:
-    return lambda: [i for i in incidents_of(INFO, group_key(env)) if i.id not in known]
+    return lambda: [i for i in incidents_of(INFO, group_key(RULE, env)) if i.id not in known]
 
 
 def one_run(env: str, app: str, timeout: float) -> Run:
     """Inject the fault, follow it to the page; the fault is cleared on the way out."""
-    known = {i.id for i in incidents_of(INFO, group_key(env))}
+    known = {i.id for i in incidents_of(INFO, group_key(RULE, env))}
     injected = time.time()
     httpx.post(app + "/_sim/faults", json={"fault": "down"}, timeout=10).raise_for_status()
     try:
@@ -323,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     app = INFO.app_url(args.env)
     httpx.delete(app + "/_sim/faults", timeout=10).raise_for_status()
     wait_for(lambda: active_alert(args.env) is None, 120, f"{RULE} of {args.env} still active")
-    if closed := close_leftovers(INFO, group_key(args.env)):
+    if closed := close_leftovers(INFO, group_key(RULE, args.env)):
         log(f"closed {closed} incident(s) an earlier session left open")
     for name in ("runbooks", "webhook"):
         procs.stop(state, name, timeout=30)

@@ -27,6 +27,11 @@ INCIDENT_DELAYS = {
 }
 
 
+def group_key(alertname: str, environment: str) -> str:
+    """Alertmanager's group key for the route's ``group_by: [alertname, environment]``."""
+    return f'{{}}:{{alertname="{alertname}", environment="{environment}"}}'
+
+
 def ops_target(stack: Any) -> PostgresTarget:
     """The operations database as the ``ops-db`` block points at it (not saved)."""
     from devstack import stack as devstack

@@ -104,6 +104,16 @@ class Api:
         """Start ``name`` and wait for its final state."""
         return self.wait(self.start(name, **params), timeout=timeout)
 
+    def latest_artifact(self, key: str) -> str:
+        """The data of the newest artifact with ``key`` (as the UI's Artifacts page shows it)."""
+        resp = self.http.post(
+            "/artifacts/latest/filter", json={"artifacts": {"key": {"any_": [key]}}}
+        )
+        resp.raise_for_status()
+        found = resp.json()
+        assert found, f"no artifact {key}"
+        return str(found[0]["data"])
+
     def resume(self, run_id: str, run_input: dict[str, Any]) -> None:
         """The approval form's submit button."""
         resp = self.http.post(f"/flow_runs/{run_id}/resume", json={"run_input": run_input})

@@ -28,6 +28,7 @@ from devstack.stack import StackInfo
 from tests.deploy_support import steady_load
 from tests.incident_support import (
     close_leftovers,
+    group_key,
     incident,
     incidents_of,
     ops_target,
@@ -39,11 +40,6 @@ from tests.served_support import RunPath, assert_completed, load_block
 
 #: The UI's Run button path this module runs on (the matrix covers both).
 SERVE_ONLY = pytest.mark.parametrize("runpath", ["serve"], indirect=True)
-
-
-def group_key(alertname: str, environment: str) -> str:
-    """Alertmanager's group key for the route's ``group_by: [alertname, environment]``."""
-    return f'{{}}:{{alertname="{alertname}", environment="{environment}"}}'
 
 
 def open_incident(stack: StackInfo, key: str) -> Any:
@@ -59,16 +55,6 @@ def newest_id(stack: StackInfo) -> int:
 
 def incidents_after(stack: StackInfo, key: str, after: int) -> list[Any]:
     return [i for i in incidents_of(stack, key) if i.id > after]
-
-
-def latest_artifact(runpath: RunPath, key: str) -> str:
-    resp = runpath.api.http.post(
-        "/artifacts/latest/filter", json={"artifacts": {"key": {"any_": [key]}}}
-    )
-    resp.raise_for_status()
-    found = resp.json()
-    assert found, f"no artifact {key}"
-    return str(found[0]["data"])
 
 
 def app_fault(stack: StackInfo, env: str, **body: Any) -> None:
@@ -304,6 +290,6 @@ def test_a_production_outage_pages_escalates_and_closes(runpath: RunPath, webhoo
     assert not sink_messages(stack, "page-lead", marker), "escalated after the acknowledgement"
     kinds = [e.kind for e in timeline(stack, found.id)]
     assert kinds.count("paged on-call") == 1 and "paged secondary" in kinds, kinds
-    draft = latest_artifact(runpath, f"incident-{found.id}-postmortem")
+    draft = api.latest_artifact(f"incident-{found.id}-postmortem")
     assert "## Open questions" in draft and "ServiceDown" in draft
     assert len(incidents_after(stack, key, before)) == 1

@@ -34,14 +34,6 @@ def runs_tagged(api: Api, tag: str) -> list[dict[str, Any]]:
     return list(resp.json())
 
 
-def latest_artifact(api: Api, key: str) -> str:
-    resp = api.http.post("/artifacts/latest/filter", json={"artifacts": {"key": {"any_": [key]}}})
-    resp.raise_for_status()
-    found = resp.json()
-    assert found, f"no artifact {key}"
-    return str(found[0]["data"])
-
-
 def test_alertmanager_group_pages_escalates_and_closes(runpath: RunPath, webhook: str) -> None:
     """Two P1 groups fire: one is acknowledged after the secondary was paged, the other never.
 
@@ -83,7 +75,7 @@ def test_alertmanager_group_pages_escalates_and_closes(runpath: RunPath, webhook
         closed = incident(stack, opened[name]["incident_id"])
         assert closed.status == "resolved" and closed.resolved_by == "alertmanager"
         assert closed.postmortem == f"incident-{closed.id}-postmortem"
-        draft = latest_artifact(api, closed.postmortem)
+        draft = api.latest_artifact(closed.postmortem)
         assert "## Open questions" in draft and f"{name} {marker}" in draft
         row = oplog_row(stack, run["id"])
         assert row["operation"] == "incident" and closed.postmortem in row["follow_up"]
@@ -91,7 +83,7 @@ def test_alertmanager_group_pages_escalates_and_closes(runpath: RunPath, webhook
     assert acked_incident.acknowledged_by == "served-oncall"
     kinds = [e.kind for e in timeline(stack, incident_id)]
     assert kinds.count("paged on-call") == 1 and "paged lead" not in kinds
-    assert "timeline" in latest_artifact(api, f"incident-{incident_id}-timeline").lower()
+    assert "timeline" in api.latest_artifact(f"incident-{incident_id}-timeline").lower()
     # A resolution redelivered after closing has nothing left to close.
     late = post_alerts(stack, resolved(acked))
     assert late.status_code == 200 and late.json()["status"] == "ignored"
@@ -131,8 +123,8 @@ def test_a_flapping_group_is_one_incident_paged_once(runpath: RunPath, webhook: 
     assert kinds.count("picked up") == 2 and kinds.count("triage") == 1
     told = [m for m in sink_messages(stack, "incidents", marker) if "reopened" in str(m["body"])]
     assert len(told) == 2  # #incidents heard 'resolved' each time, then that it is back
-    assert "| reopened (the alert flapped) | 2 times |" in latest_artifact(
-        api, f"incident-{incident_id}-postmortem"
+    assert "| reopened (the alert flapped) | 2 times |" in api.latest_artifact(
+        f"incident-{incident_id}-postmortem"
     )
 
 
