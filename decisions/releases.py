@@ -5,6 +5,7 @@ They are frozen so a recorded rollback target cannot change under the run that k
 """
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from decisions.records import Record as _Record
 
@@ -30,6 +31,16 @@ class RevisionRecord(_Record):
     image: str
     replicaset: str
     replicas: int
+    #: When its ReplicaSet was created (a rollback reuses an old one: see ``reused``).
+    created_at: datetime | None = None
+    #: The revisions this ReplicaSet had before a rollback brought it back
+    #: (``deployment.kubernetes.io/revision-history``); empty: never rolled back to.
+    earlier_revisions: tuple[int, ...] = ()
+
+    @property
+    def reused(self) -> bool:
+        """A rollback brought this ReplicaSet back (it is not a new deploy)."""
+        return bool(self.earlier_revisions)
 
 
 @dataclass(frozen=True)

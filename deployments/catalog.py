@@ -17,6 +17,7 @@ from flows.record_crash import record_crashed_run
 from flows.restore import restore_database
 from flows.restore_drill import restore_drill
 from flows.rotate_credentials import rotate_credentials
+from flows.service_down import service_down
 from flows.smoke import stack_smoke
 
 
@@ -169,6 +170,16 @@ def _runbooks() -> list[Any]:
             description="Restart every pod of an environment's Deployment (rollout restart) "
             "and verify it is healthy.",
             tags=["operate", "change"],
+        ),
+        service_down.to_deployment(
+            name="service-down",
+            description="Triage runbook 'Service is down', started by an incident (the alert's "
+            "runbook label) or by hand: checks alerts, pods, the database, crash reasons and "
+            "recent deploys; rolls back a recent deploy or restarts, under the change slot; "
+            "verifies health and error rate; marks the incident mitigated, or pages "
+            "engineering when it is still down. The checklist is the "
+            "triage-service-down-<environment> artifact.",
+            tags=["triage", "incident", "change"],
         ),
         rotate_credentials.to_deployment(
             name="rotate-credentials-monthly",

@@ -325,16 +325,22 @@ def read_events(target: PostgresTarget, incident_id: int) -> list[Event]:
 def move_incident(
     target: PostgresTarget, incident_id: int, status: str, who: str, note: str = ""
 ) -> bool:
-    """Move the incident forward to ``status`` (by ``who``); False when it was already there
-    or later (states never go back)."""
+    """Move the incident forward to ``status`` (by ``who``); False when that step was
+    already taken or the incident is resolved (states never go back).
+
+    A step taken out of order is still stamped: a person acknowledging an incident a triage
+    runbook already mitigated is recorded as its acknowledgement (escalation stops) while
+    the status stays ``mitigated``.
+    """
     if status not in (ACKNOWLEDGED, MITIGATED, RESOLVED):
         raise ValueError(f"an incident cannot be moved to {status!r}")
     with connect(target) as conn, conn.cursor() as cur:
         # The status names its two columns: acknowledged_at/_by, mitigated_..., resolved_...
         cur.execute(
-            f"UPDATE incidents SET status = %s, {status}_at = now(), {status}_by = %s,"
-            " updated_at = now() WHERE id = %s AND status = ANY(%s) RETURNING id",
-            (status, who, incident_id, list(earlier_statuses(status))),
+            "UPDATE incidents SET status = CASE WHEN status = ANY(%s) THEN %s ELSE status END,"
+            f" {status}_at = now(), {status}_by = %s, updated_at = now()"
+            f" WHERE id = %s AND {status}_at IS NULL AND status <> 'resolved' RETURNING id",
+            (list(earlier_statuses(status)), status, who, incident_id),
         )
         moved = cur.fetchone() is not None
         if moved:

@@ -78,3 +78,16 @@ def check_prometheus(prometheus_url: str, job: str = "web-app") -> dict[str, Any
     up = query(prometheus_url, f'sum(up{{job="{job}"}})')
     total = query(prometheus_url, f'count(up{{job="{job}"}})')
     return {"targets_up": up, "targets": total, "rules": len(rule_names(prometheus_url))}
+
+
+@task(name="read firing alerts", **retry.NETWORK)
+def firing_alerts(prometheus_url: str) -> list[dict[str, Any]]:
+    """Prometheus' active alerts (``/api/v1/alerts``: labels, state, activeAt, value)."""
+    url = prometheus_url.rstrip("/") + "/api/v1/alerts"
+    with http_errors("list Prometheus alerts", url):
+        response = httpx.get(url, timeout=5.0)
+    if response.status_code >= 500:
+        raise ServiceUnavailable(f"Prometheus answered {response.status_code} for its alerts")
+    response.raise_for_status()
+    alerts: list[dict[str, Any]] = response.json().get("data", {}).get("alerts", [])
+    return alerts

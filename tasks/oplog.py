@@ -13,6 +13,7 @@ from prefect.logging import get_run_logger
 from psycopg.rows import dict_row
 
 from blocks.postgres import PostgresTarget
+from decisions.triage import DEPLOY_OPERATIONS
 from opsflows import retry
 from opsflows.errors import scrub
 from opsflows.oplog import DDL, OpLogEntry, render_markdown
@@ -121,3 +122,18 @@ def oplog_status(target: PostgresTarget, flow_run_id: str) -> str | None:
             "SELECT status FROM ops_log WHERE flow_run_id = %s", (flow_run_id,)
         ).fetchone()
     return str(row[0]) if row else None
+
+
+@task(name="read recent deploys", **retry.NETWORK)
+def read_deploys(target: PostgresTarget, since: datetime) -> list[dict[str, Any]]:
+    """The ``ops_log`` rows of deploys (staged deploy, hotfix) that finished after ``since``."""
+    with connect(target) as conn, conn.cursor(row_factory=dict_row) as cur:
+        found = cur.execute("SELECT to_regclass('ops_log') AS t").fetchone()
+        if found is None or found["t"] is None:
+            return []
+        rows = cur.execute(
+            "SELECT started_at, finished_at, operation, status, details, flow_run_id"
+            " FROM ops_log WHERE operation = ANY(%s) AND finished_at >= %s ORDER BY finished_at",
+            (list(DEPLOY_OPERATIONS), since),
+        ).fetchall()
+    return [dict(r) for r in rows]

@@ -37,6 +37,7 @@ from opsflows.errors import ServiceUnavailable, TransientError, VerificationFail
 from tasks.kube import apps_api, core_api, kube_errors
 
 REVISION = "deployment.kubernetes.io/revision"
+REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
 HASH_LABEL = "pod-template-hash"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 # Annotations ``kubectl rollout undo`` keeps from the Deployment instead of the ReplicaSet.
@@ -44,7 +45,7 @@ _UNDO_SKIP = frozenset(
     {
         "kubectl.kubernetes.io/last-applied-configuration",
         REVISION,
-        "deployment.kubernetes.io/revision-history",
+        REVISION_HISTORY,
         "deployment.kubernetes.io/desired-replicas",
         "deployment.kubernetes.io/max-replicas",
         "deprecated.deployment.rollback.to",
@@ -60,6 +61,19 @@ def _revision(obj: dict[str, Any]) -> int:
         return int(_annotations(obj).get(REVISION, "0"))
     except ValueError:
         return 0
+
+
+def _timestamp(value: Any) -> datetime | None:
+    """An RFC 3339 timestamp of the API (``2026-01-01T00:00:00Z``), or None."""
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+    except ValueError:
+        return None
+
+
+def _revision_history(obj: dict[str, Any]) -> tuple[int, ...]:
+    raw = _annotations(obj).get(REVISION_HISTORY, "")
+    return tuple(int(r) for r in raw.split(",") if r.strip().isdigit())
 
 
 def _annotations(obj: dict[str, Any]) -> dict[str, str]:
@@ -213,6 +227,8 @@ def rollout_history(env: KubeEnvironment) -> list[RevisionRecord]:
             image=_image_of(env, rs["spec"]["template"]),
             replicaset=rs["metadata"]["name"],
             replicas=int(rs["spec"].get("replicas") or 0),
+            created_at=_timestamp(rs["metadata"].get("creationTimestamp")),
+            earlier_revisions=_revision_history(rs),
         )
         for rs in _owned_replicasets(env, dep)
     ]

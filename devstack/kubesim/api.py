@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from devstack.kubesim.errors import ApiError, bad_request, status_body
 from devstack.kubesim.kinds import DEPLOYMENTS, NAMESPACES, PODS, REPLICASETS, SECRETS, ResourceType
+from devstack.kubesim.pods import NoPreviousContainer, container_log
 from devstack.kubesim.registry import Registry
 from devstack.kubesim.simulator import Simulator
 
@@ -155,6 +156,27 @@ def status_handler(request: Request, body: Any) -> Callable[[Registry], Any]:
     return lambda reg: reg.get(DEPLOYMENTS, namespace, name)
 
 
+def pod_log(sim: Simulator) -> Endpoint:
+    """GET ``pods/{name}/log`` (``container``, ``previous``, ``tailLines``): plain text."""
+
+    async def run(request: Request) -> Response:
+        namespace, name = _ns(request), str(request.path_params["name"])
+        query = request.query_params
+        try:
+            tail = _int_param(request, "tailLines")
+            pod = sim.call(lambda reg: reg.get(PODS, namespace, name))
+            text = container_log(
+                pod, query.get("container"), query.get("previous") in ("true", "1"), tail
+            )
+        except ApiError as exc:
+            return error_response(exc)
+        except (KeyError, NoPreviousContainer) as exc:
+            return error_response(bad_request(str(exc).strip("'\"")))
+        return PlainTextResponse(text)
+
+    return run
+
+
 async def healthz(request: Request) -> Response:
     """The readiness probe."""
     return PlainTextResponse("ok")
@@ -204,6 +226,7 @@ def api_routes(sim: Simulator) -> list[BaseRoute]:
     routes += [
         Route(f"{d}/scale", endpoint(sim, scale_handler), methods=["GET", "PUT", "PATCH"]),
         Route(f"{d}/status", endpoint(sim, status_handler), methods=_READ),
+        Route("/api/v1/namespaces/{namespace}/pods/{name}/log", pod_log(sim), methods=_READ),
     ]
     for rtype in (SECRETS, PODS, DEPLOYMENTS, REPLICASETS):
         prefix = f"/apis/{rtype.api_version}" if rtype.group else f"/api/{rtype.version}"

@@ -198,3 +198,51 @@ def build_pod(replicaset: dict[str, Any], name: str) -> dict[str, Any]:
     if annotations:
         pod["metadata"]["annotations"] = annotations
     return pod
+
+
+class NoPreviousContainer(ValueError):
+    """``previous=true`` for a container that never terminated (the apiserver answers 400)."""
+
+
+def container_log(
+    pod: dict[str, Any], container: str | None, previous: bool, tail_lines: int | None = None
+) -> str:
+    """What ``kubectl logs [--previous]`` shows for one container, from its status.
+
+    A running container logs its start; a crash-looping one's previous run logs why it
+    exited (the same reason and exit code ``lastState.terminated`` reports).
+
+    Raises:
+        KeyError: no such container in the pod.
+        NoPreviousContainer: ``previous`` for a container that never terminated.
+    """
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    names = [s.get("name") for s in statuses]
+    name = container or (names[0] if len(names) == 1 else None)
+    found = next((s for s in statuses if s.get("name") == name), None)
+    if found is None:
+        raise KeyError(f"container {container!r} is not valid for pod {pod['metadata']['name']}")
+    image = str(found.get("image", ""))
+    if previous:
+        last = (found.get("lastState") or {}).get("terminated")
+        if not last:
+            raise NoPreviousContainer(
+                f'previous terminated container "{name}" in pod '
+                f'"{pod["metadata"]["name"]}" not found'
+            )
+        at = last.get("startedAt", "")
+        lines = [
+            f"{at} starting {image}",
+            f"{at} loading configuration",
+            f"{at} fatal: {image} crashed during startup (panic: the release cannot start)",
+            f"{at} exiting with code {last.get('exitCode', 1)}",
+        ]
+    else:
+        running = (found.get("state") or {}).get("running")
+        if not running:
+            return ""
+        at = running.get("startedAt", "")
+        lines = [f"{at} starting {image}", f"{at} listening on :8080"]
+    if tail_lines is not None:
+        lines = lines[-tail_lines:] if tail_lines > 0 else []
+    return "".join(line + "\n" for line in lines)

@@ -148,6 +148,28 @@ def test_racing_firings_of_a_flapped_group_reopen_it_once(stack: StackInfo) -> N
     assert kinds.count("reopened") == 1 and kinds.count("triggered") == 1
 
 
+def test_an_acknowledgement_after_a_runbook_mitigated_is_kept(stack: StackInfo) -> None:
+    """A triage runbook may mitigate before anyone acknowledged: the person's acknowledgement
+    is still stamped (escalation stops), the status stays mitigated, and neither step can be
+    taken twice."""
+    target = ops_target(stack)
+    opened = record_opening.fn(target, opening(notification([alert("Down", "P1")]))).incident
+    assert move_incident.fn(target, opened.id, "mitigated", "service-down", "rolled back")
+    assert move_incident.fn(target, opened.id, "acknowledged", "alice", "seen")
+    assert not move_incident.fn(target, opened.id, "acknowledged", "bob")
+    assert not move_incident.fn(target, opened.id, "mitigated", "carol")
+    (now,) = [i for i in list_incidents(target, recent=0) if i.id == opened.id]
+    assert (now.status, now.mitigated_by, now.acknowledged_by) == (
+        "mitigated",
+        "service-down",
+        "alice",
+    )
+    assert now.acknowledged
+    kinds = [e.kind for e in read_events(target, opened.id)]
+    assert kinds[-2:] == ["mitigated", "acknowledged"]
+    assert move_incident.fn(target, opened.id, "resolved", "alice")
+
+
 def test_opsflows_incidents_lists_them(stack: StackInfo, bootstrapped: Any) -> None:
     target = ops_target(stack)
     marker = f"cli-{uuid.uuid4().hex[:8]}"

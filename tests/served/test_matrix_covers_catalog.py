@@ -44,6 +44,13 @@ MATRIX: dict[str, list[str]] = {
         "test_incident_matrix::test_a_failing_change_opens_an_incident",
         "test_incident_matrix::test_a_flapping_group_is_one_incident_paged_once",
     ],
+    "service-down/service-down": [
+        "test_triage_matrix::test_service_down_rolls_back_a_bad_release",
+        "test_triage_matrix::test_service_down_restarts_when_nothing_was_deployed",
+        "test_triage_matrix::test_service_down_decides_again_under_the_change_slot",
+        "test_triage_matrix::test_service_down_escalates_when_nothing_helps",
+        "test_triage_matrix::test_service_down_refuses_an_unknown_environment",
+    ],
     "record-crashed-run/record-crashed-run": [
         "test_data_matrix::test_a_crashed_run_gets_its_operation_log_entry"
     ],

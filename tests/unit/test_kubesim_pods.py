@@ -91,3 +91,23 @@ def test_bad_pull_goes_err_image_pull_then_back_off() -> None:
     ]
     assert reasons == ["ContainerCreating", "ErrImagePull", "ErrImagePull", "ImagePullBackOff"]
     assert pod_status(pod("web:badpull"), RUNTIME, 110.0)["phase"] == "Pending"
+
+
+def test_container_logs_follow_the_container_status() -> None:
+    from devstack.kubesim.pods import NoPreviousContainer, container_log
+
+    crashing = {
+        "metadata": {"name": "p"},
+        "status": pod_status(pod("web:2-crashloop"), RUNTIME, 106.0),
+    }
+    previous = container_log(crashing, "web", previous=True)
+    assert "web:2-crashloop crashed during startup" in previous
+    assert previous.splitlines()[-1].endswith("exiting with code 1")
+    assert container_log(crashing, None, previous=True, tail_lines=1).count("\n") == 1
+    assert container_log(crashing, "web", previous=False) == ""  # waiting: nothing running
+    healthy = {"metadata": {"name": "p"}, "status": pod_status(pod("web:1"), RUNTIME, 102.0)}
+    assert "listening on :8080" in container_log(healthy, "web", previous=False)
+    with pytest.raises(NoPreviousContainer, match="previous terminated container"):
+        container_log(healthy, "web", previous=True)
+    with pytest.raises(KeyError):
+        container_log(healthy, "sidecar", previous=False)

@@ -137,3 +137,40 @@ def test_label_selectors(apps: client.AppsV1Api, ns: str) -> None:
     with pytest.raises(ApiException) as raised:
         names("tier in (web")
     assert raised.value.status == 400
+
+
+def test_pod_logs_through_the_client(
+    apps: client.AppsV1Api, core: client.CoreV1Api, ns: str
+) -> None:
+    """``kubectl logs [--previous]``: a crash-looping container's previous run says why it
+    exited; a healthy one has no previous run (400, as the apiserver answers)."""
+    from tests.kubesim_support import manifest, pods, wait_for
+
+    bad = manifest("bad", image="registry.local/web-app:2.0-crashloop", replicas=1)
+    apps.create_namespaced_deployment(ns, bad)  # never rolls out
+    crashing = wait_for(
+        lambda: [
+            p
+            for p in pods(core, ns, "bad")
+            if p.status.container_statuses and p.status.container_statuses[0].last_state.terminated
+        ],
+        what="a terminated container",
+    )[0]
+    log = core.read_namespaced_pod_log(
+        crashing.metadata.name, ns, container="web", previous=True, tail_lines=2
+    )
+    assert "crashed during startup" in log and log.endswith("exiting with code 1\n")
+    assert len(log.splitlines()) == 2
+    deploy(apps, ns, "good", replicas=1)
+    running = wait_for(
+        lambda: [p for p in pods(core, ns, "good") if p.status.phase == "Running"],
+        what="a running pod",
+    )[0]
+    assert "listening on :8080" in core.read_namespaced_pod_log(running.metadata.name, ns)
+    with pytest.raises(ApiException) as refused:
+        core.read_namespaced_pod_log(running.metadata.name, ns, previous=True)
+    assert refused.value.status == 400
+    assert "previous terminated container" in status_body(refused.value)["message"]
+    with pytest.raises(ApiException) as missing:
+        core.read_namespaced_pod_log("no-such-pod", ns)
+    assert missing.value.status == 404
