@@ -33,11 +33,12 @@ from devstack.stack import StackInfo
 from tests.alertmanager_support import alert
 from tests.deploy_support import new_image
 from tests.incident_support import (
-    close_leftovers,
+    group_key,
     incident,
     incidents_of,
     ops_target,
     sink_messages,
+    start_quiet,
     timeline,
     wait_for,
 )
@@ -342,8 +343,8 @@ def test_a_real_outage_is_rolled_back_by_the_runbook_the_incident_starts(
     the runbook rolls back, verifies and marks the incident mitigated; staging answers again
     and Alertmanager's resolution closes the incident."""
     stack, api = runpath.stack, runpath.api
-    key = '{}:{alertname="ServiceDown", environment="staging"}'
-    close_leftovers(stack, key)
+    key = group_key("ServiceDown", ENV)
+    start_quiet(stack, "ServiceDown", ENV)
     good, bad = kube_image(ENV), new_image("-crashloop")
     with recreate_strategy(stack, ENV):
         deploy = api.finish("staged-deploy/staged-deploy", image=bad, **FAST_DEPLOY)
