@@ -10,6 +10,7 @@ from prefect.schedules import Cron
 from decisions.watchdogs import WATCHED_RUNBOOKS
 from flows.backup import backup_database
 from flows.deploy import staged_deploy
+from flows.game_day import game_day
 from flows.incident import incident
 from flows.migrate import migrate_database
 from flows.operate import hotfix, restart, rollback, scale
@@ -180,6 +181,17 @@ def _runbooks() -> list[Any]:
             "engineering when it is still down. The checklist is the "
             "triage-service-down-<environment> artifact.",
             tags=["triage", "incident", "change"],
+        ),
+        game_day.to_deployment(
+            name="game-day",
+            description="Game day (weekly on staging, Wednesday 10:00 UTC, or by hand): "
+            "injects faults one after another (a pod killed, a traffic spike, a full disk, an "
+            "exhausted pool, a memory leak, slow queries holding locks, a crash loop), lets "
+            "monitoring, the incident flow and the triage runbooks handle each, and records "
+            "time to alert, page, mitigated and resolved per fault (game-day-<environment> "
+            "artifact, game_day_results table). Production only with confirm=production.",
+            schedules=[Cron("0 10 * * 3", timezone="UTC")],
+            tags=["game-day", "incident", "drill"],
         ),
         rotate_credentials.to_deployment(
             name="rotate-credentials-monthly",

@@ -51,6 +51,11 @@ MATRIX: dict[str, list[str]] = {
         "test_triage_matrix::test_service_down_escalates_when_nothing_helps",
         "test_triage_matrix::test_service_down_refuses_an_unknown_environment",
     ],
+    "game-day/game-day": [
+        "test_game_day::test_a_crash_loop_game_day_is_detected_rolled_back_and_recorded",
+        "test_game_day::test_production_needs_the_typed_confirmation",
+        "test_game_day::test_an_unknown_fault_is_refused_naming_it",
+    ],
     "record-crashed-run/record-crashed-run": [
         "test_data_matrix::test_a_crashed_run_gets_its_operation_log_entry"
     ],
