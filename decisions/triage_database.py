@@ -44,6 +44,8 @@ TOP_STATEMENTS = 3
 HOST_CPU_LIMIT = 0.9
 HOST_MEMORY_LIMIT = 0.9
 MAX_MINUTES = 24 * 60.0
+#: The verification's probe item (the diagnosis has its own "probe query").
+PROBE_AFTER = "probe query after"
 #: A string literal in a query text (it may hold a password: ``ALTER ROLE ... PASSWORD '...'``).
 _LITERAL = re.compile(r"'(?:[^']|'')*'?")
 
@@ -412,12 +414,14 @@ def database_slow_checks(
     return checks
 
 
-def probe_check(probe_ms: float | None, limit_ms: float, error: str = "failed") -> Check:
+def probe_check(
+    probe_ms: float | None, limit_ms: float, error: str = "failed", item: str = "probe query"
+) -> Check:
     """The probe query's time against its limit."""
     if probe_ms is None:
-        return Check("probe query", None, error)
+        return Check(item, None, error)
     return Check(
-        "probe query",
+        item,
         probe_ms <= limit_ms,
         f"answered in {probe_ms:.1f} ms (limit {limit_ms:g} ms)",
     )
@@ -451,7 +455,7 @@ def recovery_checks(
             "; ".join(f"pid {h} blocks pid {', '.join(map(str, w))}" for h, w in chains.items())
             or "no session waits on another's lock",
         ),
-        probe_check(probe_ms, rules.probe_limit_ms),
+        probe_check(probe_ms, rules.probe_limit_ms, item=PROBE_AFTER),
     ]
     checks.append(
         Check(
@@ -471,7 +475,7 @@ def recovered(checks: Sequence[Check]) -> bool:
     items = {c.item: c.passed for c in checks}
     return (
         items.get("lock chains gone") is True
-        and items.get("probe query") is True
+        and items.get(PROBE_AFTER) is True
         and all(c.passed is not False for c in checks)
     )
 

@@ -302,7 +302,7 @@ def terminate(
             continue
         if done:
             ended.append(s.key)
-            triage.record(Check(f"end pid {s.pid}", True, f"terminated by {rule}: {t.describe()}"))
+            triage.record(Check(f"end pid {s.pid}", True, f"terminated ({rule}): {t.describe()}"))
             triage.note(f"terminated pid {s.pid} ({rule}): {s.describe()}")
         else:
             triage.record(Check(f"end pid {s.pid}", None, "gone before pg_terminate_backend"))

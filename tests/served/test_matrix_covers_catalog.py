@@ -55,6 +55,7 @@ MATRIX: dict[str, list[str]] = {
         "test_triage_database::test_an_idle_transaction_past_the_policy_is_terminated",
         "test_triage_database::test_a_long_query_waits_for_approval_then_is_terminated",
         "test_triage_database::test_a_long_query_stays_when_the_approval_is_rejected",
+        "test_triage_database::test_an_unanswered_approval_times_out_and_changes_nothing",
         "test_triage_database::test_a_superuser_blocker_is_refused_and_escalated",
         "test_triage_database::test_unknown_environment_or_database_changes_nothing",
     ],
