@@ -194,6 +194,8 @@ def database_slow(
             if decision.auto_kill:
                 with change_slot(env.environment, lock_timeout_s):
                     again = decide_again(triage, facts, admin, rules, decision)
+                    if again.action == "none":
+                        return unchanged(triage, again)
                     ended += terminate(triage, admin, again.auto_kill, "the auto-kill policy")
                     ask = again.ask
             if ask:
@@ -202,6 +204,8 @@ def database_slow(
                 )
                 with change_slot(env.environment, lock_timeout_s):
                     again = decide_again(triage, facts, admin, rules, decision)
+                    if again.action == "none" and not ended:
+                        return unchanged(triage, again)
                     now = {t.session.key: t for t in (*again.auto_kill, *again.ask)}
                     for t in ask:
                         if t.session.key not in now:
@@ -273,6 +277,16 @@ def decide_again(
         triage.note(f"decided again under the change slot: {again.action}: {again.reason}")
         current_run().record.details["decided_again"] = _decision_details(again)
     return again
+
+
+def unchanged(triage: TriageRun, decision: DatabaseDecision) -> dict[str, Any]:
+    """Nothing left to end under the change slot (the culprits ended meanwhile): no change,
+    and the incident is not marked (the runbook did not mitigate it)."""
+    rec = current_run().record
+    triage.record(Check("recovered before the change", True, decision.reason))
+    triage.note(f"no change: {decision.reason}")
+    rec.impact = f"no change: {decision.reason}"
+    return {"action": "none", "reason": decision.reason}
 
 
 def refuse(triage: TriageRun, refused: tuple[Target, ...]) -> None:

@@ -53,6 +53,7 @@ MATRIX: dict[str, list[str]] = {
     ],
     "database-slow/database-slow": [
         "test_triage_database::test_an_idle_transaction_past_the_policy_is_terminated",
+        "test_triage_database::test_the_runbook_decides_again_under_the_change_slot",
         "test_triage_database::test_a_long_query_waits_for_approval_then_is_terminated",
         "test_triage_database::test_a_long_query_stays_when_the_approval_is_rejected",
         "test_triage_database::test_an_unanswered_approval_times_out_and_changes_nothing",

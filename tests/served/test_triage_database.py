@@ -290,6 +290,42 @@ def long_query(state: dict[str, Any]) -> Background:
     return blocked
 
 
+def test_the_runbook_decides_again_under_the_change_slot(runpath: RunPath) -> None:
+    """Another change holds staging's slot when the runbook decides to terminate; the idle
+    transaction ends meanwhile (its client commits). Under the slot the runbook reads the
+    sessions again, finds nothing to end and changes nothing (the incident is not marked)."""
+    from prefect.concurrency.sync import concurrency
+
+    stack, api = runpath.stack, runpath.api
+    opened = open_incident(stack, uuid.uuid4().hex[:10])
+    try:
+        with scene() as state:
+            blocked = idle_holder(state)
+            holder = state["holder_pid"]
+            with concurrency(f"change-{ENV}", occupy=1, strict=True):
+                run_id = api.start(DEPLOYMENT, environment=ENV, incident_id=opened.id, **FAST)
+
+                def decided() -> Any:
+                    notes = timeline(stack, opened.id)
+                    return [e for e in notes if "decided terminate" in e.text]
+
+                wait_for(decided, 120, f"the runbook decided nothing; {runpath.log}")
+                state["holder"].commit()
+                assert blocked.done.wait(10) and blocked.error is None, blocked.error
+            run = api.wait(run_id)
+            assert_completed(run, runpath.log)
+            assert alive(holder)  # the session lives on, its transaction is over
+            row = oplog_row(stack, run_id)
+            assert row["impact"].startswith("no change"), row
+            assert "terminated" not in row["details"]
+            items = checklist(runpath, run_id)
+            assert items["recovered before the change"]["result"] == "pass"
+            assert f"end pid {holder}" not in items
+            assert incident(stack, opened.id).status == "triggered"
+    finally:
+        resolve(stack, opened.id)
+
+
 @contextmanager
 def long_query_paused(runpath: RunPath) -> Iterator[tuple[dict[str, Any], Background, str]]:
     """An app-role query running long while holding a table lock others wait on; the
