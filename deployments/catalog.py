@@ -9,6 +9,7 @@ from prefect.schedules import Cron
 
 from decisions.watchdogs import WATCHED_RUNBOOKS
 from flows.backup import backup_database
+from flows.database_slow import database_slow
 from flows.deploy import staged_deploy
 from flows.game_day import game_day
 from flows.incident import incident
@@ -192,6 +193,18 @@ def _runbooks() -> list[Any]:
             "artifact, game_day_results table). Production only with confirm=production.",
             schedules=[Cron("0 10 * * 3", timezone="UTC")],
             tags=["game-day", "incident", "drill"],
+        ),
+        database_slow.to_deployment(
+            name="database-slow",
+            description="Triage runbook 'Database is slow', started by an incident (the alert's "
+            "runbook label) or by hand: checks the database host's CPU and memory, the slowest "
+            "statements, long-running queries and transactions and the lock chains; terminates "
+            "sessions idle in a transaction past the auto-kill policy, asks a person (typed "
+            "form, timeout) before ending any other, never ends a superuser, replication or "
+            "its own session, and only recommends a restart; verifies the lock chains gone and "
+            "the probe query in time; marks the incident mitigated, or pages engineering. The "
+            "checklist is the triage-database-slow-<environment> artifact.",
+            tags=["triage", "incident", "change", "database"],
         ),
         rotate_credentials.to_deployment(
             name="rotate-credentials-monthly",

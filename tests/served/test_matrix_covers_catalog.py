@@ -56,6 +56,15 @@ MATRIX: dict[str, list[str]] = {
         "test_game_day::test_production_needs_the_typed_confirmation",
         "test_game_day::test_an_unknown_fault_is_refused_naming_it",
     ],
+    "database-slow/database-slow": [
+        "test_triage_database::test_an_idle_transaction_past_the_policy_is_terminated",
+        "test_triage_database::test_the_runbook_decides_again_under_the_change_slot",
+        "test_triage_database::test_a_long_query_waits_for_approval_then_is_terminated",
+        "test_triage_database::test_a_long_query_stays_when_the_approval_is_rejected",
+        "test_triage_database::test_an_unanswered_approval_times_out_and_changes_nothing",
+        "test_triage_database::test_a_superuser_blocker_is_refused_and_escalated",
+        "test_triage_database::test_unknown_environment_or_database_changes_nothing",
+    ],
     "record-crashed-run/record-crashed-run": [
         "test_data_matrix::test_a_crashed_run_gets_its_operation_log_entry"
     ],
