@@ -209,6 +209,16 @@ def decide_one_pod_down(facts: OnePodDownFacts) -> PodDecision:
     return PodDecision("restart", f"{load}: {replace}", names)
 
 
+def recent_replacements(rows: Iterable[Mapping[str, Any]], environment: str) -> int:
+    """Pods this runbook replaced in ``environment`` according to op-log rows."""
+    count = 0
+    for row in rows:
+        details = row.get("details") or {}
+        if details.get("environment") == environment and details.get("replaced"):
+            count += len(details["replaced"])
+    return count
+
+
 def termination_check(pod: PodFacts) -> Check:
     """The checklist item recording why the pod went down (its last termination, its log)."""
     why = pod.last_terminated or pod.waiting_reason or f"never started ({pod.phase})"

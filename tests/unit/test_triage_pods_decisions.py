@@ -208,3 +208,17 @@ def test_bad_parameters_are_named() -> None:
         check_mode("sideways")
     with pytest.raises(ConfigurationError, match="tolerance"):
         check_ratio("tolerance", 0.0)
+
+
+def test_recent_replacements_count_the_pods_replaced_in_the_environment() -> None:
+    from decisions.triage_pods import recent_replacements
+
+    rows = [
+        {"details": {"environment": "staging", "replaced": ["a"]}},
+        {"details": {"environment": "staging", "replaced": ["b", "c"]}},
+        {"details": {"environment": "production", "replaced": ["d"]}},
+        {"details": {"environment": "staging"}},
+        {"details": None},
+    ]
+    assert recent_replacements(rows, "staging") == 3
+    assert recent_replacements([], "staging") == 0
