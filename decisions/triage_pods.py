@@ -385,7 +385,8 @@ def scaled_to(details: Mapping[str, Any]) -> tuple[str, int, int] | None:
 
 def baseline(rows: Sequence[Mapping[str, Any]], environment: str) -> int | None:
     """The replica count before the scale-ups not yet scaled back, from op-log rows (oldest
-    first): the first scale-up's baseline, forgotten once a scale-back reached it."""
+    first): the first scale-up's baseline, forgotten once a scale-back reached it. A later
+    scale-up from fewer replicas (someone scaled down meanwhile) lowers it to that."""
     found: int | None = None
     for row in rows:
         details = row.get("details") or {}
@@ -398,8 +399,8 @@ def baseline(rows: Sequence[Mapping[str, Any]], environment: str) -> int | None:
         if mode == SCALE_BACK:
             if found is not None and to <= found:
                 found = None
-        elif found is None and to > base:
-            found = base
+        elif to > base:
+            found = base if found is None else min(found, base)
     return found
 
 

@@ -46,6 +46,7 @@ from decisions.triage_pods import (
     termination_check,
 )
 from opsflows.errors import ConfigurationError, OpsError, VerificationFailed
+from opsflows.thresholds import THRESHOLDS
 from procedures.change_slot import change_slot, check_slots, require_slots
 from procedures.operation import (
     OPS_DB,
@@ -174,7 +175,7 @@ def diagnose(
         pods=pods,
         replicas=replicas,
         max_replicas=cap,
-        cpu_threshold=env.thresholds.cpu,
+        cpu_threshold=THRESHOLDS.cpu,
         cpu=cpu,
         named=pod,
         recent_replacements=replaced,
@@ -287,7 +288,7 @@ def verify(
         cpu = {n: c for n, c in pod_cpu(env.prometheus_url, env.environment).items() if n in names}
     except OpsError:
         cpu = {}
-    threshold = env.thresholds.cpu
+    threshold = THRESHOLDS.cpu
     checks.append(cpu_check(f"pods under {threshold:.0%} CPU", cpu, threshold))
     checks.append(
         Check(

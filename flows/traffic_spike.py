@@ -186,7 +186,7 @@ def load_facts(env: KubeEnvironment, cap: int, target_utilization: float) -> Loa
         environment=env.environment,
         replicas=current.replicas,
         max_replicas=cap,
-        cpu_threshold=env.thresholds.cpu,
+        cpu_threshold=THRESHOLDS.cpu,
         queue_threshold=THRESHOLDS.request_queue,
         cpu=cpu,
         queue=queue,
@@ -283,7 +283,7 @@ def verify(env: KubeEnvironment, replicas: int, tolerance: float, verify_s: floa
         rates = pod_request_rates(env.prometheus_url, env.environment, window)
     except OpsError as exc:
         return [*checks, Check("load verified", None, exc.message)]
-    threshold, most = env.thresholds.cpu, THRESHOLDS.request_queue
+    threshold, most = THRESHOLDS.cpu, THRESHOLDS.request_queue
     checks.append(cpu_check(f"pods under {threshold:.0%} CPU", cpu, threshold))
     checks.append(
         Check(
@@ -353,7 +353,7 @@ def scale_back(
             cpu = pod_cpu(env.prometheus_url, env.environment)
         except OpsError:
             cpu = {}
-        threshold = env.thresholds.cpu
+        threshold = THRESHOLDS.cpu
         checks = [ready, served, cpu_check(f"pods under {threshold:.0%} CPU", cpu, threshold)]
         triage.record(*checks)
         if not all(c.passed is True for c in checks):
@@ -382,7 +382,7 @@ def calm_facts(
         replicas=current.replicas,
         baseline=baseline(rows, env.environment),
         calm_s=calm_s,
-        cpu_threshold=env.thresholds.cpu,
+        cpu_threshold=THRESHOLDS.cpu,
         queue_threshold=THRESHOLDS.request_queue,
         max_cpu=peak_cpu,
         max_queue=peak_queue,

@@ -166,6 +166,8 @@ def test_baseline_is_the_first_unreturned_scale_up() -> None:
     assert baseline([*ups, row("scale-back", 2, 2)], "staging") is None
     assert baseline([*ups, row("scale-back", 2, 2), row("scale-out", 3, 4)], "staging") == 3
     assert baseline([row("scale-up", 2, 4, env="production")], "staging") is None
+    # scaled down by hand to 2 after a scale-out from 3, then a spike: back to 2, not 3
+    assert baseline([row("scale-out", 3, 4), row("scale-up", 2, 4)], "staging") == 2
 
 
 def calm(**kw: Any) -> CalmFacts:
