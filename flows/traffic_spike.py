@@ -419,7 +419,6 @@ def escalate(triage: TriageRun, decision: ScaleDecision, why: str | None = None)
     text = why or decision.reason
     if decision.recommendation:
         text += f". Recommendation: {decision.recommendation}"
-        current_run().record.follow_up.append(decision.recommendation)
     triage.escalate(text, problem="overloaded")
     raise VerificationFailed(
         f"{triage.environment} is overloaded: {text}",
