@@ -14,6 +14,7 @@ from flows.deploy import staged_deploy
 from flows.game_day import game_day
 from flows.incident import incident
 from flows.migrate import migrate_database
+from flows.one_pod_down import one_pod_down
 from flows.operate import hotfix, restart, rollback, scale
 from flows.record_crash import record_crashed_run
 from flows.restore import restore_database
@@ -21,6 +22,7 @@ from flows.restore_drill import restore_drill
 from flows.rotate_credentials import rotate_credentials
 from flows.service_down import service_down
 from flows.smoke import stack_smoke
+from flows.traffic_spike import traffic_spike
 
 
 def at_runbook(deployment: Any, entrypoint: str) -> Any:
@@ -205,6 +207,37 @@ def _runbooks() -> list[Any]:
             "the probe query in time; marks the incident mitigated, or pages engineering. The "
             "checklist is the triage-database-slow-<environment> artifact.",
             tags=["triage", "incident", "change", "database"],
+        ),
+        one_pod_down.to_deployment(
+            name="one-pod-down",
+            description="Triage runbook 'One pod down', started by an incident (OnePodDown) or "
+            "by hand (optionally naming the pod): the service still serves; records which pod "
+            "is not Ready and its last termination reason; deletes it so its ReplicaSet starts "
+            "a clean one, scaling out first (within max_replicas) when the Ready pods are over "
+            "the CPU threshold or it keeps crashing; verifies every pod Ready, health and the "
+            "pods' CPU. The checklist is the triage-one-pod-down-<environment> artifact.",
+            tags=["triage", "incident", "change"],
+        ),
+        traffic_spike.to_deployment(
+            name="traffic-spike",
+            description="Triage runbook 'Traffic spike', started by an incident "
+            "(RequestQueueHigh, PodCpuHigh, HostCpuHigh) or by hand: scales up within "
+            "max_replicas for the measured CPU, waits until available, verifies CPU, queue and "
+            "that the per-pod request rates are balanced; at max_replicas it changes nothing "
+            "and escalates with a recommendation. Records the baseline replica count for the "
+            "scale-back check. Its checklist: the artifact triage-traffic-spike-<environment>.",
+            tags=["triage", "incident", "change"],
+            parameters={"mode": "scale-up"},
+        ),
+        traffic_spike.to_deployment(
+            name="scale-back",
+            description="Scheduled check of the traffic-spike runbook (every 15 minutes, "
+            "production; run it by hand for another environment): scales back to the replica "
+            "count recorded before the last scale-up once no pod's CPU and no queue went over "
+            "their thresholds for calm_seconds; never below that baseline.",
+            schedules=[Cron("*/15 * * * *", timezone="UTC")],
+            tags=["triage", "operate", "change"],
+            parameters={"mode": "scale-back", "environment": "production"},
         ),
         rotate_credentials.to_deployment(
             name="rotate-credentials-monthly",

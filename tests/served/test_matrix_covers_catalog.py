@@ -44,6 +44,20 @@ MATRIX: dict[str, list[str]] = {
         "test_incident_matrix::test_a_failing_change_opens_an_incident",
         "test_incident_matrix::test_a_flapping_group_is_one_incident_paged_once",
     ],
+    "one-pod-down/one-pod-down": [
+        "test_triage_pods::test_one_pod_down_is_replaced_and_its_termination_recorded",
+        "test_triage_pods::test_one_pod_down_scales_out_when_the_others_are_overloaded",
+        "test_triage_pods::test_one_pod_down_refuses_a_pod_that_does_not_exist",
+    ],
+    "traffic-spike/traffic-spike": [
+        "test_triage_pods::test_traffic_spike_scales_up_within_max_and_the_load_is_balanced",
+        "test_triage_pods::test_traffic_spike_at_max_replicas_changes_nothing_and_escalates",
+        "test_triage_pods::test_traffic_spike_refuses_bad_replica_counts",
+        "test_triage_pods::test_scale_back_waits_for_calm_then_returns_to_the_baseline",
+    ],
+    "traffic-spike/scale-back": [
+        "test_triage_pods::test_scale_back_waits_for_calm_then_returns_to_the_baseline",
+    ],
     "service-down/service-down": [
         "test_triage_matrix::test_service_down_rolls_back_a_bad_release",
         "test_triage_matrix::test_service_down_restarts_when_nothing_was_deployed",
