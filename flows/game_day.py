@@ -63,8 +63,10 @@ from tasks.game_day import (
     first_page,
     incidents_since,
     lock_held,
+    pod_killed,
     record_results,
     runbook_outcome,
+    traffic_spike,
     unfinished_runs,
     volume_filled,
 )
@@ -174,7 +176,9 @@ def run_fault(
 def inject(fault: GameFault, env: KubeEnvironment, app_db: PostgresTarget) -> Injected:
     """Put the fault in place (see ``tasks.game_day``)."""
     if fault.name == "traffic-spike":
-        return app_fault(env, fault.name, "busy")
+        return traffic_spike(env, fault.name)
+    if fault.name == "pod-killed":
+        return pod_killed(env, fault.name)
     if fault.name == "pool-exhausted":
         return app_fault(env, fault.name, "pool-exhausted")
     if fault.name == "disk-full":
@@ -190,8 +194,9 @@ def wait_incident(
     fault: GameFault, environment: str, ops_db: PostgresTarget, since: datetime, deadline: float
 ) -> Incident | None:
     """The incident whose alerts include one the fault should raise, once it opens."""
+    where = None if fault.shared else environment
     while time.monotonic() < deadline:
-        for found in incidents_since(ops_db, environment, since):
+        for found in incidents_since(ops_db, where, since):
             if matching_alert(fault, found.alerts):
                 return found
         time.sleep(POLL_S)

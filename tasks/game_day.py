@@ -37,8 +37,9 @@ from opsflows.errors import ConfigurationError, OpsError, ServiceUnavailable, sc
 from tasks.http import http_errors
 from tasks.incidents import COLUMNS, ensure_schema, incident_from_row
 from tasks.kube import apps_api, kube_errors
+from tasks.pods import delete_pod, list_pods
 from tasks.postgres import connect, translate
-from tasks.rollout import current_release, set_image
+from tasks.rollout import current_release, scale_deployment, set_image
 
 #: The table the slow-queries fault locks (in the application database; created if missing).
 LOCK_TABLE = "opsflows_game_day_lock"
@@ -169,6 +170,74 @@ def _patch_strategy(env: KubeEnvironment, strategy: dict[str, Any]) -> None:
         )
 
 
+def _replicas(env: KubeEnvironment) -> int:
+    return int(_read_deployment(env).spec.replicas or 0)
+
+
+def _wait(probe: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not probe():
+        if time.monotonic() > deadline:
+            raise ServiceUnavailable(f"game day: {what} within {timeout_s:g} s")
+        time.sleep(0.5)
+
+
+def _ready_pods(env: KubeEnvironment) -> dict[str, bool]:
+    return {p.name: p.ready for p in list_pods.fn(env, with_logs=False)}
+
+
+def pod_killed(env: KubeEnvironment, fault: str, at_least: int = 3) -> Injected:
+    """One Ready pod crash-loops (OOMKilled) from now on while the others serve; the
+    Deployment runs ``at_least`` replicas first (with two, one pod down is half the service:
+    the one-pod-down runbook rightly escalates that). ``clear()`` deletes the pod if it is
+    still there and puts the replica count back."""
+    before = _replicas(env)
+    if before < at_least:
+        scale_deployment.fn(env, at_least)
+        _wait(
+            lambda: sum(_ready_pods(env).values()) >= at_least,
+            120,
+            f"{at_least} pods of {env.environment} were not Ready",
+        )
+    victim = sorted(n for n, ready in _ready_pods(env).items() if ready)[0]
+    url = env.api_url.rstrip("/") + "/_sim/pods"
+    body = {"namespace": env.namespace, "pod": victim, "reason": "OOMKilled"}
+    with http_errors("game day: take a pod down", url):
+        resp = httpx.post(url, json=body, timeout=10)
+    if resp.status_code >= 400:
+        raise ServiceUnavailable(f"the simulator refused to take {victim} down: {resp.text}")
+
+    def clear() -> str:
+        done = []
+        if victim in _ready_pods(env):
+            delete_pod.fn(env, victim)
+            done.append(f"{victim} deleted")
+        if _replicas(env) != before:
+            scale_deployment.fn(env, before)
+            done.append(f"back to {before} replicas")
+        return ", ".join(done) or "nothing left to clear"
+
+    return Injected(fault, f"{victim} crash-looping (OOMKilled)", clear)
+
+
+def traffic_spike(env: KubeEnvironment, fault: str, per_pod: float = 0.95) -> Injected:
+    """Traffic worth ``per_pod`` of each current pod's CPU (the app's traffic level, spread
+    over the Ready pods: more pods lower every pod's share). ``clear()`` takes the traffic
+    away and puts the replica count back (the scale-back check would, later)."""
+    before = _replicas(env)
+    level = round(per_pod * max(before, 1), 2)
+    _app(env, "POST", "/_sim/traffic", {"level": level})
+
+    def clear() -> str:
+        _app(env, "DELETE", "/_sim/traffic")
+        if _replicas(env) != before:
+            scale_deployment.fn(env, before)
+            return f"traffic level 0, back to {before} replicas"
+        return "traffic level 0"
+
+    return Injected(fault, f"traffic level {level:g} on {before} pods", clear)
+
+
 class _LockHolder:
     """A session idle in transaction holding an exclusive lock, and sessions waiting behind
     it (each a real connection of the application's role)."""
@@ -232,15 +301,17 @@ def lock_held(target: PostgresTarget, fault: str, waiters: int = 3) -> Injected:
 
 
 @task(name="read incidents since", **retry.NETWORK)
-def incidents_since(target: PostgresTarget, environment: str, since: datetime) -> list[Incident]:
-    """Incidents of ``environment`` triggered (or reopened) at or after ``since``."""
+def incidents_since(
+    target: PostgresTarget, environment: str | None, since: datetime
+) -> list[Incident]:
+    """Incidents (of ``environment``; None: any) triggered or changed at or after ``since``."""
     ensure_schema(target)
     try:
         with connect(target) as conn, conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(
-                f"SELECT {COLUMNS} FROM incidents WHERE environment = %s"
+                f"SELECT {COLUMNS} FROM incidents WHERE (%s::text IS NULL OR environment = %s)"
                 " AND (triggered_at >= %s OR updated_at >= %s) ORDER BY id",
-                (environment, since, since),
+                (environment, environment, since, since),
             ).fetchall()
     except psycopg.Error as exc:
         raise translate(exc, target, "read incidents") from exc
