@@ -23,16 +23,12 @@ WATCHED_RUNBOOKS: dict[str, str | None] = {
     "scale": "environment",
     "restart": "environment",
     "migrate-database": "environment",
-    "game-day": "environment",
 }
 #: Severity of a failed (or crashed) run by what it left at risk.
 _SCHEDULED_SEVERITY = {
     "backup-database": "P2",
     "rotate-credentials": "P2",
     "restore-drill": "P3",
-    # A fault the game day found unhandled is a finding to follow up; its own incident
-    # already paged for the outage it caused.
-    "game-day": "P3",
 }
 #: Operation-log statuses that are outcomes, not failures: a gate or a person said no.
 NOT_INCIDENTS = ("rejected",)

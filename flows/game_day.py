@@ -150,6 +150,7 @@ def run_fault(
     try:
         injected = inject(fault, env, app_db)
     except OpsError as exc:
+        log.error("game day: %s could not be injected: %s", fault.name, exc.message)
         return FaultResult(
             fault.name, env.environment, injected_at, "not injected", notes=(exc.message,)
         )

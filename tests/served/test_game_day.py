@@ -14,15 +14,20 @@ import uuid
 from typing import Any
 
 import psycopg
-import pytest
 
 from tests.incident_support import ops_target, start_quiet
-from tests.served_support import RunPath, assert_completed, describe, kube_image, served_image
+from tests.served_support import (
+    SERVE_ONLY,
+    RunPath,
+    assert_completed,
+    describe,
+    kube_image,
+    served_image,
+)
 from tests.support import oplog_row
 
 DEPLOYMENT = "game-day/game-day"
 ENV = "staging"
-SERVE_ONLY = pytest.mark.parametrize("runpath", ["serve"], indirect=True)
 
 
 def results_of(stack: Any, run_id: str) -> list[dict[str, Any]]:

@@ -35,7 +35,7 @@ from decisions.incidents import Incident, Opening
 from devstack.stack import StackInfo
 from tests.alertmanager_support import alert
 from tests.incident_support import incident, ops_target, timeline, wait_for
-from tests.served_support import RunPath, assert_completed, describe, load_block
+from tests.served_support import SERVE_ONLY, RunPath, assert_completed, describe, load_block
 from tests.support import oplog_row
 
 DEPLOYMENT = "database-slow/database-slow"
@@ -290,6 +290,7 @@ def long_query(state: dict[str, Any]) -> Background:
     return blocked
 
 
+@SERVE_ONLY
 def test_the_runbook_decides_again_under_the_change_slot(runpath: RunPath) -> None:
     """Another change holds staging's slot when the runbook decides to terminate; the idle
     transaction ends meanwhile (its client commits). Under the slot the runbook reads the
@@ -368,6 +369,7 @@ def test_a_long_query_waits_for_approval_then_is_terminated(runpath: RunPath) ->
         assert row["details"]["approval_reason"] == "runaway report"
 
 
+@SERVE_ONLY
 def test_a_long_query_stays_when_the_approval_is_rejected(runpath: RunPath) -> None:
     """Rejected through the form: nothing is terminated, the waiting query still waits, the
     run ends rejected with the approver and reason in the op log."""
@@ -411,6 +413,7 @@ def test_an_unanswered_approval_times_out_and_changes_nothing(runpath: RunPath) 
         assert checklist(runpath, run["id"])[f"end pid {holder}"]["result"] == "fail"
 
 
+@SERVE_ONLY
 def test_a_superuser_blocker_is_refused_and_escalated(runpath: RunPath) -> None:
     """The blocking session is a superuser's, idle in its transaction past the policy: the
     runbook never terminates it nor offers it for termination; it records the refusal and
@@ -447,6 +450,7 @@ def test_a_superuser_blocker_is_refused_and_escalated(runpath: RunPath) -> None:
         resolve(stack, opened.id)
 
 
+@SERVE_ONLY
 def test_unknown_environment_or_database_changes_nothing(runpath: RunPath) -> None:
     """An environment or database block that does not exist: the run fails naming it before
     anything changes; a session the policy would terminate survives both runs."""

@@ -38,6 +38,7 @@ from tests.incident_support import (
 )
 from tests.served_support import (
     FAST_DEPLOY,
+    SERVE_ONLY,
     RunPath,
     assert_completed,
     describe,
@@ -135,6 +136,7 @@ def test_service_down_rolls_back_a_bad_release(runpath: RunPath) -> None:
             resolve(stack, opened.id)
 
 
+@SERVE_ONLY
 def test_service_down_restarts_when_nothing_was_deployed(runpath: RunPath) -> None:
     """Every pod Ready but the serving pods broken (the app's ``down`` fault) and no deploy in
     the window: the runbook restarts, the new pods serve, the incident is mitigated."""
@@ -166,6 +168,7 @@ def test_service_down_restarts_when_nothing_was_deployed(runpath: RunPath) -> No
         resolve(stack, opened.id)
 
 
+@SERVE_ONLY
 def test_service_down_decides_again_under_the_change_slot(runpath: RunPath) -> None:
     """Another change holds staging's slot when the runbook decides to restart; the service
     comes back meanwhile. Under the slot the runbook looks again, finds it healthy and
@@ -204,6 +207,7 @@ def test_service_down_decides_again_under_the_change_slot(runpath: RunPath) -> N
         resolve(stack, opened.id)
 
 
+@SERVE_ONLY
 def test_service_down_escalates_when_nothing_helps(runpath: RunPath) -> None:
     """The serving pods are broken and the Kubernetes API refuses every change of the
     Deployment: the restart cannot happen, the lead is paged, the incident stays as it was
@@ -248,6 +252,7 @@ def test_service_down_escalates_when_nothing_helps(runpath: RunPath) -> None:
         resolve(stack, opened.id)
 
 
+@SERVE_ONLY
 def test_service_down_refuses_an_unknown_environment(runpath: RunPath) -> None:
     """An environment with no block: the run fails naming it before anything changes."""
     stack, api = runpath.stack, runpath.api

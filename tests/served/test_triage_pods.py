@@ -31,7 +31,14 @@ import httpx
 from blocks.kube import KubeEnvironment
 from devstack.stack import StackInfo
 from tests.incident_support import incident, sink_messages, timeline, wait_for
-from tests.served_support import RunPath, assert_completed, describe, kube_deployment, load_block
+from tests.served_support import (
+    SERVE_ONLY,
+    RunPath,
+    assert_completed,
+    describe,
+    kube_deployment,
+    load_block,
+)
 from tests.support import oplog_row
 from tests.triage_support import artifacts_of, checklist_of, open_incident, resolve, silenced
 
@@ -190,6 +197,7 @@ def test_one_pod_down_is_replaced_and_its_termination_recorded(runpath: RunPath)
         resolve(stack, opened.id)
 
 
+@SERVE_ONLY
 def test_one_pod_down_scales_out_when_the_others_are_overloaded(runpath: RunPath) -> None:
     """Traffic for 1.7 pods' CPU on three pods; one goes down and the two left run at 85%,
     over the 80% threshold: the runbook scales out to four, replaces the pod and verifies
@@ -214,6 +222,7 @@ def test_one_pod_down_scales_out_when_the_others_are_overloaded(runpath: RunPath
     assert items["pods under 80% CPU"]["result"] == "pass"
 
 
+@SERVE_ONLY
 def test_one_pod_down_refuses_a_pod_that_does_not_exist(runpath: RunPath) -> None:
     """A pod name that is not a pod of staging: the run fails naming it; nothing changed."""
     stack, api = runpath.stack, runpath.api
@@ -267,6 +276,7 @@ def test_traffic_spike_scales_up_within_max_and_the_load_is_balanced(runpath: Ru
         resolve(stack, opened.id)
 
 
+@SERVE_ONLY
 def test_traffic_spike_at_max_replicas_changes_nothing_and_escalates(runpath: RunPath) -> None:
     """The same spike with max_replicas 2: no scale, the lead is paged with a
     recommendation, the run fails, the incident stays unmitigated."""
@@ -301,6 +311,7 @@ def test_traffic_spike_at_max_replicas_changes_nothing_and_escalates(runpath: Ru
         resolve(stack, opened.id)
 
 
+@SERVE_ONLY
 def test_traffic_spike_refuses_bad_replica_counts(runpath: RunPath) -> None:
     """Negative or zero replicas or max_replicas, or a count above the policy maximum: the
     run fails naming the value; nothing changed."""
