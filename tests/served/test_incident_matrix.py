@@ -24,7 +24,7 @@ from tests.incident_support import (
     timeline,
     wait_for,
 )
-from tests.served_support import Api, RunPath, assert_completed
+from tests.served_support import SERVE_ONLY, Api, RunPath, assert_completed
 from tests.support import oplog_row
 
 
@@ -89,6 +89,7 @@ def test_alertmanager_group_pages_escalates_and_closes(runpath: RunPath, webhook
     assert late.status_code == 200 and late.json()["status"] == "ignored"
 
 
+@SERVE_ONLY
 def test_a_flapping_group_is_one_incident_paged_once(runpath: RunPath, webhook: str) -> None:
     """A P1 group fires, resolves, fires, resolves and fires again (flapping past its rule's
     keep_firing_for): one incident, reopened twice, one page to the on-call. Each reopening
