@@ -162,12 +162,8 @@ def run_fault(
         found = wait_incident(fault, env.environment, ops_db, injected_at, deadline)
         if found is not None:
             log.info("game day: %s opened incident %s", fault.name, found.id)
-            found = wait_handled(fault, ops_db, found, deadline)
-            runs = [
-                runbook_outcome(ops_db, str(r.get("runbook")), str(r["flow_run_id"]))
-                for r in found.runbook_runs
-                if r.get("flow_run_id")
-            ]
+            found = wait_handled(fault, env.environment, ops_db, found, injected_at, deadline)
+            runs = runs_since(fault, env.environment, ops_db, injected_at)
     finally:
         notes.append(injected.clear())
         notes.extend(quiet(fault, env, deadline + 300))
@@ -205,19 +201,52 @@ def wait_incident(
 
 
 def wait_handled(
-    fault: GameFault, ops_db: PostgresTarget, found: Incident, deadline: float
+    fault: GameFault,
+    environment: str,
+    ops_db: PostgresTarget,
+    found: Incident,
+    since: datetime,
+    deadline: float,
 ) -> Incident:
-    """Wait until the incident's runbook runs ended and Alertmanager resolved it (or the
-    deadline); the incident as it is then."""
+    """Wait until the fault's incidents are resolved and their runbook runs ended (or the
+    deadline); the first incident as it is then."""
     while time.monotonic() < deadline:
-        found = read_incident(ops_db, found.id)
-        ids = [str(r["flow_run_id"]) for r in found.runbook_runs if r.get("flow_run_id")]
-        started = any(r.get("runbook") == fault.runbook for r in found.runbook_runs)
+        incidents = related(fault, environment, ops_db, since) or [read_incident(ops_db, found.id)]
+        found = next((i for i in incidents if i.id == found.id), incidents[0])
+        listed = [r for i in incidents for r in i.runbook_runs]
+        ids = [str(r["flow_run_id"]) for r in listed if r.get("flow_run_id")]
+        started = any(r.get("runbook") == fault.runbook for r in listed)
         running = unfinished_runs(ids) if ids else []
-        if not found.is_open and not running and (started or found.runbook != fault.runbook):
+        closed = not any(i.is_open for i in incidents)
+        if closed and not running and (started or found.runbook != fault.runbook):
             return found
         time.sleep(POLL_S)
     return read_incident(ops_db, found.id)
+
+
+def related(
+    fault: GameFault, environment: str, ops_db: PostgresTarget, since: datetime
+) -> list[Incident]:
+    """Every incident of the fault's alerts opened (or reopened) since the injection: one
+    fault may fire two groups (a traffic spike: RequestQueueHigh and PodCpuHigh)."""
+    where = None if fault.shared else environment
+    return [i for i in incidents_since(ops_db, where, since) if matching_alert(fault, i.alerts)]
+
+
+def runs_since(
+    fault: GameFault, environment: str, ops_db: PostgresTarget, since: datetime
+) -> list[RunbookOutcome]:
+    """The runbook runs of those incidents that ran for this fault (a reopened incident
+    also lists the runs of its earlier openings: those ended before the injection)."""
+    found: list[RunbookOutcome] = []
+    for incident in related(fault, environment, ops_db, since):
+        for r in incident.runbook_runs:
+            if not r.get("flow_run_id"):
+                continue
+            done = runbook_outcome(ops_db, str(r.get("runbook")), str(r["flow_run_id"]))
+            if done.finished_at is None or done.finished_at >= since:
+                found.append(done)
+    return found
 
 
 def quiet(fault: GameFault, env: KubeEnvironment, deadline: float) -> list[str]:
@@ -259,12 +288,18 @@ def measure(
     alert = matching_alert(fault, found.alerts)
     ours = [r for r in runs if r.runbook == fault.runbook]
     verified = [r.finished_at for r in ours if r.status == "succeeded" and r.changed]
-    mitigated_at = found.mitigated_at or (min(v for v in verified if v) if any(verified) else None)
+    marked = (
+        found.mitigated_at if found.mitigated_at and found.mitigated_at >= injected_at else None
+    )
+    candidates = [t for t in (marked, *verified) if t is not None]
+    mitigated_at = min(candidates) if candidates else None
     if found.runbook != fault.runbook:
         notes.append(f"the alert named runbook {found.runbook}, not {fault.runbook}")
     if found.is_open:
         notes.append("the incident was still open at the fault's deadline")
     resolved = found.resolved_at if found.resolved_by == "alertmanager" else None
+    if resolved is not None and resolved < injected_at:
+        resolved = None
     action = next((r.action for r in reversed(ours) if r.action), None)
     return FaultResult(
         fault=fault.name,
@@ -277,7 +312,7 @@ def measure(
         action=action,
         asked=any(r.asked for r in ours),
         alert_s=seconds_after(injected_at, alert_started(found.alerts, alert or "")),
-        page_s=seconds_after(injected_at, first_page(ops_db, found.id)),
+        page_s=seconds_after(injected_at, first_page(ops_db, found.id, injected_at)),
         mitigated_s=seconds_after(injected_at, mitigated_at),
         resolved_s=seconds_after(injected_at, resolved),
         notes=tuple(notes),

@@ -319,14 +319,16 @@ def incidents_since(
 
 
 @task(name="read first page", **retry.NETWORK)
-def first_page(target: PostgresTarget, incident_id: int) -> datetime | None:
-    """When the incident's first page went out (its timeline), or None."""
+def first_page(target: PostgresTarget, incident_id: int, since: datetime) -> datetime | None:
+    """When the incident's first page since ``since`` went out (its timeline), or None (a
+    reopened incident's earlier pages are not this fault's; a flapping group is not paged
+    twice, so a reopened incident may have none)."""
     try:
         with connect(target) as conn:
             row = conn.execute(
                 "SELECT min(at) FROM incident_events WHERE incident_id = %s"
-                " AND kind LIKE 'paged %%'",
-                (incident_id,),
+                " AND kind LIKE 'paged %%' AND at >= %s",
+                (incident_id, since),
             ).fetchone()
     except psycopg.Error as exc:
         raise translate(exc, target, "read the incident timeline") from exc
