@@ -105,13 +105,14 @@ class TriageRun:
             return False
         return bool(move_incident(self.ops_db, self.incident.id, MITIGATED, self.runbook, text))
 
-    def escalate(self, why: str) -> int:
+    def escalate(self, why: str, problem: str = "still down") -> int:
         """Page engineering (:func:`~decisions.triage.escalation_page`): the mitigation did not
         work or is not the runbook's to make. Recorded on the timeline and in the op log;
-        the number of channels that took the page (never raising)."""
+        the number of channels that took the page (never raising). ``problem`` ends the
+        subject ("staging still down", "staging disk still full")."""
         severity = self.incident.severity if self.incident else None
         page = escalation_page(severity)
-        subject = f"ESCALATED by {self.runbook}: {self.environment} still down"
+        subject = f"ESCALATED by {self.runbook}: {self.environment} {problem}"
         if self.incident is not None:
             subject += f" (incident {self.incident.id})"
         head = f"{self.runbook} could not bring {self.environment} back"

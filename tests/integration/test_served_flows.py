@@ -32,6 +32,9 @@ REQUIRED: dict[str, dict[str, Any]] = {
     "scale/scale": {"environment": "staging", "replicas": 2},
     "restart/restart": {"environment": "staging"},
     "service-down/service-down": {"environment": "staging"},
+    "disk-full/disk-full": {"environment": "staging"},
+    "connection-pool-exhausted/connection-pool-exhausted": {"environment": "staging"},
+    "memory-leak/memory-leak": {"environment": "staging"},
     "migrate-database/migrate-database": {"migrations_dir": "tests/fixtures/migrations/app"},
     "record-crashed-run/record-crashed-run": {
         "flow_run_id": "prefect.flow-run.6a835ab6-8858-4553-ae9d-bcc8440817f5"

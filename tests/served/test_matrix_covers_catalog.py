@@ -51,6 +51,20 @@ MATRIX: dict[str, list[str]] = {
         "test_triage_matrix::test_service_down_escalates_when_nothing_helps",
         "test_triage_matrix::test_service_down_refuses_an_unknown_environment",
     ],
+    "disk-full/disk-full": [
+        "test_triage_disk::test_disk_full_clears_old_logs_by_policy_and_verifies",
+        "test_triage_disk::test_disk_full_escalates_when_the_policy_may_delete_nothing",
+        "test_triage_disk::test_disk_full_never_deletes_backups_retention_keeps",
+        "test_triage_disk::test_disk_full_refuses_an_unknown_environment",
+    ],
+    "connection-pool-exhausted/connection-pool-exhausted": [
+        "test_triage_restarts::test_pool_exhausted_records_evidence_then_restarts",
+        "test_triage_restarts::test_restart_runbooks_refuse_an_unknown_environment",
+    ],
+    "memory-leak/memory-leak": [
+        "test_triage_restarts::test_memory_leak_records_the_trend_then_restarts",
+        "test_triage_restarts::test_restart_runbooks_refuse_an_unknown_environment",
+    ],
     "record-crashed-run/record-crashed-run": [
         "test_data_matrix::test_a_crashed_run_gets_its_operation_log_entry"
     ],
