@@ -50,7 +50,7 @@ class LogPolicy(Record):
     def __post_init__(self) -> None:
         if not 0 < self.max_age_h <= MAX_LOG_AGE_H:
             raise ConfigurationError(
-                f"log_max_age_h must be in (0, {MAX_LOG_AGE_H}], got {self.max_age_h}",
+                f"log_max_age_h must be in (0, {MAX_LOG_AGE_H}], got {self.max_age_h:g}",
                 hint="log files older than this many hours may be cleared (24 by default)",
             )
         if self.keep_mb is not None and self.keep_mb < 0:
@@ -125,8 +125,9 @@ class DatabaseUsage(Record):
     databases: tuple[tuple[str, int], ...]
     #: (name, "table" or "index", bytes), largest first.
     relations: tuple[tuple[str, str, int], ...]
-    wal_bytes: int
-    wal_files: int
+    #: None: the role may not list the WAL (``pg_ls_waldir`` needs pg_monitor).
+    wal_bytes: int | None
+    wal_files: int | None
 
 
 def logs_to_clear(logs: Sequence[LogFile], policy: LogPolicy) -> tuple[LogFile, ...]:
@@ -198,7 +199,9 @@ def database_check(usage: DatabaseUsage | None, top: int = 3) -> list[Check]:
     rels = ", ".join(f"{name} {mib(size)} ({kind})" for name, kind, size in usage.relations[:top])
     return [
         Check("PostgreSQL sizes", True, f"databases: {dbs or 'none'}; largest: {rels or 'none'}"),
-        Check("WAL size", True, f"{mib(usage.wal_bytes)} in {usage.wal_files} segment files"),
+        Check("WAL size", None, "pg_ls_waldir() refused: the role needs pg_monitor")
+        if usage.wal_bytes is None
+        else Check("WAL size", True, f"{mib(usage.wal_bytes)} in {usage.wal_files} segment files"),
     ]
 
 

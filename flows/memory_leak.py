@@ -79,7 +79,7 @@ def memory_leak(
     with operation_log(RUNBOOK, what, ops_target, try_load_routing(routing)) as rec:
         if not 0 < trend_minutes <= MAX_TREND_MINUTES:
             raise ConfigurationError(
-                f"trend_minutes must be in (0, {MAX_TREND_MINUTES}], got {trend_minutes}",
+                f"trend_minutes must be in (0, {MAX_TREND_MINUTES}], got {trend_minutes:g}",
                 hint="how many minutes of the pods' memory the trend reads (10 by default)",
             )
         if not 1 <= verify_seconds <= 300:

@@ -6,6 +6,7 @@ Read-only. The WAL listing (``pg_ls_waldir``) and every session's state need the
 
 from __future__ import annotations
 
+import psycopg
 from prefect import task
 
 from blocks.postgres import PostgresTarget
@@ -42,13 +43,15 @@ def database_usage(target: PostgresTarget, top: int = 10) -> DatabaseUsage:
     with connect(target, statement_timeout_s=get_settings().pg_statement_timeout_s) as conn:
         databases = conn.execute(_DATABASES).fetchall()
         relations = conn.execute(_RELATIONS, (top,)).fetchall()
-        wal = conn.execute(_WAL).fetchone()
-    assert wal is not None
+        try:
+            wal = conn.execute(_WAL).fetchone()
+        except psycopg.errors.InsufficientPrivilege:
+            wal = None  # the role lacks pg_monitor: the sizes above still tell a lot
     return DatabaseUsage(
         databases=tuple((str(name), int(size)) for name, size in databases),
         relations=tuple((str(name), str(kind), int(size)) for name, kind, size in relations),
-        wal_bytes=int(wal[0]),
-        wal_files=int(wal[1]),
+        wal_bytes=None if wal is None else int(wal[0]),
+        wal_files=None if wal is None else int(wal[1]),
     )
 
 

@@ -6,7 +6,10 @@
 * filled with uploads and a fresh log, which the policy may not delete: nothing is deleted,
   "increase the volume" is recommended and engineering is paged;
 * backups that retention keeps: reported as not deletable, none deleted;
-* an unknown environment: a clear error naming it, nothing changed.
+* an unknown environment: a clear error naming it, nothing changed;
+* (serve path only) the whole chain: the full volume fires VolumeFull, Alertmanager opens
+  the incident, the incident flow starts this runbook, which clears the logs and mitigates
+  it, and the alert's resolution closes it.
 """
 
 from __future__ import annotations
@@ -17,12 +20,21 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import pytest
 from prefect.logging import disable_run_logger
 
 from blocks.postgres import PostgresTarget
 from blocks.storage import BackupStore
 from devstack.stack import StackInfo
-from tests.incident_support import incident, sink_messages, timeline, wait_for
+from tests.incident_support import (
+    close_leftovers,
+    group_key,
+    incident,
+    incidents_of,
+    sink_messages,
+    timeline,
+    wait_for,
+)
 from tests.served_support import RunPath, assert_completed, describe, load_block
 from tests.support import oplog_row
 from tests.triage_support import artifacts_of, checklist, open_incident, resolve, silenced
@@ -176,7 +188,8 @@ def test_disk_full_never_deletes_backups_retention_keeps(runpath: RunPath) -> No
 
 
 def test_disk_full_refuses_an_unknown_environment(runpath: RunPath) -> None:
-    """An environment with no block: the run fails naming it before anything changes."""
+    """An environment with no block, or a log policy below zero hours: the run fails naming
+    it before anything changes (old logs still there)."""
     stack, api = runpath.stack, runpath.api
     nowhere = f"nowhere-{uuid.uuid4().hex[:6]}"
     with full_volume_silenced(stack):
@@ -185,9 +198,53 @@ def test_disk_full_refuses_an_unknown_environment(runpath: RunPath) -> None:
         run = api.finish(DEPLOYMENT, environment=nowhere)
         assert run["state"]["type"] == "FAILED", describe(run)
         assert nowhere in (run["state"]["message"] or ""), describe(run)
+        # a policy that would clear every log: refused naming the parameter
+        bad = api.finish(DEPLOYMENT, environment=ENV, log_max_age_h=-1)
+        assert bad["state"]["type"] == "FAILED", describe(bad)
+        assert "log_max_age_h must be in (0, 8760], got -1" in (bad["state"]["message"] or "")
         after = volume(stack)
         assert [f["name"] for f in after["logs"]] == [f["name"] for f in before["logs"]]
         assert after["used_bytes"] == before["used_bytes"]
-    row = oplog_row(stack, run["id"])
-    assert row["status"] == "failed" and row["impact"] == "no change"
+    for failed in (run, bad):
+        row = oplog_row(stack, failed["id"])
+        assert row["status"] == "failed" and row["impact"] == "no change"
     assert not artifacts_of(runpath, run["id"], f"triage-disk-full-{nowhere}")
+    assert not artifacts_of(runpath, bad["id"], KEY)
+
+
+@pytest.mark.parametrize("runpath", ["serve"], indirect=True)
+def test_a_real_volume_full_alert_is_cleared_by_the_runbook_the_incident_starts(
+    runpath: RunPath, webhook: str
+) -> None:
+    """No silence, nobody starts the runbook: old logs fill staging's volume to 85%,
+    VolumeFull fires, the incident flow starts disk-full/disk-full, which clears them; the
+    alert resolves and Alertmanager closes the incident."""
+    stack, api = runpath.stack, runpath.api
+    key = group_key("VolumeFull", ENV)
+    close_leftovers(stack, key)
+    httpx.delete(stack.app_url(ENV) + "/_sim/volume", timeout=10).raise_for_status()
+    try:
+        fill(stack, 0.8, age_s=48 * HOUR)
+        fill(stack, 0.05)
+        found = wait_for(
+            lambda: [i for i in incidents_of(stack, key) if i.is_open], 180, "no incident"
+        )[0]
+        assert (found.severity, found.runbook, found.environment) == ("P2", "disk-full", ENV)
+
+        def started() -> Any:
+            runs = incident(stack, found.id).runbook_runs
+            return [r for r in runs if r.get("runbook") == "disk-full"]
+
+        run = api.wait(wait_for(started, 120, f"no runbook run; {runpath.log}")[0]["flow_run_id"])
+        assert_completed(run, runpath.log)
+        assert run["parameters"]["incident_id"] == found.id
+        assert volume(stack)["used_bytes"] / volume(stack)["size_bytes"] < 0.8
+        assert oplog_row(stack, run["id"])["details"]["decision"]["action"] == "clear-logs"
+
+        def closed() -> Any:
+            now = incident(stack, found.id)
+            return None if now.is_open else now
+
+        assert wait_for(closed, 180, "never resolved").resolved_by == "alertmanager"
+    finally:
+        httpx.delete(stack.app_url(ENV) + "/_sim/volume", timeout=10).raise_for_status()

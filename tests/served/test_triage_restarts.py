@@ -6,15 +6,28 @@ and the UI start them (REST ``create_flow_run``), on staging, against the app's 
   restart, verified (health, error rate, the new pods' pools), the incident mitigated;
 * every pod leaking memory (``leak``): the memory trend is recorded first; then the restart,
   verified (the new pods back at their base), the incident mitigated;
-* an unknown environment: a clear error naming it, nothing changed.
+* an unknown environment: a clear error naming it, nothing changed;
+* (serve path only) the whole chain for each: the fault fires its alert (DbPoolExhausted,
+  PodMemoryHigh), Alertmanager opens the incident, the incident flow starts the runbook its
+  ``runbook`` label names, which restarts and mitigates it, and the alert's resolution closes it.
 """
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
+
+import pytest
 
 from devstack.stack import StackInfo
-from tests.incident_support import incident, timeline, wait_for
+from tests.incident_support import (
+    close_leftovers,
+    group_key,
+    incident,
+    incidents_of,
+    timeline,
+    wait_for,
+)
 from tests.served_support import RunPath, assert_completed, describe, kube_deployment
 from tests.support import oplog_row
 from tests.triage_support import (
@@ -112,7 +125,8 @@ def test_memory_leak_records_the_trend_then_restarts(runpath: RunPath) -> None:
 
 def test_restart_runbooks_refuse_an_unknown_environment(runpath: RunPath) -> None:
     """Both restart runbooks, given an environment with no block, fail naming it and change
-    nothing (no restart: the Deployment's generation stays)."""
+    nothing (no restart: the Deployment's generation stays); so does a negative trend
+    window."""
     stack, api = runpath.stack, runpath.api
     generation = kube_deployment(stack, ENV)["metadata"]["generation"]
     nowhere = f"nowhere-{uuid.uuid4().hex[:6]}"
@@ -122,4 +136,57 @@ def test_restart_runbooks_refuse_an_unknown_environment(runpath: RunPath) -> Non
         assert nowhere in (run["state"]["message"] or ""), describe(run)
         row = oplog_row(stack, run["id"])
         assert row["status"] == "failed" and row["impact"] == "no change", row
+    bad = api.finish(LEAK, environment=ENV, trend_minutes=-5)
+    assert bad["state"]["type"] == "FAILED", describe(bad)
+    assert "trend_minutes must be in (0, 1440], got -5" in (bad["state"]["message"] or "")
     assert kube_deployment(stack, ENV)["metadata"]["generation"] == generation
+
+
+@pytest.mark.parametrize(
+    ("fault", "extra", "alertname", "runbook"),
+    [
+        ("pool-exhausted", {}, "DbPoolExhausted", "connection-pool-exhausted"),
+        ("leak", {"leak_mb_per_s": 20}, "PodMemoryHigh", "memory-leak"),
+    ],
+)
+@pytest.mark.parametrize("runpath", ["serve"], indirect=True)
+def test_a_real_alert_starts_the_runbook_that_restarts_and_mitigates(
+    runpath: RunPath,
+    webhook: str,
+    fault: str,
+    extra: dict[str, Any],
+    alertname: str,
+    runbook: str,
+) -> None:
+    """No silence, nobody starts the runbook: the fault fires ``alertname``, the incident flow
+    starts ``runbook/runbook`` (the rule's label), which restarts staging; the alert resolves
+    and Alertmanager closes the incident."""
+    stack, api = runpath.stack, runpath.api
+    key = group_key(alertname, ENV)
+    close_leftovers(stack, key)
+    with app_fault(stack, ENV, fault, **extra):
+        found = wait_for(
+            lambda: [i for i in incidents_of(stack, key) if i.is_open], 180, "no incident"
+        )[0]
+        assert (found.severity, found.runbook, found.environment) == ("P2", runbook, ENV)
+
+        def started() -> Any:
+            return [
+                r for r in incident(stack, found.id).runbook_runs if r.get("runbook") == runbook
+            ]
+
+        run = api.wait(wait_for(started, 120, f"no runbook run; {runpath.log}")[0]["flow_run_id"])
+        assert_completed(run, runpath.log)
+        assert run["parameters"]["incident_id"] == found.id
+        assert not app_faults(stack, ENV), "the restart did not replace the pods"
+    row = oplog_row(stack, run["id"])
+    assert (row["operation"], row["details"]["decision"]["action"]) == (runbook, "restart")
+
+    def closed() -> Any:
+        now = incident(stack, found.id)
+        return None if now.is_open else now
+
+    done = wait_for(closed, 180, "Alertmanager never resolved the incident")
+    assert done.resolved_by == "alertmanager"
+    said = notes(stack, found.id)
+    assert any(n.startswith(f"{runbook}: evidence before any change") for n in said), said

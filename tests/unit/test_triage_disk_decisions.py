@@ -123,6 +123,8 @@ def test_database_sizes_and_wal_evidence() -> None:
     )
     assert wal.evidence == "48.0 MiB in 3 segment files"
     assert [c.passed for c in database_check(None)] == [None, None]
+    _, unlisted = database_check(DatabaseUsage(usage.databases, (), None, None))
+    assert unlisted.passed is None and "pg_monitor" in unlisted.evidence
 
 
 def test_backups_retention_keeps_are_never_recommended_for_deletion() -> None:
