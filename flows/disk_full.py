@@ -53,6 +53,7 @@ from decisions.triage_disk import (
     largest_dirs_check,
     logs_check,
     mib,
+    recommendations,
     recommendations_check,
     volume_check,
 )
@@ -167,7 +168,8 @@ def disk_full(
                 if again.action == "escalate":
                     triage.record(recommendations_check(again.recommendations))
                     return escalate(triage, again)
-                return clear_and_verify(triage, env, again, threshold, verify_seconds)
+                extra = [backup_rec] if backup_rec else []
+                return clear_and_verify(triage, env, again, threshold, verify_seconds, extra)
 
 
 def alerts(env: KubeEnvironment) -> list[dict[str, Any]] | None:
@@ -226,8 +228,10 @@ def clear_and_verify(
     decision: DiskDecision,
     threshold: float,
     verify_s: float,
+    extra: list[str],
 ) -> dict[str, Any]:
-    """Clear the chosen log files (holding the slot), verify the use, mitigate or escalate."""
+    """Clear the chosen log files (holding the slot), verify the use, mitigate or escalate;
+    ``extra`` are the recommendations that do not depend on the volume (the backups')."""
     rec = current_run().record
     check_slots()  # safe point: nothing changed yet
     names = [f.name for f in decision.clear]
@@ -251,11 +255,12 @@ def clear_and_verify(
     if host_full:
         checks.append(filesystems_check(filesystems, threshold))
     triage.record(*checks)
-    recs = decision.recommendations if not all(c.passed for c in checks) else ()
+    recs = [*recommendations(volume, filesystems, threshold), *extra]
     triage.record(recommendations_check(recs))
     if not all(c.passed for c in checks):
         failed = "; ".join(f"{c.item}: {c.evidence}" for c in checks if not c.passed)
-        return escalate(triage, decision, f"{done}, but the disk is still full ({failed})")
+        still = DiskDecision("escalate", decision.reason, (), tuple(recs))
+        return escalate(triage, still, f"{done}, but the disk is still full ({failed})")
     moved = triage.mitigated(f"{done}; use verified under {threshold:.0%}")
     triage.note(f"verified: {summary(checks)}")
     if triage.incident is not None and not moved:
