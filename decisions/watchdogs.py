@@ -25,7 +25,11 @@ WATCHED_RUNBOOKS: dict[str, str | None] = {
     "migrate-database": "environment",
 }
 #: Severity of a failed (or crashed) run by what it left at risk.
-_SCHEDULED_SEVERITY = {"backup-database": "P2", "rotate-credentials": "P2", "restore-drill": "P3"}
+_SCHEDULED_SEVERITY = {
+    "backup-database": "P2",
+    "rotate-credentials": "P2",
+    "restore-drill": "P3",
+}
 #: Operation-log statuses that are outcomes, not failures: a gate or a person said no.
 NOT_INCIDENTS = ("rejected",)
 

@@ -10,11 +10,14 @@ from prefect.schedules import Cron
 from decisions.watchdogs import WATCHED_RUNBOOKS
 from flows.backup import backup_database
 from flows.connection_pool_exhausted import connection_pool_exhausted
+from flows.database_slow import database_slow
 from flows.deploy import staged_deploy
 from flows.disk_full import disk_full
+from flows.game_day import game_day
 from flows.incident import incident
 from flows.memory_leak import memory_leak
 from flows.migrate import migrate_database
+from flows.one_pod_down import one_pod_down
 from flows.operate import hotfix, restart, rollback, scale
 from flows.record_crash import record_crashed_run
 from flows.restore import restore_database
@@ -22,6 +25,7 @@ from flows.restore_drill import restore_drill
 from flows.rotate_credentials import rotate_credentials
 from flows.service_down import service_down
 from flows.smoke import stack_smoke
+from flows.traffic_spike import traffic_spike
 
 
 def at_runbook(deployment: Any, entrypoint: str) -> Any:
@@ -212,6 +216,60 @@ def _runbooks() -> list[Any]:
             "memory, or pages engineering. The checklist is the "
             "triage-memory-leak-<environment> artifact.",
             tags=["triage", "incident", "change"],
+        ),
+        game_day.to_deployment(
+            name="game-day",
+            description="Game day (weekly on staging, Wednesday 10:00 UTC, or by hand): "
+            "injects faults one after another (a pod killed, a traffic spike, a full disk, an "
+            "exhausted pool, a memory leak, slow queries holding locks, a crash loop), lets "
+            "monitoring, the incident flow and the triage runbooks handle each, and records "
+            "time to alert, page, mitigated and resolved per fault (game-day-<environment> "
+            "artifact, game_day_results table). Production only with confirm=production.",
+            schedules=[Cron("0 10 * * 3", timezone="UTC")],
+            tags=["game-day", "incident", "drill"],
+        ),
+        database_slow.to_deployment(
+            name="database-slow",
+            description="Triage runbook 'Database is slow', started by an incident (the alert's "
+            "runbook label) or by hand: checks the database host's CPU and memory, the slowest "
+            "statements, long-running queries and transactions and the lock chains; terminates "
+            "sessions idle in a transaction past the auto-kill policy, asks a person (typed "
+            "form, timeout) before ending any other, never ends a superuser, replication or "
+            "its own session, and only recommends a restart; verifies the lock chains gone and "
+            "the probe query in time; marks the incident mitigated, or pages engineering. The "
+            "checklist is the triage-database-slow-<environment> artifact.",
+            tags=["triage", "incident", "change", "database"],
+        ),
+        one_pod_down.to_deployment(
+            name="one-pod-down",
+            description="Triage runbook 'One pod down', started by an incident (OnePodDown) or "
+            "by hand (optionally naming the pod): the service still serves; records which pod "
+            "is not Ready and its last termination reason; deletes it so its ReplicaSet starts "
+            "a clean one, scaling out first (within max_replicas) when the Ready pods are over "
+            "the CPU threshold or it keeps crashing; verifies every pod Ready, health and the "
+            "pods' CPU. The checklist is the triage-one-pod-down-<environment> artifact.",
+            tags=["triage", "incident", "change"],
+        ),
+        traffic_spike.to_deployment(
+            name="traffic-spike",
+            description="Triage runbook 'Traffic spike', started by an incident "
+            "(RequestQueueHigh, PodCpuHigh, HostCpuHigh) or by hand: scales up within "
+            "max_replicas for the measured CPU, waits until available, verifies CPU, queue and "
+            "that the per-pod request rates are balanced; at max_replicas it changes nothing "
+            "and escalates with a recommendation. Records the baseline replica count for the "
+            "scale-back check. Its checklist: the artifact triage-traffic-spike-<environment>.",
+            tags=["triage", "incident", "change"],
+            parameters={"mode": "scale-up"},
+        ),
+        traffic_spike.to_deployment(
+            name="scale-back",
+            description="Scheduled check of the traffic-spike runbook (every 15 minutes, "
+            "production; run it by hand for another environment): scales back to the replica "
+            "count recorded before the last scale-up once no pod's CPU and no queue went over "
+            "their thresholds for calm_seconds; never below that baseline.",
+            schedules=[Cron("*/15 * * * *", timezone="UTC")],
+            tags=["triage", "operate", "change"],
+            parameters={"mode": "scale-back", "environment": "production"},
         ),
         rotate_credentials.to_deployment(
             name="rotate-credentials-monthly",

@@ -48,7 +48,13 @@ def render_deployment(deployment: Any, anchors: dict[tuple[str, str], str]) -> s
     lines = ["  - <<: *runbook", f"    name: {deployment.name}"]
     description = " ".join(str(deployment.description or "").split())
     lines.append("    description: >-")
-    lines += textwrap.wrap(description, width=92, initial_indent=" " * 6, subsequent_indent=" " * 6)
+    lines += textwrap.wrap(
+        description,
+        width=92,
+        initial_indent=" " * 6,
+        subsequent_indent=" " * 6,
+        break_on_hyphens=False,
+    )
     lines.append(f"    entrypoint: {deployment.entrypoint}")
     lines.append(f"    tags: [{', '.join(deployment.tags or [])}]")
     if deployment.schedules:

@@ -29,6 +29,12 @@ OPS_ROLE = "opsflows"
 OPS_DATABASE = "opsflows"
 PREFECT_ROLE = "prefect"
 PREFECT_DATABASE = "prefect"
+#: Loaded at every start (not only written into a fresh cluster's postgresql.conf): a cluster
+#: made before it was needed gets it too. ``pg_stat_statements`` gives the database-slow
+#: runbook the slowest statements; its extension is created in the app database
+#: (:func:`provision`).
+PRELOAD_LIBRARIES = ("pg_stat_statements",)
+PRELOAD = "-c shared_preload_libraries=" + ",".join(PRELOAD_LIBRARIES)
 
 
 def bindir() -> Path:
@@ -195,7 +201,7 @@ def start(base: Path, user: str, host: str, port: int, timeout: float = 60.0) ->
                 "-t",
                 str(int(timeout)),
                 "-o",
-                f"-p {port} -c listen_addresses={host} -k {base / 'run'}",
+                f"-p {port} -c listen_addresses={host} -k {base / 'run'} {PRELOAD}",
                 "start",
             ],
         ),
@@ -273,6 +279,10 @@ def provision(host: str, port: int, admin_password: str, passwords: dict[str, st
                         sql.Identifier(database), sql.Identifier(role)
                     )
                 )
+    app = admin_conninfo(host, port, admin_password, dbname=APP_DATABASE)
+    with psycopg.connect(app, autocommit=True) as conn:
+        # The slowest statements of the app (the database-slow runbook reads the view).
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
 
 
 def reset_password(host: str, port: int, admin_password: str, role: str, password: str) -> None:

@@ -11,7 +11,8 @@ or by hand with ``incident_id`` to pick an open incident up again. The incident 
 ``incidents`` table; this run only acts on it, so a second run of the same incident carries
 on where the first stopped: levels already paged are not paged again (and none once it was
 acknowledged). That is how a reopened incident (its alert group flapped) is answered: the
-receiver starts a second run, which tells #incidents it is back and pages no one twice.
+receiver starts a second run, which tells #incidents it is back, starts the alert's runbook
+again (it decides afresh) and pages no one twice.
 """
 
 # No `from __future__ import annotations`: served runs pickle the flow function by value,
@@ -107,6 +108,7 @@ def incident(
             back = unannounced_reopening(read_events(target, record.id))
             if back is not None and record.is_open:
                 announce(target, record, f"reopened: {back.text}")  # #incidents heard 'resolved'
+                start_triage(target, record)  # the fault is back: its runbook looks again
         record = respond(target, record.id, delays, deadline, run_url)
         postmortem = close(target, record, run_id)
         if not record.is_open:

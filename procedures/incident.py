@@ -153,7 +153,11 @@ def announce(target: PostgresTarget, incident: Incident, text: str) -> None:
 
 
 def start_triage(target: PostgresTarget, incident: Incident) -> str:
-    """Start the triage runbook the alert's ``runbook`` label names, or say there is none."""
+    """Start the triage runbook the alert's ``runbook`` label names, or say there is none.
+
+    Once per opening: a reopened incident (the fault came back after Alertmanager resolved
+    it) gets a run of its own, which looks again and decides again (nothing, if the service
+    is fine by then); a redelivery or a second incident run of the same opening does not."""
     runbook = incident.runbook
     triage = triage_for(runbook)
     if triage is None:
@@ -162,7 +166,7 @@ def start_triage(target: PostgresTarget, incident: Incident) -> str:
         started = start_deployment(
             triage.deployment,
             triage_parameters(triage, incident),
-            f"incident-{incident.id}-triage-{runbook}",
+            f"{incident.run_key}-triage-{runbook}",
             ["incident", f"incident:{incident.id}"],
         )
         if started is None:

@@ -108,14 +108,18 @@ class TriageRun:
     def escalate(self, why: str, problem: str = "still down") -> int:
         """Page engineering (:func:`~decisions.triage.escalation_page`): the mitigation did not
         work or is not the runbook's to make. Recorded on the timeline and in the op log;
-        the number of channels that took the page (never raising). ``problem`` ends the
-        subject ("staging still down", "staging disk still full")."""
+        the number of channels that took the page (never raising). ``problem`` says what
+        is wrong in the page's subject ("still down", "still overloaded")."""
         severity = self.incident.severity if self.incident else None
         page = escalation_page(severity)
         subject = f"ESCALATED by {self.runbook}: {self.environment} {problem}"
         if self.incident is not None:
             subject += f" (incident {self.incident.id})"
-        head = f"{self.runbook} could not bring {self.environment} back"
+        head = (
+            f"{self.runbook} could not bring {self.environment} back"
+            if problem == "still down"
+            else f"{self.runbook} could not fix {self.environment} ({problem})"
+        )
         if self.incident is not None:
             head += f" (incident {self.incident.id}, {self.incident.severity})"
         body = f"{head}: {why}\n\nChecklist: {summary(self.checks)}\nNeeds engineering now."

@@ -36,7 +36,12 @@ def read_run_facts(flow_run_id: str) -> RunFacts:
         except ObjectNotFound as exc:
             raise NotFoundError(f"flow run {flow_run_id} does not exist") from exc
         flow = client.read_flow(run.flow_id)
-        deployment = client.read_deployment(run.deployment_id) if run.deployment_id else None
+        deployment = None
+        if run.deployment_id:
+            try:
+                deployment = client.read_deployment(run.deployment_id)
+            except ObjectNotFound:
+                deployment = None  # deleted since the run started: the run still counts
     state = run.state
     return RunFacts(
         flow_run_id=str(run.id),

@@ -86,7 +86,7 @@ END $$;
 -- The group's latest incident, which a firing group with none open may reopen.
 CREATE INDEX IF NOT EXISTS incidents_by_group ON incidents (group_key, id);
 """
-_COLUMNS = (
+COLUMNS = (
     "id, group_key, source, title, severity, status, runbook, environment, alerts, triggered_at,"
     " acknowledged_at, acknowledged_by, mitigated_at, mitigated_by, resolved_at, resolved_by,"
     " pages, flow_run_id, runbook_runs, postmortem, reopenings"
@@ -127,7 +127,7 @@ def ensure_schema(target: PostgresTarget) -> None:
         _ready.add(key)
 
 
-def _incident(row: Mapping[str, Any]) -> Incident:
+def incident_from_row(row: Mapping[str, Any]) -> Incident:
     return Incident(
         id=int(row["id"]),
         group_key=row["group_key"],
@@ -178,7 +178,7 @@ def record_opening(
     ensure_schema(target)
     alerts = [dict(a) for a in opening.alerts]
     with connect(target, autocommit=False) as conn, conn.cursor(row_factory=dict_row) as cur:
-        select = f"SELECT {_COLUMNS} FROM incidents WHERE group_key = %s AND resolved_at IS NULL"
+        select = f"SELECT {COLUMNS} FROM incidents WHERE group_key = %s AND resolved_at IS NULL"
         row = cur.execute(select + " FOR UPDATE", (opening.group_key,)).fetchone()
         if row is None and opening.resolved:
             return Recorded(None)
@@ -199,7 +199,7 @@ def record_opening(
             " status = CASE WHEN %s THEN 'resolved' ELSE status END,"
             " resolved_at = CASE WHEN %s THEN now() ELSE resolved_at END,"
             " resolved_by = CASE WHEN %s THEN %s ELSE resolved_by END"
-            f" WHERE id = %s RETURNING {_COLUMNS}",
+            f" WHERE id = %s RETURNING {COLUMNS}",
             (
                 json.dumps(merged, default=str),
                 severity,
@@ -214,7 +214,7 @@ def record_opening(
         _events(cur, row["id"], "alert", changes)
         if resolve:
             _events(cur, row["id"], RESOLVED, [f"resolved: {opening.source} reports the group"])
-        return Recorded(_incident(row), resolved=resolve, changes=tuple(changes))
+        return Recorded(incident_from_row(row), resolved=resolve, changes=tuple(changes))
 
 
 def _open_or_reopen(
@@ -227,15 +227,14 @@ def _open_or_reopen(
     the second sees what the first did (reopened: open again; opened: the insert conflicts).
     """
     latest = cur.execute(
-        f"SELECT {_COLUMNS} FROM incidents WHERE group_key = %s ORDER BY id DESC LIMIT 1"
-        " FOR UPDATE",
+        f"SELECT {COLUMNS} FROM incidents WHERE group_key = %s ORDER BY id DESC LIMIT 1 FOR UPDATE",
         (opening.group_key,),
     ).fetchone()
     if latest is not None and latest["resolved_at"] is None:
         return None  # it was opened or reopened while this one waited for the lock
     # The database's clock, read after the lock: the one resolved_at was stamped with.
     now = cur.execute("SELECT clock_timestamp() AS now").fetchone()["now"]
-    back = reopening(_incident(latest) if latest else None, opening, now, window_s)
+    back = reopening(incident_from_row(latest) if latest else None, opening, now, window_s)
     if back is not None and latest is not None:
         merged, changes = merge_alerts(latest["alerts"] or [], alerts)
         severity = more_severe(latest["severity"], opening.severity)
@@ -249,7 +248,7 @@ def _open_or_reopen(
             " reopenings = reopenings + 1, alerts = %s, severity = %s, updated_at = now()"
             " WHERE id = %s AND resolved_at IS NOT NULL AND NOT EXISTS"
             " (SELECT 1 FROM incidents WHERE group_key = %s AND resolved_at IS NULL)"
-            f" RETURNING {_COLUMNS}",
+            f" RETURNING {COLUMNS}",
             (
                 back.status,
                 json.dumps(merged, default=str),
@@ -263,7 +262,7 @@ def _open_or_reopen(
         _events(cur, row["id"], REOPENED, [back.text])
         _events(cur, row["id"], "alert", changes)
         return Recorded(
-            _incident(row),
+            incident_from_row(row),
             changes=tuple(changes),
             reopened=True,
             previous_run_id=latest["flow_run_id"],
@@ -273,7 +272,7 @@ def _open_or_reopen(
         "INSERT INTO incidents (group_key, source, title, severity, runbook, environment,"
         " alerts) VALUES (%s, %s, %s, %s, %s, %s, %s)"
         " ON CONFLICT (group_key) WHERE resolved_at IS NULL DO NOTHING"
-        f" RETURNING {_COLUMNS}",
+        f" RETURNING {COLUMNS}",
         (
             opening.group_key,
             opening.source,
@@ -289,7 +288,7 @@ def _open_or_reopen(
     text = f"{opening.severity} opened by {opening.source}: {opening.title}"
     _events(cur, row["id"], "triggered", [text])
     _events(cur, row["id"], "alert", changes)
-    return Recorded(_incident(row), opened=True, changes=tuple(changes))
+    return Recorded(incident_from_row(row), opened=True, changes=tuple(changes))
 
 
 @task(name="read incident", **retry.NETWORK)
@@ -298,11 +297,11 @@ def read_incident(target: PostgresTarget, incident_id: int) -> Incident:
     ensure_schema(target)
     with connect(target) as conn, conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
-            f"SELECT {_COLUMNS} FROM incidents WHERE id = %s", (incident_id,)
+            f"SELECT {COLUMNS} FROM incidents WHERE id = %s", (incident_id,)
         ).fetchone()
     if row is None:
         raise NotFoundError(f"incident {incident_id} does not exist")
-    return _incident(row)
+    return incident_from_row(row)
 
 
 @task(name="record incident event", **retry.ONCE)
@@ -400,9 +399,9 @@ def list_incidents(
     group = " AND group_key = %(group)s" if group_key is not None else ""
     with connect(target) as conn, conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
-            f"(SELECT {_COLUMNS} FROM incidents WHERE resolved_at IS NULL{group} ORDER BY id DESC)"
-            f" UNION ALL (SELECT {_COLUMNS} FROM incidents WHERE resolved_at IS NOT NULL{group}"
+            f"(SELECT {COLUMNS} FROM incidents WHERE resolved_at IS NULL{group} ORDER BY id DESC)"
+            f" UNION ALL (SELECT {COLUMNS} FROM incidents WHERE resolved_at IS NOT NULL{group}"
             " ORDER BY resolved_at DESC LIMIT %(recent)s)",
             {"recent": recent, "group": group_key},
         ).fetchall()
-    return [_incident(r) for r in rows]
+    return [incident_from_row(r) for r in rows]

@@ -54,6 +54,26 @@ def query(prometheus_url: str, promql: str, timeout: float = 5.0) -> float | Non
     return None if math.isnan(value) else value
 
 
+def query_vector(
+    prometheus_url: str, promql: str, label: str, timeout: float = 5.0
+) -> dict[str, float]:
+    """An instant query's series by the value of ``label`` (NaN values left out; no series:
+    an empty dict, which callers judge as no data)."""
+    url = prometheus_url.rstrip("/") + "/api/v1/query"
+    with http_errors("query Prometheus", url):
+        response = httpx.get(url, params={"query": promql}, timeout=timeout)
+    if response.status_code == 400:
+        raise ConfigurationError(f"Prometheus rejected the query {promql!r}: {response.text[:200]}")
+    if response.status_code >= 500:
+        raise ServiceUnavailable(f"Prometheus answered {response.status_code} for {promql!r}")
+    out: dict[str, float] = {}
+    for series in response.json().get("data", {}).get("result", []):
+        value = float(series["value"][1])
+        if not math.isnan(value):
+            out[str(series.get("metric", {}).get(label, ""))] = value
+    return out
+
+
 def rule_names(prometheus_url: str) -> list[str]:
     """Every alerting and recording rule Prometheus has loaded, as ``<group>/<rule>``.
 

@@ -137,3 +137,20 @@ def read_deploys(target: PostgresTarget, since: datetime) -> list[dict[str, Any]
             (list(DEPLOY_OPERATIONS), since),
         ).fetchall()
     return [dict(r) for r in rows]
+
+
+@task(name="read operations", **retry.NETWORK)
+def read_operations(
+    target: PostgresTarget, operations: list[str], since: datetime
+) -> list[dict[str, Any]]:
+    """The ``ops_log`` rows of ``operations`` that finished after ``since``, oldest first."""
+    with connect(target) as conn, conn.cursor(row_factory=dict_row) as cur:
+        found = cur.execute("SELECT to_regclass('ops_log') AS t").fetchone()
+        if found is None or found["t"] is None:
+            return []
+        rows = cur.execute(
+            "SELECT started_at, finished_at, operation, status, details, flow_run_id"
+            " FROM ops_log WHERE operation = ANY(%s) AND finished_at >= %s ORDER BY finished_at",
+            (list(operations), since),
+        ).fetchall()
+    return [dict(r) for r in rows]

@@ -8,16 +8,21 @@ endpoint) is left empty: it is evidence, never a reason to fail the diagnosis.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import task
+from prefect.logging import get_run_logger
 
 from blocks.kube import KubeEnvironment
 from decisions.triage import PodFacts
 from opsflows import retry
-from opsflows.errors import OpsError, scrub
+from opsflows.errors import NotFoundError, OpsError, VerificationFailed, scrub
 from tasks.kube import core_api, kube_errors
 from tasks.rollout import _image_of, _raw, _read, _selector
+
+#: A replaced pod's ReplicaSet must have started its successor within this many seconds.
+REPLACE_TIMEOUT_S = 120.0
 
 LOG_LINES = 5
 
@@ -90,3 +95,41 @@ def list_pods(env: KubeEnvironment, with_logs: bool = True) -> tuple[PodFacts, .
             for p in pods
         ]
     return tuple(sorted(pods, key=lambda p: p.name))
+
+
+@task(name="delete pod", **retry.NETWORK)
+def delete_pod(env: KubeEnvironment, name: str) -> str:
+    """Delete one pod (``kubectl delete pod``): its ReplicaSet starts a new one in its place.
+    A pod already gone counts as deleted (a retried delete whose first answer was lost)."""
+    try:
+        _raw(env, f"delete pod {name}", core_api(env).delete_namespaced_pod, name, env.namespace)
+    except NotFoundError:
+        get_run_logger().info("%s: pod %s was already gone", env.environment, name)
+        return name
+    get_run_logger().info("%s: deleted pod %s", env.environment, name)
+    return name
+
+
+def wait_replaced(
+    env: KubeEnvironment, gone: tuple[str, ...], want: int, timeout_s: float = REPLACE_TIMEOUT_S
+) -> tuple[PodFacts, ...]:
+    """Poll until the pods ``gone`` are gone and ``want`` pods are Ready; the pods then.
+
+    Raises:
+        VerificationFailed: not within ``timeout_s`` (the message says what was seen).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pods = list_pods.fn(env, with_logs=False)
+        left = [p.name for p in pods if p.name in gone]
+        ready = [p for p in pods if p.ready]
+        if not left and len(ready) >= want and len(pods) == len(ready):
+            return pods
+        if time.monotonic() >= deadline:
+            raise VerificationFailed(
+                f"{env.environment}: {len(ready)}/{want} pods Ready after {timeout_s:g}s"
+                + (f", {', '.join(left)} still there" if left else "")
+                + "; "
+                + "; ".join(p.describe() for p in pods if not p.ready)
+            )
+        time.sleep(0.5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -133,3 +134,31 @@ def close_leftovers(stack: Any, group_key: str) -> int:
             (group_key,),
         )
         return done.rowcount
+
+
+def active_alerts(stack: Any, alertname: str, environment: str) -> list[dict[str, Any]]:
+    """Alertmanager's alerts of that name and environment that have not ended (silenced ones
+    included)."""
+    params = [("filter", f'alertname="{alertname}"'), ("filter", f'environment="{environment}"')]
+    resp = httpx.get(f"{stack.alertmanager_url}/api/v2/alerts", params=params, timeout=10)
+    resp.raise_for_status()
+    now = time.time()
+
+    def ended(a: dict[str, Any]) -> bool:
+        ends = a.get("endsAt")
+        return bool(ends) and datetime.fromisoformat(ends.replace("Z", "+00:00")).timestamp() < now
+
+    return [a for a in resp.json() if not ended(a)]
+
+
+def start_quiet(stack: Any, alertname: str, environment: str, timeout: float = 120) -> None:
+    """Wait until no ``alertname`` alert of ``environment`` is active, then close the group's
+    leftovers: a case that injects that fault then opens a fresh incident. (An alert still
+    firing from an earlier case, under a silence or ``keep_firing_for``, would carry on into
+    the case's own fault without a new notification, so nothing new would open.)"""
+    wait_for(
+        lambda: not active_alerts(stack, alertname, environment),
+        timeout,
+        f"{alertname} in {environment} is still active from an earlier case",
+    )
+    close_leftovers(stack, group_key(alertname, environment))

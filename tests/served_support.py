@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pytest
 
 from devstack import procs
 from devstack import stack as devstack
@@ -41,6 +42,11 @@ FAST_DEPLOY: dict[str, Any] = {
 }
 PREFECT_CLI = str(Path(sys.executable).with_name("prefect"))
 B = TypeVar("B")
+
+#: A served case that runs on the ``serve`` path only. Every deployment keeps at least one case
+#: on both paths (the worker path proves prefect.yaml and the worker's loader, not the runbook
+#: again); the runbook's other cases run once, as ``make up`` serves them.
+SERVE_ONLY = pytest.mark.parametrize("runpath", ["serve"], indirect=True)
 
 
 def catalog_names() -> list[str]:

@@ -1,9 +1,4 @@
-"""What the served triage cases share: an Alertmanager silence, an incident as the receiver
-records one, the run's checklist artifact, the app's faults and volume.
-
-Generalised from ``tests/served/test_triage_matrix.py`` (which keeps its own copies for
-service-down) so each runbook's served cases can live in their own module.
-"""
+"""Helpers the served triage cases share: an Alertmanager silence, incidents, checklists."""
 
 from __future__ import annotations
 
@@ -25,8 +20,9 @@ from tests.served_support import RunPath
 
 @contextmanager
 def silenced(stack: StackInfo, environment: str) -> Iterator[None]:
-    """An Alertmanager silence of every alert of ``environment`` for the body: the real alert
-    chain (which starts the same runbook through the incident flow) does not race the case."""
+    """An Alertmanager silence of every alert of ``environment`` for the body, so the real
+    alert chain (which starts the same runbook through the incident flow) does not race the
+    case under test."""
     now = datetime.now(UTC)
     body = {
         "matchers": [
@@ -34,7 +30,7 @@ def silenced(stack: StackInfo, environment: str) -> Iterator[None]:
         ],
         "startsAt": now.isoformat(),
         "endsAt": (now + timedelta(minutes=15)).isoformat(),
-        "createdBy": "tests.triage_support",
+        "createdBy": "opsflows served triage tests",
         "comment": "the case under test runs the triage runbook itself",
     }
     resp = httpx.post(f"{stack.alertmanager_url}/api/v2/silences", json=body, timeout=10)
@@ -47,12 +43,17 @@ def silenced(stack: StackInfo, environment: str) -> Iterator[None]:
 
 
 def open_incident(
-    stack: StackInfo, environment: str, marker: str, alertname: str, runbook: str, severity: str
+    stack: StackInfo,
+    environment: str,
+    marker: str,
+    alertname: str = "ServiceDown",
+    severity: str = "P1",
+    runbook: str = "service-down",
 ) -> Incident:
-    """An incident for ``environment`` as the receiver records one from ``alertname``."""
+    """An incident for ``environment`` as the receiver records one for ``alertname``."""
     from tasks.incidents import record_opening
 
-    fired = alert(alertname, severity, runbook=runbook, environment=environment, summary=marker)
+    fired = alert(alertname, severity, environment=environment, summary=marker)
     opening = Opening(
         group_key=f"test-triage:{marker}",
         source="alertmanager",
@@ -82,7 +83,7 @@ def artifacts_of(runpath: RunPath, run_id: str, key: str) -> list[dict[str, Any]
     return list(resp.json())
 
 
-def checklist(runpath: RunPath, run_id: str, key: str) -> dict[str, dict[str, str]]:
+def checklist_of(runpath: RunPath, run_id: str, key: str) -> dict[str, dict[str, str]]:
     """The run's one checklist table artifact ``key``, by item."""
     found = artifacts_of(runpath, run_id, key)
     assert len(found) == 1, f"{len(found)} {key} artifacts for run {run_id}"
@@ -92,6 +93,7 @@ def checklist(runpath: RunPath, run_id: str, key: str) -> dict[str, dict[str, st
 
 
 def app_faults(stack: StackInfo, env: str) -> dict[str, str]:
+    """The app's injected faults by pod (``GET /_sim/faults``)."""
     return dict(httpx.get(stack.app_url(env) + "/_sim/faults", timeout=10).json()["faults"])
 
 
@@ -108,6 +110,7 @@ def app_fault(stack: StackInfo, env: str, kind: str, **extra: Any) -> Iterator[N
 
 
 def prometheus_value(stack: StackInfo, promql: str) -> float | None:
+    """The first value of an instant query (None: no series)."""
     resp = httpx.get(f"{stack.prometheus_url}/api/v1/query", params={"query": promql}, timeout=10)
     resp.raise_for_status()
     result = resp.json()["data"]["result"]

@@ -6,6 +6,9 @@
   "path": "deployments/web-app", "count": 1}``, see ``faults``), ``{"down": true|false}``, or
   clear everything. The answer also carries ``injected``: the requests faults acted on since
   the simulator started, by kind (never cleared).
+* ``POST /_sim/pods``: take one pod down (``{"namespace": "staging", "pod": NAME,
+  "reason": "OOMKilled"}``; reason ``Error`` by default): it crash-loops from now on and is
+  never Ready again; deleting it lets its ReplicaSet start a clean one (one pod down).
 * ``POST /_sim/reset``: back to the seed state, faults cleared; ``{"config": true}`` also
   restores the startup config.
 * ``GET/DELETE /_sim/requests``: the log of recent API requests.
@@ -71,6 +74,21 @@ def admin_routes(sim: Simulator) -> list[BaseRoute]:
                 return _error(str(exc))
         return JSONResponse(sim.faults.snapshot())
 
+    async def pods(request: Request) -> Response:
+        try:
+            data = await _body(request)
+            namespace, name = str(data["namespace"]), str(data["pod"])
+            pod = sim.take_down(namespace, name, str(data.get("reason") or "Error"))
+        except KeyError as exc:
+            missing = exc.args[0] if exc.args else "?"
+            if missing in ("namespace", "pod"):
+                return _error('"namespace" and "pod" are required')
+            return _error(str(missing), 404)
+        except ValueError as exc:
+            return _error(str(exc))
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        return JSONResponse({"pod": name, "namespace": namespace, "containerStatuses": statuses})
+
     async def reset(request: Request) -> Response:
         try:
             data = await _body(request)
@@ -87,6 +105,7 @@ def admin_routes(sim: Simulator) -> list[BaseRoute]:
     return [
         Route("/_sim/config", config, methods=["GET", "POST"]),
         Route("/_sim/faults", faults, methods=["GET", "POST", "DELETE"]),
+        Route("/_sim/pods", pods, methods=["POST"]),
         Route("/_sim/reset", reset, methods=["POST"]),
         Route("/_sim/requests", requests, methods=["GET", "DELETE"]),
     ]

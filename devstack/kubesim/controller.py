@@ -62,7 +62,7 @@ def _available(
     if runtime is None:
         return False, False
     when = ready_at(pod.get("spec") or {}, runtime)
-    if when is None or t < when:
+    if when is None or t < when or runtime.is_down(t):
         return False, False
     return True, t >= when + min_ready
 
@@ -300,6 +300,8 @@ def next_event(store: Store, after: float) -> float | None:
         if when is not None:
             moments.append(when)
             moments.append(when + min_ready.get(controller_uid(pod) or "", 0))
+        if runtime is not None and runtime.down_at is not None:
+            moments.append(runtime.down_at)
     for d in store.list("deployments"):
         spec, conditions = d["spec"], (d.get("status") or {}).get("conditions") or []
         uid = d["metadata"]["uid"]

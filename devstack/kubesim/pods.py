@@ -10,6 +10,11 @@ start and the current time, so the same inputs always give the same answer:
 * a tag containing ``badpull`` or the registry ``nonexistent.invalid``: ``ErrImagePull`` for
   ``image_pull_backoff_seconds`` after ``start_at``, then ``ImagePullBackOff``; the pod stays
   Pending.
+
+One pod can also be taken down on its own (``POST /_sim/pods``, ``Simulator.take_down``): from
+``down_at`` its container keeps failing as a crash loop would, with the termination reason
+given (``OOMKilled`` exits 137, anything else 1), and is never Ready again. The pod that the
+ReplicaSet creates in its place (after a delete) starts clean.
 """
 
 from __future__ import annotations
@@ -36,6 +41,21 @@ class PodRuntime:
     crashloop_restart_seconds: float
     image_pull_backoff_seconds: float
     pod_ip: str
+    #: When this one pod went down on its own (``/_sim/pods``), and the termination reason.
+    down_at: float | None = None
+    down_reason: str = "Error"
+
+    def is_down(self, now: float) -> bool:
+        """Whether the pod was taken down by ``now``."""
+        return self.down_at is not None and now >= self.down_at
+
+
+DOWN_REASONS = ("Error", "OOMKilled")
+
+
+def exit_code(reason: str) -> int:
+    """The exit code a termination ``reason`` comes with (137: killed, as by the OOM killer)."""
+    return 137 if reason == "OOMKilled" else 1
 
 
 def split_image(image: str) -> tuple[str, str, str]:
@@ -104,10 +124,15 @@ def container_status(container: dict[str, Any], timing: PodRuntime, now: float) 
     repository = split_image(image)[1]
     status["imageID"] = f"{repository}@sha256:{_digest(image)}"
     container_id = f"containerd://{_digest(f'{name}/{timing.created}')}"
-    if behavior == "crashloop":
+    crashing_since = timing.start_at if behavior == "crashloop" else None
+    reason, code = "Error", 1
+    if timing.down_at is not None and timing.is_down(now) and crashing_since is None:
+        crashing_since = max(timing.down_at, timing.start_at)
+        reason, code = timing.down_reason, exit_code(timing.down_reason)
+    if crashing_since is not None:
         period = max(timing.crashloop_restart_seconds, 1e-3)
-        restarts = 1 + int((now - timing.start_at) // period)
-        last_start = timing.start_at + (restarts - 1) * period
+        restarts = 1 + int((now - crashing_since) // period)
+        last_start = crashing_since + (restarts - 1) * period
         status["restartCount"] = restarts
         status["containerID"] = container_id
         status["state"] = {
@@ -118,8 +143,8 @@ def container_status(container: dict[str, Any], timing: PodRuntime, now: float) 
         }
         status["lastState"] = {
             "terminated": {
-                "exitCode": 1,
-                "reason": "Error",
+                "exitCode": code,
+                "reason": reason,
                 "startedAt": rfc3339(last_start),
                 "finishedAt": rfc3339(last_start),
                 "containerID": container_id,
@@ -231,10 +256,15 @@ def container_log(
                 f'"{pod["metadata"]["name"]}" not found'
             )
         at = last.get("startedAt", "")
+        why = (
+            "fatal: out of memory (the container exceeded its memory limit)"
+            if last.get("reason") == "OOMKilled"
+            else f"fatal: {image} crashed during startup (panic: the release cannot start)"
+        )
         lines = [
             f"{at} starting {image}",
             f"{at} loading configuration",
-            f"{at} fatal: {image} crashed during startup (panic: the release cannot start)",
+            f"{at} {why}",
             f"{at} exiting with code {last.get('exitCode', 1)}",
         ]
     else:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from devstack.kubesim.clock import Clock, SystemClock
 from devstack.kubesim.controller import SimConfig, advance, reconcile
 from devstack.kubesim.faults import FaultInjector
+from devstack.kubesim.pods import DOWN_REASONS
 from devstack.kubesim.registry import Registry
 from devstack.kubesim.seed import seed_default
 from devstack.kubesim.store import Store
@@ -77,6 +78,30 @@ class Simulator:
             self.sync()
             self.config = dataclasses.replace(self.config, **values)
             return self.config
+
+    def take_down(self, namespace: str, name: str, reason: str = "Error") -> dict[str, Any]:
+        """Take one pod down from now on: its container crash-loops with ``reason`` as its
+        last termination and it is never Ready again (its replacement starts clean).
+
+        Raises:
+            KeyError: no such pod.
+            ValueError: an unknown reason.
+        """
+        if reason not in DOWN_REASONS:
+            raise ValueError(f"reason must be one of {', '.join(DOWN_REASONS)}, got {reason!r}")
+        with self.lock:
+            self.sync()
+            pod = self.store.get("pods", namespace, name)
+            runtime = self.store.pods.get(pod["metadata"]["uid"]) if pod else None
+            if pod is None or runtime is None:
+                raise KeyError(f"no pod {name!r} in namespace {namespace!r}")
+            now = self.store.time
+            self.store.pods[pod["metadata"]["uid"]] = dataclasses.replace(
+                runtime, down_at=now, down_reason=reason
+            )
+            reconcile(self.store, self.config, now)
+            found = self.store.get("pods", namespace, name)
+            return found if found is not None else pod
 
     def sync(self) -> None:
         """Bring the cluster up to the clock's present."""

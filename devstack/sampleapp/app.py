@@ -25,7 +25,9 @@ from devstack.sampleapp.control import (
     PodFaults,
     Volume,
     VolumeFull,
+    check_level,
     fault_behaviour,
+    traffic_load,
 )
 from devstack.sampleapp.metrics import AppMetrics, PodLoad
 from devstack.sampleapp.pods import Pod, PodWatcher
@@ -102,6 +104,7 @@ def create_app(
     faults = PodFaults()
     cpu_meter = CpuMeter()
     in_flight: dict[str, int] = {}
+    traffic = {"level": 0.0}  # pods' worth of CPU demand, spread over the Ready pods
 
     def behaviour_of(pod: Pod) -> Behaviour:
         behaviour = behaviour_for(pod.image, env)
@@ -128,6 +131,7 @@ def create_app(
             return no_pods()
         behaviour = behaviour_of(pod)
         jitter = rng.uniform(1 - LATENCY_JITTER, 1 + LATENCY_JITTER)
+        metrics.served(pod.name)
         in_flight[pod.name] = in_flight.get(pod.name, 0) + 1  # holds a DB connection meanwhile
         try:
             await asyncio.sleep(behaviour.latency_s * jitter)
@@ -155,11 +159,12 @@ def create_app(
         measured = cpu_meter.read()
         loads: dict[str, PodLoad] = {}
         backlog = 0
+        share, queued = traffic_load(traffic["level"], len(pods))
         for pod in pods:
             behaviour = behaviour_of(pod)
-            backlog += behaviour.queue
+            backlog += max(behaviour.queue, queued)
             used = POOL_SIZE if behaviour.pool_exhausted else in_flight.get(pod.name, 0)
-            cpu = measured if behaviour.cpu is None else behaviour.cpu
+            cpu = max(measured if behaviour.cpu is None else behaviour.cpu, share)
             memory = faults.memory(pod, behaviour)
             loads[pod.name] = PodLoad(
                 cpu, POOL_SIZE, min(POOL_SIZE, used), memory, MEMORY_LIMIT_BYTES
@@ -192,6 +197,28 @@ def create_app(
                 return JSONResponse({"error": str(exc)}, 400)
             faults.inject(names, str(body["fault"]), behaviour)
         return JSONResponse({"env": env, "faults": faults.describe()})
+
+    async def sim_traffic(request: Request) -> Response:
+        if request.method == "DELETE":
+            traffic["level"] = 0.0
+        elif request.method == "POST":
+            body = await request.json()
+            try:
+                traffic["level"] = check_level(
+                    body.get("level") if isinstance(body, dict) else body
+                )
+            except FaultError as exc:
+                return JSONResponse({"error": str(exc)}, 400)
+        share, queued = traffic_load(traffic["level"], len(watcher.pods))
+        return JSONResponse(
+            {
+                "env": env,
+                "level": traffic["level"],
+                "ready_pods": len(watcher.pods),
+                "cpu_per_pod": share,
+                "queue_per_pod": queued,
+            }
+        )
 
     async def sim_volume(request: Request) -> Response:
         if volume is None:
@@ -257,6 +284,7 @@ def create_app(
             Route("/metrics", metrics_endpoint),
             Route("/upload/{name}", upload, methods=["PUT"]),
             Route("/_sim/faults", sim_faults, methods=["GET", "POST", "DELETE"]),
+            Route("/_sim/traffic", sim_traffic, methods=["GET", "POST", "DELETE"]),
             Route("/_sim/volume", sim_volume, methods=["GET", "POST", "DELETE"]),
             Route("/_sim/volume/logs/delete", delete_logs, methods=["POST"]),
         ],

@@ -16,7 +16,13 @@ fault while a bad image (its tag) needs a rollback. Kinds (``POST /_sim/faults``
                    moment of the injection until its limit (``sampleapp_memory_bytes``)
 =================  ==========================================================================
 
-``DELETE /_sim/faults`` clears them all. The volume is a directory with a quota the app
+``DELETE /_sim/faults`` clears them all. A fault stays with the pods it was put on, so
+``busy`` is a stuck pod rather than load: more pods do not help it. A traffic spike is the
+environment's traffic level (``POST /_sim/traffic`` ``{"level": L}``, ``DELETE`` back to 0):
+``L`` pods' worth of CPU demand, spread evenly over the Ready pods (:func:`traffic_load`), so
+scaling out lowers every pod's CPU and its backlog, as it would in production.
+
+The volume is a directory with a quota the app
 enforces (a loop mount would need root and outlive a crashed stack): ``PUT /upload/NAME``
 refuses with 507 past the quota, ``POST /_sim/volume`` ``{"bytes": N}`` (or ``{"ratio": R}``)
 adds a sparse file of that size under ``logs/`` (for the disk-full runbook to find; ``"dir":
@@ -143,6 +149,34 @@ class PodFaults:
 
 
 VOLUME_DIRS = ("logs", "uploads")
+
+
+SATURATION = 0.8
+"""CPU share of a pod above which its requests start to queue (the CPU alert's 80%)."""
+
+QUEUE_PER_OVERLOAD = 10_000
+"""Queued requests per unit of CPU demand above :data:`SATURATION` (a pod asked for 95% of
+its CPU queues 1500, as the ``busy`` fault does; the queue alert at 1000 fires from 90%)."""
+
+MAX_TRAFFIC_LEVEL = 100.0
+
+
+def check_level(level: object) -> float:
+    """A traffic level as the app takes it: a number in 0..:data:`MAX_TRAFFIC_LEVEL`."""
+    if isinstance(level, bool) or not isinstance(level, int | float):
+        raise FaultError(f"level must be a number of pods' worth of CPU, got {level!r}")
+    if not 0 <= level <= MAX_TRAFFIC_LEVEL:
+        raise FaultError(f"level must be within 0..{MAX_TRAFFIC_LEVEL:g}, got {level}")
+    return float(level)
+
+
+def traffic_load(level: float, ready_pods: int) -> tuple[float, int]:
+    """Each Ready pod's CPU share and request backlog when ``level`` pods' worth of CPU
+    demand is spread over ``ready_pods`` (0 pods: nothing to measure)."""
+    if ready_pods <= 0 or level <= 0:
+        return 0.0, 0
+    demand = level / ready_pods
+    return min(1.0, demand), round(QUEUE_PER_OVERLOAD * max(0.0, demand - SATURATION))
 
 
 class VolumeFull(OSError):

@@ -5,6 +5,7 @@ Series (the contract the deploy gates and the alert rules rely on)::
     http_requests_total{path, status}           counter; path is "/", "/health", "/metrics"
                                                 or "other"; status the HTTP code ("200")
     http_request_duration_seconds{path}         histogram, buckets up to 10 s around the 2 s gate
+    sampleapp_pod_requests_total{pod}           counter; ``/`` requests served by each pod
     sampleapp_info{image, env}                  1 for every image served by a Ready pod
     sampleapp_ready_pods{image}                 Ready pods per image
     sampleapp_unready_pods                      listed pods not Ready (crashing, starting)
@@ -72,6 +73,13 @@ class AppMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.pod_requests = Counter(
+            "sampleapp_pod_requests",
+            "Requests to / served by each pod (how evenly the Service spreads them).",
+            ["pod"],
+            registry=self.registry,
+        )
+        self._served_by: set[str] = set()
         self.info = Gauge(
             "sampleapp_info",
             "1 for each image currently served by a Ready pod.",
@@ -149,8 +157,17 @@ class AppMetrics:
         self.requests.labels(path=label, status=str(status)).inc()
         self.duration.labels(path=label).observe(seconds)
 
+    def served(self, pod: str) -> None:
+        """Count one ``/`` request served by ``pod``."""
+        self.pod_requests.labels(pod=pod).inc()
+        self._served_by.add(pod)
+
     def set_pods(self, pods: Iterable[Pod]) -> None:
-        """Publish which images the Ready pods run."""
+        """Publish which images the Ready pods run (and forget the counts of pods gone)."""
+        pods = tuple(pods)
+        for gone in self._served_by - {pod.name for pod in pods}:
+            self.pod_requests.remove(gone)
+        self._served_by &= {pod.name for pod in pods}
         counts: dict[str, int] = {}
         for pod in pods:
             counts[pod.image] = counts.get(pod.image, 0) + 1

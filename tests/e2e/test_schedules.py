@@ -25,9 +25,11 @@ DAILY_0200 = "0 2 * * *"
 
 
 def catalog() -> dict[str, Any]:
+    """Every catalog deployment by ``flow/deployment`` (one flow may have several, as
+    traffic-spike and its scheduled scale-back check)."""
     from deployments.catalog import runner_deployments
 
-    return {d.flow_name: d for d in runner_deployments()}
+    return {f"{d.flow_name}/{d.name}": d for d in runner_deployments()}
 
 
 def read_deployments(names: list[str]) -> dict[str, Any]:
@@ -44,7 +46,7 @@ def served(
     """Serve the catalog once; the served deployments as the server has them; stop after."""
     from prefect.exceptions import ObjectNotFound
 
-    wanted = [f"{d.flow_name}/{d.name}" for d in catalog().values()]
+    wanted = list(catalog())
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     started = datetime.now(UTC)
     serve = [sys.executable, "-m", "deployments.serve"]
@@ -85,9 +87,9 @@ def test_scheduled_runbooks_have_the_right_cron(served: dict[str, Any]) -> None:
     minute, hour, dom, month, dow = rotation[0][0].split()
     assert dom != "*" and (month, dow) == ("*", "*"), f"rotation is not monthly: {rotation[0][0]}"
     # Every schedule the catalog declares is on the server, as declared.
-    for flow_name, runner in catalog().items():
+    for name, runner in catalog().items():
         declared = [(s.schedule.cron, s.schedule.timezone) for s in runner.schedules or []]
-        assert [c[:2] for c in crons(by_flow(served, flow_name))] == declared, flow_name
+        assert [c[:2] for c in crons(served["deployments"][name])] == declared, name
 
 
 def test_backup_and_rotation_cannot_overlap_themselves(served: dict[str, Any]) -> None:

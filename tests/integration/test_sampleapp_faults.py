@@ -204,3 +204,44 @@ def test_the_volume_lists_its_directories_and_deletes_only_named_logs(app: Serve
     done = httpx.post(delete, json={"names": [log["name"]]}).json()
     assert done["deleted"] == [log["name"]] and done["used_bytes"] == 200
     assert httpx.post(app.url + "/_sim/volume", json={"bytes": 10, "dir": "/"}).status_code == 400
+
+
+def traffic(app: ServerThread, level: object) -> httpx.Response:
+    return httpx.post(app.url + "/_sim/traffic", json={"level": level})
+
+
+def test_traffic_is_spread_over_the_ready_pods_and_more_pods_carry_it(
+    app: ServerThread, kube: FakeKube
+) -> None:
+    """A traffic level of 1.9 pods' worth of CPU on two pods: each at 95% with a backlog of
+    1500 (the queue and CPU alerts' territory); on four pods each carries 47.5% and nothing
+    queues; the per-pod request counter shows every Ready pod serving."""
+    assert traffic(app, 1.9).json()["cpu_per_pod"] == pytest.approx(0.95)
+    g = gauges(app.url)
+    assert g["sampleapp_cpu_utilization_ratio"] == {
+        "web-app-0": pytest.approx(0.95),
+        "web-app-1": pytest.approx(0.95),
+    }
+    assert g["sampleapp_request_queue"][""] >= 3000
+    kube.set_pods("production", GOOD, GOOD, GOOD, GOOD)
+    wait_for(lambda: len(gauges(app.url)["sampleapp_cpu_utilization_ratio"]) == 4)
+    g = gauges(app.url)
+    assert all(v == pytest.approx(0.475) for v in g["sampleapp_cpu_utilization_ratio"].values())
+    assert g["sampleapp_request_queue"][""] < 1000
+    hit(app.url + "/", 200)
+    served = {
+        s.labels["pod"]: s.value
+        for family in text_string_to_metric_families(httpx.get(app.url + "/metrics").text)
+        for s in family.samples
+        if s.name == "sampleapp_pod_requests_total"
+    }
+    assert set(served) == {f"web-app-{i}" for i in range(4)} and sum(served.values()) == 200
+    cleared = httpx.delete(app.url + "/_sim/traffic").json()
+    assert (cleared["level"], cleared["cpu_per_pod"], cleared["queue_per_pod"]) == (0, 0, 0)
+
+
+def test_a_bad_traffic_level_is_refused(app: ServerThread) -> None:
+    for level in (-1, "lots", True, 1000):
+        refused = traffic(app, level)
+        assert refused.status_code == 400 and "level" in refused.json()["error"]
+    assert httpx.get(app.url + "/_sim/traffic").json()["level"] == 0

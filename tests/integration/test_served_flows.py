@@ -35,6 +35,9 @@ REQUIRED: dict[str, dict[str, Any]] = {
     "disk-full/disk-full": {"environment": "staging"},
     "connection-pool-exhausted/connection-pool-exhausted": {"environment": "staging"},
     "memory-leak/memory-leak": {"environment": "staging"},
+    "database-slow/database-slow": {"environment": "production"},
+    "one-pod-down/one-pod-down": {"environment": "staging"},
+    "traffic-spike/traffic-spike": {"environment": "staging"},
     "migrate-database/migrate-database": {"migrations_dir": "tests/fixtures/migrations/app"},
     "record-crashed-run/record-crashed-run": {
         "flow_run_id": "prefect.flow-run.6a835ab6-8858-4553-ae9d-bcc8440817f5"

@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 import psycopg
-import pytest
 from psycopg.types.json import Jsonb
 
 from blocks.kube import KubeEnvironment
@@ -36,10 +35,9 @@ from tests.incident_support import (
     timeline,
     wait_for,
 )
-from tests.served_support import RunPath, assert_completed, load_block
+from tests.served_support import SERVE_ONLY, RunPath, assert_completed, load_block
 
 #: The UI's Run button path this module runs on (the matrix covers both).
-SERVE_ONLY = pytest.mark.parametrize("runpath", ["serve"], indirect=True)
 
 
 def open_incident(stack: StackInfo, key: str) -> Any:

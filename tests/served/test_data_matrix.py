@@ -25,6 +25,7 @@ from devstack.stack import AWS_REGION, MOTO_KEYS
 from tests.migrate_support import flow_database, migrations_dir, migrations_table, target_for
 from tests.rotation_support import World
 from tests.served_support import (
+    SERVE_ONLY,
     RunPath,
     assert_completed,
     github_delivery,
@@ -250,6 +251,7 @@ def test_a_crashed_run_gets_its_operation_log_entry(runpath: RunPath) -> None:
     assert oplog_row(runpath.stack, again["id"])["impact"].startswith("none: run")
 
 
+@SERVE_ONLY
 def test_ci_webhook_runs_complete_and_ship_their_images(
     runpath: RunPath, ci_runs: dict[str, dict[str, str]]
 ) -> None:

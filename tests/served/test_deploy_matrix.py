@@ -12,6 +12,7 @@ from typing import Any
 from tests.deploy_support import new_image
 from tests.served_support import (
     FAST_DEPLOY,
+    SERVE_ONLY,
     RunPath,
     assert_completed,
     describe,
@@ -65,6 +66,7 @@ def test_staged_deploy_manual_approved_through_the_form(runpath: RunPath) -> Non
     assert row["details"]["approved"] is True and before != image
 
 
+@SERVE_ONLY
 def test_staged_deploy_manual_rejected_through_the_form(runpath: RunPath) -> None:
     run_id, image, before = _paused_deploy(runpath)
     approver = f"bob-{uuid.uuid4().hex[:6]}"

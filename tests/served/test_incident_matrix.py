@@ -24,7 +24,7 @@ from tests.incident_support import (
     timeline,
     wait_for,
 )
-from tests.served_support import Api, RunPath, assert_completed
+from tests.served_support import SERVE_ONLY, Api, RunPath, assert_completed
 from tests.support import oplog_row
 
 
@@ -89,10 +89,12 @@ def test_alertmanager_group_pages_escalates_and_closes(runpath: RunPath, webhook
     assert late.status_code == 200 and late.json()["status"] == "ignored"
 
 
+@SERVE_ONLY
 def test_a_flapping_group_is_one_incident_paged_once(runpath: RunPath, webhook: str) -> None:
     """A P1 group fires, resolves, fires, resolves and fires again (flapping past its rule's
     keep_firing_for): one incident, reopened twice, one page to the on-call. Each reopening
-    gets a run of its own that carries on where the last one stopped; every run completes."""
+    gets a run of its own that carries on where the last one stopped and starts the alert's
+    runbook again (once per opening); every run completes."""
     stack, api = runpath.stack, runpath.api
     marker = uuid.uuid4().hex[:10]
     payload = notification([alert("ServiceDown", "P1", summary=f"flapping {marker}")])
@@ -120,7 +122,9 @@ def test_a_flapping_group_is_one_incident_paged_once(runpath: RunPath, webhook: 
     assert len(sink_messages(stack, "page", f"flapping {marker}")) == 1  # the on-call, once
     kinds = [e.kind for e in timeline(stack, incident_id)]
     assert kinds.count("paged on-call") == 1 and kinds.count("reopened") == 2
-    assert kinds.count("picked up") == 2 and kinds.count("triage") == 1
+    assert kinds.count("picked up") == 2 and kinds.count("triage") == 3
+    triage_runs = [r["flow_run_id"] for r in closed.runbook_runs]
+    assert len(set(triage_runs)) == 3, closed.runbook_runs  # one per opening
     told = [m for m in sink_messages(stack, "incidents", marker) if "reopened" in str(m["body"])]
     assert len(told) == 2  # #incidents heard 'resolved' each time, then that it is back
     assert "| reopened (the alert flapped) | 2 times |" in api.latest_artifact(

@@ -44,6 +44,20 @@ MATRIX: dict[str, list[str]] = {
         "test_incident_matrix::test_a_failing_change_opens_an_incident",
         "test_incident_matrix::test_a_flapping_group_is_one_incident_paged_once",
     ],
+    "one-pod-down/one-pod-down": [
+        "test_triage_pods::test_one_pod_down_is_replaced_and_its_termination_recorded",
+        "test_triage_pods::test_one_pod_down_scales_out_when_the_others_are_overloaded",
+        "test_triage_pods::test_one_pod_down_refuses_a_pod_that_does_not_exist",
+    ],
+    "traffic-spike/traffic-spike": [
+        "test_triage_pods::test_traffic_spike_scales_up_within_max_and_the_load_is_balanced",
+        "test_triage_pods::test_traffic_spike_at_max_replicas_changes_nothing_and_escalates",
+        "test_triage_pods::test_traffic_spike_refuses_bad_replica_counts",
+        "test_triage_pods::test_scale_back_waits_for_calm_then_returns_to_the_baseline",
+    ],
+    "traffic-spike/scale-back": [
+        "test_triage_pods::test_scale_back_waits_for_calm_then_returns_to_the_baseline",
+    ],
     "service-down/service-down": [
         "test_triage_matrix::test_service_down_rolls_back_a_bad_release",
         "test_triage_matrix::test_service_down_restarts_when_nothing_was_deployed",
@@ -64,6 +78,20 @@ MATRIX: dict[str, list[str]] = {
     "memory-leak/memory-leak": [
         "test_triage_restarts::test_memory_leak_records_the_trend_then_restarts",
         "test_triage_restarts::test_restart_runbooks_refuse_an_unknown_environment",
+    ],
+    "game-day/game-day": [
+        "test_game_day::test_a_crash_loop_game_day_is_detected_rolled_back_and_recorded",
+        "test_game_day::test_production_needs_the_typed_confirmation",
+        "test_game_day::test_an_unknown_fault_is_refused_naming_it",
+    ],
+    "database-slow/database-slow": [
+        "test_triage_database::test_an_idle_transaction_past_the_policy_is_terminated",
+        "test_triage_database::test_the_runbook_decides_again_under_the_change_slot",
+        "test_triage_database::test_a_long_query_waits_for_approval_then_is_terminated",
+        "test_triage_database::test_a_long_query_stays_when_the_approval_is_rejected",
+        "test_triage_database::test_an_unanswered_approval_times_out_and_changes_nothing",
+        "test_triage_database::test_a_superuser_blocker_is_refused_and_escalated",
+        "test_triage_database::test_unknown_environment_or_database_changes_nothing",
     ],
     "record-crashed-run/record-crashed-run": [
         "test_data_matrix::test_a_crashed_run_gets_its_operation_log_entry"

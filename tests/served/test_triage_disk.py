@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
-import pytest
 from prefect.logging import disable_run_logger
 
 from blocks.postgres import PostgresTarget
@@ -35,9 +34,9 @@ from tests.incident_support import (
     timeline,
     wait_for,
 )
-from tests.served_support import RunPath, assert_completed, describe, load_block
+from tests.served_support import SERVE_ONLY, RunPath, assert_completed, describe, load_block
 from tests.support import oplog_row
-from tests.triage_support import artifacts_of, checklist, open_incident, resolve, silenced
+from tests.triage_support import artifacts_of, checklist_of, open_incident, resolve, silenced
 
 DEPLOYMENT = "disk-full/disk-full"
 ENV = "staging"
@@ -91,7 +90,14 @@ def test_disk_full_clears_old_logs_by_policy_and_verifies(runpath: RunPath) -> N
         before = volume(stack)
         assert before["used_bytes"] / before["size_bytes"] > 0.8
         fresh = before["logs"][0]["name"]
-        opened = open_incident(stack, ENV, uuid.uuid4().hex[:10], "VolumeFull", "disk-full", "P2")
+        opened = open_incident(
+            stack,
+            ENV,
+            uuid.uuid4().hex[:10],
+            alertname="VolumeFull",
+            severity="P2",
+            runbook="disk-full",
+        )
         try:
             run = api.finish(DEPLOYMENT, environment=ENV, incident_id=opened.id, **FAST)
             assert_completed(run, runpath.log)
@@ -105,7 +111,7 @@ def test_disk_full_clears_old_logs_by_policy_and_verifies(runpath: RunPath) -> N
                 f["name"] for f in before["logs"][1:]
             )
             assert "cleared 2 old log files" in row["impact"]
-            items = checklist(runpath, run["id"], KEY)
+            items = checklist_of(runpath, run["id"], KEY)
             assert items["app volume under 80%"]["result"] == "fail"
             assert "85.0% used" in items["app volume under 80%"]["evidence"]
             assert "logs/" in items["largest directories of the volume"]["evidence"]
@@ -124,6 +130,7 @@ def test_disk_full_clears_old_logs_by_policy_and_verifies(runpath: RunPath) -> N
             resolve(stack, opened.id)
 
 
+@SERVE_ONLY
 def test_disk_full_escalates_when_the_policy_may_delete_nothing(runpath: RunPath) -> None:
     """85% full of uploads and a fresh log: nothing the policy may delete. Nothing is
     deleted, the run recommends increasing the volume, pages the lead and fails."""
@@ -132,7 +139,14 @@ def test_disk_full_escalates_when_the_policy_may_delete_nothing(runpath: RunPath
         fill(stack, 0.8, dir="uploads", age_s=72 * HOUR)
         fill(stack, 0.05)
         before = volume(stack)
-        opened = open_incident(stack, ENV, uuid.uuid4().hex[:10], "VolumeFull", "disk-full", "P2")
+        opened = open_incident(
+            stack,
+            ENV,
+            uuid.uuid4().hex[:10],
+            alertname="VolumeFull",
+            severity="P2",
+            runbook="disk-full",
+        )
         try:
             run = api.finish(DEPLOYMENT, environment=ENV, incident_id=opened.id, **FAST)
             assert run["state"]["type"] == "FAILED", describe(run)
@@ -143,7 +157,7 @@ def test_disk_full_escalates_when_the_policy_may_delete_nothing(runpath: RunPath
             row = oplog_row(stack, run["id"])
             assert row["status"] == "failed" and row["details"]["decision"]["action"] == "escalate"
             assert row["details"]["escalated"]["level"] == "lead"
-            items = checklist(runpath, run["id"], KEY)
+            items = checklist_of(runpath, run["id"], KEY)
             assert items["old logs the policy may clear"]["result"] == "fail"
             recommended = items["recommendations for a person"]
             assert recommended["result"] == "fail"
@@ -169,6 +183,7 @@ def backups_of(stack: StackInfo) -> list[str]:
         return sorted(r.backup_id for r in list_backups.fn(store, database))
 
 
+@SERVE_ONLY
 def test_disk_full_never_deletes_backups_retention_keeps(runpath: RunPath) -> None:
     """Backups within 30 days and the minimum count: the runbook reports that retention
     forbids deleting any, and every backup is still there afterwards."""
@@ -183,10 +198,11 @@ def test_disk_full_never_deletes_backups_retention_keeps(runpath: RunPath) -> No
     assert backups_of(stack) == kept
     row = oplog_row(stack, run["id"])
     assert row["details"]["decision"]["action"] == "none" and row["impact"].startswith("no change")
-    evidence = checklist(runpath, run["id"], KEY)["old backups (retention)"]["evidence"]
+    evidence = checklist_of(runpath, run["id"], KEY)["old backups (retention)"]["evidence"]
     assert "retention forbids deleting any" in evidence and "none deleted" in evidence, evidence
 
 
+@SERVE_ONLY
 def test_disk_full_refuses_an_unknown_environment(runpath: RunPath) -> None:
     """An environment with no block, or a log policy below zero hours: the run fails naming
     it before anything changes (old logs still there)."""
@@ -212,7 +228,7 @@ def test_disk_full_refuses_an_unknown_environment(runpath: RunPath) -> None:
     assert not artifacts_of(runpath, bad["id"], KEY)
 
 
-@pytest.mark.parametrize("runpath", ["serve"], indirect=True)
+@SERVE_ONLY
 def test_a_real_volume_full_alert_is_cleared_by_the_runbook_the_incident_starts(
     runpath: RunPath, webhook: str
 ) -> None:

@@ -16,33 +16,29 @@ chain (which starts this same runbook through the incident flow) does not race t
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from prefect.logging import disable_run_logger
 
 from blocks.kube import KubeEnvironment
-from decisions.incidents import Incident, Opening
 from devstack.stack import StackInfo
-from tests.alertmanager_support import alert
 from tests.deploy_support import new_image
 from tests.incident_support import (
-    close_leftovers,
+    group_key,
     incident,
     incidents_of,
-    ops_target,
     sink_messages,
+    start_quiet,
     timeline,
     wait_for,
 )
 from tests.served_support import (
     FAST_DEPLOY,
+    SERVE_ONLY,
     RunPath,
     assert_completed,
     describe,
@@ -52,6 +48,7 @@ from tests.served_support import (
     served_image,
 )
 from tests.support import oplog_row
+from tests.triage_support import artifacts_of, checklist_of, open_incident, resolve, silenced
 
 DEPLOYMENT = "service-down/service-down"
 ENV = "staging"
@@ -59,69 +56,9 @@ KEY = f"triage-service-down-{ENV}"
 FAST = {"verify_seconds": 5, "lock_timeout_s": 120}
 
 
-@contextmanager
-def silenced(stack: StackInfo, environment: str) -> Iterator[None]:
-    """An Alertmanager silence of every alert of ``environment`` for the body."""
-    now = datetime.now(UTC)
-    body = {
-        "matchers": [
-            {"name": "environment", "value": environment, "isRegex": False, "isEqual": True}
-        ],
-        "startsAt": now.isoformat(),
-        "endsAt": (now + timedelta(minutes=15)).isoformat(),
-        "createdBy": "test_triage_matrix",
-        "comment": "the case under test runs the service-down runbook itself",
-    }
-    resp = httpx.post(f"{stack.alertmanager_url}/api/v2/silences", json=body, timeout=10)
-    resp.raise_for_status()
-    silence = resp.json()["silenceID"]
-    try:
-        yield
-    finally:
-        httpx.delete(f"{stack.alertmanager_url}/api/v2/silence/{silence}", timeout=10)
-
-
-def open_incident(stack: StackInfo, environment: str, marker: str) -> Incident:
-    """A P1 service-down incident for ``environment`` (as the receiver records one)."""
-    from tasks.incidents import record_opening
-
-    fired = alert("ServiceDown", "P1", environment=environment, summary=marker)
-    opening = Opening(
-        group_key=f"test-triage:{marker}",
-        source="alertmanager",
-        title=f"ServiceDown in {environment} ({marker})",
-        severity="P1",
-        alerts=(fired,),
-        runbook="service-down",
-        environment=environment,
-    )
-    with disable_run_logger():
-        recorded = record_opening.fn(ops_target(stack), opening)
-    assert recorded.opened and recorded.incident is not None
-    return recorded.incident
-
-
-def resolve(stack: StackInfo, incident_id: int) -> None:
-    from tasks.incidents import move_incident
-
-    with disable_run_logger():
-        move_incident.fn(ops_target(stack), incident_id, "resolved", "test teardown")
-
-
-def artifacts_of(runpath: RunPath, run_id: str, key: str) -> list[dict[str, Any]]:
-    body = {"artifacts": {"key": {"any_": [key]}, "flow_run_id": {"any_": [run_id]}}}
-    resp = runpath.api.http.post("/artifacts/filter", json=body)
-    resp.raise_for_status()
-    return list(resp.json())
-
-
 def checklist(runpath: RunPath, run_id: str) -> dict[str, dict[str, str]]:
     """The run's one checklist table artifact, by item."""
-    found = artifacts_of(runpath, run_id, KEY)
-    assert len(found) == 1, f"{len(found)} {KEY} artifacts for run {run_id}"
-    rows = found[0]["data"]
-    rows = json.loads(rows) if isinstance(rows, str) else rows
-    return {row["item"]: row for row in rows}
+    return checklist_of(runpath, run_id, KEY)
 
 
 def app_faults(stack: StackInfo, env: str) -> Any:
@@ -199,6 +136,7 @@ def test_service_down_rolls_back_a_bad_release(runpath: RunPath) -> None:
             resolve(stack, opened.id)
 
 
+@SERVE_ONLY
 def test_service_down_restarts_when_nothing_was_deployed(runpath: RunPath) -> None:
     """Every pod Ready but the serving pods broken (the app's ``down`` fault) and no deploy in
     the window: the runbook restarts, the new pods serve, the incident is mitigated."""
@@ -230,6 +168,7 @@ def test_service_down_restarts_when_nothing_was_deployed(runpath: RunPath) -> No
         resolve(stack, opened.id)
 
 
+@SERVE_ONLY
 def test_service_down_decides_again_under_the_change_slot(runpath: RunPath) -> None:
     """Another change holds staging's slot when the runbook decides to restart; the service
     comes back meanwhile. Under the slot the runbook looks again, finds it healthy and
@@ -268,6 +207,7 @@ def test_service_down_decides_again_under_the_change_slot(runpath: RunPath) -> N
         resolve(stack, opened.id)
 
 
+@SERVE_ONLY
 def test_service_down_escalates_when_nothing_helps(runpath: RunPath) -> None:
     """The serving pods are broken and the Kubernetes API refuses every change of the
     Deployment: the restart cannot happen, the lead is paged, the incident stays as it was
@@ -312,6 +252,7 @@ def test_service_down_escalates_when_nothing_helps(runpath: RunPath) -> None:
         resolve(stack, opened.id)
 
 
+@SERVE_ONLY
 def test_service_down_refuses_an_unknown_environment(runpath: RunPath) -> None:
     """An environment with no block: the run fails naming it before anything changes."""
     stack, api = runpath.stack, runpath.api
@@ -342,8 +283,8 @@ def test_a_real_outage_is_rolled_back_by_the_runbook_the_incident_starts(
     the runbook rolls back, verifies and marks the incident mitigated; staging answers again
     and Alertmanager's resolution closes the incident."""
     stack, api = runpath.stack, runpath.api
-    key = '{}:{alertname="ServiceDown", environment="staging"}'
-    close_leftovers(stack, key)
+    key = group_key("ServiceDown", ENV)
+    start_quiet(stack, "ServiceDown", ENV)
     good, bad = kube_image(ENV), new_image("-crashloop")
     with recreate_strategy(stack, ENV):
         deploy = api.finish("staged-deploy/staged-deploy", image=bad, **FAST_DEPLOY)

@@ -28,12 +28,12 @@ from tests.incident_support import (
     timeline,
     wait_for,
 )
-from tests.served_support import RunPath, assert_completed, describe, kube_deployment
+from tests.served_support import SERVE_ONLY, RunPath, assert_completed, describe, kube_deployment
 from tests.support import oplog_row
 from tests.triage_support import (
     app_fault,
     app_faults,
-    checklist,
+    checklist_of,
     open_incident,
     prometheus_value,
     resolve,
@@ -56,7 +56,12 @@ def test_pool_exhausted_records_evidence_then_restarts(runpath: RunPath) -> None
     full = f"min(sampleapp_db_pool_in_use{{{SEL}}} / sampleapp_db_pool_size{{{SEL}}})"
     with silenced(stack, ENV):
         opened = open_incident(
-            stack, ENV, uuid.uuid4().hex[:10], "DbPoolExhausted", "connection-pool-exhausted", "P2"
+            stack,
+            ENV,
+            uuid.uuid4().hex[:10],
+            alertname="DbPoolExhausted",
+            severity="P2",
+            runbook="connection-pool-exhausted",
         )
         try:
             with app_fault(stack, ENV, "pool-exhausted"):
@@ -69,7 +74,7 @@ def test_pool_exhausted_records_evidence_then_restarts(runpath: RunPath) -> None
             assert row["details"]["decision"]["action"] == "restart"
             assert row["details"]["connections"]["groups"], row["details"]
             assert all(p["in_use"] == p["size"] for p in row["details"]["pools"])
-            items = checklist(runpath, run["id"], f"triage-connection-pool-exhausted-{ENV}")
+            items = checklist_of(runpath, run["id"], f"triage-connection-pool-exhausted-{ENV}")
             assert "connections: " in items["connections by state and application"]["evidence"]
             assert "opsflows" in items["connections by state and application"]["evidence"]
             assert items["connection pools have room"]["result"] == "fail"
@@ -92,7 +97,12 @@ def test_memory_leak_records_the_trend_then_restarts(runpath: RunPath) -> None:
     high = f"max(sampleapp_memory_bytes{{{SEL}}} / sampleapp_memory_limit_bytes{{{SEL}}})"
     with silenced(stack, ENV):
         opened = open_incident(
-            stack, ENV, uuid.uuid4().hex[:10], "PodMemoryHigh", "memory-leak", "P2"
+            stack,
+            ENV,
+            uuid.uuid4().hex[:10],
+            alertname="PodMemoryHigh",
+            severity="P2",
+            runbook="memory-leak",
         )
         try:
             with app_fault(stack, ENV, "leak", leak_mb_per_s=20):
@@ -107,7 +117,7 @@ def test_memory_leak_records_the_trend_then_restarts(runpath: RunPath) -> None:
             assert row["details"]["decision"]["action"] == "restart"
             trends = row["details"]["trends"]
             assert trends and all(t["last"] > t["first"] for t in trends), trends
-            items = checklist(runpath, run["id"], f"triage-memory-leak-{ENV}")
+            items = checklist_of(runpath, run["id"], f"triage-memory-leak-{ENV}")
             trend = items["memory trend of the pods (last 1 min)"]
             assert trend["result"] == "fail" and "MiB/min" in trend["evidence"], trend
             assert items["restart"]["result"] == "pass"
@@ -123,6 +133,7 @@ def test_memory_leak_records_the_trend_then_restarts(runpath: RunPath) -> None:
             resolve(stack, opened.id)
 
 
+@SERVE_ONLY
 def test_restart_runbooks_refuse_an_unknown_environment(runpath: RunPath) -> None:
     """Both restart runbooks, given an environment with no block, fail naming it and change
     nothing (no restart: the Deployment's generation stays); so does a negative trend
@@ -149,7 +160,7 @@ def test_restart_runbooks_refuse_an_unknown_environment(runpath: RunPath) -> Non
         ("leak", {"leak_mb_per_s": 20}, "PodMemoryHigh", "memory-leak"),
     ],
 )
-@pytest.mark.parametrize("runpath", ["serve"], indirect=True)
+@SERVE_ONLY
 def test_a_real_alert_starts_the_runbook_that_restarts_and_mitigates(
     runpath: RunPath,
     webhook: str,

@@ -111,3 +111,20 @@ def test_container_logs_follow_the_container_status() -> None:
         container_log(healthy, "web", previous=True)
     with pytest.raises(KeyError):
         container_log(healthy, "sidecar", previous=False)
+
+
+def test_a_pod_taken_down_crash_loops_from_then_with_its_reason() -> None:
+    import dataclasses
+
+    down = dataclasses.replace(RUNTIME, down_at=110.0, down_reason="OOMKilled")
+    image = "registry.local/web-app:1.0.0"
+    before = pod_status(pod(image), down, 109.0)
+    assert before["conditions"][2]["status"] == "True"  # Ready until it goes down
+    after = pod_status(pod(image), down, 113.5)
+    status = after["containerStatuses"][0]
+    assert after["phase"] == "Running" and after["conditions"][2]["status"] == "False"
+    assert status["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    assert status["restartCount"] == 2  # at 110 and 112, every 2 s
+    last = status["lastState"]["terminated"]
+    assert (last["reason"], last["exitCode"]) == ("OOMKilled", 137)
+    assert not down.is_down(109.9) and down.is_down(110.0) and not RUNTIME.is_down(1e9)

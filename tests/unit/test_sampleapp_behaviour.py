@@ -139,3 +139,17 @@ def test_ready_pods_keeps_only_ready_non_terminating_pods_sorted() -> None:
 @pytest.mark.parametrize("body", [{}, {"items": None}, {"items": "x"}, {"kind": "Status"}])
 def test_ready_pods_of_odd_bodies_is_empty(body: dict[str, Any]) -> None:
     assert ready_pods(body) == ()
+
+
+def test_traffic_load_spreads_demand_over_the_ready_pods() -> None:
+    from devstack.sampleapp.control import FaultError, check_level, traffic_load
+
+    assert traffic_load(2.85, 3) == (pytest.approx(0.95), 1500)
+    cpu, queue = traffic_load(2.85, 5)
+    assert cpu == pytest.approx(0.57) and queue == 0
+    assert traffic_load(9, 3) == (1.0, 22000)
+    assert traffic_load(0, 3) == (0.0, 0) and traffic_load(2, 0) == (0.0, 0)
+    assert check_level(3) == 3.0
+    for bad in (-0.1, 101, "x", None, False):
+        with pytest.raises(FaultError):
+            check_level(bad)

@@ -8,7 +8,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from devstack.kubesim import SimServer, run_in_thread
-from tests.kubesim_support import TIMING, deploy, revision, status_body
+from tests.kubesim_support import TIMING, deploy, revision, rolled_out, status_body, wait_for
 
 
 def test_injected_faults_reach_the_client(apps: client.AppsV1Api, admin: httpx.Client) -> None:
@@ -93,3 +93,65 @@ def test_injected_faults_are_counted_and_the_count_survives_clear_and_reset(
     after = admin.get("/_sim/faults").json()["injected"]
     added = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     assert {k: n for k, n in added.items() if n} == {"503": 2, "delay": 1, "down": 1}
+
+
+def _pods(core: client.CoreV1Api, ns: str) -> dict[str, client.V1Pod]:
+    return {
+        p.metadata.name: p for p in core.list_namespaced_pod(ns, label_selector="app=one").items
+    }
+
+
+def _ready(pod: client.V1Pod) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+def test_one_pod_taken_down_crash_loops_and_its_replacement_starts_clean(
+    apps: client.AppsV1Api, core: client.CoreV1Api, admin: httpx.Client, ns: str
+) -> None:
+    """``POST /_sim/pods`` takes one pod down (OOMKilled, exit 137, never Ready again, the
+    others untouched); deleting it lets the ReplicaSet start a clean pod in its place."""
+    deploy(apps, ns, "one", replicas=3)
+    victim, *others = sorted(_pods(core, ns))
+    answer = admin.post("/_sim/pods", json={"namespace": ns, "pod": victim, "reason": "OOMKilled"})
+    assert answer.status_code == 200, answer.text
+
+    def down() -> client.V1Pod | None:
+        pod = _pods(core, ns)[victim]
+        status = pod.status.container_statuses[0]
+        return pod if status.last_state.terminated and not _ready(pod) else None
+
+    pod = wait_for(down, what=f"{victim} down")
+    status = pod.status.container_statuses[0]
+    assert (status.last_state.terminated.reason, status.last_state.terminated.exit_code) == (
+        "OOMKilled",
+        137,
+    )
+    assert status.state.waiting.reason == "CrashLoopBackOff" and status.restart_count >= 1
+    log = core.read_namespaced_pod_log(victim, ns, container="web", previous=True)
+    assert "out of memory" in log
+    assert all(_ready(_pods(core, ns)[name]) for name in others)
+    d = apps.read_namespaced_deployment("one", ns)
+    assert (d.status.ready_replicas, d.status.available_replicas) == (2, 2)
+
+    core.delete_namespaced_pod(victim, ns)
+    after = wait_for(
+        lambda: (
+            (pods := _pods(core, ns))
+            and len(pods) == 3
+            and all(map(_ready, pods.values()))
+            and pods
+        ),
+        what="a clean replacement",
+    )
+    assert victim not in after and set(others) < set(after)
+    (fresh,) = set(after) - set(others)
+    assert not after[fresh].status.container_statuses[0].last_state.terminated
+    assert rolled_out(apps, ns, "one") is not None
+
+
+def test_taking_down_a_pod_that_does_not_exist_is_refused(admin: httpx.Client, ns: str) -> None:
+    missing = admin.post("/_sim/pods", json={"namespace": ns, "pod": "web-app-nope"})
+    assert missing.status_code == 404 and "web-app-nope" in missing.json()["error"]
+    assert admin.post("/_sim/pods", json={"pod": "x"}).status_code == 400
+    bad = admin.post("/_sim/pods", json={"namespace": ns, "pod": "x", "reason": "Bored"})
+    assert bad.status_code == 400 and "OOMKilled" in bad.json()["error"]
