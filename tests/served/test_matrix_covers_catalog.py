@@ -83,6 +83,7 @@ MATRIX: dict[str, list[str]] = {
         "test_game_day::test_a_crash_loop_game_day_is_detected_rolled_back_and_recorded",
         "test_game_day::test_production_needs_the_typed_confirmation",
         "test_game_day::test_an_unknown_fault_is_refused_naming_it",
+        "test_game_day_triage::test_disk_pool_and_leak_faults_are_handled_by_their_runbooks",
     ],
     "database-slow/database-slow": [
         "test_triage_database::test_an_idle_transaction_past_the_policy_is_terminated",
