@@ -5,6 +5,7 @@ from __future__ import annotations
 from decisions.alert_labels import (
     BACKUP_FAILED,
     CERT_EXPIRY,
+    CONNECTION_POOL_EXHAUSTED,
     DATABASE_SLOW,
     DISK_FULL,
     MEMORY_LEAK,
@@ -160,11 +161,28 @@ def rules(t: Thresholds = THRESHOLDS) -> tuple[Rule, ...]:
             "a full pool for a minute means requests wait for connections (the runbook's "
             "'connection refused' errors), not a momentary peak",
             "P2",
-            SERVICE_DOWN,
+            CONNECTION_POOL_EXHAUSTED,
             "the DB connection pool in {{ $labels.env }} is exhausted",
             keep_s=120,
             why_keep=(
                 "a full pool frees a connection now and then; two minutes with room is a recovery"
+            ),
+        ),
+        Rule(
+            "web-app",
+            "PodMemoryHigh",
+            'max by (env) (sampleapp_memory_bytes{job="web-app"}\n'
+            f'  / sampleapp_memory_limit_bytes{{job="web-app"}}) > {_g(t.memory)}',
+            120,
+            "a pod's memory only climbs past 85% of its limit and stays there when it leaks; "
+            "two minutes rules out one large request being served",
+            "P2",
+            MEMORY_LEAK,
+            "a pod in {{ $labels.env }} uses {{ $value | humanizePercentage }} of its memory limit",
+            keep_s=120,
+            why_keep=(
+                "a leaking pod frees nothing; a restart drops its series for a scrape, which is "
+                "not yet a recovery"
             ),
         ),
         Rule(

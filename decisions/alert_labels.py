@@ -13,6 +13,7 @@ DISK_FULL = "disk-full"
 ONE_POD_DOWN = "one-pod-down"
 TRAFFIC_SPIKE = "traffic-spike"
 MEMORY_LEAK = "memory-leak"
+CONNECTION_POOL_EXHAUSTED = "connection-pool-exhausted"
 BACKUP_FAILED = "backup-failed"
 CERT_EXPIRY = "cert-expiry"
 RUNBOOKS = (
@@ -22,6 +23,7 @@ RUNBOOKS = (
     ONE_POD_DOWN,
     TRAFFIC_SPIKE,
     MEMORY_LEAK,
+    CONNECTION_POOL_EXHAUSTED,
     BACKUP_FAILED,
     CERT_EXPIRY,
 )

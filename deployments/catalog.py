@@ -9,10 +9,13 @@ from prefect.schedules import Cron
 
 from decisions.watchdogs import WATCHED_RUNBOOKS
 from flows.backup import backup_database
+from flows.connection_pool_exhausted import connection_pool_exhausted
 from flows.database_slow import database_slow
 from flows.deploy import staged_deploy
+from flows.disk_full import disk_full
 from flows.game_day import game_day
 from flows.incident import incident
+from flows.memory_leak import memory_leak
 from flows.migrate import migrate_database
 from flows.one_pod_down import one_pod_down
 from flows.operate import hotfix, restart, rollback, scale
@@ -183,6 +186,35 @@ def _runbooks() -> list[Any]:
             "verifies health and error rate; marks the incident mitigated, or pages "
             "engineering when it is still down. The checklist is the "
             "triage-service-down-<environment> artifact.",
+            tags=["triage", "incident", "change"],
+        ),
+        disk_full.to_deployment(
+            name="disk-full",
+            description="Triage runbook 'Out of disk space', started by an incident (VolumeFull, "
+            "HostDiskFull) or by hand: finds which volume is full and what fills it (largest "
+            "directories, PostgreSQL databases, tables, indexes and WAL, logs); clears old logs "
+            "of the app volume by policy under the change slot; reports what backup retention "
+            "would allow and 'increase volume' as recommendations (never deletes a backup); "
+            "verifies the use back under 80%, or pages engineering. The checklist is the "
+            "triage-disk-full-<environment> artifact.",
+            tags=["triage", "incident", "change"],
+        ),
+        connection_pool_exhausted.to_deployment(
+            name="connection-pool-exhausted",
+            description="Triage runbook 'Database Connection Pool Exhausted' (DbPoolExhausted): "
+            "records the connections by state and application (pg_stat_activity) and each "
+            "pod's pool use before anything changes, restarts the web servers under the change "
+            "slot, verifies health, error rate and the new pods' pools, or pages engineering. "
+            "The checklist is the triage-connection-pool-exhausted-<environment> artifact.",
+            tags=["triage", "incident", "change"],
+        ),
+        memory_leak.to_deployment(
+            name="memory-leak",
+            description="Triage runbook 'Memory Leak' (PodMemoryHigh, HostMemoryHigh): records "
+            "the pods' memory trend over the last minutes before anything changes, restarts "
+            "the service under the change slot, verifies health, error rate and the new pods' "
+            "memory, or pages engineering. The checklist is the "
+            "triage-memory-leak-<environment> artifact.",
             tags=["triage", "incident", "change"],
         ),
         game_day.to_deployment(

@@ -77,6 +77,8 @@ OPERATION = "game day"
 POLL_S = 2.0
 #: How full the disk fault fills the app's volume (the alert fires above 80%).
 DISK_RATIO = 0.9
+#: The leak's pace: the pods' memory reaches PodMemoryHigh's 85% about 80 s after injection.
+LEAK_MB_PER_S = 2.0
 
 
 @flow(name="game-day")
@@ -180,6 +182,8 @@ def inject(fault: GameFault, env: KubeEnvironment, app_db: PostgresTarget) -> In
         return app_fault(env, fault.name, "pool-exhausted")
     if fault.name == "disk-full":
         return volume_filled(env, fault.name, DISK_RATIO)
+    if fault.name == "memory-leak":
+        return app_fault(env, fault.name, "leak", leak_mb_per_s=LEAK_MB_PER_S)
     if fault.name == "crash-loop":
         return crash_loop(env, fault.name)
     if fault.name == "slow-queries":

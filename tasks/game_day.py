@@ -107,8 +107,14 @@ def app_fault(env: KubeEnvironment, fault: str, kind: str, **extra: Any) -> Inje
     return Injected(fault, f"{kind} in {', '.join(pods) or 'the serving pods'}", clear)
 
 
+#: How old the game day's log files are: past the disk-full runbook's 24 h log policy.
+OLD_LOG_AGE_S = 48 * 3600
+
+
 def volume_filled(env: KubeEnvironment, fault: str, ratio: float) -> Injected:
-    """Old log files fill the app's volume to ``ratio`` of its quota."""
+    """Old log files fill the app's volume to ``ratio`` of its quota: two days old, beside a
+    fresh one (the log being written, which the disk-full policy never clears)."""
+    _app(env, "POST", "/_sim/volume", {"ratio": ratio - 0.02, "age_s": OLD_LOG_AGE_S})
     _app(env, "POST", "/_sim/volume", {"ratio": ratio})
 
     def clear() -> str:

@@ -90,3 +90,28 @@ def checklist_of(runpath: RunPath, run_id: str, key: str) -> dict[str, dict[str,
     rows = found[0]["data"]
     rows = json.loads(rows) if isinstance(rows, str) else rows
     return {row["item"]: row for row in rows}
+
+
+def app_faults(stack: StackInfo, env: str) -> dict[str, str]:
+    """The app's injected faults by pod (``GET /_sim/faults``)."""
+    return dict(httpx.get(stack.app_url(env) + "/_sim/faults", timeout=10).json()["faults"])
+
+
+@contextmanager
+def app_fault(stack: StackInfo, env: str, kind: str, **extra: Any) -> Iterator[None]:
+    """The app's fault ``kind`` in every serving pod of ``env`` for the body."""
+    app = stack.app_url(env)
+    body = {"fault": kind, **extra}
+    httpx.post(app + "/_sim/faults", json=body, timeout=10).raise_for_status()
+    try:
+        yield
+    finally:
+        httpx.delete(app + "/_sim/faults", timeout=10).raise_for_status()
+
+
+def prometheus_value(stack: StackInfo, promql: str) -> float | None:
+    """The first value of an instant query (None: no series)."""
+    resp = httpx.get(f"{stack.prometheus_url}/api/v1/query", params={"query": promql}, timeout=10)
+    resp.raise_for_status()
+    result = resp.json()["data"]["result"]
+    return float(result[0]["value"][1]) if result else None

@@ -13,8 +13,9 @@ Endpoints:
     ``/metrics``  Prometheus text (see :mod:`devstack.sampleapp.metrics`)
     ``/upload/NAME``  PUT stores the body in the app's volume; 507 past its quota
     ``/_sim/faults``, ``/_sim/traffic``, ``/_sim/volume``  inject faults into the serving
-                  pods, set the traffic level spread over them, fill the volume (see
-                  :mod:`devstack.sampleapp.control`)
+                  pods (``leak`` grows their memory), set the traffic level spread over them,
+                  fill, list or empty the volume; ``/_sim/volume/logs/delete`` removes named
+                  files of its ``logs/`` (see :mod:`devstack.sampleapp.control`)
 
 Responses carry ``X-Served-By`` (pod) and ``X-Image`` headers.
 

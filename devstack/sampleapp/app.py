@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from devstack.sampleapp.behaviour import LATENCY_JITTER, Behaviour, behaviour_for
 from devstack.sampleapp.control import (
+    MEMORY_LIMIT_BYTES,
     POOL_SIZE,
     CpuMeter,
     FaultError,
@@ -164,7 +165,10 @@ def create_app(
             backlog += max(behaviour.queue, queued)
             used = POOL_SIZE if behaviour.pool_exhausted else in_flight.get(pod.name, 0)
             cpu = max(measured if behaviour.cpu is None else behaviour.cpu, share)
-            loads[pod.name] = PodLoad(cpu, POOL_SIZE, min(POOL_SIZE, used))
+            memory = faults.memory(pod, behaviour)
+            loads[pod.name] = PodLoad(
+                cpu, POOL_SIZE, min(POOL_SIZE, used), memory, MEMORY_LIMIT_BYTES
+            )
         metrics.set_runtime(
             queue=sum(in_flight.values()) + backlog,
             pods=loads,
@@ -186,7 +190,9 @@ def create_app(
             if not names:
                 return JSONResponse({"error": "no ready pod to inject a fault into"}, 409)
             try:
-                behaviour = fault_behaviour(str(body.get("fault")), body.get("error_rate"))
+                behaviour = fault_behaviour(
+                    str(body.get("fault")), body.get("error_rate"), body.get("leak_mb_per_s")
+                )
             except (FaultError, TypeError, ValueError) as exc:
                 return JSONResponse({"error": str(exc)}, 400)
             faults.inject(names, str(body["fault"]), behaviour)
@@ -221,20 +227,32 @@ def create_app(
             volume.empty()
         elif request.method == "POST":
             body = await request.json()
-            ratio = body.get("ratio") if isinstance(body, dict) else None
-            nbytes = body.get("bytes") if isinstance(body, dict) else None
-            if ratio is not None:
-                nbytes = int(float(ratio) * volume.size_bytes) - volume.used_bytes()
+            body = body if isinstance(body, dict) else {}
+            ratio, nbytes = body.get("ratio"), body.get("bytes")
             try:
-                volume.fill(int(nbytes or 0))
+                if ratio is not None:
+                    nbytes = int(float(ratio) * volume.size_bytes) - volume.used_bytes()
+                volume.fill(
+                    int(nbytes or 0), str(body.get("dir") or "logs"), float(body.get("age_s") or 0)
+                )
             except VolumeFull as exc:
                 return JSONResponse({"error": str(exc)}, 507)
             except (TypeError, ValueError) as exc:
                 return JSONResponse({"error": str(exc)}, 400)
-        used = volume.used_bytes()
-        return JSONResponse(
-            {"path": str(volume.root), "size_bytes": volume.size_bytes, "used_bytes": used}
-        )
+        return JSONResponse(volume.listing())
+
+    async def delete_logs(request: Request) -> Response:
+        if volume is None:
+            return JSONResponse({"error": "this app has no volume (--volume)"}, 404)
+        body = await request.json()
+        names = body.get("names") if isinstance(body, dict) else None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            return JSONResponse({"error": 'expected {"names": [file names in logs/]}'}, 400)
+        try:
+            deleted = volume.delete_logs(names)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        return JSONResponse({"deleted": deleted, **volume.listing()})
 
     async def upload(request: Request) -> Response:
         if volume is None:
@@ -268,6 +286,7 @@ def create_app(
             Route("/_sim/faults", sim_faults, methods=["GET", "POST", "DELETE"]),
             Route("/_sim/traffic", sim_traffic, methods=["GET", "POST", "DELETE"]),
             Route("/_sim/volume", sim_volume, methods=["GET", "POST", "DELETE"]),
+            Route("/_sim/volume/logs/delete", delete_logs, methods=["POST"]),
         ],
         lifespan=lifespan,
     )

@@ -43,6 +43,7 @@ class Behaviour:
         queue: Requests waiting beyond those in flight (a backlog the pod cannot serve).
         cpu: Share of its CPU limit the pod uses; None means measure the process.
         pool_exhausted: Every connection of the pod's DB pool is taken (and never returned).
+        leak_bytes_per_s: Memory the pod gains every second and never frees (a leak).
     """
 
     error_rate: float = 0.0
@@ -51,6 +52,7 @@ class Behaviour:
     queue: int = 0
     cpu: float | None = None
     pool_exhausted: bool = False
+    leak_bytes_per_s: float = 0.0
 
     def worst(self, other: Behaviour) -> Behaviour:
         """Both misbehaviours at once (a fault on a pod running an already bad image)."""
@@ -62,6 +64,7 @@ class Behaviour:
             queue=max(self.queue, other.queue),
             cpu=max(cpus) if cpus else None,
             pool_exhausted=self.pool_exhausted or other.pool_exhausted,
+            leak_bytes_per_s=max(self.leak_bytes_per_s, other.leak_bytes_per_s),
         )
 
 

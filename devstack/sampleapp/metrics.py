@@ -13,6 +13,8 @@ Series (the contract the deploy gates and the alert rules rely on)::
     sampleapp_cpu_utilization_ratio{pod}        share of the pod's CPU limit (one core) in use
     sampleapp_db_pool_size{pod}                 connections in the pod's DB pool
     sampleapp_db_pool_in_use{pod}               of which taken
+    sampleapp_memory_bytes{pod}                 memory the pod uses (grows under a ``leak`` fault)
+    sampleapp_memory_limit_bytes{pod}           the pod's memory limit
     sampleapp_volume_size_bytes                 the app volume's quota (when it has a volume)
     sampleapp_volume_used_bytes                 bytes of files in it
 
@@ -43,6 +45,8 @@ class PodLoad:
     cpu: float
     pool_size: int
     pool_in_use: int
+    memory_bytes: int = 0
+    memory_limit_bytes: int = 0
 
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 2.5, 3, 5, 10)
@@ -116,6 +120,18 @@ class AppMetrics:
             ["pod"],
             registry=self.registry,
         )
+        self.memory = Gauge(
+            "sampleapp_memory_bytes",
+            "Memory the pod uses.",
+            ["pod"],
+            registry=self.registry,
+        )
+        self.memory_limit = Gauge(
+            "sampleapp_memory_limit_bytes",
+            "The pod's memory limit.",
+            ["pod"],
+            registry=self.registry,
+        )
         self.volume_size = Gauge(
             "sampleapp_volume_size_bytes", "Quota of the app's volume.", registry=self.registry
         )
@@ -174,12 +190,15 @@ class AppMetrics:
         """Publish the state measured at scrape time (``volume``: size and used bytes)."""
         self.request_queue.set(queue)
         self.unready_pods.set(unready)
-        for gauge in (self.cpu, self.pool_size, self.pool_in_use):
+        for gauge in (self.cpu, self.pool_size, self.pool_in_use, self.memory, self.memory_limit):
             gauge.clear()  # pods that are gone leave no series behind
         for pod, load in pods.items():
             self.cpu.labels(pod=pod).set(load.cpu)
             self.pool_size.labels(pod=pod).set(load.pool_size)
             self.pool_in_use.labels(pod=pod).set(load.pool_in_use)
+            if load.memory_limit_bytes:
+                self.memory.labels(pod=pod).set(load.memory_bytes)
+                self.memory_limit.labels(pod=pod).set(load.memory_limit_bytes)
         if volume is not None:
             self.volume_size.set(volume[0])
             self.volume_used.set(volume[1])

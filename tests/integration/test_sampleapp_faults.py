@@ -162,6 +162,50 @@ def test_the_volume_quota_is_enforced(app: ServerThread) -> None:
     assert httpx.delete(app.url + "/_sim/volume").json()["used_bytes"] == 0
 
 
+def test_a_leak_grows_the_pods_memory_and_a_restarted_pod_runs_clean(
+    app: ServerThread, kube: FakeKube
+) -> None:
+    from devstack.sampleapp.control import BASE_MEMORY_BYTES, MEMORY_LIMIT_BYTES
+
+    calm = gauges(app.url)
+    assert calm["sampleapp_memory_bytes"] == {"web-app-0": BASE_MEMORY_BYTES} | {
+        "web-app-1": BASE_MEMORY_BYTES
+    }
+    assert set(calm["sampleapp_memory_limit_bytes"].values()) == {MEMORY_LIMIT_BYTES}
+    assert fault(app, "leak", pods=["web-app-0"], leak_mb_per_s=100).status_code == 200
+    wait_for(lambda: gauges(app.url)["sampleapp_memory_bytes"]["web-app-0"] > BASE_MEMORY_BYTES)
+    first = gauges(app.url)["sampleapp_memory_bytes"]["web-app-0"]
+    time.sleep(0.2)
+    assert gauges(app.url)["sampleapp_memory_bytes"]["web-app-0"] > first  # it keeps growing
+    assert gauges(app.url)["sampleapp_memory_bytes"]["web-app-1"] == BASE_MEMORY_BYTES
+    assert httpx.get(app.url + "/health").status_code == 200
+    with kube.lock:
+        kube.pods["production"][0]["metadata"]["name"] = "web-app-restarted"
+    wait_for(lambda: "web-app-restarted" in gauges(app.url)["sampleapp_memory_bytes"])
+    assert gauges(app.url)["sampleapp_memory_bytes"]["web-app-restarted"] == BASE_MEMORY_BYTES
+    assert fault(app, "leak", leak_mb_per_s=0).status_code == 400
+
+
+def test_the_volume_lists_its_directories_and_deletes_only_named_logs(app: ServerThread) -> None:
+    old = httpx.post(app.url + "/_sim/volume", json={"bytes": 300, "age_s": 7200})
+    assert old.status_code == 200
+    upload = httpx.post(app.url + "/_sim/volume", json={"bytes": 200, "dir": "uploads"})
+    listing = httpx.get(app.url + "/_sim/volume").json()
+    assert listing["dirs"] == upload.json()["dirs"]
+    assert listing["dirs"]["logs"] == {"bytes": 300, "files": 1}
+    assert listing["dirs"]["uploads"] == {"bytes": 200, "files": 1}
+    (log,) = listing["logs"]
+    assert log["bytes"] == 300 and log["age_s"] >= 7199
+    delete = app.url + "/_sim/volume/logs/delete"
+    refused = httpx.post(delete, json={"names": [log["name"], "../uploads/x"]})
+    assert refused.status_code == 400
+    assert httpx.get(app.url + "/_sim/volume").json()["used_bytes"] == 500
+    assert httpx.post(delete, json={"names": "all"}).status_code == 400
+    done = httpx.post(delete, json={"names": [log["name"]]}).json()
+    assert done["deleted"] == [log["name"]] and done["used_bytes"] == 200
+    assert httpx.post(app.url + "/_sim/volume", json={"bytes": 10, "dir": "/"}).status_code == 400
+
+
 def traffic(app: ServerThread, level: object) -> httpx.Response:
     return httpx.post(app.url + "/_sim/traffic", json={"level": level})
 

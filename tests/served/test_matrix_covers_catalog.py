@@ -65,10 +65,25 @@ MATRIX: dict[str, list[str]] = {
         "test_triage_matrix::test_service_down_escalates_when_nothing_helps",
         "test_triage_matrix::test_service_down_refuses_an_unknown_environment",
     ],
+    "disk-full/disk-full": [
+        "test_triage_disk::test_disk_full_clears_old_logs_by_policy_and_verifies",
+        "test_triage_disk::test_disk_full_escalates_when_the_policy_may_delete_nothing",
+        "test_triage_disk::test_disk_full_never_deletes_backups_retention_keeps",
+        "test_triage_disk::test_disk_full_refuses_an_unknown_environment",
+    ],
+    "connection-pool-exhausted/connection-pool-exhausted": [
+        "test_triage_restarts::test_pool_exhausted_records_evidence_then_restarts",
+        "test_triage_restarts::test_restart_runbooks_refuse_an_unknown_environment",
+    ],
+    "memory-leak/memory-leak": [
+        "test_triage_restarts::test_memory_leak_records_the_trend_then_restarts",
+        "test_triage_restarts::test_restart_runbooks_refuse_an_unknown_environment",
+    ],
     "game-day/game-day": [
         "test_game_day::test_a_crash_loop_game_day_is_detected_rolled_back_and_recorded",
         "test_game_day::test_production_needs_the_typed_confirmation",
         "test_game_day::test_an_unknown_fault_is_refused_naming_it",
+        "test_game_day_triage::test_disk_pool_and_leak_faults_are_handled_by_their_runbooks",
     ],
     "database-slow/database-slow": [
         "test_triage_database::test_an_idle_transaction_past_the_policy_is_terminated",
