@@ -32,6 +32,7 @@ from prefect import flow
 from blocks.kube import KubeEnvironment
 from blocks.postgres import PostgresTarget
 from decisions.triage import (
+    DEPLOY_OPERATIONS,
     Check,
     Decision,
     PodFacts,
@@ -59,7 +60,7 @@ from procedures.operation import (
 )
 from procedures.triage import TriageRun, read_run_incident, triage_run, verified, verify_recovery
 from tasks.metrics import firing_alerts
-from tasks.oplog import read_deploys
+from tasks.oplog import read_operations
 from tasks.pods import list_pods
 from tasks.postgres import check_database
 from tasks.rollout import current_release, restart_rollout, rollout_history, undo_rollout
@@ -168,7 +169,11 @@ def diagnose(
     if ops_db is not None:
         try:
             # Older deploys than the window too: a failed one marks its image as no target.
-            rows = read_deploys(ops_db, now - timedelta(hours=max(window_h, FAILED_LOOKBACK_H)))
+            rows = read_operations(
+                ops_db,
+                list(DEPLOY_OPERATIONS),
+                now - timedelta(hours=max(window_h, FAILED_LOOKBACK_H)),
+            )
         except OpsError:
             rows = []  # the rollout history still tells a recent deploy
     deploys = [d for d in (oplog_deploy(r, env.environment) for r in rows) if d is not None]

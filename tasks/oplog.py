@@ -13,7 +13,6 @@ from prefect.logging import get_run_logger
 from psycopg.rows import dict_row
 
 from blocks.postgres import PostgresTarget
-from decisions.triage import DEPLOY_OPERATIONS
 from opsflows import retry
 from opsflows.errors import scrub
 from opsflows.oplog import DDL, OpLogEntry, render_markdown
@@ -96,61 +95,43 @@ def write_oplog(entry: OpLogEntry, ops_db: PostgresTarget | None) -> int | None:
     return row_id
 
 
+def _select(target: PostgresTarget, query: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """The rows of an ``ops_log`` query (none while the table does not exist yet)."""
+    with connect(target) as conn, conn.cursor(row_factory=dict_row) as cur:
+        found = cur.execute("SELECT to_regclass('ops_log') AS t").fetchone()
+        if found is None or found["t"] is None:
+            return []
+        return [dict(r) for r in cur.execute(query, params).fetchall()]
+
+
 def oplog_during(
     target: PostgresTarget, start: datetime, end: datetime, exclude_run: str | None
 ) -> list[dict[str, Any]]:
     """Operation-log entries of runs that overlapped ``start``..``end`` (none: no table yet)."""
-    with connect(target) as conn, conn.cursor(row_factory=dict_row) as cur:
-        found = cur.execute("SELECT to_regclass('ops_log') AS t").fetchone()
-        if found is None or found["t"] is None:
-            return []
-        rows = cur.execute(
-            "SELECT started_at, operation, status, impact, flow_run_id FROM ops_log"
-            " WHERE finished_at >= %s AND started_at <= %s"
-            " AND flow_run_id IS DISTINCT FROM %s ORDER BY started_at",
-            (start, end, exclude_run),
-        ).fetchall()
-    return [dict(r) for r in rows]
+    return _select(
+        target,
+        "SELECT started_at, operation, status, impact, flow_run_id FROM ops_log"
+        " WHERE finished_at >= %s AND started_at <= %s"
+        " AND flow_run_id IS DISTINCT FROM %s ORDER BY started_at",
+        (start, end, exclude_run),
+    )
 
 
 def oplog_status(target: PostgresTarget, flow_run_id: str) -> str | None:
     """The status of the run's operation-log entry (None: no entry, or no table yet)."""
-    with connect(target) as conn:
-        if conn.execute("SELECT to_regclass('ops_log')").fetchone() == (None,):
-            return None
-        row = conn.execute(
-            "SELECT status FROM ops_log WHERE flow_run_id = %s", (flow_run_id,)
-        ).fetchone()
-    return str(row[0]) if row else None
-
-
-@task(name="read recent deploys", **retry.NETWORK)
-def read_deploys(target: PostgresTarget, since: datetime) -> list[dict[str, Any]]:
-    """The ``ops_log`` rows of deploys (staged deploy, hotfix) that finished after ``since``."""
-    with connect(target) as conn, conn.cursor(row_factory=dict_row) as cur:
-        found = cur.execute("SELECT to_regclass('ops_log') AS t").fetchone()
-        if found is None or found["t"] is None:
-            return []
-        rows = cur.execute(
-            "SELECT started_at, finished_at, operation, status, details, flow_run_id"
-            " FROM ops_log WHERE operation = ANY(%s) AND finished_at >= %s ORDER BY finished_at",
-            (list(DEPLOY_OPERATIONS), since),
-        ).fetchall()
-    return [dict(r) for r in rows]
+    rows = _select(target, "SELECT status FROM ops_log WHERE flow_run_id = %s", (flow_run_id,))
+    return str(rows[0]["status"]) if rows else None
 
 
 @task(name="read operations", **retry.NETWORK)
 def read_operations(
     target: PostgresTarget, operations: list[str], since: datetime
 ) -> list[dict[str, Any]]:
-    """The ``ops_log`` rows of ``operations`` that finished after ``since``, oldest first."""
-    with connect(target) as conn, conn.cursor(row_factory=dict_row) as cur:
-        found = cur.execute("SELECT to_regclass('ops_log') AS t").fetchone()
-        if found is None or found["t"] is None:
-            return []
-        rows = cur.execute(
-            "SELECT started_at, finished_at, operation, status, details, flow_run_id"
-            " FROM ops_log WHERE operation = ANY(%s) AND finished_at >= %s ORDER BY finished_at",
-            (list(operations), since),
-        ).fetchall()
-    return [dict(r) for r in rows]
+    """The ``ops_log`` rows of ``operations`` that finished after ``since``, oldest first
+    (the deploys service-down weighs, the scale-ups the scale-back check undoes)."""
+    return _select(
+        target,
+        "SELECT started_at, finished_at, operation, status, details, flow_run_id"
+        " FROM ops_log WHERE operation = ANY(%s) AND finished_at >= %s ORDER BY finished_at",
+        (list(operations), since),
+    )

@@ -18,7 +18,6 @@ The policy is shrunk (idle in transaction past 3 s) so every case runs in second
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
@@ -28,15 +27,15 @@ from typing import Any
 
 import psycopg
 import pytest
-from prefect.logging import disable_run_logger
 
 from blocks.postgres import PostgresTarget
-from decisions.incidents import Incident, Opening
+from decisions.incidents import Incident
 from devstack.stack import StackInfo
-from tests.alertmanager_support import alert
-from tests.incident_support import incident, ops_target, timeline, wait_for
+from tests import triage_support
+from tests.incident_support import incident, timeline, wait_for
 from tests.served_support import SERVE_ONLY, RunPath, assert_completed, describe, load_block
 from tests.support import oplog_row
+from tests.triage_support import artifacts_of, checklist_of, resolve
 
 DEPLOYMENT = "database-slow/database-slow"
 ENV = "staging"
@@ -179,51 +178,14 @@ def idle_holder(state: dict[str, Any]) -> Background:
 
 def open_incident(stack: StackInfo, marker: str, severity: str = "P2") -> Incident:
     """A database-slow incident for staging (as the receiver records one)."""
-    from tasks.incidents import record_opening
-
-    fired = alert(
-        "LongRunningTransaction",
-        severity,
-        runbook="database-slow",
-        environment=ENV,
-        summary=marker,
+    return triage_support.open_incident(
+        stack, ENV, marker, "LongRunningTransaction", severity, runbook="database-slow"
     )
-    opening = Opening(
-        group_key=f"test-triage-database:{marker}",
-        source="alertmanager",
-        title=f"LongRunningTransaction in {ENV} ({marker})",
-        severity=severity,
-        alerts=(fired,),
-        runbook="database-slow",
-        environment=ENV,
-    )
-    with disable_run_logger():
-        recorded = record_opening.fn(ops_target(stack), opening)
-    assert recorded.opened and recorded.incident is not None
-    return recorded.incident
-
-
-def resolve(stack: StackInfo, incident_id: int) -> None:
-    from tasks.incidents import move_incident
-
-    with disable_run_logger():
-        move_incident.fn(ops_target(stack), incident_id, "resolved", "test teardown")
-
-
-def artifacts_of(runpath: RunPath, run_id: str, key: str) -> list[dict[str, Any]]:
-    body = {"artifacts": {"key": {"any_": [key]}, "flow_run_id": {"any_": [run_id]}}}
-    resp = runpath.api.http.post("/artifacts/filter", json=body)
-    resp.raise_for_status()
-    return list(resp.json())
 
 
 def checklist(runpath: RunPath, run_id: str) -> dict[str, dict[str, str]]:
     """The run's one checklist table artifact, by item."""
-    found = artifacts_of(runpath, run_id, KEY)
-    assert len(found) == 1, f"{len(found)} {KEY} artifacts for run {run_id}"
-    rows = found[0]["data"]
-    rows = json.loads(rows) if isinstance(rows, str) else rows
-    return {row["item"]: row for row in rows}
+    return checklist_of(runpath, run_id, KEY)
 
 
 def assert_diagnosed(items: dict[str, dict[str, str]], holder: int) -> None:
