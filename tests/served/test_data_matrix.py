@@ -43,6 +43,7 @@ def ci_runs() -> dict[str, dict[str, str]]:
     return {}
 
 
+@SERVE_ONLY  # with its waiting case below: a delivery left baking would ship into later cases
 def test_ci_webhook_push_and_release_workflow_start_staged_deploys(
     runpath: RunPath, webhook: str, ci_runs: dict[str, dict[str, str]]
 ) -> None:
