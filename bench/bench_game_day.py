@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     devstack.serve_runbooks(INFO)
     devstack.serve_webhook(INFO)
     faults = [f.strip() for f in args.faults.split(",") if f.strip()]
-    api = httpx.Client(base_url=INFO.prefect_api_url, timeout=30)
+    api = httpx.Client(base_url=INFO.prefect_api_url, headers=INFO.prefect_headers(), timeout=30)
     try:
         wait_deployment(api)
         started = time.monotonic()

@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             deployment_url = f"{info.prefect_api_url}/deployments/name/{DEPLOYMENT}"
             for probe in (
                 procs.http_ok(url + "/healthz"),
-                procs.http_ok(deployment_url, below=400),
+                procs.http_ok(deployment_url, below=400, headers=info.prefect_headers()),
             ):
                 if not procs.wait_until(probe, 60) or hook_proc.poll() is not None:
                     raise SystemExit(f"bench processes did not start; logs in {tmp}")

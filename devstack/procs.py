@@ -56,12 +56,15 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def http_ok(url: str, timeout: float = 1.0, below: int = 500) -> Probe:
+def http_ok(
+    url: str, timeout: float = 1.0, below: int = 500, headers: dict[str, str] | None = None
+) -> Probe:
     """A probe that passes when ``url`` answers with a status below ``below``."""
 
     def probe() -> bool:
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
+            request = urllib.request.Request(url, headers=headers or {})
+            with urllib.request.urlopen(request, timeout=timeout) as resp:
                 return int(resp.status) < below
         except urllib.error.HTTPError as exc:
             return exc.code < below

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devstack import postgres, procs
+from devstack.stackinfo import PREFECT_AUTH_KEY
 from opsflows.settings import Settings
 
 if TYPE_CHECKING:
@@ -176,6 +177,9 @@ def stack_services(
                 # port the server was given.
                 "PREFECT_UI_API_URL": info.prefect_api_url,
                 "PREFECT_LOGGING_SERVER_LEVEL": "WARNING",
+                # Every request but GET /health and /ready needs these credentials (401
+                # without); clients send them as PREFECT_API_AUTH_STRING (StackInfo.env()).
+                "PREFECT_SERVER_API_AUTH_STRING": passwords[PREFECT_AUTH_KEY],
                 # Concurrency leases on disk: a server restart must not forget who holds a
                 # change slot (with in-memory leases the slot would stay taken for good).
                 "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": (

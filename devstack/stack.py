@@ -21,7 +21,7 @@ from devstack import exporters, postgres, procs
 from devstack.services import stack_services
 from devstack.stackinfo import AWS_REGION as AWS_REGION
 from devstack.stackinfo import MOTO_KEYS as MOTO_KEYS
-from devstack.stackinfo import PORT_SERVICES
+from devstack.stackinfo import PORT_SERVICES, PREFECT_AUTH_KEY
 from devstack.stackinfo import StackInfo as StackInfo
 from opsflows.settings import REPO_ROOT, Settings
 
@@ -72,6 +72,7 @@ def stack_secrets(state_dir: Path) -> dict[str, str]:
         "webhook",
         "monitor",
         "alertmanager_webhook",
+        PREFECT_AUTH_KEY,
     )
     if all(k in data for k in wanted):
         return data
@@ -130,8 +131,8 @@ def up(settings: Settings | None = None) -> StackInfo:
         _plan_ports(settings, load_json(state / "stack.json")),
         service_dir=str(postgres.service_root(state, settings.os_user)),
     )
+    passwords = stack_secrets(state)  # before the env file, which carries the API credentials
     _save(info)
-    passwords = stack_secrets(state)
     services = stack_services(info, settings, passwords)
 
     launched = {name: procs.spawn(state, services[name]) for name in ("moto", "kubesim")}
@@ -215,7 +216,10 @@ def _save(info: StackInfo) -> None:
     state = Path(info.state_dir)
     (state / "stack.json").write_text(json.dumps(asdict(info), indent=2))
     lines = [f"{key}={value}" for key, value in info.env().items()]
-    (state / "env").write_text("\n".join(lines) + "\n")
+    env_file = state / "env"  # holds the Prefect API's credentials
+    env_file.touch(mode=0o600)
+    env_file.chmod(0o600)
+    env_file.write_text("\n".join(lines) + "\n")
 
 
 def load(settings: Settings | None = None) -> StackInfo | None:
@@ -280,7 +284,11 @@ def serve_runbooks(info: StackInfo, deployment_probe: str = "stack-smoke/stack-s
     service = procs.Service(
         "runbooks",
         [sys.executable, "-m", "deployments.serve"],
-        procs.http_ok(f"{info.prefect_api_url}/deployments/name/{deployment_probe}", below=400),
+        procs.http_ok(
+            f"{info.prefect_api_url}/deployments/name/{deployment_probe}",
+            below=400,
+            headers=info.prefect_headers(),
+        ),
         env=info.env(),
         cwd=REPO_ROOT,  # catalog entrypoints are paths relative to the repository root
         start_timeout=120,

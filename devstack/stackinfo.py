@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 AWS_REGION = "us-east-1"
 # moto accepts any keys; these are public placeholders, not secrets.
 MOTO_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+#: The ``secrets.json`` entry holding the Prefect API's credentials (the server's
+#: ``PREFECT_SERVER_API_AUTH_STRING``, every client's ``PREFECT_API_AUTH_STRING``).
+PREFECT_AUTH_KEY = "prefect_api"
 
 
 @dataclass(frozen=True)
@@ -92,9 +97,32 @@ class StackInfo:
     def app_url(self, env: str) -> str:
         return self.url(self.app_staging_port if env == "staging" else self.app_production_port)
 
+    @property
+    def prefect_auth_string(self) -> str | None:
+        """The Prefect API's credentials (``secrets.json``, mode 0600); None before they exist."""
+        try:
+            data = json.loads((Path(self.state_dir) / "secrets.json").read_text())
+        except (OSError, ValueError):
+            return None
+        value = data.get(PREFECT_AUTH_KEY) if isinstance(data, dict) else None
+        return str(value) if value else None
+
+    def prefect_headers(self) -> dict[str, str]:
+        """The ``Authorization`` header a raw HTTP client of the Prefect API sends."""
+        auth = self.prefect_auth_string
+        if not auth:
+            return {}
+        return {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode("ascii")}
+
     def env(self) -> dict[str, str]:
-        """Environment for clients of this stack (no secret values)."""
+        """Environment for clients of this stack.
+
+        The one secret in it is ``PREFECT_API_AUTH_STRING``, the Prefect API's credentials
+        (every Prefect client sends it); the env file holding it is mode 0600.
+        """
+        auth = self.prefect_auth_string
         return {
+            **({"PREFECT_API_AUTH_STRING": auth} if auth else {}),
             "OPSFLOWS_STATE_DIR": self.state_dir,
             "OPSFLOWS_HOST": self.host,
             "OPSFLOWS_PREFECT_PORT": str(self.prefect_port),

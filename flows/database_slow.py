@@ -35,13 +35,10 @@ from typing import Any, NoReturn
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from blocks.kube import KubeEnvironment
 from blocks.postgres import PostgresTarget
-from decisions.approvals import approver_name, form_errors
 from decisions.triage import Check, summary
 from decisions.triage_database import (
     DatabaseDecision,
@@ -63,6 +60,7 @@ from opsflows.errors import (
     OpsError,
     VerificationFailed,
 )
+from procedures import approval_gate
 from procedures.approval_form import ApprovalForm
 from procedures.change_slot import change_slot, check_slots, require_slots
 from procedures.operation import (
@@ -73,7 +71,6 @@ from procedures.operation import (
     current_run,
     load_block,
     operation_log,
-    running_again,
     try_load_ops_db,
     try_load_routing,
 )
@@ -200,7 +197,12 @@ def database_slow(
                     ask = again.ask
             if ask:
                 who = await_approval(
-                    triage, app_db.database, ask, approval_timeout_s, approval_poll_s
+                    triage,
+                    env.environment,
+                    app_db.database,
+                    ask,
+                    approval_timeout_s,
+                    approval_poll_s,
                 )
                 with change_slot(env.environment, lock_timeout_s):
                     again = decide_again(triage, facts, admin, rules, decision)
@@ -328,6 +330,7 @@ def terminate(
 
 def await_approval(
     triage: TriageRun,
+    environment: str,
     database: str,
     targets: tuple[Target, ...],
     timeout_s: int,
@@ -347,26 +350,25 @@ def await_approval(
     pids = ", ".join(str(t.session.pid) for t in targets)
     triage.note(f"asked a person to approve terminating pid {pids} (timeout {timeout_s} s)")
     rec.details["asked"] = [t.session.pid for t in targets]
-    form = TerminateApproval.with_initial_data(description=description)
     untouched = f"pid {pids} not terminated"
     try:
-        approval = pause_flow_run(
-            wait_for_input=form, timeout=timeout_s, poll_interval=poll_s, key="approve-terminate"
+        approval = approval_gate.ask(
+            TerminateApproval,
+            description,
+            gate="terminate-backend",
+            environment=environment,
+            timeout_s=timeout_s,
+            poll_s=poll_s,
+            key="approve-terminate",
         )
-    except FlowPauseTimeout as exc:
-        running_again()  # the server may have failed the run as the pause expired
-        why = f"nobody approved terminating pid {pids} within {timeout_s} s"
+    except ConfigurationError as exc:
+        _not_approved(triage, database, targets, exc.message, untouched)
+        raise
+    if approval is None:
+        why = f"nobody the roles policy allows approved terminating pid {pids} within {timeout_s} s"
         _not_approved(triage, database, targets, why, untouched)
-        raise ApprovalTimedOut(why, hint=f"{untouched}; end them by hand if still needed") from exc
-    except ValidationError as exc:
-        why = f"the approval form was refused ({form_errors(exc)})"
-        _not_approved(triage, database, targets, why, untouched)
-        raise GateRejected(why, hint=untouched) from exc
-    who = approver_name(approval.approver)
-    if who is None:
-        why = "the approval form names no approver"
-        _not_approved(triage, database, targets, why, untouched)
-        raise GateRejected(why, hint=untouched)
+        raise ApprovalTimedOut(why, hint=f"{untouched}; end them by hand if still needed")
+    who = approval.approver
     rec.details.update(approver=who, approved=approval.approve, approval_reason=approval.reason)
     if not approval.approve:
         why = f"terminating pid {pids} was rejected by {who}: {approval.reason or 'no reason'}"

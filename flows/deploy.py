@@ -22,16 +22,13 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
 from prefect.logging import get_run_logger
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from blocks.kube import KubeEnvironment
 from blocks.postgres import PostgresTarget
 from decisions.approvals import (
     PromotionFacts,
-    form_errors,
     promotion_description,
 )
 from decisions.bake_review import validate_probe
@@ -51,6 +48,7 @@ from decisions.deploy import (
 from decisions.releases import Release
 from opsflows import retry
 from opsflows.errors import ApprovalTimedOut, ConfigurationError, GateRejected, OpsError
+from procedures import approval_gate
 from procedures.approval_form import ApprovalForm
 from procedures.migration_plan import compute_plan, load_migrations
 from procedures.operation import (
@@ -58,7 +56,6 @@ from procedures.operation import (
     current_run,
     load_block,
     operation_log,
-    running_again,
     safe_notify,
     try_load_ops_db,
     try_load_routing,
@@ -190,20 +187,25 @@ def _preflight(
     return checklist, target
 
 
-def ask_for_approval(summary: str, timeout_s: int) -> Approval | None:
-    """Pause the run for the approval form; None when nobody answered in time."""
-    form = ApprovalInput.with_initial_data(description=summary)
+def ask_for_approval(summary: str, timeout_s: int, environment: str) -> Approval | None:
+    """Pause the run for the approval form; None when nobody allowed answered in time.
+
+    Only the roles of the ``promote-production`` gate may approve (policy/roles.yaml); any
+    other approver is refused and recorded, and the form waits on.
+    """
     poll = max(1, min(5, timeout_s // 20))
-    try:
-        answer = pause_flow_run(wait_for_input=form, timeout=timeout_s, poll_interval=poll)
-    except FlowPauseTimeout:
-        running_again()  # the server may have failed the run as the pause expired
+    answer = approval_gate.ask(
+        ApprovalInput,
+        summary,
+        gate="promote-production",
+        environment=environment,
+        timeout_s=timeout_s,
+        poll_s=poll,
+        key="approve-promotion",
+    )
+    if answer is None:
         return None
-    except ValidationError as exc:
-        # The server validates the form against its schema; an answer that got past it
-        # (blank approver) is a rejection, said plainly in the operation log.
-        return Approval(False, "", form_errors(exc))
-    return Approval(bool(answer.approve), str(answer.approver).strip(), str(answer.reason))
+    return Approval(answer.approve, answer.approver, answer.reason)
 
 
 def _validate(
@@ -329,7 +331,7 @@ def staged_deploy(
                 )
             )
             create_markdown_artifact(key="approval-request", markdown=summary)
-            approval = ask_for_approval(summary, approval_timeout_s)
+            approval = ask_for_approval(summary, approval_timeout_s, prd.environment)
             if approval is not None:
                 rec.details.update(approver=approval.approver, approval_reason=approval.reason)
                 rec.details["approved"] = approval.approve

@@ -33,6 +33,7 @@ from blocks.postgres import PostgresTarget
 from decisions.game_day import (
     FAULTS,
     HANDLED,
+    PRODUCTION,
     FaultResult,
     GameFault,
     RunbookOutcome,
@@ -46,6 +47,7 @@ from decisions.game_day import (
 )
 from decisions.incidents import Incident
 from opsflows.errors import ConfigurationError, OpsError, VerificationFailed, scrub
+from procedures import approval_gate
 from procedures.operation import (
     APP_DB,
     OPS_DB,
@@ -86,6 +88,7 @@ def game_day(
     environment: str = "staging",
     faults: list[str] = ["all"],  # noqa: B006 - Prefect copies parameters per run
     confirm: str = "",
+    confirmed_by: str = "",
     fault_timeout_s: float = 900,
     database: str = APP_DB,
     ops_db: str = OPS_DB,
@@ -99,6 +102,8 @@ def game_day(
         faults: Fault names (pod-killed, traffic-spike, disk-full, pool-exhausted,
             memory-leak, slow-queries, crash-loop) or ["all"].
         confirm: Type the word production to run against production.
+        confirmed_by: Who confirms a production game day (policy/roles.yaml, gate
+            ``game-day-production``).
         fault_timeout_s: How long each fault may take from injection to resolution.
         database: PostgresTarget block of the application database (slow-queries fault).
         ops_db: PostgresTarget block of the operations database (incidents, results).
@@ -108,6 +113,9 @@ def game_day(
     reason = f"game day in {environment}: {', '.join(faults)}"
     with operation_log(OPERATION, reason, ops_target, try_load_routing(routing)) as rec:
         plan = check_request(environment, faults, confirm, fault_timeout_s)
+        if plan.environment == PRODUCTION:
+            who = approval_gate.confirmed("game-day-production", PRODUCTION, confirmed_by)
+            rec.details["confirmed_by"] = who
         if ops_target is None:
             raise ConfigurationError(
                 "a game day reads incidents from the operations database: no ops-db block",

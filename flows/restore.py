@@ -12,23 +12,21 @@ from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
 from prefect.logging import get_run_logger
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from blocks.postgres import PostgresTarget
 from blocks.storage import BackupStore
 from decisions.approvals import (
     ReplaceFacts,
-    approver_name,
-    form_errors,
     replace_description,
 )
 from decisions.backups import choose_backup, restore_point
-from opsflows.errors import ConfigurationError, GateRejected, OpsError
+from opsflows.errors import ApprovalTimedOut, ConfigurationError, GateRejected, OpsError
 from opsflows.settings import get_settings
+from procedures import approval_gate
 from procedures.approval_form import ApprovalForm
+from procedures.approval_gate import GateAnswer
 from procedures.operation import (
     APP_DB,
     APP_DB_ADMIN,
@@ -39,7 +37,6 @@ from procedures.operation import (
     operation_log,
     page_if_hung,
     run_timeout_s,
-    running_again,
     try_load_ops_db,
     try_load_routing,
 )
@@ -106,44 +103,42 @@ def _await_approval(
     description: str,
     timeout_s: int,
     poll_s: int,
-) -> RestoreApproval:
-    form = RestoreApproval.with_initial_data(description=description)
+) -> GateAnswer:
+    """Two different DBAs (the ``replace-live-database`` gate of policy/roles.yaml) approve.
+
+    A live database is the production copy whatever its block is called, so the gate is
+    judged for ``production``.
+    """
+    untouched = "the live database is untouched and the scratch database was dropped"
     try:
-        approval = pause_flow_run(
-            wait_for_input=form,
-            timeout=timeout_s,
-            poll_interval=poll_s,
+        approval = approval_gate.ask(
+            RestoreApproval,
+            description,
+            gate="replace-live-database",
+            environment="production",
+            timeout_s=timeout_s,
+            poll_s=poll_s,
             key="approve-replace-live",
         )
-    except FlowPauseTimeout as exc:
-        running_again()  # the server may have failed the run as the pause expired
+    except ConfigurationError:
         drop_scratch(admin, scratch)
-        raise GateRejected(
-            f"nobody approved replacing the live database within {timeout_s} s",
-            hint="the live database is untouched and the scratch database was dropped",
-        ) from exc
-    except ValidationError as exc:
+        raise
+    if approval is None:
         drop_scratch(admin, scratch)
-        raise GateRejected(
-            f"the approval form was refused ({form_errors(exc)}): the live database needs an "
-            "approver's name",
-            hint="the live database is untouched and the scratch database was dropped",
-        ) from exc
-    who = approver_name(approval.approver)
-    if who is None:
-        drop_scratch(admin, scratch)
-        raise GateRejected(
-            "the approval form names no approver: replacing the live database needs a name",
-            hint="the live database is untouched and the scratch database was dropped",
+        raise ApprovalTimedOut(
+            f"the people the roles policy allows did not approve replacing the live database "
+            f"within {timeout_s} s",
+            hint=untouched,
         )
     current_run().record.details.update(
-        approved_by=who, approved=approval.approve, approval_reason=approval.reason
+        approved_by=approval.approver, approved=approval.approve, approval_reason=approval.reason
     )
     if not approval.approve:
         drop_scratch(admin, scratch)
         raise GateRejected(
-            f"replacing the live database was rejected by {who}: {approval.reason or 'no reason'}",
-            hint="the live database is untouched and the scratch database was dropped",
+            f"replacing the live database was rejected by {approval.approver}: "
+            f"{approval.reason or 'no reason'}",
+            hint=untouched,
         )
     return approval
 

@@ -1,6 +1,6 @@
 """``opsflows``: the local stack and its bootstrap.
 
-opsflows devstack up|down|status [--purge] [--remove-os-user]
+opsflows devstack up|down|status|ui-password [--purge] [--remove-os-user]
 opsflows bootstrap
 opsflows up
 opsflows webhook serve [--port N] [--routes FILE] [--secret-block NAME]
@@ -33,7 +33,15 @@ def _devstack(args: argparse.Namespace) -> int:
             print(f"devstack: {exc}", file=sys.stderr)
             return 1
         print(f"devstack up; state in {info.state_dir}, env file {info.state_dir}/env")
-        print(f"Prefect UI: {info.prefect_ui_url}")
+        print(f"Prefect UI: {info.prefect_ui_url}  (password: `opsflows devstack ui-password`)")
+    elif args.action == "ui-password":
+        # Printed only when asked, to the person's terminal: the UI's login asks for it.
+        recorded = stack.load(settings)
+        secret = recorded.prefect_auth_string if recorded else None
+        if not secret:
+            print("devstack: no stack credentials yet; run `make up` first", file=sys.stderr)
+            return 1
+        print(secret)
     elif args.action == "down":
         stopped = stack.down(settings, purge=args.purge, remove_os_user=args.remove_os_user)
         print("stopped: " + (", ".join(stopped) or "nothing was running"))
@@ -111,6 +119,7 @@ def _up(args: argparse.Namespace) -> int:
     print(f"CI webhook: POST {info.webhook_url}/webhook  (docs/ci.md)")
     print(f"Alertmanager receiver: POST {info.webhook_url}/alertmanager  (README: Incidents)")
     print(f"Prefect UI: {info.prefect_ui_url}  (runbooks served; `make down` stops everything)")
+    print("  its login asks for the stack's API password: `uv run opsflows devstack ui-password`")
     return 0 if state is not None and state.is_completed() else 1
 
 
@@ -169,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="opsflows", description="opsflows runbooks and stack")
     sub = parser.add_subparsers(dest="command", required=True)
     dev = sub.add_parser("devstack", help="start, stop or show the local stack")
-    dev.add_argument("action", choices=("up", "down", "status"))
+    dev.add_argument("action", choices=("up", "down", "status", "ui-password"))
     dev.add_argument("--purge", action="store_true", help="with down: delete all local state")
     dev.add_argument(
         "--remove-os-user",

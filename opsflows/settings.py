@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     tls_port: int = Field(
         default=18443, description="The stack's TLS endpoint, probed for certificate expiry."
     )
+    roles_file: Path = Field(
+        default=REPO_ROOT / "policy" / "roles.yaml",
+        description=(
+            "The roles policy (who may approve which gate, in which environment), read each "
+            "time a run asks for an approval."
+        ),
+    )
     alert_webhook_url: str = Field(
         default="",
         description=(

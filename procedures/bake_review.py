@@ -23,16 +23,15 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
 from prefect.logging import get_run_logger
 from pydantic import Field
 
 from blocks.kube import KubeEnvironment
 from decisions.bake_review import BakeReview, ProbeSummary, ReviewOutcome, review_outcome
+from procedures import approval_gate
 from procedures.approval_form import ApprovalForm
 from procedures.change_slot import check_slots
-from procedures.operation import current_run, running_again
+from procedures.operation import current_run
 from tasks.bake import BakeReport, limits_for, run_bake, wait_for_samples
 from tasks.probe_traffic import TrafficProbe
 
@@ -192,16 +191,17 @@ def review_inconclusive(
         image,
         timeout_s,
     )
-    form = BakeReviewInput.with_initial_data(description=description, approve=False)
     poll = max(1, min(5, timeout_s // 20))
-    review: BakeReview | None
-    try:
-        answer = pause_flow_run(wait_for_input=form, timeout=timeout_s, poll_interval=poll)
-    except FlowPauseTimeout:
-        review = None
-        running_again()  # the server may have failed the run as the pause expired
-    else:
-        review = BakeReview(bool(answer.approve), str(answer.approver), str(answer.reason))
+    answer = approval_gate.ask(
+        BakeReviewInput,
+        description,
+        gate="promote-production",
+        environment=env.environment,
+        timeout_s=timeout_s,
+        poll_s=poll,
+        key=f"bake-review-{env.environment}",
+    )
+    review = None if answer is None else BakeReview(answer.approve, answer.approver, answer.reason)
     outcome = review_outcome(review, timeout_s)
     current_run().record.details["bake_review"] = {
         "approved": review.approve if review else None,

@@ -71,8 +71,10 @@ class _Retrying(httpx.HTTPTransport):
 class Api:
     """The Prefect REST API, called the way the UI calls it."""
 
-    def __init__(self, api_url: str) -> None:
-        self.http = httpx.Client(base_url=api_url, timeout=30, transport=_Retrying())
+    def __init__(self, api_url: str, headers: dict[str, str] | None = None) -> None:
+        self.http = httpx.Client(
+            base_url=api_url, headers=headers or {}, timeout=30, transport=_Retrying()
+        )
 
     def deployment(self, name: str) -> dict[str, Any]:
         resp = self.http.get(f"/deployments/name/{name}")
@@ -119,6 +121,20 @@ class Api:
         found = resp.json()
         assert found, f"no artifact {key}"
         return str(found[0]["data"])
+
+    def refused(self, run_id: str, run_input: dict[str, Any], timeout: float = 60) -> Any:
+        """Submit an answer the roles policy refuses; the run (JSON) once it asks again."""
+        before = self.run(run_id)["state"]["id"]
+        self.resume(run_id, run_input)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.run(run_id)
+            state = run.get("state") or {}
+            assert state.get("type") not in FINAL, f"the refused answer ended the run: {state}"
+            if state.get("type") == "PAUSED" and state.get("id") != before:
+                return run
+            time.sleep(0.3)
+        raise AssertionError(f"run {run_id} did not ask again after a refused answer")
 
     def resume(self, run_id: str, run_input: dict[str, Any]) -> None:
         """The approval form's submit button."""

@@ -163,7 +163,31 @@ def _in_thread(env: BackupEnv, tag: str) -> tuple[threading.Thread, dict[str, An
     return thread, out
 
 
-def test_replacing_live_waits_for_approval_then_swaps(env: BackupEnv) -> None:
+def _pause_state(run: UUID) -> UUID:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run).state
+    assert state is not None and state.is_paused(), state
+    return state.id
+
+
+def _paused_again(run: UUID, before: UUID, timeout_s: float = 60) -> None:
+    """Wait until ``run`` paused again (a new Paused state): its answer was not enough."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            state = client.read_flow_run(run).state
+            assert state is not None and not state.is_final(), state
+            if state.is_paused() and state.id != before:
+                return
+            time.sleep(0.3)
+    raise AssertionError("the run did not ask again after a refused approval")
+
+
+def test_replacing_live_waits_for_approval_then_swaps(env: BackupEnv, stack: Any) -> None:
     from prefect.flow_runs import resume_flow_run
 
     made = _backup(env)
@@ -184,7 +208,14 @@ def test_replacing_live_waits_for_approval_then_swaps(env: BackupEnv) -> None:
             resume_flow_run(run, run_input={"approve": True, "approver": blank, "reason": "x"})
     assert _paused_run(tag, timeout_s=1) == run
     assert _customers(env) == ["after the backup"] * 50
-    resume_flow_run(run, run_input={"approve": True, "approver": "dba-on-call", "reason": "e2e"})
+    # Replacing a live database needs two different DBAs (policy/roles.yaml): someone outside
+    # the policy, and the same DBA twice, are refused and recorded; the run keeps waiting.
+    for who in ("mallory", "dana", "dana"):
+        state_id = _pause_state(run)
+        resume_flow_run(run, run_input={"approve": True, "approver": who, "reason": "e2e"})
+        _paused_again(run, state_id)
+        assert _customers(env) == ["after the backup"] * 50, f"{who} alone replaced live"
+    resume_flow_run(run, run_input={"approve": True, "approver": "Erin ", "reason": "second"})
     thread.join(timeout=120)
     result = out["state"].result()
     assert result["replaced_live"] and result["backup_id"] == made["backup_id"]
@@ -197,13 +228,22 @@ def test_replacing_live_waits_for_approval_then_swaps(env: BackupEnv) -> None:
         database="postgres",
     )
     assert owner == [("app",)]
+    status, details = _oplog(stack, run)
+    assert status == "succeeded" and details["approved_by"] == "dana, erin"
+    refused = [(r["approver"], r["why"]) for r in details["approval_refusals"]]
+    assert [who for who, _ in refused] == ["mallory", "dana"], refused
+    assert "not in the roles policy" in refused[0][1] and "already approved" in refused[1][1]
+    assert [(a["approver"], a["role"]) for a in details["approvals"]] == [
+        ("dana", "dba"),
+        ("erin", "dba"),
+    ]
 
     # A rejection leaves the live database alone and drops the scratch database.
     thread, out = _in_thread(env, tag + "-no")
     run = _paused_run(tag + "-no")
-    resume_flow_run(run, run_input={"approve": False, "approver": "dba", "reason": "not now"})
+    resume_flow_run(run, run_input={"approve": False, "approver": "bob", "reason": "not now"})
     thread.join(timeout=120)
-    with pytest.raises(GateRejected, match="rejected by dba: not now"):
+    with pytest.raises(GateRejected, match="rejected by bob: not now"):
         out["state"].result()
     assert _customers(env) == earlier
     assert sorted(env.databases()) == sorted([env.dbname, kept])

@@ -83,25 +83,29 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
-def create_run(api: str, parameters: dict[str, Any]) -> str:
+def api_client(stack: StackInfo) -> httpx.Client:
+    """The Prefect REST API with the stack's credentials (401 without them)."""
+    return httpx.Client(base_url=stack.prefect_api_url, headers=stack.prefect_headers(), timeout=10)
+
+
+def create_run(api: httpx.Client, parameters: dict[str, Any]) -> str:
     """Create a run of the served deployment through the REST API (the UI's Run button)."""
-    deployment = httpx.get(f"{api}/deployments/name/{DEPLOYMENT}", timeout=10)
+    deployment = api.get(f"/deployments/name/{DEPLOYMENT}")
     deployment.raise_for_status()
-    response = httpx.post(
-        f"{api}/deployments/{deployment.json()['id']}/create_flow_run",
+    response = api.post(
+        f"/deployments/{deployment.json()['id']}/create_flow_run",
         json={"parameters": parameters},
-        timeout=10,
     )
     response.raise_for_status()
     return str(response.json()["id"])
 
 
-def wait_for_state(api: str, run_id: str, wanted: str, timeout_s: float) -> dict[str, Any]:
+def wait_for_state(api: httpx.Client, run_id: str, wanted: str, timeout_s: float) -> dict[str, Any]:
     """The run once its state type is ``wanted``; fails early on another final state."""
     deadline = time.monotonic() + timeout_s
     run: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()
+        run = api.get(f"/flow_runs/{run_id}").json()
         if run["state_type"] == wanted:
             return run
         if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
@@ -110,11 +114,23 @@ def wait_for_state(api: str, run_id: str, wanted: str, timeout_s: float) -> dict
     raise AssertionError(f"run {run_id} is {run.get('state_name')}, expected {wanted}")
 
 
-def run_logs(api: str, run_id: str) -> list[str]:
+def run_logs(api: httpx.Client, run_id: str) -> list[str]:
     body = {"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}
-    response = httpx.post(f"{api}/logs/filter", json=body, timeout=10)
+    response = api.post("/logs/filter", json=body)
     response.raise_for_status()
     return [str(entry["message"]) for entry in response.json()]
+
+
+def log_in(page: Any, stack: StackInfo) -> None:
+    """The UI asks for the API's credentials first (the stack's ``prefect_api`` secret)."""
+    from playwright.sync_api import expect
+
+    page.goto(stack.prefect_ui_url)
+    password = page.locator("input[type=password]")
+    expect(password).to_be_visible()
+    password.fill(stack.prefect_auth_string or "")
+    password.press("Enter")
+    expect(password).to_be_hidden()
 
 
 def show_whole_description(page: Any, dialog: Any) -> None:
@@ -146,7 +162,7 @@ def test_a_person_approves_the_release_in_the_prefect_ui(
     from playwright.sync_api import expect
 
     stack = served
-    api = stack.prefect_api_url
+    api = api_client(stack)
     before = production_image(stack)
     image = new_image()
     run_id = create_run(
@@ -157,6 +173,7 @@ def test_a_person_approves_the_release_in_the_prefect_ui(
 
     page = browser.new_page(viewport=VIEWPORT)
     page.set_default_timeout(30_000)
+    log_in(page, stack)
     page.goto(f"{stack.prefect_ui_url}/runs/flow-run/{run_id}")
     expect(page.get_by_text("Paused").first).to_be_visible()
     page.get_by_role("button", name="Resume").click()

@@ -168,7 +168,11 @@ def receiver(
     serve = [sys.executable, "-c", "from tests.e2e.test_webhook import serve_probe; serve_probe()"]
     with procs.background(serve, env, tmp / "serve.log", cwd=REPO) as runner:
         hook.start()
-        served = procs.http_ok(f"{stack.prefect_api_url}/deployments/name/{PROBE}", below=400)
+        served = procs.http_ok(
+            f"{stack.prefect_api_url}/deployments/name/{PROBE}",
+            below=400,
+            headers=stack.prefect_headers(),
+        )
         assert procs.wait_until(served, 90) and runner.poll() is None, (
             tmp / "serve.log"
         ).read_text()

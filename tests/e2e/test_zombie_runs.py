@@ -130,7 +130,9 @@ def test_a_killed_served_run_is_crashed_and_pages(
         try:
             with procs.background(argv, env, log, cwd=REPO) as server:
                 served = procs.http_ok(
-                    f"{stack.prefect_api_url}/deployments/name/{PROBE}", below=400
+                    f"{stack.prefect_api_url}/deployments/name/{PROBE}",
+                    below=400,
+                    headers=stack.prefect_headers(),
                 )
                 wait_for(served, 120, "the served deployment", log)
                 deployment = client.read_deployment_by_name(PROBE)

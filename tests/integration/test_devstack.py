@@ -131,13 +131,17 @@ def test_prefect_server_keeps_its_state_in_the_stacks_postgres(stack: StackInfo)
     assert flows_table == ("flow_run",)
     assert not (Path(stack.state_dir) / "prefect" / "prefect.db").exists()
     # Ten flow runs created at once are all accepted.
-    flow = httpx.post(f"{stack.prefect_api_url}/flows/", json={"name": "concurrency-probe"})
+    auth = stack.prefect_headers()
+    flow = httpx.post(
+        f"{stack.prefect_api_url}/flows/", json={"name": "concurrency-probe"}, headers=auth
+    )
     flow.raise_for_status()
     import concurrent.futures
 
     def create(i: int) -> int:
         body = {"flow_id": flow.json()["id"], "name": f"probe-{i}", "state": {"type": "PENDING"}}
-        return httpx.post(f"{stack.prefect_api_url}/flow_runs/", json=body, timeout=30).status_code
+        url = f"{stack.prefect_api_url}/flow_runs/"
+        return httpx.post(url, json=body, headers=auth, timeout=30).status_code
 
     with concurrent.futures.ThreadPoolExecutor(10) as pool:
         codes = list(pool.map(create, range(10)))
@@ -199,3 +203,26 @@ def test_bootstrap_names_the_services_that_are_down(stack: StackInfo, tmp_path: 
     assert "Traceback" not in done.stderr
     assert "prefect" in done.stderr and "not running" in done.stderr
     assert "opsflows devstack up" in done.stderr
+
+
+def test_the_prefect_api_refuses_requests_without_the_stacks_credentials(
+    stack: StackInfo,
+) -> None:
+    """PREFECT_SERVER_API_AUTH_STRING: 401 without (or with wrong) credentials; clients get
+    them through the stack's env (mode 0600), never in a flow parameter or a log."""
+    import base64
+
+    import httpx
+
+    url = f"{stack.prefect_api_url}/deployments/filter"
+    assert httpx.post(url, json={}, timeout=10).status_code == 401
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"guess").decode()}
+    assert httpx.post(url, json={}, headers=wrong, timeout=10).status_code == 401
+    assert httpx.post(url, json={}, headers=stack.prefect_headers(), timeout=10).status_code == 200
+    # Probes stay open; the UI is told to ask for the password.
+    assert httpx.get(f"{stack.prefect_api_url}/health", timeout=10).status_code == 200
+    assert httpx.get(f"{stack.prefect_ui_url}/ui-settings", timeout=10).json()["auth"] == "BASIC"
+    env_file = Path(stack.state_dir) / "env"
+    assert env_file.stat().st_mode & 0o077 == 0, "the env file holds the API credentials"
+    assert stack.env()["PREFECT_API_AUTH_STRING"] == stack_secrets(stack)["prefect_api"]
+    assert f"PREFECT_API_AUTH_STRING={stack.prefect_auth_string}" in env_file.read_text()

@@ -49,7 +49,7 @@ os.environ.update(INCIDENT_DELAYS)
 
 @pytest.fixture(scope="session")
 def api(stack: StackInfo, bootstrapped: dict[str, list[str]]) -> Iterator[Api]:
-    client = Api(stack.prefect_api_url)
+    client = Api(stack.prefect_api_url, stack.prefect_headers())
     yield client
     client.http.close()
 

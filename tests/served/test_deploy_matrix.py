@@ -52,7 +52,12 @@ def _paused_deploy(runpath: RunPath) -> tuple[str, str, str]:
 
 def test_staged_deploy_manual_approved_through_the_form(runpath: RunPath) -> None:
     run_id, image, before = _paused_deploy(runpath)
-    approver = f"alice-{uuid.uuid4().hex[:6]}"
+    # Someone outside the roles policy (and a DBA, whose role may not promote) approves: the
+    # run asks again and production keeps its image.
+    for outsider in ("mallory", "dana"):
+        runpath.api.refused(run_id, {"approve": True, "approver": outsider, "reason": "go"})
+        assert kube_image("production") == before, f"{outsider} promoted"
+    approver = "alice"
     runpath.api.resume(
         run_id, {"approve": True, "approver": approver, "reason": "staging looks good"}
     )
@@ -64,6 +69,9 @@ def test_staged_deploy_manual_approved_through_the_form(runpath: RunPath) -> Non
     assert row["status"] == "succeeded" and row["details"]["approver"] == approver
     assert row["details"]["approval_reason"] == "staging looks good"
     assert row["details"]["approved"] is True and before != image
+    refusals = row["details"]["approval_refusals"]
+    assert [r["approver"] for r in refusals] == ["mallory", "dana"], refusals
+    assert "holds dba, which may not answer promote-production" in refusals[1]["why"]
 
 
 @SERVE_ONLY

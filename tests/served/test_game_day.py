@@ -90,6 +90,21 @@ def test_production_needs_the_typed_confirmation(runpath: RunPath) -> None:
     assert results_of(stack, run["id"]) == []
     entry = oplog_row(stack, run["id"])
     assert (entry["status"], entry["impact"]) == ("failed", "no change")
+    # The typed word is not enough: the person confirming must be allowed (devops).
+    run = api.finish(
+        DEPLOYMENT,
+        environment="production",
+        faults=["crash-loop"],
+        confirm="production",
+        confirmed_by="alice",
+    )
+    assert run["state"]["type"] == "FAILED", describe(run)
+    assert "confirmation refused: alice holds on-call" in run["state"]["message"], describe(run)
+    assert kube_image("production") == image
+    assert results_of(stack, run["id"]) == []
+    entry = oplog_row(stack, run["id"])
+    assert (entry["status"], entry["impact"]) == ("rejected", "no change")
+    assert entry["details"]["approval_refusals"][0]["approver"] == "alice"
 
 
 def test_an_unknown_fault_is_refused_naming_it(runpath: RunPath) -> None:

@@ -310,7 +310,7 @@ def test_a_long_query_waits_for_approval_then_is_terminated(runpath: RunPath) ->
     stack, api = runpath.stack, runpath.api
     with long_query_paused(runpath) as (state, blocked, run_id):
         holder = state["holder_pid"]
-        approver = f"dana-{uuid.uuid4().hex[:6]}"
+        approver = "dana"
         api.resume(run_id, {"approve": True, "approver": approver, "reason": "runaway report"})
         run = api.wait(run_id)
         assert_completed(run, runpath.log)

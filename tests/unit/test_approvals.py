@@ -184,45 +184,129 @@ def test_form_errors_name_the_field_not_the_value() -> None:
     assert message.startswith("approver: ") and "secret-ish" not in message
 
 
-def test_a_blank_approver_that_got_past_the_server_rejects_the_promotion(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import flows.deploy as deploy
+class _Pauses:
+    """Stands in for ``pause_flow_run``: each call returns (or raises) the next answer."""
 
-    def refused(**_: Any) -> Any:
-        deploy.ApprovalInput(approve=True, approver=" ", reason="")
+    def __init__(self, form: Any, answers: list[Any]) -> None:
+        self.form, self.answers, self.keys = form, list(answers), []
 
-    monkeypatch.setattr(deploy, "pause_flow_run", refused)
-    approval = deploy.ask_for_approval("## what", 60)
-    assert approval is not None and not approval.approve
-    decision = approval_decision(approval)
-    assert decision.action == "reject"
-    assert decision.reasons == ("the approval form names no approver",)
+    def __call__(self, **kwargs: Any) -> Any:
+        from prefect.exceptions import FlowPauseTimeout
 
-
-@pytest.mark.parametrize("answer", [{"approver": "  "}, "invalid"])
-def test_a_blank_approver_never_replaces_the_live_database(
-    monkeypatch: pytest.MonkeyPatch, answer: Any
-) -> None:
-    import flows.restore as restore
-    from opsflows.errors import GateRejected
-
-    def paused(**_: Any) -> Any:
+        self.keys.append(kwargs["key"])
+        if not self.answers:
+            raise FlowPauseTimeout("nobody answered")
+        answer = self.answers.pop(0)
         if answer == "invalid":  # the form itself refused the answer
-            restore.RestoreApproval(approve=True, approver="", reason="")
-        return restore.RestoreApproval.model_construct(approve=True, reason="", **answer)
+            self.form(approve=True, approver="", reason="")
+        return self.form.model_construct(**{"reason": "", **answer})
 
-    dropped: list[str] = []
-    monkeypatch.setattr(restore, "pause_flow_run", paused)
-    monkeypatch.setattr(restore, "drop_scratch", lambda _admin, name: dropped.append(name))
+
+@pytest.fixture
+def gate(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """procedures.approval_gate with the pause and the run context replaced."""
+    import logging
+
+    import procedures.approval_gate as gate
+
+    monkeypatch.setattr(gate, "get_run_logger", lambda: logging.getLogger("gate-test"))
+    monkeypatch.setattr(gate, "running_again", lambda: None)
+    monkeypatch.setattr("procedures.operation.write_oplog", lambda *_: None)
+    return gate
+
+
+def _ask(module: Any, monkeypatch: pytest.MonkeyPatch, form: Any, answers: list[Any], **kw: Any):
     from procedures.operation import operation_log
 
-    monkeypatch.setattr("procedures.operation.write_oplog", lambda *_: None)
+    pauses = _Pauses(form, answers)
+    monkeypatch.setattr(module, "pause_flow_run", pauses)
+    with operation_log("test", "test", None) as record:
+        answer = module.ask(form, "## what", timeout_s=60, poll_s=1, key="k", **kw)
+    return answer, record.details, pauses.keys
+
+
+PROMOTE = {"gate": "promote-production", "environment": "production", "runbook": "staged-deploy"}
+LIVE = {"gate": "replace-live-database", "environment": "production", "runbook": "restore-database"}
+
+
+def test_blank_invalid_and_outsider_approvals_are_refused_and_the_gate_waits_on(
+    gate: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.deploy import ApprovalInput
+
+    answers = [{"approve": True, "approver": " "}, "invalid", {"approve": True, "approver": "eve"}]
+    answer, details, keys = _ask(gate, monkeypatch, ApprovalInput, answers, **PROMOTE)
+    assert answer is None, "nobody allowed answered: the gate timed out"
+    assert keys == ["k-1", "k-2", "k-3", "k-4"], "each refusal shows the form again"
+    whys = [r["why"] for r in details["approval_refusals"]]
+    assert "names no approver" in whys[0] or "form names no approver" in whys[0]
+    assert whys[1].startswith("the form was refused (approver:")
+    assert "eve is not in the roles policy" in whys[2]
+    assert "approvals" not in details
+
+
+def test_an_allowed_approver_opens_the_promotion_gate_after_a_refusal(
+    gate: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.deploy import ApprovalInput
+
+    answers = [{"approve": True, "approver": "dana"}, {"approve": True, "approver": "Alice"}]
+    answer, details, _ = _ask(gate, monkeypatch, ApprovalInput, answers, **PROMOTE)
+    assert answer is not None and answer.approve and answer.approvers == ("alice",)
+    assert [r["approver"] for r in details["approval_refusals"]] == ["dana"]
+    assert details["approvals"][0]["role"] == "on-call"
+
+
+def test_anyone_named_may_reject(gate: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.deploy import ApprovalInput
+
+    answers = [{"approve": False, "approver": "mallory", "reason": "looks wrong"}]
+    answer, _, _ = _ask(gate, monkeypatch, ApprovalInput, answers, **PROMOTE)
+    assert answer is not None and not answer.approve and answer.approver == "mallory"
+
+
+def test_one_dba_alone_never_replaces_the_live_database(
+    gate: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.restore import RestoreApproval
+
+    answers = [{"approve": True, "approver": "dana"}, {"approve": True, "approver": " Dana"}]
+    answer, details, _ = _ask(gate, monkeypatch, RestoreApproval, answers, **LIVE)
+    assert answer is None
+    assert [a["approver"] for a in details["approvals"]] == ["dana"]
+    assert "already approved" in details["approval_refusals"][0]["why"]
+    answers = [{"approve": True, "approver": "dana"}, {"approve": True, "approver": "erin"}]
+    answer, _, _ = _ask(gate, monkeypatch, RestoreApproval, answers, **LIVE)
+    assert answer is not None and answer.approvers == ("dana", "erin")
+
+
+def test_a_refused_replace_times_out_drops_the_scratch_and_records_no_approver(
+    gate: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flows.restore as restore
+    from opsflows.errors import ApprovalTimedOut
+    from procedures.operation import operation_log
+
+    dropped: list[str] = []
+    monkeypatch.setattr(gate, "pause_flow_run", _Pauses(restore.RestoreApproval, ["invalid"]))
+    monkeypatch.setattr(restore, "drop_scratch", lambda _admin, name: dropped.append(name))
     with (
-        pytest.raises(GateRejected, match="approver") as caught,
+        pytest.raises(ApprovalTimedOut, match="did not approve") as caught,
         operation_log("restore", "test", None) as record,
     ):
         restore._await_approval(None, "app_restore_x", "## what", 60, 1)  # type: ignore[arg-type]
     assert "live database is untouched" in (caught.value.hint or "")
     assert dropped == ["app_restore_x"]
     assert "approved_by" not in record.details
+
+
+def test_a_missing_policy_file_fails_before_anyone_is_asked(
+    gate: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from flows.deploy import ApprovalInput
+    from opsflows.errors import ConfigurationError
+    from opsflows.settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "roles_file", tmp_path / "nope.yaml")
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        _ask(gate, monkeypatch, ApprovalInput, [], **PROMOTE)
