@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     secret = secrets.token_urlsafe(24)
     Secret(value=secret).save(SECRET_BLOCK, overwrite=True)
     port = procs.free_port(info.host)
-    env = {**os.environ, **info.env()}
+    env = {**os.environ, **info.client_env()}
     samples: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="bench-trigger-") as tmp:
         routes = Path(tmp) / "routes.yaml"

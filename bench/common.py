@@ -35,7 +35,7 @@ from opsflows.settings import Settings  # noqa: E402
 
 _RECORDED = load(Settings())
 if _RECORDED is not None:  # before Prefect is imported: point it at the test stack
-    os.environ.update(_RECORDED.env())
+    os.environ.update(_RECORDED.client_env())
 
 MB = 1024 * 1024
 #: Target database sizes (MB) for the 1x and 2x runs.

@@ -178,7 +178,7 @@ def stack_services(
                 "PREFECT_UI_API_URL": info.prefect_api_url,
                 "PREFECT_LOGGING_SERVER_LEVEL": "WARNING",
                 # Every request but GET /health and /ready needs these credentials (401
-                # without); clients send them as PREFECT_API_AUTH_STRING (StackInfo.env()).
+                # without); clients send them as PREFECT_API_AUTH_STRING (StackInfo.client_env()).
                 "PREFECT_SERVER_API_AUTH_STRING": passwords[PREFECT_AUTH_KEY],
                 # Concurrency leases on disk: a server restart must not forget who holds a
                 # change slot (with in-memory leases the slot would stay taken for good).

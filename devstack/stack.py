@@ -212,14 +212,21 @@ def _seed_aws(info: StackInfo, passwords: dict[str, str]) -> None:
         sm.create_secret(Name=APP_DB_SECRET, SecretString=json.dumps(value))
 
 
+#: The shell file (mode 0600) with the Prefect API's credentials, beside the secret-free env.
+API_AUTH_ENV = "api-auth.env"
+
+
 def _save(info: StackInfo) -> None:
     state = Path(info.state_dir)
     (state / "stack.json").write_text(json.dumps(asdict(info), indent=2))
     lines = [f"{key}={value}" for key, value in info.env().items()]
-    env_file = state / "env"  # holds the Prefect API's credentials
-    env_file.touch(mode=0o600)
-    env_file.chmod(0o600)
-    env_file.write_text("\n".join(lines) + "\n")
+    (state / "env").write_text("\n".join(lines) + "\n")
+    auth = info.prefect_auth_string
+    if auth:  # the Prefect API's credentials, for a shell: `. .devstack/api-auth.env`
+        auth_file = state / API_AUTH_ENV
+        auth_file.touch(mode=0o600)
+        auth_file.chmod(0o600)
+        auth_file.write_text(f"PREFECT_API_AUTH_STRING={auth}\n")
 
 
 def load(settings: Settings | None = None) -> StackInfo | None:
@@ -276,7 +283,7 @@ def status(settings: Settings | None = None) -> dict[str, str]:
 
 def export_env(info: StackInfo) -> None:
     """Point this process's clients (boto3, Prefect, opsflows settings) at the stack."""
-    os.environ.update(info.env())
+    os.environ.update(info.client_env())
 
 
 def serve_runbooks(info: StackInfo, deployment_probe: str = "stack-smoke/stack-smoke") -> bool:
@@ -289,7 +296,7 @@ def serve_runbooks(info: StackInfo, deployment_probe: str = "stack-smoke/stack-s
             below=400,
             headers=info.prefect_headers(),
         ),
-        env=info.env(),
+        env=info.client_env(),
         cwd=REPO_ROOT,  # catalog entrypoints are paths relative to the repository root
         start_timeout=120,
     )
@@ -308,7 +315,7 @@ def serve_webhook(info: StackInfo) -> bool:
         "webhook",
         argv,
         procs.http_ok(info.webhook_url + "/healthz"),
-        env=info.env(),
+        env=info.client_env(),
         start_timeout=90,
     )
     return procs.start(state, service)

@@ -114,15 +114,15 @@ class StackInfo:
             return {}
         return {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode("ascii")}
 
-    def env(self) -> dict[str, str]:
-        """Environment for clients of this stack.
-
-        The one secret in it is ``PREFECT_API_AUTH_STRING``, the Prefect API's credentials
-        (every Prefect client sends it); the env file holding it is mode 0600.
-        """
+    def client_env(self) -> dict[str, str]:
+        """:meth:`env` with the Prefect API's credentials (``PREFECT_API_AUTH_STRING``): the
+        environment of every process that calls the API (never written to the env file)."""
         auth = self.prefect_auth_string
+        return {**self.env(), **({"PREFECT_API_AUTH_STRING": auth} if auth else {})}
+
+    def env(self) -> dict[str, str]:
+        """Environment for clients of this stack (no secret values: the env file)."""
         return {
-            **({"PREFECT_API_AUTH_STRING": auth} if auth else {}),
             "OPSFLOWS_STATE_DIR": self.state_dir,
             "OPSFLOWS_HOST": self.host,
             "OPSFLOWS_PREFECT_PORT": str(self.prefect_port),

@@ -55,7 +55,7 @@ def _recorded_env() -> dict[str, str]:
     from opsflows.settings import Settings
 
     info = stack.load(Settings())
-    return info.env() if info else {}
+    return info.client_env() if info else {}
 
 
 os.environ.update(_recorded_env())
@@ -82,10 +82,11 @@ def stack() -> Iterator[object]:
 @pytest.fixture(scope="session")
 def prefect_api(stack: object) -> Iterator[str]:
     """Point this process's Prefect client at the stack's real Prefect server."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     url = stack.prefect_api_url  # type: ignore[attr-defined]
-    with temporary_settings(updates={PREFECT_API_URL: url}):
+    auth = stack.prefect_auth_string  # type: ignore[attr-defined]
+    with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_API_AUTH_STRING: auth}):
         yield url
 
 

@@ -182,7 +182,7 @@ class RunPath:
 
 
 def _stack_env(stack: StackInfo) -> dict[str, str]:
-    return {**os.environ, **stack.env()}
+    return {**os.environ, **stack.client_env()}
 
 
 def start_serving(stack: StackInfo, api: Api) -> RunPath:

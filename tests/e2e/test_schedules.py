@@ -50,7 +50,7 @@ def served(
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     started = datetime.now(UTC)
     serve = [sys.executable, "-m", "deployments.serve"]
-    env = {**os.environ, **stack.env()}
+    env = {**os.environ, **stack.client_env()}
     with procs.background(serve, env, log, cwd=REPO, stop_timeout=30) as proc:
         deadline = time.monotonic() + 120
         fresh: dict[str, Any] = {}

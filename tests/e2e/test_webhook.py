@@ -159,7 +159,7 @@ def receiver(
         client.delete_deployment(client.read_deployment_by_name(PROBE).id)
     routes = tmp / "routes.yaml"
     routes.write_text(json.dumps(ROUTES))
-    env = {**os.environ, **stack.env()}
+    env = {**os.environ, **stack.client_env()}
     port = procs.free_port(stack.host)
     argv = [sys.executable, "-m", "deployments.webhook_cli", "serve", "--port", str(port)]
     argv += ["--routes", str(routes), "--secret-block", SECRET_BLOCK]

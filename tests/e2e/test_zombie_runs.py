@@ -124,7 +124,7 @@ def test_a_killed_served_run_is_crashed_and_pages(
         "-c",
         "from tests.e2e.test_zombie_runs import serve_probe; serve_probe()",
     ]
-    env = {**os.environ, **stack.env()}
+    env = {**os.environ, **stack.client_env()}
     run_id: uuid.UUID | None = None
     with get_client(sync_client=True) as client:
         try:

@@ -222,7 +222,9 @@ def test_the_prefect_api_refuses_requests_without_the_stacks_credentials(
     # Probes stay open; the UI is told to ask for the password.
     assert httpx.get(f"{stack.prefect_api_url}/health", timeout=10).status_code == 200
     assert httpx.get(f"{stack.prefect_ui_url}/ui-settings", timeout=10).json()["auth"] == "BASIC"
-    env_file = Path(stack.state_dir) / "env"
-    assert env_file.stat().st_mode & 0o077 == 0, "the env file holds the API credentials"
-    assert stack.env()["PREFECT_API_AUTH_STRING"] == stack_secrets(stack)["prefect_api"]
-    assert f"PREFECT_API_AUTH_STRING={stack.prefect_auth_string}" in env_file.read_text()
+    # Clients get them from client_env(); a shell from api-auth.env (0600), not from env.
+    assert stack.client_env()["PREFECT_API_AUTH_STRING"] == stack_secrets(stack)["prefect_api"]
+    assert "PREFECT_API_AUTH_STRING" not in stack.env()
+    auth_file = Path(stack.state_dir) / "api-auth.env"
+    assert auth_file.stat().st_mode & 0o077 == 0, "only the stack's owner reads the credentials"
+    assert auth_file.read_text() == f"PREFECT_API_AUTH_STRING={stack.prefect_auth_string}\n"

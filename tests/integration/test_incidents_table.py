@@ -176,7 +176,7 @@ def test_opsflows_incidents_lists_them(stack: StackInfo, bootstrapped: Any) -> N
     record_opening.fn(target, opening(notification([alert("DiskFull", "P4", summary=marker)])))
     done = subprocess.run(
         [sys.executable, "-m", "opsflows.cli", "incidents", "--recent", "5"],
-        env={**os.environ, **stack.env()},
+        env={**os.environ, **stack.client_env()},
         capture_output=True,
         text=True,
         timeout=120,

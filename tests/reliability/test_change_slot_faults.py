@@ -52,7 +52,7 @@ def test_a_change_that_lost_its_slot_stops_before_another_change_takes_it(
     with FaultProxy(parts.hostname or "127.0.0.1", parts.port or 80) as proxy:
         env = {
             **os.environ,
-            **stack.env(),
+            **stack.client_env(),
             "PREFECT_API_URL": proxy.url + "/api",
             "PREFECT_CLIENT_MAX_RETRIES": "1",
             "OPSFLOWS_CHANGE_LEASE_S": str(LEASE_S),

@@ -53,7 +53,7 @@ def dead_ops_db(bootstrapped: object) -> str:
 def run_probe(stack: StackInfo, api_url: str, *, fail: bool, ops_db: str) -> dict[str, Any]:
     env = {
         **os.environ,
-        **stack.env(),
+        **stack.client_env(),
         "PREFECT_API_URL": api_url,
         "PREFECT_CLIENT_MAX_RETRIES": "1",  # a refused write fails in seconds, not minutes
     }
