@@ -365,7 +365,7 @@ def await_approval(
         _not_approved(triage, database, targets, exc.message, untouched)
         raise
     if approval is None:
-        why = f"nobody the roles policy allows approved terminating pid {pids} within {timeout_s} s"
+        why = f"nobody approved terminating pid {pids} within {timeout_s} s"
         _not_approved(triage, database, targets, why, untouched)
         raise ApprovalTimedOut(why, hint=f"{untouched}; end them by hand if still needed")
     who = approval.approver
