@@ -55,10 +55,11 @@ from typing import Any
 
 from decisions.webhook_parameters import PLACEHOLDER, check_run, refuse_never_from_ci, templated
 from decisions.webhook_parameters import Rejected as Rejected
-from decisions.webhook_table import GITHUB, OPSFLOWS, Route, RouteTable
+from decisions.webhook_table import GITHUB, OPSFLOWS, Route
 from decisions.webhook_table import MAX_AGE_SECONDS as MAX_AGE_SECONDS
 from decisions.webhook_table import MAX_BODY_BYTES as MAX_BODY_BYTES
 from decisions.webhook_table import REPLAY_TTL_SECONDS as REPLAY_TTL_SECONDS
+from decisions.webhook_table import RouteTable as RouteTable
 from decisions.webhook_table import load_table as load_table
 
 #: GitHub sends ``ping`` when a webhook is created: authenticated, answered, never routed.
