@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -103,8 +104,12 @@ def serve_command(argv: list[str] | None = None) -> int:
         f"body within {body_timeout:g}s",
         flush=True,
     )
-    config = server_config(app, settings, args.host, args.port, args.log_level)
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(server_config(app, settings, args.host, args.port, args.log_level))
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:  # the port was taken, or the app failed to start (logged above)
+        print(f"webhook: could not serve on {args.host}:{args.port}", file=sys.stderr)
+        return 3
     return 0
 
 

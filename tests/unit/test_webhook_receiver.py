@@ -159,3 +159,18 @@ def test_replay_store_survives_a_restart_and_forgets_after_its_ttl(tmp_path: Any
     assert reopened.flow_run_of("github:a") == "run-a"
     assert reopened.claim("github:a", NOW + 601, ttl=600)
     reopened.close()
+
+
+def test_replay_store_claims_a_deliverys_keys_together_or_not_at_all(tmp_path: Any) -> None:
+    from deployments.webhook import ReplayStore
+
+    store = ReplayStore(tmp_path / "deliveries.sqlite")
+    assert store.claim_all(("github:a", "signed:1"), NOW, ttl=600) is None
+    store.record(("github:a", "signed:1"), "run-a")
+    # A new delivery id with the same signed bytes: refused, and its id is not kept either.
+    assert store.claim_all(("github:b", "signed:1"), NOW + 1, ttl=600) == "signed:1"
+    assert store.flow_run_of("signed:1") == "run-a"
+    assert store.claim_all(("github:b", "signed:2"), NOW + 2, ttl=600) is None
+    store.release(("github:b", "signed:2"))
+    assert store.claim_all(("github:b", "signed:2"), NOW + 3, ttl=600) is None
+    store.close()
