@@ -272,8 +272,11 @@ def create_app(
             keys = run.replay_keys
             seen = store.claim_all(keys, clock(), table.replay_ttl_seconds)
             if seen is not None:
-                what = "delivery" if seen == run.idempotency_key else "signed request (new id)"
-                error = f"{what} already received"
+                error = (
+                    "delivery already received"
+                    if seen == run.idempotency_key
+                    else "this signed request was already received under another delivery id"
+                )
                 return _answer(
                     409, {"error": error, "flow_run_id": store.flow_run_of(seen)}, delivery
                 )
