@@ -65,13 +65,13 @@ def _serve_probe() -> None:
 def signed_request(secret: bytes, payload: dict[str, Any]) -> tuple[dict[str, str], bytes]:
     """Headers and body of a generic-form request, signed as CI would sign it."""
     body = json.dumps(payload).encode()
-    stamp = str(int(time.time()))
+    stamp, delivery = str(int(time.time())), str(uuid.uuid4())
     return {
         "Content-Type": "application/json",
         "X-Opsflows-Event": "run-deployment",
-        "X-Opsflows-Delivery": str(uuid.uuid4()),
+        "X-Opsflows-Delivery": delivery,
         "X-Opsflows-Timestamp": stamp,
-        "X-Opsflows-Signature": sign(secret, body, stamp),
+        "X-Opsflows-Signature": sign(secret, body, stamp, delivery),
     }, body
 
 

@@ -8,25 +8,38 @@ Two request forms are accepted::
 
     form      event header       delivery header      signature header       signed bytes
     github    X-GitHub-Event     X-GitHub-Delivery    X-Hub-Signature-256    body
-    opsflows  X-Opsflows-Event   X-Opsflows-Delivery  X-Opsflows-Signature   "<ts>." + body
-                                                      (+ X-Opsflows-Timestamp: unix seconds)
+    opsflows  X-Opsflows-Event   X-Opsflows-Delivery  X-Opsflows-Signature   "<ts>.<delivery>."
+                                                      (+ X-Opsflows-Timestamp:  + body
+                                                         unix seconds)
 
-Signatures are ``sha256=<hex HMAC-SHA256>``. The opsflows form signs its timestamp with the
-body so a captured request cannot be refreshed; the github form (GitHub's own scheme, no
-timestamp header) is judged fresh by the event time inside the signed payload.
+Signatures are ``sha256=<hex HMAC-SHA256>``. The opsflows form signs its timestamp and its
+delivery id with the body, so a captured request can be neither refreshed nor renamed; the
+github form (GitHub's own scheme: the delivery header is not signed) is judged fresh by the
+event time inside the signed payload, and the replay store remembers a SHA-256 of the signed
+bytes as well as the delivery id, so the same signed body under a new delivery id is a replay.
+The body must be JSON: GitHub's default content type (form-encoded) is refused with the
+setting to change. What a request may choose (never the promotion policy or a path on the
+worker; only listed image repositories) is ``decisions.webhook_parameters``.
 
 Outcomes, checked in this order (the first failure wins, nothing is started):
 
-    400  body over the size limit; event/delivery/timestamp header missing or malformed
+    413  body over the size limit (also when Content-Length says so, before reading it)
+    415  Content-Type set and not application/json (GitHub: "Content type: application/json")
+    408  the body did not arrive within the body timeout (decided by the receiver, not here)
+    400  event/delivery/timestamp header missing or malformed
     401  signature missing or wrong
     400  body is not a JSON object
     404  no route for this (form, event) at all
     400  a github payload without an event time
     401  event older than the limit (or as far in the future)
     404  no route matches the payload, or the generic form names a deployment not allowed
+    403  the request sets the promotion policy, migrations_dir or repository (whatever the
+         routes file allows)
     400  the route needs a payload field the event lacks, or the caller sets a parameter
-         the route does not allow
-    409  delivery id already seen (decided by the replay store, not here)
+         the route does not allow, or a malformed git_ref, or migrations without git_ref
+    403  an image whose registry/repository the route does not list, or not pinned
+    409  delivery id, or the same signed bytes, already seen (decided by the replay store)
+    503  (the receiver) connection limit reached, secret block missing, Prefect API down
 """
 
 from __future__ import annotations
@@ -36,17 +49,19 @@ import hmac
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from opsflows.errors import ConfigurationError, PermanentError
+from decisions.webhook_parameters import PLACEHOLDER, check_run, refuse_never_from_ci, templated
+from decisions.webhook_parameters import Rejected as Rejected
+from decisions.webhook_table import GITHUB, OPSFLOWS, Route
+from decisions.webhook_table import MAX_AGE_SECONDS as MAX_AGE_SECONDS
+from decisions.webhook_table import MAX_BODY_BYTES as MAX_BODY_BYTES
+from decisions.webhook_table import REPLAY_TTL_SECONDS as REPLAY_TTL_SECONDS
+from decisions.webhook_table import RouteTable as RouteTable
+from decisions.webhook_table import load_table as load_table
 
-MAX_BODY_BYTES = 256 * 1024
-MAX_AGE_SECONDS = 300.0
-REPLAY_TTL_SECONDS = 86400.0
-GITHUB = "github"
-OPSFLOWS = "opsflows"
 #: GitHub sends ``ping`` when a webhook is created: authenticated, answered, never routed.
 PING = "ping"
 _HEADERS = {
@@ -61,18 +76,8 @@ GITHUB_EVENT_TIME = {
     "deployment": ("deployment.updated_at", "deployment.created_at"),
     "ping": ("hook.updated_at", "hook.created_at"),
 }
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_.\-]+)\s*\}\}")
 _DELIVERY_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-_MISSING = object()
-
-
-class Rejected(PermanentError):
-    """The request is refused with an HTTP status and a reason safe to send back."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        self.status = status
-        self.reason = reason
-        super().__init__(f"{status}: {reason}")
+JSON_TYPE = "application/json"
 
 
 @dataclass(frozen=True)
@@ -86,30 +91,6 @@ class Delivery:
 
 
 @dataclass(frozen=True)
-class Route:
-    """One row of the routing table: which event starts which deployment, with what."""
-
-    name: str
-    source: str
-    event: str
-    match: tuple[tuple[str, tuple[Any, ...]], ...] = ()
-    deployment: str | None = None
-    parameters: Mapping[str, Any] = field(default_factory=dict)
-    #: Generic form only: deployment name -> parameter names the caller may set.
-    allow: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RouteTable:
-    """The whole routing table with the limits the receiver enforces."""
-
-    routes: tuple[Route, ...]
-    max_body_bytes: int = MAX_BODY_BYTES
-    max_age_seconds: float = MAX_AGE_SECONDS
-    replay_ttl_seconds: float = REPLAY_TTL_SECONDS
-
-
-@dataclass(frozen=True)
 class RunRequest:
     """The decision: start ``deployment`` ("flow/deployment") with ``parameters``."""
 
@@ -119,33 +100,85 @@ class RunRequest:
     source: str
     event: str
     delivery_id: str
+    #: SHA-256 (hex) of the signed bytes: the same signed request under another delivery id.
+    signed_digest: str = ""
 
     @property
     def idempotency_key(self) -> str:
         """The same delivery can never start two runs, whatever the replay store says."""
         return f"{self.source}:{self.delivery_id}"
 
+    @property
+    def replay_keys(self) -> tuple[str, ...]:
+        """What the replay store remembers: the delivery id, and the signed bytes' digest."""
+        digest = (f"signed:{self.signed_digest}",) if self.signed_digest else ()
+        return (self.idempotency_key, *digest)
+
 
 # --- signatures and headers -------------------------------------------------------------
 
 
-def signed_bytes(body: bytes, timestamp: str | None) -> bytes:
-    """The bytes a sender signs: the raw body, prefixed by ``"<ts>."`` in the opsflows form."""
-    return body if timestamp is None else timestamp.encode("ascii") + b"." + body
+def signed_bytes(body: bytes, timestamp: str | None = None, delivery: str | None = None) -> bytes:
+    """The bytes a sender signs: the raw body (github form), or ``"<ts>.<delivery>." + body``.
+
+    Raises:
+        ValueError: only one of ``timestamp`` and ``delivery`` is given (the opsflows form
+            signs both).
+    """
+    if timestamp is None and delivery is None:
+        return body
+    if timestamp is None or delivery is None:
+        raise ValueError("the opsflows form signs both the timestamp and the delivery id")
+    return f"{timestamp}.{delivery}.".encode("ascii") + body
 
 
-def sign(secret: bytes, body: bytes, timestamp: str | None = None) -> str:
-    """The signature header value (``sha256=<hex>``) a sender puts on ``body``."""
-    digest = hmac.new(secret, signed_bytes(body, timestamp), hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
+def sign(
+    secret: bytes, body: bytes, timestamp: str | None = None, delivery: str | None = None
+) -> str:
+    """The signature header value (``sha256=<hex>``) a sender puts on ``body``.
+
+    GitHub form: ``sign(secret, body)``; opsflows form: ``sign(secret, body, ts, delivery)``.
+    """
+    digest = hmac.new(secret, signed_bytes(body, timestamp, delivery), hashlib.sha256)
+    return f"sha256={digest.hexdigest()}"
 
 
-def signature_valid(secret: bytes, body: bytes, header: str | None, timestamp: str | None) -> bool:
+def signature_valid(
+    secret: bytes,
+    body: bytes,
+    header: str | None,
+    timestamp: str | None,
+    delivery: str | None = None,
+) -> bool:
     """Constant-time check of a ``sha256=<hex>`` header against the expected signature."""
+    return _signature_matches(secret, signed_bytes(body, timestamp, delivery), header)
+
+
+def _signature_matches(secret: bytes, signed: bytes, header: str | None) -> bool:
     if not secret or not header or not header.startswith("sha256="):
         return False
-    expected = sign(secret, body, timestamp)
+    expected = "sha256=" + hmac.new(secret, signed, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected.encode("ascii"), header.strip().encode("ascii", "replace"))
+
+
+def signed_by(delivery: Delivery, body: bytes) -> bytes:
+    """The bytes the sender of ``delivery`` signed."""
+    if delivery.timestamp is None:
+        return body
+    return signed_bytes(body, delivery.timestamp, delivery.delivery_id)
+
+
+def check_content_type(headers: Mapping[str, str]) -> None:
+    """415 unless the body is declared JSON (or not declared at all)."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    declared = lower.get("content-type", "").split(";", 1)[0].strip().lower()
+    if declared and declared != JSON_TYPE:
+        raise Rejected(
+            415,
+            f"the body must be JSON (Content-Type: {JSON_TYPE}), not {declared[:60]!r}; for a "
+            "GitHub webhook set its Content type: application/json (repository Settings -> "
+            "Webhooks -> Edit)",
+        )
 
 
 def read_delivery(headers: Mapping[str, str]) -> tuple[Delivery, str | None]:
@@ -252,10 +285,10 @@ def render(template: Any, payload: Mapping[str, Any], route: str) -> Any:
             raise Rejected(400, f"route {route!r} needs {path!r} in the payload")
         return found
 
-    whole = _PLACEHOLDER.fullmatch(template.strip())
+    whole = PLACEHOLDER.fullmatch(template.strip())
     if whole:
         return value(whole.group(1))
-    return _PLACEHOLDER.sub(lambda m: str(value(m.group(1))), template)
+    return PLACEHOLDER.sub(lambda m: str(value(m.group(1))), template)
 
 
 def _matches(route: Route, delivery: Delivery, payload: Mapping[str, Any]) -> bool:
@@ -271,16 +304,23 @@ def _generic_request(route: Route, delivery: Delivery, payload: Mapping[str, Any
         raise Rejected(400, 'generic form is {"deployment": "flow/name", "parameters": {...}}')
     if deployment not in route.allow:
         raise Rejected(404, f"deployment {deployment!r} is not allowed by route {route.name!r}")
+    refuse_never_from_ci(parameters, route.name)  # 403 even when the allow list names them
     allowed = route.allow[deployment]
     refused = sorted(set(parameters) - set(allowed))
     if refused:
         raise Rejected(
             400, f"parameters {refused} are not allowed for {deployment!r} by route {route.name!r}"
         )
-    merged = {**render(dict(route.parameters), payload, route.name), **parameters}
+    rendered = render(dict(route.parameters), payload, route.name)
+    merged = {**rendered, **route.fixed.get(deployment, {}), **parameters}
+    check_run(route.name, merged, [*_chosen_by_templates(route), *parameters], route.images)
     return RunRequest(
         route.name, deployment, merged, delivery.source, delivery.event, delivery.delivery_id
     )
+
+
+def _chosen_by_templates(route: Route) -> list[str]:
+    return [name for name, template in route.parameters.items() if templated(template)]
 
 
 def route_event(table: RouteTable, delivery: Delivery, payload: Mapping[str, Any]) -> RunRequest:
@@ -291,10 +331,14 @@ def route_event(table: RouteTable, delivery: Delivery, payload: Mapping[str, Any
         if route.allow:
             return _generic_request(route, delivery, payload)
         assert route.deployment is not None  # load_table guarantees one of the two
+        chosen = _chosen_by_templates(route)
+        refuse_never_from_ci(chosen, route.name)  # before a missing field could answer 400
+        parameters = render(dict(route.parameters), payload, route.name)
+        check_run(route.name, parameters, chosen, route.images)
         return RunRequest(
             route.name,
             route.deployment,
-            render(dict(route.parameters), payload, route.name),
+            parameters,
             delivery.source,
             delivery.event,
             delivery.delivery_id,
@@ -311,9 +355,11 @@ def decide(
 ) -> RunRequest | None:
     """Every check but the replay store, in order; the run to start, or None for a ping."""
     if len(body) > table.max_body_bytes:
-        raise Rejected(400, f"payload larger than {table.max_body_bytes} bytes")
+        raise Rejected(413, f"payload larger than {table.max_body_bytes} bytes")
+    check_content_type(headers)
     delivery, signature = read_delivery(headers)
-    if not signature_valid(secret, body, signature, delivery.timestamp):
+    signed = signed_by(delivery, body)
+    if not _signature_matches(secret, signed, signature):
         raise Rejected(401, "missing or invalid signature")
     payload = parse_payload(body)
     if delivery.source == GITHUB and delivery.event == PING:
@@ -321,58 +367,5 @@ def decide(
     if not any(r.source == delivery.source and r.event == delivery.event for r in table.routes):
         raise Rejected(404, f"no route for {delivery.source} event {delivery.event!r}")
     check_fresh(event_time(delivery, payload), now, table.max_age_seconds)
-    return route_event(table, delivery, payload)
-
-
-# --- the table's own validation ---------------------------------------------------------
-
-
-def _route(raw: Any, index: int) -> Route:
-    if not isinstance(raw, Mapping):
-        raise ConfigurationError(f"routes[{index}] must be a mapping")
-    name = str(raw.get("name") or f"routes[{index}]")
-    source, event = raw.get("source"), raw.get("event")
-    if source not in (GITHUB, OPSFLOWS):
-        raise ConfigurationError(f"route {name!r}: source must be {GITHUB!r} or {OPSFLOWS!r}")
-    if not isinstance(event, str) or not event:
-        raise ConfigurationError(f"route {name!r}: event is required")
-    deployment, allow_raw = raw.get("deployment"), raw.get("allow") or {}
-    if bool(deployment) == bool(allow_raw):
-        raise ConfigurationError(f"route {name!r}: give exactly one of 'deployment' or 'allow'")
-    if allow_raw and source != OPSFLOWS:
-        raise ConfigurationError(f"route {name!r}: 'allow' is for the generic (opsflows) form only")
-    for target in [deployment] if deployment else list(allow_raw):
-        if not isinstance(target, str) or target.count("/") != 1:
-            raise ConfigurationError(
-                f"route {name!r}: deployment {target!r} is not 'flow/deployment'"
-            )
-    if not isinstance(allow_raw, Mapping):
-        raise ConfigurationError(f"route {name!r}: allow maps deployment names to parameter lists")
-    allow = {str(k): tuple(str(p) for p in (v or ())) for k, v in allow_raw.items()}
-    match_raw = raw.get("match") or {}
-    parameters = raw.get("parameters") or {}
-    if not isinstance(match_raw, Mapping) or not isinstance(parameters, Mapping):
-        raise ConfigurationError(f"route {name!r}: match and parameters must be mappings")
-    match = tuple(
-        (str(path), tuple(v) if isinstance(v, list) else (v,)) for path, v in match_raw.items()
-    )
-    return Route(name, source, event, match, deployment, dict(parameters), allow)
-
-
-def load_table(data: Mapping[str, Any]) -> RouteTable:
-    """Validate a parsed routing table; ``ConfigurationError`` names the first bad entry."""
-    routes = data.get("routes")
-    if not isinstance(routes, list) or not routes:
-        raise ConfigurationError("the routing table needs a non-empty 'routes' list")
-    table = RouteTable(
-        routes=tuple(_route(raw, i) for i, raw in enumerate(routes)),
-        max_body_bytes=int(data.get("max_body_bytes", MAX_BODY_BYTES)),
-        max_age_seconds=float(data.get("max_age_seconds", MAX_AGE_SECONDS)),
-        replay_ttl_seconds=float(data.get("replay_ttl_seconds", REPLAY_TTL_SECONDS)),
-    )
-    if table.replay_ttl_seconds < 2 * table.max_age_seconds:
-        raise ConfigurationError("replay_ttl_seconds must cover at least twice max_age_seconds")
-    names = [r.name for r in table.routes]
-    if len(set(names)) != len(names):
-        raise ConfigurationError("route names must be unique")
-    return table
+    run = route_event(table, delivery, payload)
+    return replace(run, signed_digest=hashlib.sha256(signed).hexdigest())

@@ -7,6 +7,7 @@ Served by ``opsflows webhook serve`` beside the CI webhook. Alertmanager's
 ``decisions.alertmanager``; this module adds the I/O::
 
     401  bad or missing token           413  body over 1 MiB        400  not a version-4 body
+    408  the body did not arrive within the receiver's body timeout
     202  a firing group opened an incident and started its ``incident/incident`` run
     202  "reopened": the group flapped (Alertmanager resolved it within the reopen window):
          its incident is open again, and a new run carries on where the last one stopped
@@ -190,16 +191,18 @@ class AlertReceiver:
         token: Any,
         desk: IncidentDesk,
         max_body_bytes: int = MAX_BODY_BYTES,
+        body_timeout_s: float | None = None,
     ) -> None:
         self.token = token
         self.desk = desk
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def receive(self, request: Request) -> JSONResponse:
         try:
             if not bearer_valid(await self.token(), request.headers.get("authorization")):
                 raise Rejected(401, "missing or invalid bearer token")
-            body = await read_body(request, self.max_body_bytes, status=413)
+            body = await read_body(request, self.max_body_bytes, timeout=self.body_timeout_s)
             opening = alert_opening(parse_notification(body))
             recorded = await run_in_threadpool(self.desk.record, opening)
             incident = recorded.incident

@@ -9,16 +9,19 @@ self-hosted equivalent (``opsflows webhook serve``)::
                         (``deployments/alert_receiver.py``)
     GET  /healthz       200 when the service is up
 
-The rules (signature, freshness, routing) are pure code in ``decisions.webhook``; this module
-adds the I/O around them: the HMAC secret from a Prefect ``Secret`` block (re-read every
-minute, so rotating it needs no restart), a replay store of delivery ids in a small sqlite
-file (a restart keeps them), and the Prefect client that starts the run with the delivery id
-as idempotency key. Nothing is started unless every check passed; the secret, the
-signature and the body never reach a log line or a response.
+The rules (signature, freshness, routing, what CI may choose) are pure code in
+``decisions.webhook``; this module adds the I/O around them: the body read with a size cap
+(413) and a deadline (408), the HMAC secret from a Prefect ``Secret`` block (re-read every
+minute, so rotating it needs no restart), a replay store of delivery ids and of digests of
+the signed bytes in a small sqlite file (a restart keeps them), and the Prefect client that
+starts the run with the delivery id as idempotency key. Nothing is started unless every check
+passed; the secret, the signature and the body never reach a log line or a response. The HTTP
+server's own limits (connections, header timeout) are ``deployments/webhook_server.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sqlite3
@@ -35,7 +38,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from decisions.webhook import Rejected, RouteTable, RunRequest, decide, load_table
+from decisions.webhook import (
+    Rejected,
+    RouteTable,
+    RunRequest,
+    check_content_type,
+    decide,
+    load_table,
+)
 from opsflows.errors import ConfigurationError, ServiceUnavailable, scrub
 
 if TYPE_CHECKING:
@@ -75,7 +85,8 @@ def load_routes(path: Path = ROUTES_FILE) -> RouteTable:
 
 
 class ReplayStore:
-    """Delivery ids seen within the replay TTL, in sqlite so a restart keeps them."""
+    """Replay keys (delivery ids, signed-bytes digests) seen within the replay TTL, in sqlite
+    so a restart keeps them."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,25 +101,42 @@ class ReplayStore:
 
     def claim(self, key: str, now: float, ttl: float) -> bool:
         """Record ``key`` as seen; False when it was already seen and has not expired."""
-        with self._lock:
-            self._db.execute("DELETE FROM deliveries WHERE expires_at < ?", (now,))
-            cur = self._db.execute(
-                "INSERT OR IGNORE INTO deliveries (key, expires_at) VALUES (?, ?)",
-                (key, now + ttl),
-            )
-            return cur.rowcount == 1
+        return self.claim_all((key,), now, ttl) is None
 
-    def record(self, key: str, flow_run_id: str) -> None:
+    def claim_all(self, keys: tuple[str, ...], now: float, ttl: float) -> str | None:
+        """Record every key as seen, or none of them: the first already seen, else None."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM deliveries WHERE expires_at < ?", (now,))
+                for key in keys:
+                    cur = self._db.execute(
+                        "INSERT OR IGNORE INTO deliveries (key, expires_at) VALUES (?, ?)",
+                        (key, now + ttl),
+                    )
+                    if cur.rowcount != 1:
+                        self._db.execute("ROLLBACK")
+                        return key
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return None
+
+    def record(self, keys: str | tuple[str, ...], flow_run_id: str) -> None:
         """Remember which run the delivery started (answered back on a replay)."""
         with self._lock:
-            self._db.execute(
-                "UPDATE deliveries SET flow_run_id = ? WHERE key = ?", (flow_run_id, key)
+            self._db.executemany(
+                "UPDATE deliveries SET flow_run_id = ? WHERE key = ?",
+                [(flow_run_id, key) for key in _keys(keys)],
             )
 
-    def release(self, key: str) -> None:
+    def release(self, keys: str | tuple[str, ...]) -> None:
         """Forget a claim whose run could not be started, so a redelivery may try again."""
         with self._lock:
-            self._db.execute("DELETE FROM deliveries WHERE key = ?", (key,))
+            self._db.executemany(
+                "DELETE FROM deliveries WHERE key = ?", [(key,) for key in _keys(keys)]
+            )
 
     def flow_run_of(self, key: str) -> str | None:
         with self._lock:
@@ -120,6 +148,10 @@ class ReplayStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _keys(keys: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (keys,) if isinstance(keys, str) else keys
 
 
 class BlockSecret:
@@ -184,18 +216,31 @@ async def start_with_prefect(request: RunRequest) -> StartedRun:
     return StartedRun(str(run.id), f"{ui}/runs/flow-run/{run.id}" if ui else "")
 
 
-async def read_body(request: Request, limit: int, status: int = 400) -> bytes:
-    """The raw body, refusing (``status``) to buffer more than ``limit`` bytes."""
+async def read_body(
+    request: Request, limit: int, status: int = 413, timeout: float | None = None
+) -> bytes:
+    """The raw body, refusing (``status``) to buffer more than ``limit`` bytes, and (408) a
+    body that has not fully arrived ``timeout`` seconds after its headers."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise Rejected(status, f"payload larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Rejected(status, f"payload larger than {limit} bytes")
-        chunks.append(chunk)
+
+    async def collect() -> None:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise Rejected(status, f"payload larger than {limit} bytes")
+            chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(collect(), timeout)
+    except TimeoutError as exc:
+        raise Rejected(
+            408, f"the body did not arrive within {timeout:g} s of the headers; send it at once"
+        ) from exc
     return b"".join(chunks)
 
 
@@ -206,10 +251,12 @@ def create_app(
     starter: Starter = start_with_prefect,
     clock: Callable[[], float] = time.time,
     alerts: AlertReceiver | None = None,
+    body_timeout_s: float | None = None,
 ) -> Starlette:
     """The ASGI app; ``secret``, ``starter`` and ``clock`` are seams, real by default.
 
-    ``alerts`` adds the Alertmanager endpoint (``POST /alertmanager``).
+    ``alerts`` adds the Alertmanager endpoint (``POST /alertmanager``); ``body_timeout_s``
+    answers 408 to a request whose body has not arrived that long after its headers.
     """
 
     async def receive(request: Request) -> JSONResponse:
@@ -217,21 +264,28 @@ def create_app(
             "x-opsflows-delivery", "?"
         )
         try:
-            body = await read_body(request, table.max_body_bytes)
+            check_content_type(request.headers)  # before reading a body it would refuse
+            body = await read_body(request, table.max_body_bytes, timeout=body_timeout_s)
             run = decide(table, await secret(), request.headers, body, clock())
             if run is None:
                 return _answer(200, {"status": "pong"}, delivery)
-            if not store.claim(run.idempotency_key, clock(), table.replay_ttl_seconds):
-                previous = store.flow_run_of(run.idempotency_key)
+            keys = run.replay_keys
+            seen = store.claim_all(keys, clock(), table.replay_ttl_seconds)
+            if seen is not None:
+                error = (
+                    "delivery already received"
+                    if seen == run.idempotency_key
+                    else "this signed request was already received under another delivery id"
+                )
                 return _answer(
-                    409, {"error": "delivery already received", "flow_run_id": previous}, delivery
+                    409, {"error": error, "flow_run_id": store.flow_run_of(seen)}, delivery
                 )
             try:
                 started = await starter(run)
             except BaseException:
-                store.release(run.idempotency_key)
+                store.release(keys)
                 raise
-            store.record(run.idempotency_key, started.flow_run_id)
+            store.record(keys, started.flow_run_id)
         except Rejected as exc:
             return _answer(exc.status, {"error": exc.reason}, delivery)
         except Unavailable as exc:
@@ -263,9 +317,14 @@ def create_app(
     return Starlette(routes=routes, lifespan=lifespan)
 
 
+#: Answers given before the body was read to its end: the connection cannot be reused.
+CLOSE_AFTER = frozenset({408, 413, 415})
+
+
 def _answer(status: int, payload: dict[str, Any], delivery: str) -> JSONResponse:
     # The delivery id is only logged once it looks like one (it comes from the caller).
     shown = delivery if delivery.replace("-", "").isalnum() and len(delivery) <= 64 else "?"
     level = logging.INFO if status < 500 else logging.WARNING
     log.log(level, "delivery %s -> %s %s", shown, status, payload.get("error") or payload)
-    return JSONResponse(payload, status_code=status)
+    headers = {"Connection": "close"} if status in CLOSE_AFTER else None
+    return JSONResponse(payload, status_code=status, headers=headers)

@@ -1,12 +1,15 @@
 """``opsflows webhook serve``: run the CI webhook receiver in the foreground.
 
 Also runnable without the main CLI: ``python -m deployments.webhook_cli serve [options]``.
+The server's limits (connections, header and body timeouts, keep-alive, head size) are the
+``OPSFLOWS_WEBHOOK_*`` settings (``deployments/webhook_server.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -63,13 +66,16 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
 
 def serve_command(argv: list[str] | None = None) -> int:
     """Validate the routing table, then serve until interrupted; the exit code."""
-    args = build_parser(Settings()).parse_args(argv)
+    settings = Settings()
+    args = build_parser(settings).parse_args(argv)
     try:
         table = load_routes(args.routes)
     except ConfigurationError as exc:
         print(f"webhook: {exc}", file=sys.stderr)
         return 2
     import uvicorn
+
+    from deployments.webhook_server import server_config
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API call
@@ -85,14 +91,25 @@ def serve_command(argv: list[str] | None = None) -> int:
         asyncio.run(token())
     except Unavailable as exc:
         print(f"webhook: warning: {exc}", file=sys.stderr, flush=True)
-    alerts = AlertReceiver(token, PrefectDesk(args.ops_db_block))
-    app = create_app(table, ReplayStore(args.replay_db), secret, alerts=alerts)
+    body_timeout = settings.webhook_body_timeout_s
+    alerts = AlertReceiver(token, PrefectDesk(args.ops_db_block), body_timeout_s=body_timeout)
+    app = create_app(
+        table, ReplayStore(args.replay_db), secret, alerts=alerts, body_timeout_s=body_timeout
+    )
     print(
         f"webhook: {len(table.routes)} routes from {args.routes}; "
-        f"POST http://{args.host}:{args.port}/webhook and /alertmanager",
+        f"POST http://{args.host}:{args.port}/webhook and /alertmanager; "
+        f"at most {settings.webhook_max_connections} connections, "
+        f"headers within {settings.webhook_header_timeout_s:g}s, "
+        f"body within {body_timeout:g}s",
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    server = uvicorn.Server(server_config(app, settings, args.host, args.port, args.log_level))
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:  # the port was taken, or the app failed to start (logged above)
+        print(f"webhook: could not serve on {args.host}:{args.port}", file=sys.stderr)
+        return 3
     return 0
 
 

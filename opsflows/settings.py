@@ -32,6 +32,42 @@ class Settings(BaseSettings):
     )
     prometheus_port: int = Field(default=19090, description="Prometheus port (0 = any free).")
     webhook_port: int = Field(default=18090, description="CI webhook receiver port.")
+    webhook_max_connections: int = Field(
+        default=64,
+        ge=2,
+        le=10_000,
+        description=(
+            "Open connections the webhook receiver serves at once (uvicorn limit_concurrency): "
+            "a request arriving when this many are open, itself included, gets 503."
+        ),
+    )
+    webhook_header_timeout_s: float = Field(
+        default=10,
+        gt=0,
+        le=300,
+        description="The webhook receiver closes a connection whose request headers have not "
+        "all arrived this many seconds after it opened (or after its first byte).",
+    )
+    webhook_body_timeout_s: float = Field(
+        default=10,
+        gt=0,
+        le=300,
+        description="The webhook receiver answers 408 (and closes) when a request body has not "
+        "all arrived this many seconds after its headers.",
+    )
+    webhook_keep_alive_s: int = Field(
+        default=5,
+        ge=1,
+        le=300,
+        description="Idle seconds the webhook receiver keeps a connection open between requests.",
+    )
+    webhook_max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=4096,
+        le=1024 * 1024,
+        description="Largest request head (request line and headers) the webhook receiver "
+        "parses (h11 max_incomplete_event_size); larger ones get 400.",
+    )
     node_exporter_port: int = Field(default=19100, description="node_exporter (0 = any free).")
     postgres_exporter_port: int = Field(
         default=19187, description="postgres_exporter port (0 = any free)."

@@ -1,6 +1,6 @@
 """Signed webhook requests for the unit tests of the webhook's rules and receiver.
 
-A fixed secret and clock, a small routing table (one GitHub route, one generic route) and
+A fixed secret and clock, a small routing table (two GitHub routes, one generic route) and
 builders for GitHub and generic (``X-Opsflows-*``) deliveries signed with that secret.
 """
 
@@ -29,12 +29,28 @@ TABLE = load_table(
                     "image": "registry.local/web-app:{{ after }}",
                     "replicas": "{{ replicas }}",
                 },
+                "images": ["registry.local/web-app"],
+            },
+            {
+                "name": "github-deployment",
+                "source": "github",
+                "event": "deployment",
+                "deployment": "staged-deploy/staged-deploy",
+                "parameters": {"image": "{{ deployment.payload.image }}"},
+                "images": ["registry.local/web-app"],
             },
             {
                 "name": "ci-run",
                 "source": "opsflows",
                 "event": "run-deployment",
-                "allow": {"migrate-database/migrate-database": ["reason"]},
+                "images": ["registry.local/web-app", "ghcr.io/acme/api"],
+                "allow": {
+                    "migrate-database/migrate-database": {
+                        "parameters": ["reason", "git_ref", "dry_run"],
+                        "fixed": {"migrations_dir": "db/migrations"},
+                    },
+                    "staged-deploy/staged-deploy": ["image", "commit"],
+                },
             },
         ]
     }
@@ -62,7 +78,7 @@ def generic(
         "X-Opsflows-Event": "run-deployment",
         "X-Opsflows-Delivery": delivery,
         "X-Opsflows-Timestamp": stamp,
-        "X-Opsflows-Signature": sign(SECRET, body, stamp),
+        "X-Opsflows-Signature": sign(SECRET, body, stamp, delivery),
     }
     return headers, body
 
@@ -78,7 +94,11 @@ def push(**extra: Any) -> dict[str, Any]:
     }
 
 
-def status_of(headers: dict[str, str], body: bytes, table: RouteTable = TABLE) -> int:
+def rejection(headers: dict[str, str], body: bytes, table: RouteTable = TABLE) -> Rejected:
     with pytest.raises(Rejected) as info:
         decide(table, SECRET, headers, body, NOW)
-    return info.value.status
+    return info.value
+
+
+def status_of(headers: dict[str, str], body: bytes, table: RouteTable = TABLE) -> int:
+    return rejection(headers, body, table).status

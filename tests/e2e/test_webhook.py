@@ -2,9 +2,9 @@
 
 One process serves a tiny flow (``webhook-probe/e2e-webhook``, defined here) and one runs
 ``python -m deployments.webhook_cli serve`` with a private routing table, secret block and
-replay database; both are started once for the module and stopped at the end. The failure
-automation is tested here too, on the same served flow, with its own automation name and
-notification channel.
+replay database, and small server limits (``LIMITS``, as ``OPSFLOWS_WEBHOOK_*``); both are
+started once for the module and stopped at the end. The failure automation is tested here too,
+on the same served flow, with its own automation name and notification channel.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -75,9 +76,17 @@ ROUTES = {
             "name": "ci-run",
             "source": "opsflows",
             "event": "run-deployment",
-            "allow": {PROBE: ["note", "fail"]},
+            # policy and migrations_dir are listed on purpose: the receiver refuses them anyway.
+            "allow": {PROBE: ["note", "fail", "image", "policy", "migrations_dir"]},
+            "images": ["registry.local/web-app"],
         },
     ],
+}
+#: The receiver's server limits for this module (OPSFLOWS_WEBHOOK_*), small enough to test.
+LIMITS = {
+    "OPSFLOWS_WEBHOOK_MAX_CONNECTIONS": "4",
+    "OPSFLOWS_WEBHOOK_HEADER_TIMEOUT_S": "3",
+    "OPSFLOWS_WEBHOOK_BODY_TIMEOUT_S": "2",
 }
 
 
@@ -159,7 +168,7 @@ def receiver(
         client.delete_deployment(client.read_deployment_by_name(PROBE).id)
     routes = tmp / "routes.yaml"
     routes.write_text(json.dumps(ROUTES))
-    env = {**os.environ, **stack.client_env()}
+    env = {**os.environ, **stack.client_env(), **LIMITS}
     port = procs.free_port(stack.host)
     argv = [sys.executable, "-m", "deployments.webhook_cli", "serve", "--port", str(port)]
     argv += ["--routes", str(routes), "--secret-block", SECRET_BLOCK]
@@ -211,8 +220,32 @@ def generic(
         "X-Opsflows-Event": "run-deployment",
         "X-Opsflows-Delivery": delivery,
         "X-Opsflows-Timestamp": stamp,
-        "X-Opsflows-Signature": sign(secret, body, stamp),
+        "X-Opsflows-Signature": sign(secret, body, stamp, delivery),
     }, body
+
+
+AUTO = {"parameters": {"policy": "auto"}}
+PATH = {"parameters": {"migrations_dir": "/tmp"}}
+EVIL = {"parameters": {"image": "evil.example/web-app:1.0"}}
+
+
+def github_form(secret: bytes, delivery: str) -> tuple[dict[str, str], bytes]:
+    """A push as GitHub sends it with its default content type (form-encoded, signed)."""
+    headers, body = github_push(secret, delivery)
+    from urllib.parse import urlencode
+
+    form = urlencode({"payload": body.decode()}).encode()
+    return {
+        **headers,
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Hub-Signature-256": sign(secret, form),
+    }, form
+
+
+def renamed(request: tuple[dict[str, str], bytes]) -> tuple[dict[str, str], bytes]:
+    """A captured generic request sent again under a new delivery id, not re-signed."""
+    headers, body = request
+    return {**headers, "X-Opsflows-Delivery": f"ci-{uuid.uuid4()}"}, body
 
 
 def test_the_same_delivery_twice_starts_one_run(receiver: Receiver) -> None:
@@ -226,6 +259,73 @@ def test_the_same_delivery_twice_starts_one_run(receiver: Receiver) -> None:
     assert second.json()["flow_run_id"] == first.json()["flow_run_id"]
     assert len(runs_of_probe()) == before + 1
     # (its run finishes while the next test waits for its own)
+
+
+def test_a_signed_push_sent_again_under_a_new_delivery_id_starts_nothing(
+    receiver: Receiver,
+) -> None:
+    headers, body = github_push(receiver.secret, str(uuid.uuid4()), after=uuid.uuid4().hex[:7])
+    first = receiver.post(headers, body)
+    assert first.status_code == 202, first.text
+    before = len(runs_of_probe())
+    again = receiver.post({**headers, "X-GitHub-Delivery": str(uuid.uuid4())}, body)
+    assert again.status_code == 409, again.text
+    assert again.json()["flow_run_id"] == first.json()["flow_run_id"]
+    # The next push (another commit) starts its run: once it is there, a run the replay
+    # had started would be there too.
+    following = receiver.post(*github_push(receiver.secret, str(uuid.uuid4()), after="beef"))
+    assert following.status_code == 202, following.text
+    assert len(runs_of_probe()) == before + 1
+
+
+def raw_request(receiver: Receiver, head_only: bool) -> tuple[socket.socket, bytes]:
+    """A socket that sent a signed push's headers (and the first bytes of its body)."""
+    headers, body = github_push(receiver.secret, str(uuid.uuid4()))
+    host, port = receiver.url.removeprefix("http://").rsplit(":", 1)
+    lines = ["POST /webhook HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    sock = socket.create_connection((host, int(port)), timeout=20)
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + (b"" if head_only else body[:5]))
+    return sock, body
+
+
+def read_until_closed(sock: socket.socket) -> tuple[bytes, float]:
+    started, received = time.monotonic(), b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received, time.monotonic() - started
+
+
+def test_a_client_that_stalls_its_body_is_cut_off_within_the_body_timeout(
+    receiver: Receiver,
+) -> None:
+    before = len(runs_of_probe())
+    sock, _ = raw_request(receiver, head_only=False)
+    with sock:
+        received, took = read_until_closed(sock)
+    assert received.startswith(b"HTTP/1.1 408 "), received
+    assert took < float(LIMITS["OPSFLOWS_WEBHOOK_BODY_TIMEOUT_S"]) + 3, took
+    assert len(runs_of_probe()) == before
+
+
+def test_requests_beyond_the_connection_limit_get_503(receiver: Receiver) -> None:
+    held = [
+        raw_request(receiver, head_only=True)[0]
+        for _ in range(int(LIMITS["OPSFLOWS_WEBHOOK_MAX_CONNECTIONS"]) - 1)
+    ]
+    try:
+        time.sleep(0.3)
+        resp = receiver.post(*github_push(receiver.secret, str(uuid.uuid4())))
+        assert resp.status_code == 503, resp.text
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while (health := httpx.get(receiver.url + "/healthz", timeout=5)).status_code == 503:
+        assert time.monotonic() < deadline, "the held connections were never released"
+        time.sleep(0.2)
+    assert health.status_code == 200
 
 
 def test_signed_push_starts_the_mapped_deployment_and_the_run_completes(receiver: Receiver) -> None:
@@ -249,8 +349,10 @@ def test_bad_requests_start_nothing_and_get_the_right_status(receiver: Receiver)
         ("bad signature", 401, {**headers, "X-Hub-Signature-256": sign(b"guess", body)}, body),
         ("no signature", 401, {k: v for k, v in headers.items() if "Signature" not in k}, body),
         ("stale", 401, *generic(secret, "ci-stale", {"deployment": PROBE}, age=600)),
-        ("oversized", 400, *github_push(secret, "big-1", filler="x" * 300_000)),
+        ("oversized", 413, *github_push(secret, "big-1", filler="x" * 300_000)),
+        ("form-encoded", 415, *github_form(secret, "form-1")),
         ("not json", 400, {**headers, "X-Hub-Signature-256": sign(secret, b"{")}, b"{"),
+        ("renamed delivery", 401, *renamed(generic(secret, "ci-rn", {"deployment": PROBE}))),
         ("unmapped event", 404, {**headers, "X-GitHub-Event": "issues"}, body),
         ("other branch", 404, *github_push(secret, "b-1", ref="refs/heads/feature")),
         ("not allowed", 404, *generic(secret, "ci-na", {"deployment": "backup/backup"})),
@@ -259,11 +361,16 @@ def test_bad_requests_start_nothing_and_get_the_right_status(receiver: Receiver)
             400,
             *generic(secret, "ci-bp", {"deployment": PROBE, "parameters": {"tag": "x"}}),
         ),
+        ("policy from CI", 403, *generic(secret, "ci-pol", {"deployment": PROBE, **AUTO})),
+        ("migrations path", 403, *generic(secret, "ci-md", {"deployment": PROBE, **PATH})),
+        ("unlisted image", 403, *generic(secret, "ci-img", {"deployment": PROBE, **EVIL})),
     ]
     for name, status, hdrs, data in cases:
         resp = receiver.post(hdrs, data)
         assert resp.status_code == status, (name, resp.status_code, resp.text)
         assert "flow_run_id" not in resp.json(), name
+        if status == 403:
+            assert any(w in resp.json()["error"] for w in ("policy", "migrations_dir", "images"))
         assert receiver.secret.decode() not in resp.text
     assert receiver.secret.decode() not in receiver.log.read_text()
     # A positive signal before the negative assertion: one good delivery after the bad ones.

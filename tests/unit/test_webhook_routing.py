@@ -36,10 +36,14 @@ def test_a_route_field_missing_from_the_payload_is_400() -> None:
 
 
 def test_generic_form_only_starts_allowed_deployments_with_allowed_parameters() -> None:
-    ok = {"deployment": "migrate-database/migrate-database", "parameters": {"reason": "ci"}}
+    ok = {
+        "deployment": "migrate-database/migrate-database",
+        "parameters": {"reason": "ci", "git_ref": "v2"},
+    }
     headers, body = generic(ok)
     run = decide(TABLE, SECRET, headers, body, NOW)
-    assert run is not None and run.parameters == {"reason": "ci"}
+    assert run is not None
+    assert run.parameters == {"reason": "ci", "git_ref": "v2", "migrations_dir": "db/migrations"}
     assert run.idempotency_key == "opsflows:ci-42"
     headers, body = generic({"deployment": "restore/restore", "parameters": {}})
     assert status_of(headers, body) == 404

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from decisions.webhook import (
@@ -15,9 +17,10 @@ from decisions.webhook import (
     read_delivery,
     sign,
     signature_valid,
+    signed_bytes,
 )
 from opsflows.errors import ConfigurationError
-from tests.webhook_support import NOW, SECRET, TABLE, generic, github, push, status_of
+from tests.webhook_support import NOW, SECRET, TABLE, generic, github, push, rejection, status_of
 
 # --- signatures -------------------------------------------------------------------------
 
@@ -42,12 +45,32 @@ def test_signature_checks() -> None:
     assert not signature_valid(b"", body, sign(b"", body), None)
 
 
+MIGRATE = {"deployment": "migrate-database/migrate-database", "parameters": {"git_ref": "main"}}
+
+
 def test_generic_signature_covers_the_timestamp() -> None:
-    headers, body = generic({"deployment": "migrate-database/migrate-database"})
+    headers, body = generic(MIGRATE)
     assert decide(TABLE, SECRET, headers, body, NOW) is not None
     # Refreshing the timestamp of a captured request breaks its signature.
     refreshed = {**headers, "X-Opsflows-Timestamp": str(int(NOW) + 1)}
     assert status_of(refreshed, body) == 401
+
+
+def test_generic_signature_covers_the_delivery_id() -> None:
+    headers, body = generic(MIGRATE, delivery="ci-1")
+    assert decide(TABLE, SECRET, headers, body, NOW) is not None
+    # A captured request sent again under a new delivery id (to pass the replay store)
+    # no longer matches its signature.
+    renamed = {**headers, "X-Opsflows-Delivery": "ci-2"}
+    assert status_of(renamed, body) == 401
+
+
+def test_generic_signed_bytes_are_timestamp_delivery_and_body() -> None:
+    body = b'{"deployment": "a/b"}'
+    assert signed_bytes(body, "1700000000", "ci-7") == b'1700000000.ci-7.{"deployment": "a/b"}'
+    assert signed_bytes(body) == body
+    with pytest.raises(ValueError, match="delivery"):
+        signed_bytes(body, "1700000000")
 
 
 def test_missing_or_wrong_signature_is_401() -> None:
@@ -92,9 +115,34 @@ def test_headers_are_case_insensitive() -> None:
     assert signature == "sha256=1"
 
 
-def test_oversized_body_is_400_before_anything_else() -> None:
+def test_oversized_body_is_413_before_anything_else() -> None:
     body = b" " * (MAX_BODY_BYTES + 1)
-    assert status_of({}, body) == 400
+    assert status_of({}, body) == 413
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data"]
+)
+def test_a_body_that_is_not_json_by_its_content_type_is_415_naming_the_setting(
+    content_type: str,
+) -> None:
+    payload = "payload=" + json.dumps(push())
+    headers, body = github("push", push())
+    headers["Content-Type"] = content_type
+    headers["X-Hub-Signature-256"] = sign(SECRET, payload.encode())
+    refused = rejection(headers, payload.encode())
+    assert refused.status == 415
+    assert "Content type: application/json" in refused.reason
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "application/json", "application/json; charset=utf-8"]
+)
+def test_json_or_no_content_type_is_accepted(content_type: str | None) -> None:
+    headers, body = github("push", push())
+    if content_type:
+        headers["content-type"] = content_type
+    assert decide(TABLE, SECRET, headers, body, NOW) is not None
 
 
 @pytest.mark.parametrize("body", [b"[1, 2]", b'"text"', b"\xff\xfe"])
@@ -120,7 +168,7 @@ def test_freshness_window() -> None:
 
 
 def test_stale_generic_request_is_401() -> None:
-    headers, body = generic({"deployment": "migrate-database/migrate-database"}, ts=NOW - 600)
+    headers, body = generic(MIGRATE, ts=NOW - 600)
     assert status_of(headers, body) == 401
 
 
