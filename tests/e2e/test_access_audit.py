@@ -59,7 +59,8 @@ def test_seeded_violations_are_found_reported_and_paged(stack: StackInfo) -> Non
         run_id = flow_run_id(state)
         details = oplog_row(stack, run_id)["details"]
         found = {(f["area"], f["subject"]): f["drift"] for f in details["findings"]}
-        assert found == {
+        mine = {k: d for k, d in found.items() if v.marker in k[1]}
+        assert mine == {
             ("postgres", v.role): "superuser not expected (neither a service role nor a policy "
             "member)",
             ("kubernetes", f"User/{v.user}"): "not a member of the roles policy",
@@ -70,7 +71,7 @@ def test_seeded_violations_are_found_reported_and_paged(stack: StackInfo) -> Non
         assert {r["subject"] for r in rows} == {v.role, f"User/{v.user}", v.secret}
         assert "revokes nothing" in artifact.description
         pages = sink_mentions(stack, "notify", v.marker)
-        assert len(pages) == 1 and "[P3] access audit: 3 finding(s)" in pages[0]["body"]["subject"]
+        assert len(pages) == 1 and "[P3] access audit: " in pages[0]["body"]["subject"]
         assert v.password not in json.dumps(pages) + json.dumps(details) + str(artifact.data)
     # Removed again: the next audit is clean.
     assert access_audit(return_state=True).result()["findings"] == 0
@@ -104,14 +105,15 @@ def test_repeated_failed_logins_and_an_unexpected_login_are_suspicious(stack: St
         assert state.is_completed(), state.message
         row = oplog_row(stack, flow_run_id(state))
         suspicious = {(s["kind"], s["role"]) for s in row["details"]["suspicious"]}
-        assert suspicious == {("repeated failures", v.role), ("login not expected", v.role)}
+        assert {k for k in suspicious if k[1] == v.role} == {
+            ("repeated failures", v.role),
+            ("login not expected", v.role),
+        }
+        assert ("repeated failures", "app") not in suspicious  # 4: under the threshold
         assert row["details"]["failed_logins"] >= 9
         assert f"repeated failures: {v.role} from 127.0.0.1: 5 failed" in row["issues"]
         pages = sink_mentions(stack, "notify", v.role)
-        assert (
-            len(pages) == 1
-            and "[P3] access-log review: 2 suspicious" in pages[0]["body"]["subject"]
-        )
+        assert len(pages) == 1 and "[P3] access-log review: " in pages[0]["body"]["subject"]
 
 
 def test_a_log_that_is_not_there_is_refused_before_anything_is_read(tmp_path: Any) -> None:
