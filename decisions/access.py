@@ -123,11 +123,11 @@ def parse_policy(raw: Mapping[str, Any]) -> RolesPolicy:
     """The policy from its parsed YAML; ConfigurationError naming the first problem."""
     if not isinstance(raw, Mapping):
         raise ConfigurationError("the roles policy must be a mapping with roles: and gates:")
-    unknown = set(raw) - {"version", "roles", "gates"}
+    unknown = set(raw) - {"version", "roles", "gates", "audit"}
     if unknown:
         raise ConfigurationError(
             f"the roles policy has unknown keys {sorted(unknown)}",
-            hint="allowed: version, roles, gates",
+            hint="allowed: version, roles, gates, audit (read by decisions.access_audit)",
         )
     roles_raw = raw.get("roles") or {}
     if not isinstance(roles_raw, Mapping) or not roles_raw:

@@ -17,6 +17,8 @@ WATCHED_RUNBOOKS: dict[str, str | None] = {
     "backup-database": None,
     "restore-drill": None,
     "rotate-credentials": None,
+    "access-audit": None,
+    "access-log-review": None,
     "staged-deploy": "production",
     "hotfix": "environment",
     "rollback": "environment",
@@ -29,6 +31,8 @@ _SCHEDULED_SEVERITY = {
     "backup-database": "P2",
     "rotate-credentials": "P2",
     "restore-drill": "P3",
+    "access-audit": "P3",
+    "access-log-review": "P3",
 }
 #: Operation-log statuses that are outcomes, not failures: a gate or a person said no.
 NOT_INCIDENTS = ("rejected",)

@@ -8,6 +8,8 @@ from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron
 
 from decisions.watchdogs import WATCHED_RUNBOOKS
+from flows.access_audit import access_audit
+from flows.access_log_review import access_log_review
 from flows.backup import backup_database
 from flows.connection_pool_exhausted import connection_pool_exhausted
 from flows.database_slow import database_slow
@@ -279,5 +281,25 @@ def _runbooks() -> list[Any]:
             schedules=[Cron("0 4 1 * *", timezone="UTC")],
             tags=["security", "database", "change"],
             concurrency_limit=1,  # two rotations of one secret must never interleave their steps
+        ),
+        access_audit.to_deployment(
+            name="access-audit-quarterly",
+            description="Quarterly access audit (1 Jan/Apr/Jul/Oct, 09:00 UTC): PostgreSQL roles "
+            "(attributes, memberships, grants, password age), Kubernetes RBAC, Secrets Manager "
+            "rotation dates (overdue after 35 days) and credential-holding Prefect blocks, "
+            "compared with policy/roles.yaml. Drift goes to the access-audit table, the op log "
+            "and a P3 notification; nothing is revoked (a separate approved change).",
+            schedules=[Cron("0 9 1 1,4,7,10 *", timezone="UTC")],
+            tags=["security", "audit", "read-only"],
+        ),
+        access_log_review.to_deployment(
+            name="access-log-review-monthly",
+            description="Monthly access-log review (2nd, 08:00 UTC, the last 31 days): "
+            "PostgreSQL logins and failed logins per role and source from the server's "
+            "connection log; repeated failures, logins by roles that should not log in and "
+            "logins outside the policy go to the access-log-review artifact, the op log and a "
+            "P3 notification. Runs where the server logs (the served process).",
+            schedules=[Cron("0 8 2 * *", timezone="UTC")],
+            tags=["security", "audit", "read-only"],
         ),
     ]

@@ -5,12 +5,20 @@ default version, so a later ``GetSecretValue`` without ``VersionStage`` returns 
 Real Secrets Manager resolves the default through the label; we patch the backend here (the
 launcher, not the product code). Product code reads with an explicit ``VersionStage`` anyway.
 
+moto has no clock a client can set, and Secrets Manager lets nobody write a secret's dates,
+so the launcher adds one devstack-only route, ``POST /moto-api/opsflows/secret-dates`` with
+``{"name": ..., "region": ..., "last_rotated": epoch, "last_changed": epoch, "created": epoch}``
+(any subset of the dates): it sets the dates the backend keeps, which ``DescribeSecret`` and
+``ListSecrets`` then report, as if the secret had been rotated (or changed) back then. The
+access audit's tests use it to make a secret 40 days overdue.
+
 Run: ``python -m devstack.moto_server --host 127.0.0.1 --port 5055``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import threading
 from typing import Any
@@ -45,12 +53,46 @@ def patch_version_stage_move() -> None:
     SecretsManagerBackend.update_secret_version_stage = update_secret_version_stage  # type: ignore[method-assign]
 
 
+def set_secret_dates(request: Any, full_url: str, headers: Any) -> tuple[int, dict[str, str], str]:
+    """``POST /moto-api/opsflows/secret-dates``: backdate a secret (see the module docstring)."""
+    from moto.core.models import DEFAULT_ACCOUNT_ID
+    from moto.secretsmanager.models import secretsmanager_backends
+
+    if request.method != "POST":
+        return 405, {}, json.dumps({"error": "POST {name, region, last_rotated, ...}"})
+    try:
+        data = json.loads(request.data or b"{}")
+        backend = secretsmanager_backends[DEFAULT_ACCOUNT_ID][data.get("region", "us-east-1")]
+        secret: Any = backend.secrets[data["name"]]
+    except (ValueError, KeyError) as exc:
+        return 404, {}, json.dumps({"error": f"no such secret or bad body: {exc}"})
+    fields = {
+        "last_rotated": "last_rotation_date",
+        "last_changed": "last_changed_date",
+        "created": "created_date",
+    }
+    for key, attribute in fields.items():
+        if key in data:
+            setattr(secret, attribute, int(data[key]))
+    if "last_rotated" in data:
+        secret.rotation_requested = True  # DescribeSecret reports LastRotatedDate only then
+    return 200, {}, json.dumps({"name": data["name"], "set": sorted(set(data) & set(fields))})
+
+
+def add_admin_routes() -> None:
+    """Register the devstack's own moto-api route (before the server builds its URL map)."""
+    from moto.moto_api._internal import urls
+
+    urls.url_paths["{0}/moto-api/opsflows/secret-dates"] = set_secret_dates
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5055)
     args = parser.parse_args(argv)
     patch_version_stage_move()
+    add_admin_routes()
     server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
     server.start()
     stop = threading.Event()

@@ -35,6 +35,16 @@ PREFECT_DATABASE = "prefect"
 #: (:func:`provision`).
 PRELOAD_LIBRARIES = ("pg_stat_statements",)
 PRELOAD = "-c shared_preload_libraries=" + ",".join(PRELOAD_LIBRARIES)
+#: Every connection is logged, with who, to which database and from where, in UTC: the
+#: monthly access-log review (``flows/access_log_review.py``) reads ``postgres.log`` (the
+#: ``OPSFLOWS_POSTGRES_LOG_FILE`` the stack's env names) with ``decisions.access_log``, whose
+#: parser expects this prefix. Set with ALTER SYSTEM at every ``up`` (a cluster made before
+#: it was needed gets it too) and applied by a reload: new sessions log at once.
+LOGGING = {
+    "log_connections": "on",
+    "log_timezone": "UTC",
+    "log_line_prefix": "%m [%p] user=%u db=%d client=%h ",
+}
 
 
 def bindir() -> Path:
@@ -251,7 +261,7 @@ def admin_conninfo(host: str, port: int, password: str, dbname: str = "postgres"
 
 
 def provision(host: str, port: int, admin_password: str, passwords: dict[str, str]) -> None:
-    """Create the application and operations roles and databases (idempotent).
+    """Create the application and operations roles and databases (idempotent); log connections.
 
     ``passwords`` maps role name to its password; existing roles keep theirs, so a rotated
     password survives ``devstack up``.
@@ -279,6 +289,11 @@ def provision(host: str, port: int, admin_password: str, passwords: dict[str, st
                         sql.Identifier(database), sql.Identifier(role)
                     )
                 )
+        for name, value in LOGGING.items():
+            conn.execute(
+                sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value))
+            )
+        conn.execute("SELECT pg_reload_conf()")
     app = admin_conninfo(host, port, admin_password, dbname=APP_DATABASE)
     with psycopg.connect(app, autocommit=True) as conn:
         # The slowest statements of the app (the database-slow runbook reads the view).

@@ -94,6 +94,11 @@ class StackInfo:
         """
         return self.service_root / "alertmanager" / "webhook_token"
 
+    @property
+    def postgres_log_file(self) -> Path:
+        """The PostgreSQL server's log (``pg_ctl -l``): connections, failed logins, slow SQL."""
+        return self.service_root / "postgres" / "postgres.log"
+
     def app_url(self, env: str) -> str:
         return self.url(self.app_staging_port if env == "staging" else self.app_production_port)
 
@@ -138,6 +143,7 @@ class StackInfo:
             "OPSFLOWS_BLACKBOX_PORT": str(self.blackbox_port),
             "OPSFLOWS_ALERTMANAGER_PORT": str(self.alertmanager_port),
             "OPSFLOWS_TLS_PORT": str(self.tls_port),
+            "OPSFLOWS_POSTGRES_LOG_FILE": str(self.postgres_log_file),
             "PREFECT_API_URL": self.prefect_api_url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "AWS_ENDPOINT_URL": self.aws_endpoint_url,

@@ -84,6 +84,14 @@ class Settings(BaseSettings):
             "time a run asks for an approval."
         ),
     )
+    postgres_log_file: Path | None = Field(
+        default=None,
+        description=(
+            "The PostgreSQL server log the monthly access-log review reads (it must run on "
+            "the machine that holds it). The devstack's env names its own "
+            "(<service dir>/postgres/postgres.log); the review's log_file parameter overrides."
+        ),
+    )
     alert_webhook_url: str = Field(
         default="",
         description=(

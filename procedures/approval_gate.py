@@ -56,6 +56,11 @@ class GateAnswer:
 
 def load_policy(path: Path | None = None) -> RolesPolicy:
     """The roles policy from ``path`` (default: the ``roles_file`` setting)."""
+    return parse_policy(read_policy_document(path))
+
+
+def read_policy_document(path: Path | None = None) -> Any:
+    """The policy file's parsed YAML (default: the ``roles_file`` setting), unvalidated."""
     where = path or get_settings().roles_file
     try:
         raw: Any = yaml.safe_load(Path(where).read_text(encoding="utf-8"))
@@ -69,7 +74,7 @@ def load_policy(path: Path | None = None) -> RolesPolicy:
             f"the roles policy {where} is not valid YAML ({type(exc).__name__})",
             hint="fix the file; `python -c 'import yaml,sys; yaml.safe_load(open(sys.argv[1]))' F`",
         ) from exc
-    return parse_policy(raw)
+    return raw
 
 
 def _status(

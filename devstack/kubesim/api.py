@@ -1,4 +1,4 @@
-"""The Kubernetes REST API over HTTP (core/v1 and apps/v1), as the official client calls it.
+"""The Kubernetes REST API over HTTP (core/v1, apps/v1, rbac/v1), as the official client calls it.
 
 Handlers only decode HTTP (path, query, body, Content-Type) and encode results; semantics
 live in ``registry`` and run through ``Simulator.call`` so each request sees an up-to-date
@@ -19,6 +19,13 @@ from starlette.routing import BaseRoute, Route
 from devstack.kubesim.errors import ApiError, bad_request, status_body
 from devstack.kubesim.kinds import DEPLOYMENTS, NAMESPACES, PODS, REPLICASETS, SECRETS, ResourceType
 from devstack.kubesim.pods import NoPreviousContainer, container_log
+from devstack.kubesim.rbac import (
+    CLUSTERROLEBINDINGS,
+    CLUSTERROLES,
+    ROLEBINDINGS,
+    ROLES,
+    SERVICEACCOUNTS,
+)
 from devstack.kubesim.registry import Registry
 from devstack.kubesim.simulator import Simulator
 
@@ -228,7 +235,7 @@ def api_routes(sim: Simulator) -> list[BaseRoute]:
         Route(f"{d}/status", endpoint(sim, status_handler), methods=_READ),
         Route("/api/v1/namespaces/{namespace}/pods/{name}/log", pod_log(sim), methods=_READ),
     ]
-    for rtype in (SECRETS, PODS, DEPLOYMENTS, REPLICASETS):
+    for rtype in (SECRETS, PODS, DEPLOYMENTS, REPLICASETS, SERVICEACCOUNTS, ROLES, ROLEBINDINGS):
         prefix = f"/apis/{rtype.api_version}" if rtype.group else f"/api/{rtype.version}"
         base = f"{prefix}/namespaces/{{namespace}}/{rtype.plural}"
         routes += [
@@ -239,5 +246,11 @@ def api_routes(sim: Simulator) -> list[BaseRoute]:
                 endpoint(sim, collection_handler(rtype, True)),
                 methods=_READ,
             ),
+        ]
+    for rtype in (CLUSTERROLES, CLUSTERROLEBINDINGS):  # cluster-scoped
+        base = f"/apis/{rtype.api_version}/{rtype.plural}"
+        routes += [
+            Route(base, endpoint(sim, collection_handler(rtype), 201), methods=_COLLECTION_METHODS),
+            Route(f"{base}/{{name}}", endpoint(sim, item_handler(rtype)), methods=_ITEM_METHODS),
         ]
     return routes

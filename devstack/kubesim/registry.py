@@ -34,6 +34,7 @@ from devstack.kubesim.kinds import (
     validate_metadata,
 )
 from devstack.kubesim.patch import PatchError, apply_patch
+from devstack.kubesim.rbac import NORMALIZERS as RBAC_NORMALIZERS
 from devstack.kubesim.selectors import (
     SelectorError,
     format_selector,
@@ -50,6 +51,7 @@ _NORMALIZERS: dict[str, Normalizer] = {
     NAMESPACES.plural: normalize_namespace,
     SECRETS.plural: normalize_secret,
     DEPLOYMENTS.plural: normalize_deployment,
+    **RBAC_NORMALIZERS,
 }
 _KEEP_STATUS = frozenset({"deployments", "replicasets", "namespaces", "pods"})
 _SERVER_META = ("uid", "creationTimestamp", "generation", "namespace", "deletionTimestamp")

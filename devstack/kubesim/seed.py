@@ -3,7 +3,10 @@
 Namespaces ``default``, ``staging`` and ``production``; in each of the last two a Secret
 ``web-app-db`` and a Deployment ``web-app`` (2 replicas, container ``web`` running
 ``registry.local/web-app:1.0.0``, its database password taken from the Secret), already fully
-rolled out: ReplicaSet revision 1 and two Ready pods.
+rolled out: ReplicaSet revision 1 and two Ready pods. RBAC as a clean cluster has it
+(``rbac.baseline``): a ``deployer`` ServiceAccount bound to its Role in both namespaces, the
+members of ``policy/roles.yaml`` bound to their policy role's ClusterRole there, and only
+``system:masters`` bound cluster-wide.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Any
 
 from devstack.kubesim.controller import SimConfig, reconcile
 from devstack.kubesim.kinds import DEPLOYMENTS, NAMESPACES, SECRETS
+from devstack.kubesim.rbac import baseline
 from devstack.kubesim.registry import Registry
 
 SEED_NAMESPACES = ("staging", "production")
@@ -71,4 +75,6 @@ def seed_default(registry: Registry) -> None:
             },
         )
         registry.create(DEPLOYMENTS, namespace, web_app_deployment())
+    for rtype, namespace, body in baseline(SEED_NAMESPACES):
+        registry.create(rtype, namespace, body)
     reconcile(store, SimConfig(pod_start_seconds=0.0), store.time)

@@ -86,6 +86,12 @@ def test_scheduled_runbooks_have_the_right_cron(served: dict[str, Any]) -> None:
     assert len(rotation) == 1 and rotation[0][1:] == ("UTC", True)
     minute, hour, dom, month, dow = rotation[0][0].split()
     assert dom != "*" and (month, dow) == ("*", "*"), f"rotation is not monthly: {rotation[0][0]}"
+    audit = crons(by_flow(served, "access-audit"))
+    assert audit == [("0 9 1 1,4,7,10 *", "UTC", True)], "the access audit is quarterly"
+    review = crons(by_flow(served, "access-log-review"))
+    assert len(review) == 1 and review[0][1:] == ("UTC", True)
+    minute, hour, dom, month, dow = review[0][0].split()
+    assert dom != "*" and (month, dow) == ("*", "*"), f"log review is not monthly: {review[0][0]}"
     # Every schedule the catalog declares is on the server, as declared.
     for name, runner in catalog().items():
         declared = [(s.schedule.cron, s.schedule.timezone) for s in runner.schedules or []]

@@ -39,6 +39,9 @@ REQUIRED: dict[str, dict[str, Any]] = {
     "one-pod-down/one-pod-down": {"environment": "staging"},
     "traffic-spike/traffic-spike": {"environment": "staging"},
     "migrate-database/migrate-database": {"migrations_dir": "tests/fixtures/migrations/app"},
+    # Not required: the period's start as the UI's form sends it (a string, validated here).
+    "access-log-review/access-log-review-monthly": {"since": "2026-11-01T00:00:00+00:00"},
+    "access-audit/access-audit-quarterly": {"cluster": "production"},
     "record-crashed-run/record-crashed-run": {
         "flow_run_id": "prefect.flow-run.6a835ab6-8858-4553-ae9d-bcc8440817f5"
     },
@@ -115,6 +118,8 @@ def test_flow_unpickles_and_validates_in_a_fresh_process(
     if "smoke_checks" in params:
         # Validated into the flow's own model, not left as a dict.
         assert seen["types"]["smoke_checks"] == "SmokeCheck"
+    if "since" in params:
+        assert seen["types"]["since"] == "datetime"
 
 
 def test_required_parameters_are_exactly_the_ones_the_flows_lack_defaults_for() -> None:

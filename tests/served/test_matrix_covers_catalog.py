@@ -39,6 +39,12 @@ MATRIX: dict[str, list[str]] = {
         "test_data_matrix::test_rotate_credentials_monthly"
     ],
     "stack-smoke/stack-smoke": ["test_data_matrix::test_stack_smoke"],
+    "access-audit/access-audit-quarterly": [
+        "test_access_audit::test_access_audit_finds_seeded_drift_and_revokes_nothing"
+    ],
+    "access-log-review/access-log-review-monthly": [
+        "test_access_audit::test_access_log_review_finds_repeated_failed_logins"
+    ],
     "incident/incident": [
         "test_incident_matrix::test_alertmanager_group_pages_escalates_and_closes",
         "test_incident_matrix::test_a_failing_change_opens_an_incident",
