@@ -39,6 +39,7 @@ REQUIRED: dict[str, dict[str, Any]] = {
     "one-pod-down/one-pod-down": {"environment": "staging"},
     "traffic-spike/traffic-spike": {"environment": "staging"},
     "migrate-database/migrate-database": {"migrations_dir": "tests/fixtures/migrations/app"},
+    "renew-certificate/renew-certificate": {"endpoint": "devstack"},
     "record-crashed-run/record-crashed-run": {
         "flow_run_id": "prefect.flow-run.6a835ab6-8858-4553-ae9d-bcc8440817f5"
     },
