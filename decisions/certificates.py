@@ -223,9 +223,7 @@ def notices(verdicts: Sequence[CertVerdict]) -> list[Notice]:
                 + ")."
             )
         out.append(
-            Notice(
-                severity, f"certificate check: {len(found)} finding(s): {names}", "\n".join(lines)
-            )
+            Notice(severity, f"certificates: {len(found)} finding(s): {names}", "\n".join(lines))
         )
     return out
 

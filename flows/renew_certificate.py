@@ -22,7 +22,7 @@ from prefect import flow
 from blocks.certificates import AUTHORITY, INVENTORY, CertificateAuthority, CertificateInventory
 from blocks.kube import KubeEnvironment
 from decisions.certificates import check_renewal, check_renewal_days
-from opsflows.errors import ConfigurationError, VerificationFailed
+from opsflows.errors import ConfigurationError, PermanentError, VerificationFailed
 from procedures.change_slot import check_slots
 from procedures.operation import (
     ROUTING,
@@ -87,8 +87,14 @@ def renew_certificate(
         with change_lock(env, lock_timeout_s):
             check_slots()  # safe point: nothing changed yet
             issued = issue_certificate(signer, target.san(), days)
-            rec.changing = f"Secret {env.namespace}/{target.secret}"
-            written = install_tls_secret(env, target.secret, issued)
+            secret = f"Secret {env.namespace}/{target.secret}"
+            rec.changing = secret
+            try:
+                written = install_tls_secret(env, target.secret, issued)
+            except PermanentError:
+                # refused (403, 422, a conflict): the one write did not happen
+                rec.impact = f"no change: the write of {secret} was refused"
+                raise
             rec.details.update(secret_write=written, issued=issued.info.as_dict())
             restarted = restart_consumers(env, target.secret, issued.info.serial)
             if restarted:

@@ -154,6 +154,7 @@ def test_a_refused_secret_write_leaves_the_old_certificate_served(
     assert after.fingerprint == before.fingerprint
     row = oplog_row(stack, run["id"])
     assert row["status"] == "failed"
+    assert row["impact"] == "no change: the write of Secret production/web-app-tls was refused"
     assert "write secret" in row["issues"]
     limit = runpath.api.http.get("/v2/concurrency_limits/change-production").json()
     assert limit["active_slots"] == 0  # the slot was given back
@@ -175,6 +176,7 @@ def test_a_missing_ca_is_refused_before_any_change(runpath: RunPath, tmp_path: P
     assert served(stack).certificate.fingerprint == before.fingerprint
     row = oplog_row(stack, run["id"])
     assert row["status"] == "failed" and "secret_write" not in row["details"]
+    assert row["impact"] == "no change"
     assert load_block(CertificateAuthority, AUTHORITY).cert_file == str(stack.ca_cert_file)
 
 

@@ -165,7 +165,7 @@ def test_notices_one_per_severity_and_none_when_clean() -> None:
     ]
     found = notices(mixed)
     assert [n.severity for n in found] == ["P2", "P3"]
-    assert "devstack, down" in found[0].subject
+    assert found[0].subject == "certificates: 2 finding(s): devstack, down"
     assert "renew-certificate" in found[0].body and "endpoint=devstack" in found[0].body
     assert "endpoint=down" not in found[0].body  # renewing cannot fix an unreachable endpoint
     assert "endpoint=api" in found[1].body
