@@ -215,7 +215,7 @@ def notices(verdicts: Sequence[CertVerdict]) -> list[Notice]:
             continue
         names = ", ".join(v.endpoint for v in found)
         lines = [f"- {v.message}" for v in found]
-        renew = [v.endpoint for v in found if v.verdict in (RENEW, EXPIRING, EXPIRED)]
+        renew = to_renew(found)
         if renew:
             lines.append(
                 "Renew with the renew-certificate deployment (endpoint="
@@ -226,6 +226,12 @@ def notices(verdicts: Sequence[CertVerdict]) -> list[Notice]:
             Notice(severity, f"certificates: {len(found)} finding(s): {names}", "\n".join(lines))
         )
     return out
+
+
+def to_renew(verdicts: Sequence[CertVerdict]) -> list[str]:
+    """The endpoints a renewal fixes: under the warning threshold or expired (not an
+    unreachable endpoint or an untrusted chain: a new certificate from our CA may not help)."""
+    return [v.endpoint for v in verdicts if v.verdict in (RENEW, EXPIRING, EXPIRED)]
 
 
 def check_renewal_days(days: int, thresholds: Thresholds = THRESHOLDS) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from prefect import flow
 
 from blocks.certificates import INVENTORY, CertificateInventory
-from decisions.certificates import judge_certificate, notices
+from decisions.certificates import CertVerdict, judge_certificate, notices, to_renew
 from opsflows.errors import ConfigurationError
 from procedures.operation import (
     ROUTING,
@@ -30,12 +30,37 @@ from procedures.operation import (
     try_load_routing,
 )
 from tasks.cert_reports import publish_check
+from tasks.flow_runs import start_deployment
 from tasks.tls import check_bundle, observe
+
+RENEW_DEPLOYMENT = "renew-certificate/renew-certificate"
+
+
+def _start_renewals(
+    watched: CertificateInventory, verdicts: list[CertVerdict], issues: list[str]
+) -> list[dict[str, str]]:
+    """Start renew-certificate for each renewable endpoint that names an environment, once per
+    served certificate (the idempotency key holds its serial: a rerun starts no second one)."""
+    renewable = {e.name for e in watched.endpoints if e.environment}
+    started = []
+    for v in verdicts:
+        if v.endpoint not in renewable or v.endpoint not in to_renew([v]) or not v.certificate:
+            continue
+        key = f"renew-certificate-{v.endpoint}-{v.certificate.serial}"
+        run = start_deployment(RENEW_DEPLOYMENT, {"endpoint": v.endpoint}, key, ["auto-renew"])
+        if run is None:  # reported; the findings are still notified
+            issues.append(f"no deployment {RENEW_DEPLOYMENT} to renew {v.endpoint}")
+            continue
+        started.append({"endpoint": v.endpoint, **run})
+    return started
 
 
 @flow(name="certificate-check")
 def certificate_check(
-    inventory: str = INVENTORY, routing: str = ROUTING, timeout_s: float = 10.0
+    inventory: str = INVENTORY,
+    routing: str = ROUTING,
+    timeout_s: float = 10.0,
+    renew: bool = False,
 ) -> dict[str, Any]:
     """Check every endpoint's served certificate: chain, hostname and days left.
 
@@ -45,6 +70,9 @@ def certificate_check(
         routing: NotificationRouting block; findings go out as P2 (under 7 days, expired,
             untrusted, unreachable) or P3 (under 30 days).
         timeout_s: Connect and handshake timeout per endpoint.
+        renew: Start the renew-certificate deployment for each endpoint under 30 days or
+            expired that names an environment ; off: a
+            person starts it. Once per served certificate.
     """
     ops_db, routes = try_load_ops_db(), try_load_routing(routing)
     with operation_log("certificate check", "daily certificate check", ops_db, routes) as rec:
@@ -65,16 +93,19 @@ def certificate_check(
         rec.details["endpoints"] = [v.as_dict() for v in verdicts]
         findings = [v for v in verdicts if v.severity]
         rec.issues.extend(v.message for v in findings)
-        rec.follow_up.extend(
-            f"renew-certificate endpoint={v.endpoint}"
-            for v in findings
-            if v.verdict in ("renew", "expiring", "expired")
-        )
+        started = _start_renewals(watched, verdicts, rec.issues) if renew else []
+        rec.details["renewals"] = started
+        auto = {r["endpoint"] for r in started}
+        rec.follow_up.extend(f"renew-certificate endpoint={n}" for n in to_renew(verdicts))
+        rec.follow_up = [f for f in rec.follow_up if f.split("=")[-1] not in auto]
+        rec.follow_up += [f"watch renew-certificate run {r['name']}" for r in started]
+        runs = [f"renew-certificate started for {r['endpoint']}: run {r['name']}" for r in started]
         for notice in notices(verdicts):
-            safe_notify(notice.severity, notice.subject, notice.body)
+            safe_notify(notice.severity, notice.subject, "\n".join([notice.body, *runs]))
         return {
             "checked": len(verdicts),
             "findings": len(findings),
             "worst": min((v.severity for v in findings if v.severity), default=None),
             "endpoints": [v.as_dict() for v in verdicts],
+            "renewals": started,
         }

@@ -197,3 +197,25 @@ def test_an_endpoint_that_is_down_is_reported(runpath: RunPath) -> None:
     assert "endpoint=down" not in page["body"]  # renewing cannot fix it
     table = runpath.api.latest_artifact("certificate-check")
     assert "unreachable (P2)" in table
+
+
+@SERVE_ONLY
+def test_the_check_can_start_the_renewal_itself(runpath: RunPath) -> None:
+    stack, api = runpath.stack, runpath.api
+    tlsendpoint.issue(stack.tls_cert_file.parent, stack.host, days=20)
+    expiring = served(stack).certificate
+    notes = len(notices(stack, "notify"))
+    _, row = run_check(runpath, renew=True)
+    (renewal,) = row["details"]["renewals"]
+    assert renewal["endpoint"] == "devstack"
+    assert row["follow_up"] == f"watch renew-certificate run {renewal['name']}"
+    (note,) = notices(stack, "notify")[notes:]
+    assert note["subject"].startswith("[P3] certificates: 1 finding(s): devstack")
+    assert f"renew-certificate started for devstack: run {renewal['name']}" in note["body"]
+    run = api.wait(renewal["flow_run_id"], timeout=180)
+    assert_completed(run, runpath.log)
+    assert run["parameters"] == {**run["parameters"], "endpoint": "devstack"}
+    now = served(stack).certificate
+    assert now.serial != expiring.serial and now.not_after > expiring.not_after
+    _, row = run_check(runpath, renew=True)
+    assert row["details"]["renewals"] == [] and row["issues"] == ""

@@ -24,6 +24,7 @@ from decisions.certificates import (
     days_left,
     judge_certificate,
     notices,
+    to_renew,
 )
 from opsflows.errors import ConfigurationError
 from opsflows.thresholds import THRESHOLDS, Thresholds
@@ -203,3 +204,15 @@ def test_a_renewal_is_checked_on_what_the_endpoint_serves() -> None:
     assert check_renewal(old, gone, new, NOW) == [
         "https://h:1 served no certificate after the renewal: connection refused"
     ]
+
+
+def test_only_expiring_or_expired_certificates_are_renewed() -> None:
+    verdicts = [
+        replace(judge_certificate(served(90), NOW), endpoint="fine"),
+        replace(judge_certificate(served(20), NOW), endpoint="soon"),
+        replace(judge_certificate(served(5), NOW), endpoint="urgent"),
+        replace(judge_certificate(served(-1, 10, "certificate has expired"), NOW), endpoint="gone"),
+        replace(judge_certificate(served(80, 20, "untrusted"), NOW), endpoint="untrusted"),
+        judge_certificate(EndpointCheck("down", "https://x:1", error="refused"), NOW),
+    ]
+    assert to_renew(verdicts) == ["soon", "urgent", "gone"]

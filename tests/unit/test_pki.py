@@ -118,3 +118,25 @@ def test_ensure_reissues_a_certificate_the_ca_did_not_sign(tmp_path: Path) -> No
     assert pki.signed_by(pki.load_cert(cert_file.read_bytes()), ca_cert)
     again = cert_file.read_bytes()
     assert tlsendpoint.ensure(folder, "127.0.0.1", 90).read_bytes() == again  # valid: kept
+
+
+def test_an_inventory_endpoint_is_https_and_names_what_to_issue_for() -> None:
+    from pydantic import ValidationError
+
+    from blocks.certificates import CertificateInventory, TlsEndpoint
+
+    endpoint = TlsEndpoint(name="web", url="https://127.0.0.1:18443", hostnames=["localhost"])
+    assert (endpoint.host, endpoint.port, endpoint.verify_name) == ("127.0.0.1", 18443, "127.0.0.1")
+    assert endpoint.san() == ["127.0.0.1", "localhost"]
+    named = TlsEndpoint(name="api", url="https://10.0.0.1", server_name="api.example.org")
+    assert (named.port, named.verify_name, named.san()) == (
+        443,
+        "api.example.org",
+        ["api.example.org"],
+    )
+    with pytest.raises(ValidationError, match="https://host"):
+        TlsEndpoint(name="plain", url="http://127.0.0.1:80")
+    inventory = CertificateInventory(endpoints=[endpoint, named])
+    assert inventory.endpoint("api") is named
+    with pytest.raises(ConfigurationError, match=r"no endpoint 'nope'.*known: web, api"):
+        inventory.endpoint("nope")
