@@ -59,8 +59,10 @@ def served(stack: StackInfo) -> Any:
 
 
 def notices(stack: StackInfo, channel: str) -> list[dict[str, Any]]:
-    """The certificate check's notifications in ``channel`` (subject ``[Px] certificates:``)."""
-    return [m for m in sink(stack, channel) if SUBJECT in str(m.get("subject"))]
+    """The certificate check's notifications in ``channel`` (subject ``[Px] certificates:``),
+    as the webhook block posted them (``{"subject": ..., "body": ...}``)."""
+    posted = [m.get("body") for m in sink(stack, channel)]
+    return [p for p in posted if isinstance(p, dict) and SUBJECT in str(p.get("subject"))]
 
 
 def run_check(runpath: RunPath, **params: Any) -> tuple[dict[str, Any], dict[str, Any]]:
