@@ -25,6 +25,8 @@ WATCHED_RUNBOOKS: dict[str, str | None] = {
     "scale": "environment",
     "restart": "environment",
     "migrate-database": "environment",
+    "certificate-check": None,
+    "renew-certificate": None,  # its environment is the endpoint's, in the inventory block
 }
 #: Severity of a failed (or crashed) run by what it left at risk.
 _SCHEDULED_SEVERITY = {
@@ -33,6 +35,7 @@ _SCHEDULED_SEVERITY = {
     "restore-drill": "P3",
     "access-audit": "P3",
     "access-log-review": "P3",
+    "certificate-check": "P3",  # certificates go unwatched for a day; the alert still fires
 }
 #: Operation-log statuses that are outcomes, not failures: a gate or a person said no.
 NOT_INCIDENTS = ("rejected",)

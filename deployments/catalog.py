@@ -11,6 +11,7 @@ from decisions.watchdogs import WATCHED_RUNBOOKS
 from flows.access_audit import access_audit
 from flows.access_log_review import access_log_review
 from flows.backup import backup_database
+from flows.certificate_check import certificate_check
 from flows.connection_pool_exhausted import connection_pool_exhausted
 from flows.database_slow import database_slow
 from flows.deploy import staged_deploy
@@ -22,6 +23,7 @@ from flows.migrate import migrate_database
 from flows.one_pod_down import one_pod_down
 from flows.operate import hotfix, restart, rollback, scale
 from flows.record_crash import record_crashed_run
+from flows.renew_certificate import renew_certificate
 from flows.restore import restore_database
 from flows.restore_drill import restore_drill
 from flows.rotate_credentials import rotate_credentials
@@ -272,6 +274,26 @@ def _runbooks() -> list[Any]:
             schedules=[Cron("*/15 * * * *", timezone="UTC")],
             tags=["triage", "operate", "change"],
             parameters={"mode": "scale-back", "environment": "production"},
+        ),
+        certificate_check.to_deployment(
+            name="certificate-check",
+            description="Daily certificate check (05:00 UTC): connects to every endpoint of the "
+            "certificate inventory, verifies the served chain against the CA bundle and the "
+            "hostname, and judges its expiry on the CertificateExpiry alert's thresholds (P3 "
+            "under 30 days, P2 under 7, expired, untrusted or unreachable); the "
+            "certificate-check table artifact; findings notified with the endpoint to renew.",
+            schedules=[Cron("0 5 * * *", timezone="UTC")],
+            tags=["security", "certificates", "read-only"],
+        ),
+        renew_certificate.to_deployment(
+            name="renew-certificate",
+            description="Renew an endpoint's certificate (quarterly, or when the certificate "
+            "check warns): checks the CA, issues a new certificate from it, installs it as the "
+            "endpoint's kubernetes.io/tls Secret under the change slot, restarts the "
+            "Deployments mounting it and verifies over TLS that the endpoint serves it (new "
+            "serial and not_after, chain verified). The certificate-renewal artifact shows "
+            "before and after; the key never leaves the Secret.",
+            tags=["security", "certificates", "change"],
         ),
         rotate_credentials.to_deployment(
             name="rotate-credentials-monthly",

@@ -23,6 +23,8 @@ ALERTMANAGER_TOKEN_BLOCK = "alertmanager-webhook-token"
 #: severity routes' page and notify, #incidents and the escalation levels.
 SINK_CHANNELS = ("page", "notify", "incidents", "page-secondary", "page-lead")
 CONCURRENCY_LIMITS = ("change-staging", "change-production")
+#: The stack's TLS endpoint in the certificate inventory (renew-certificate's ``endpoint``).
+DEVSTACK_TLS_ENDPOINT = "devstack"
 
 
 def current_app_credential(info: StackInfo, passwords: dict[str, str]) -> tuple[str, str]:
@@ -51,10 +53,27 @@ def save_blocks(info: StackInfo, passwords: dict[str, str]) -> list[str]:
     from prefect.blocks.system import Secret
     from prefect_aws import AwsCredentials
 
-    from blocks import BackupStore, KubeEnvironment, NotificationRouting, PostgresTarget
+    from blocks import (
+        BackupStore,
+        CertificateAuthority,
+        CertificateInventory,
+        KubeEnvironment,
+        NotificationRouting,
+        PostgresTarget,
+        TlsEndpoint,
+    )
+    from blocks.certificates import AUTHORITY, INVENTORY
+    from opsflows.settings import get_settings
     from procedures import operation as common
 
-    for cls in (BackupStore, KubeEnvironment, NotificationRouting, PostgresTarget):
+    for cls in (
+        BackupStore,
+        CertificateAuthority,
+        CertificateInventory,
+        KubeEnvironment,
+        NotificationRouting,
+        PostgresTarget,
+    ):
         cls.register_type_and_schema()
 
     saved: list[str] = []
@@ -130,6 +149,21 @@ def save_blocks(info: StackInfo, passwords: dict[str, str]) -> list[str]:
         },
     )
     save(routing, common.ROUTING)
+    # The stack's TLS endpoint, watched by certificate-check and renewed from the stack CA into
+    # its production Secret (which the endpoint serves; devstack.tlsendpoint).
+    settings = get_settings()
+    endpoint = TlsEndpoint(
+        name=DEVSTACK_TLS_ENDPOINT,
+        url=info.tls_url,
+        environment="production",
+        secret=settings.tls_secret_name,
+        hostnames=["localhost", "127.0.0.1"],
+    )
+    save(CertificateInventory(endpoints=[endpoint], ca_bundle=str(info.ca_cert_file)), INVENTORY)
+    save(
+        CertificateAuthority(cert_file=str(info.ca_cert_file), key_file=str(info.ca_key_file)),
+        AUTHORITY,
+    )
     # The CI webhook's HMAC secret (deployments/webhook.py reads it; never printed).
     save(Secret(value=passwords["webhook"]), WEBHOOK_SECRET_BLOCK)
     save(Secret(value=passwords["alertmanager_webhook"]), ALERTMANAGER_TOKEN_BLOCK)

@@ -52,16 +52,20 @@ def monitoring_services(
     """node, postgres and blackbox exporters, Alertmanager and the TLS endpoint.
 
     Writes their configuration, the exporter's password file and Alertmanager's bearer token
-    (mode 0600, owned by the service user) and the TLS certificate first; idempotent.
+    (mode 0600, owned by the service user), the stack CA (made once) and the TLS endpoint's
+    certificate first; idempotent.
     """
     from devstack import alertmanager, exporters, tlsendpoint
 
     host, user, root = info.host, settings.os_user, info.service_root
-    cert = tlsendpoint.ensure(info.tls_cert_file.parent, host, settings.tls_cert_days)
+    ca_cert = tlsendpoint.ensure_ca(info.ca_cert_file.parent)
+    cert = tlsendpoint.ensure(
+        info.tls_cert_file.parent, host, settings.tls_cert_days, info.ca_cert_file.parent
+    )
     queries, pass_file = exporters.write_postgres_exporter(
         root / "postgres_exporter", passwords["monitor"]
     )
-    blackbox_config = exporters.write_blackbox_config(root / "blackbox_exporter", cert)
+    blackbox_config = exporters.write_blackbox_config(root / "blackbox_exporter", ca_cert)
     am_dir = info.alertmanager_token_file.parent
     am_config = alertmanager.write_config(
         am_dir,
@@ -107,7 +111,10 @@ def monitoring_services(
         "tls-endpoint": procs.Service(
             "tls-endpoint",
             [sys.executable, "-m", "devstack.tlsendpoint", "--host", host]
-            + ["--port", str(info.tls_port), "--cert-dir", str(cert.parent)],
+            + ["--port", str(info.tls_port), "--cert-dir", str(cert.parent)]
+            # the consumer of the TLS Secret renew-certificate installs (see tlsendpoint)
+            + ["--kube-url", info.kube_url, "--namespace", settings.kube_namespace_production]
+            + ["--secret", settings.tls_secret_name],
             procs.tcp_ok(host, info.tls_port),
         ),
     }

@@ -78,12 +78,22 @@ class StackInfo:
 
     @property
     def tls_url(self) -> str:
-        """The stack's HTTPS endpoint (self-signed; its CA is :attr:`tls_cert_file`)."""
+        """The stack's HTTPS endpoint (its certificate is signed by :attr:`ca_cert_file`)."""
         return f"https://{self.host}:{self.tls_port}"
 
     @property
     def tls_cert_file(self) -> Path:
         return self.service_root / "tls" / "cert.pem"
+
+    @property
+    def ca_cert_file(self) -> Path:
+        """The stack CA's certificate: what clients of :attr:`tls_url` trust."""
+        return self.service_root / "ca" / "ca.pem"
+
+    @property
+    def ca_key_file(self) -> Path:
+        """The stack CA's private key (mode 0600): only ``renew-certificate`` reads it."""
+        return self.service_root / "ca" / "ca-key.pem"
 
     @property
     def alertmanager_token_file(self) -> Path:

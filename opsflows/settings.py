@@ -119,7 +119,14 @@ class Settings(BaseSettings):
         ),
     )
     tls_cert_days: int = Field(
-        default=90, ge=1, description="Validity of the TLS endpoint's self-signed certificate."
+        default=90, ge=1, description="Validity of the TLS endpoint's first certificate."
+    )
+    tls_secret_name: str = Field(
+        default="web-app-tls",
+        description=(
+            "The kubernetes.io/tls Secret (production namespace) the stack's TLS endpoint "
+            "serves once it exists; renew-certificate installs into it."
+        ),
     )
     app_volume_mb: float = Field(
         default=64, gt=0, description="Quota of each sample app's volume (the disk runbook's)."

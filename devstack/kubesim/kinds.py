@@ -18,6 +18,7 @@ from devstack.kubesim.errors import invalid
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+TLS_SECRET_TYPE = "kubernetes.io/tls"
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,8 @@ def normalize_namespace(obj: dict[str, Any], old: dict[str, Any] | None) -> dict
 
 
 def normalize_secret(obj: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
-    """Secrets: ``stringData`` is merged into base64 ``data``; ``type`` defaults to Opaque."""
+    """Secrets: ``stringData`` is merged into base64 ``data``; ``type`` defaults to Opaque;
+    a ``kubernetes.io/tls`` Secret needs ``tls.crt`` and ``tls.key`` (as the apiserver)."""
     name = obj["metadata"]["name"]
     causes: Causes = []
     data = obj.get("data") or {}
@@ -137,6 +139,10 @@ def normalize_secret(obj: dict[str, Any], old: dict[str, Any] | None) -> dict[st
     if "type" in obj and not isinstance(obj["type"], str):
         causes.append(("type", "Invalid value: must be a string"))
     obj["type"] = obj.get("type") or "Opaque"
+    if obj["type"] == TLS_SECRET_TYPE:
+        for key in ("tls.crt", "tls.key"):
+            if key not in data:
+                causes.append((f"data[{key}]", "Required value"))
     if old is not None and old.get("type") != obj["type"]:
         causes.append(("type", "Invalid value: field is immutable"))
     if old is not None and old.get("immutable") and data != old.get("data"):

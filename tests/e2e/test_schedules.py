@@ -92,6 +92,10 @@ def test_scheduled_runbooks_have_the_right_cron(served: dict[str, Any]) -> None:
     assert len(review) == 1 and review[0][1:] == ("UTC", True)
     minute, hour, dom, month, dow = review[0][0].split()
     assert dom != "*" and (month, dow) == ("*", "*"), f"log review is not monthly: {review[0][0]}"
+    certificates = crons(by_flow(served, "certificate-check"))
+    assert len(certificates) == 1 and certificates[0][1:] == ("UTC", True)
+    minute, hour, dom, month, dow = certificates[0][0].split()
+    assert (dom, month, dow) == ("*", "*", "*"), f"not daily: {certificates[0][0]}"
     # Every schedule the catalog declares is on the server, as declared.
     for name, runner in catalog().items():
         declared = [(s.schedule.cron, s.schedule.timezone) for s in runner.schedules or []]

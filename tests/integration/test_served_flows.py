@@ -42,6 +42,7 @@ REQUIRED: dict[str, dict[str, Any]] = {
     # Not required: the period's start as the UI's form sends it (a string, validated here).
     "access-log-review/access-log-review-monthly": {"since": "2026-11-01T00:00:00+00:00"},
     "access-audit/access-audit-quarterly": {"cluster": "production"},
+    "renew-certificate/renew-certificate": {"endpoint": "devstack"},
     "record-crashed-run/record-crashed-run": {
         "flow_run_id": "prefect.flow-run.6a835ab6-8858-4553-ae9d-bcc8440817f5"
     },

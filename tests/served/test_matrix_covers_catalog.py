@@ -45,6 +45,17 @@ MATRIX: dict[str, list[str]] = {
     "access-log-review/access-log-review-monthly": [
         "test_access_audit::test_access_log_review_finds_repeated_failed_logins"
     ],
+    "certificate-check/certificate-check": [
+        "test_certificates::test_a_certificate_expiring_in_5_days_pages_and_renewal_clears_it",
+        "test_certificates::test_an_endpoint_that_is_down_is_reported",
+        "test_certificates::test_the_check_can_start_the_renewal_itself",
+    ],
+    "renew-certificate/renew-certificate": [
+        "test_certificates::test_a_certificate_expiring_in_5_days_pages_and_renewal_clears_it",
+        "test_certificates::test_a_refused_secret_write_leaves_the_old_certificate_served",
+        "test_certificates::test_a_missing_ca_is_refused_before_any_change",
+        "test_certificates::test_the_check_can_start_the_renewal_itself",
+    ],
     "incident/incident": [
         "test_incident_matrix::test_alertmanager_group_pages_escalates_and_closes",
         "test_incident_matrix::test_a_failing_change_opens_an_incident",

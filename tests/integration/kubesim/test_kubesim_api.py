@@ -114,6 +114,36 @@ def test_secrets_merge_string_data_into_base64_data(core: client.CoreV1Api, ns: 
     assert raised.value.status == 404
 
 
+def test_tls_secrets_need_a_certificate_and_a_key(core: client.CoreV1Api, ns: str) -> None:
+    """``kubernetes.io/tls`` as the apiserver validates it: tls.crt and tls.key required."""
+    data = {"tls.crt": base64.b64encode(b"cert").decode(), "tls.key": "a2V5"}
+    created = core.create_namespaced_secret(
+        ns,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="web-tls"), type="kubernetes.io/tls", data=data
+        ),
+    )
+    assert created.type == "kubernetes.io/tls" and set(created.data) == {"tls.crt", "tls.key"}
+    created.data = {**data, "ca.crt": "Y2E="}
+    replaced = core.replace_namespaced_secret("web-tls", ns, created)
+    assert set(replaced.data) == {"tls.crt", "tls.key", "ca.crt"}
+
+    for name, body in (("no-key", {"tls.crt": "Y2VydA=="}), ("none", {})):
+        with pytest.raises(ApiException) as raised:
+            core.create_namespaced_secret(
+                ns,
+                client.V1Secret(
+                    metadata=client.V1ObjectMeta(name=name), type="kubernetes.io/tls", data=body
+                ),
+            )
+        assert raised.value.status == 422
+        assert "data[tls.key]: Required value" in raised.value.body
+    with pytest.raises(ApiException) as raised:
+        core.patch_namespaced_secret("web-tls", ns, [{"op": "remove", "path": "/data/tls.crt"}])
+    assert raised.value.status == 422 and "data[tls.crt]: Required value" in raised.value.body
+    assert core.read_namespaced_secret("web-tls", ns).data["tls.crt"] == data["tls.crt"]
+
+
 def test_label_selectors(apps: client.AppsV1Api, ns: str) -> None:
     for name, tier in (("a", "web"), ("b", "api"), ("c", "db")):
         body = manifest(name, replicas=0)
