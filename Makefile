@@ -29,8 +29,8 @@ down:  ## stop the local stack (state kept; `opsflows devstack down --purge` del
 status:
 	@$(RUN) opsflows devstack status
 
-test: test-stack  ## the whole suite, with the services it needs
-	$(TEST_ENV) $(RUN) pytest tests
+test: deps  ## the whole suite, with the services it needs (two stacks, two groups at once)
+	@bash scripts/test-all.sh
 
 test-stack: deps  ## start (or reuse) the test stack the tests and benchmarks run against
 	@$(TEST_ENV) $(RUN) opsflows devstack up
@@ -38,8 +38,10 @@ test-stack: deps  ## start (or reuse) the test stack the tests and benchmarks ru
 test-unit: deps
 	$(RUN) pytest tests/unit
 
-down-test:  ## stop the test stack, delete its state and its OS user (the next run starts as a fresh machine does)
+down-test:  ## stop the test stacks, delete their state and their OS users (the next run starts as a fresh machine does)
 	@$(TEST_ENV) $(RUN) opsflows devstack down --purge --remove-os-user
+	@$(TEST_ENV) OPSFLOWS_STATE_DIR=$(CURDIR)/.devstack-test-served OPSFLOWS_OS_USER=opsflows-test-served \
+		$(RUN) opsflows devstack down --purge --remove-os-user
 
 lint: deps  ## ruff, formatting, mypy --strict, and the import contract (layers point down only)
 	$(RUN) ruff check .
