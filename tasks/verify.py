@@ -212,7 +212,7 @@ def run_checks(
     results: list[SuiteResult] = []
     for suite in (s for s in suites if s.qualified not in tables):
         results += table_missing(suite)
-    found, suite_raw = _user_suites(
+    found, suite_raw = run_user_suites(
         admin, database, [s for s in suites if s.qualified in tables], row_samples
     )
     checks += [
@@ -222,7 +222,7 @@ def run_checks(
     return VerificationReport(database, manifest.backup_id, tuple(checks), raw + suite_raw)
 
 
-def _user_suites(
+def run_user_suites(
     admin: PostgresTarget, database: str, suites: Sequence[TableSuite], row_samples: bool
 ) -> tuple[list[SuiteResult], list[dict[str, Any]]]:
     """Validate the user's suites as the read-only role (never as ``admin``)."""

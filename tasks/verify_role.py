@@ -37,7 +37,7 @@ from psycopg import sql
 from pydantic import SecretStr
 
 from blocks.postgres import PostgresTarget
-from opsflows.errors import OpsError
+from opsflows.errors import OpsError, PermanentError
 from tasks.postgres import connect
 from tasks.scratch import MAINTENANCE_DB
 
@@ -88,6 +88,13 @@ def _ensure_role(conn: psycopg.Connection[Any], password: str) -> None:
     )
     for (group,) in conn.execute(_MEMBERSHIPS, (VERIFY_ROLE,)).fetchall():
         conn.execute(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(str(group)), role))
+    left = [str(r[0]) for r in conn.execute(_MEMBERSHIPS, (VERIFY_ROLE,)).fetchall()]
+    if left:  # PostgreSQL 16+: a membership another role granted survives a plain REVOKE
+        raise PermanentError(
+            f"role {VERIFY_ROLE} is still a member of {', '.join(left)}; user suites do not run"
+            " as a role with memberships",
+            hint=f"revoke them: REVOKE <role> FROM {VERIFY_ROLE} GRANTED BY <grantor>",
+        )
 
 
 def _grants(conn: psycopg.Connection[Any], database: str, grant: bool) -> None:

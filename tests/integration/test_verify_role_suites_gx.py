@@ -18,7 +18,7 @@ from blocks.postgres import PostgresTarget
 from decisions.expectation_suites import SuiteExpectation, TableSuite, parse_suite
 from opsflows.errors import AuthenticationError, ConfigurationError
 from tasks.postgres import connect
-from tasks.verify import _user_suites
+from tasks.verify import run_user_suites
 from tasks.verify_role import VERIFY_ROLE, verify_role
 from tests.backup_support import BackupEnv, backup_env, fill
 
@@ -143,7 +143,7 @@ def test_a_suite_past_the_allow_list_still_cannot_read_pg_authid(
         "customers",
         (SuiteExpectation("expect_query_results_to_match_comparison", json.dumps(kwargs)),),
     )
-    results, raw = _user_suites(env.admin, scratch, [bypassed], row_samples=True)
+    results, raw = run_user_suites(env.admin, scratch, [bypassed], row_samples=True)
     (result,) = results
     assert not result.success
     assert "permission denied" in result.observed, result.observed
@@ -173,7 +173,7 @@ def test_results_hold_counts_not_row_values_unless_samples_are_asked_for(
             }
         ).encode(),
     )
-    results, raw = _user_suites(env.admin, scratch, [suite], row_samples=False)
+    results, raw = run_user_suites(env.admin, scratch, [suite], row_samples=False)
     seen = {r.expectation: (r.success, r.observed) for r in results}
     assert seen["expect_column_values_to_match_regex"] == (False, "1 of 20 rows unexpected (5%)")
     assert seen["expect_column_values_to_not_be_null"] == (True, "0 of 20 rows unexpected (0%)")
@@ -181,6 +181,6 @@ def test_results_hold_counts_not_row_values_unless_samples_are_asked_for(
     assert seen["expect_column_max_to_be_between"] == (True, "value withheld (row samples off)")
     assert "customer 20" not in json.dumps(raw), "no row value in the GX results kept"
 
-    results, raw = _user_suites(env.admin, scratch, [suite], row_samples=True)
+    results, raw = run_user_suites(env.admin, scratch, [suite], row_samples=True)
     regex = next(r for r in results if r.expectation == "expect_column_values_to_match_regex")
     assert "customer 20" in regex.observed and "customer 20" in json.dumps(raw)
