@@ -189,13 +189,29 @@ def _percent(value: Any) -> str:
     return f"{number:.4g}%"
 
 
+def error_of(result: Mapping[str, Any]) -> str | None:
+    """The error GX met computing an expectation, if any: ``exception_info`` is one
+    ``{raised_exception, exception_message}`` or, for a failed metric, a mapping of metric
+    ids to such entries."""
+    info = result.get("exception_info") or {}
+    if not isinstance(info, dict):
+        return None
+    entries = [info] if "raised_exception" in info else list(info.values())
+    for entry in entries:
+        if isinstance(entry, dict) and entry.get("raised_exception", True):
+            message = entry.get("exception_message")
+            if message:
+                return "error: " + " ".join(str(message).split())[:200]
+    return None
+
+
 def observed_counts(kind: str, result: Mapping[str, Any]) -> str:
     """What a user expectation saw, without row values: counts, percentages and (for the
     :data:`SHOWN` kinds) the observed count or schema value."""
     res = result.get("result") or {}
-    exc = result.get("exception_info") or {}
-    if isinstance(exc, dict) and exc.get("raised_exception"):
-        return "error: " + str(exc.get("exception_message"))[:200]
+    error = error_of(result)
+    if error:
+        return error
     parts: list[str] = []
     value = res.get("observed_value")
     how = ALLOWED_TYPES.get(kind, WITHHELD)

@@ -26,7 +26,7 @@ import psycopg
 
 from blocks.postgres import PostgresTarget, keepalive_params
 from decisions.expectation_suites import SuiteResult, TableSuite, columns_of
-from decisions.suite_policy import observed_counts, redact_result
+from decisions.suite_policy import error_of, observed_counts, redact_result
 from opsflows.errors import ConfigurationError, OpsError, PermanentError, scrub
 from tasks.postgres import connect, translate
 
@@ -123,9 +123,9 @@ def scrub_json(data: Any, secret: str) -> str:
 def observed(result: dict[str, Any]) -> str:
     """What one GX expectation result saw, short."""
     res = result.get("result") or {}
-    exc = result.get("exception_info") or {}
-    if exc.get("raised_exception"):
-        return "error: " + str(exc.get("exception_message"))[:200]
+    error = error_of(result)
+    if error:
+        return error
     for name in ("observed_value", "partial_unexpected_list", "partial_missing_list"):
         value = res.get(name)
         if value not in (None, []):
@@ -239,9 +239,9 @@ class GxSession:
             asset = self.table_asset(f"t{index}-{suite.qualified}", suite.schema, suite.table)
             outcome = self.validate(f"{index}-{suite.name}", asset, build_expectations(suite), fmt)
             items = outcome.get("results", [])
-            if not row_samples:
-                items = [redact_result(item) for item in items]
-            raw.append({**outcome, "results": items})
+            raw.append(
+                {**outcome, "results": items if row_samples else list(map(redact_result, items))}
+            )
             for item in items:
                 config = item.get("expectation_config") or {}
                 kind = str(config.get("type"))

@@ -77,11 +77,13 @@ def test_the_role_reads_the_tables_and_nothing_else(env: BackupEnv, scratch: str
             PG_AUTHID,
             "SELECT * FROM pg_shadow",
             "SELECT pg_read_file('PG_VERSION')",
-            "INSERT INTO public.customers (name) VALUES ('x')",
+            "BEGIN READ WRITE; INSERT INTO public.customers (name) VALUES ('x'); COMMIT",
             "BEGIN READ WRITE; DELETE FROM public.orders; COMMIT",
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 _as(reader, query)
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            _as(reader, "INSERT INTO public.customers (name) VALUES ('x')")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             _as(reader, "SET ROLE postgres")
         role = env.sql(

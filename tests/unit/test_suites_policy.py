@@ -222,3 +222,25 @@ def test_observed_values_are_shown_only_for_counts_and_schema(
     assert observed_counts(kind, result).startswith(shown)
     kept = redact_result(result)["result"]
     assert ("observed_value" in kept) == (ALLOWED_TYPES[kind] == SHOWN)
+
+
+def test_an_error_of_a_metric_is_reported_not_as_expected() -> None:
+    failed_metric = {
+        "success": False,
+        "result": {},
+        "exception_info": {
+            "MetricConfigurationID(metric_name='base_query.table')": {
+                "exception_traceback": "Traceback ...",
+                "exception_message": "(psycopg.errors.InsufficientPrivilege) permission\n denied",
+                "raised_exception": True,
+            }
+        },
+    }
+    kind = "expect_table_row_count_to_equal"
+    assert observed_counts(kind, failed_metric) == (
+        "error: (psycopg.errors.InsufficientPrivilege) permission denied"
+    )
+    plain = {"exception_info": {"raised_exception": True, "exception_message": "boom"}}
+    assert observed_counts(kind, plain) == "error: boom"
+    fine = {"exception_info": {"raised_exception": False, "exception_message": None}}
+    assert observed_counts(kind, {**fine, "result": {"observed_value": 3}}) == "3"
