@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from decisions.suite_policy import allowed_list, refusal
 from opsflows.errors import ConfigurationError
 
 #: The folder, inside the migrations directory, holding the suites.
@@ -142,8 +143,12 @@ def _expectation(path: str, index: int, raw: Any) -> SuiteExpectation:
         kwargs = {}
     if not isinstance(kwargs, dict):
         raise ConfigurationError(f"{where} ({kind}): 'kwargs' must be a JSON object")
-    if "batch_id" in kwargs:
-        raise ConfigurationError(f"{where} ({kind}): 'batch_id' is set by the runner, remove it")
+    why = refusal(kind, kwargs)
+    if why:
+        raise ConfigurationError(
+            f"{where} ({kind}) is refused: {why}",
+            hint=f"allowed expectation types: {allowed_list()}",
+        )
     return SuiteExpectation(kind, json.dumps(kwargs, sort_keys=True))
 
 

@@ -5,7 +5,8 @@
    The plan is an artifact; ``dry_run`` stops here. Edited applied files, missing files and
    out-of-order files refuse the run; a squawk finding not marked reviewed
    (``-- squawk-ignore rule``) blocks it; a suite that is not valid JSON, not a GX 1.x
-   suite, or uses an expectation type or argument GX does not know is rejected. Nothing is
+   suite, or uses an expectation type outside the allow-list (``decisions.suite_policy``:
+   nothing that takes SQL) or an argument GX does not know is rejected. Nothing is
    written.
    A statement that runs outside a transaction and could not run again after a partial
    failure (``CREATE INDEX CONCURRENTLY`` without ``IF NOT EXISTS`` ...) is refused here.

@@ -155,6 +155,7 @@ def restore_database(
     expectations: str | None = None,
     reason: str = "restore requested",
     routing: str = ROUTING,
+    row_samples: bool = False,
 ) -> dict[str, Any]:
     """Restore the newest complete backup at or before ``at`` and verify it.
 
@@ -179,11 +180,15 @@ def restore_database(
         approval_poll_s: how often the paused run checks for the approval.
         expectations: folder (under the store prefix) of the user's GX 1.x suites, one
             <table>.json (or <schema>.<table>.json) per table; default
-            "expectations/<database>/" when it holds any.
+            "expectations/<database>/" when it holds any. Only column and table
+            expectations that take no SQL are accepted (README "Expectation suites"); they
+            run as the read-only role opsflows_verify, never as the admin.
         reason: why the restore is done (operation log).
         routing: NotificationRouting block; a restore that stalls (no byte moving for
             ``OPSFLOWS_RESTORE_STALL_S``) or outlives the run's timeout
             (``OPSFLOWS_RESTORE_TIMEOUT_S``, the approval wait included) pages P2.
+        row_samples: show sample values of the rows a user expectation found unexpected
+            in the artifacts and errors (default off: counts and percentages only).
     """
     started = time.monotonic()
     ops_db, routes = try_load_ops_db(), try_load_routing(routing)
@@ -217,7 +222,7 @@ def restore_database(
             requested_at=when.isoformat() if when else "newest",
             snapshot_at=record.manifest.snapshot_at.isoformat(),
         )
-        done = restore_and_verify(target, admin, backups, record, expectations)
+        done = restore_and_verify(target, admin, backups, record, expectations, row_samples)
         rto_s = round(time.monotonic() - started, 3)
         rec.details.update(scratch=done.scratch, rto_verified_s=rto_s)
         if done.dropped_leftovers:

@@ -46,6 +46,7 @@ def restore_drill(
     max_backup_age_h: float = THRESHOLDS.backup_max_age_h,
     routing: str = ROUTING,
     expectations: str | None = None,
+    row_samples: bool = False,
 ) -> dict[str, Any]:
     """Restore the newest backup into scratch, verify it, drop it; record RTO and RPO.
 
@@ -57,7 +58,10 @@ def restore_drill(
         routing: NotificationRouting block; failures go out as P2 (a stalled restore and
             a run past ``OPSFLOWS_DRILL_TIMEOUT_S`` too), a stale backup as P3.
         expectations: folder of the user's suites under the store prefix (default
-            "expectations/<database>/").
+            "expectations/<database>/"); column and table expectations that take no
+            SQL, run as the read-only role opsflows_verify.
+        row_samples: show sample values of the rows a user expectation found unexpected
+            in the artifacts and errors (default off: counts and percentages only).
     """
     started = time.monotonic()
     ops_db, routes = try_load_ops_db(), try_load_routing(routing)
@@ -71,7 +75,7 @@ def restore_drill(
             record = choose_backup(list_backups(backups, target.database), None)
             assert record.manifest is not None
             rec.details["backup_id"] = record.backup_id
-            done = restore_and_verify(target, admin, backups, record, expectations)
+            done = restore_and_verify(target, admin, backups, record, expectations, row_samples)
             rto_s = time.monotonic() - started
             drop_scratch(admin, done.scratch)
         except BaseException as exc:

@@ -5,9 +5,10 @@ Prints the same plan the ``migrate-database`` flow publishes (pending files and 
 they are applied in, the lock each statement takes, which files run outside a transaction,
 squawk's findings, the Great Expectations suites of ``DIR/expectations/`` validated after
 applying) and exits non-zero when anything blocks. Suites are checked the way the flow
-checks them (valid GX 1.x suites of expectation types GX knows; importing GX takes a few
-seconds). Read-only: nothing is created in the database. Without a database every file
-counts as pending and the server version is unknown.
+checks them (valid GX 1.x suites of the allowed expectation types, see
+``decisions.suite_policy``; importing GX takes a few seconds). Read-only: nothing is
+created in the database. Without a database every file counts as pending and the server
+version is unknown.
 
 The password never goes on the command line, where ``ps`` and the shell history show it: a
 URL holding one is refused. It comes from ``OPSFLOWS_MIGRATE_PASSWORD``, else

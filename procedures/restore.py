@@ -32,24 +32,26 @@ def restore_and_verify(
     store: BackupStore,
     record: BackupRecord,
     expectations: str | None,
+    row_samples: bool = False,
 ) -> VerifiedRestore:
     """Restore ``record`` into a new scratch database and verify it (shared with the drill).
 
-    First drops what interrupted restores of the same database left behind (which also
-    fails fast, before any download, when the server cannot be reached). The run claims
-    its scratch database while it fills and verifies it, so a concurrent restore never
-    takes it for abandoned. A failed verification drops the scratch database and raises
-    ``VerificationFailed``.
+    First reads the user's expectation suites (a refused one stops the run before anything
+    connects to the server), then drops what interrupted restores of the same database left
+    behind (which also fails fast, before any download, when the server cannot be
+    reached). The run claims its scratch database while it fills and verifies it, so a
+    concurrent restore never takes it for abandoned. A failed verification drops the
+    scratch database and raises ``VerificationFailed``.
     """
     assert record.manifest is not None
     preload()  # GX takes seconds to import: overlap it with the download
-    leftovers = sweep_abandoned(admin, target.database)
     suites = read_user_suites(store, target.database, expectations)
+    leftovers = sweep_abandoned(admin, target.database)
     scratch = scratch_name(target.database, record.backup_id)
     with claim(admin, scratch):
         restored = restore_into_scratch(store, record.manifest, admin, scratch, target.database)
         try:
-            report = verify_restore(admin, scratch, record.manifest, suites)
+            report = verify_restore(admin, scratch, record.manifest, suites, row_samples)
         except BaseException:
             drop_scratch(admin, scratch)
             raise

@@ -26,6 +26,7 @@ import psycopg
 
 from blocks.postgres import PostgresTarget, keepalive_params
 from decisions.expectation_suites import SuiteResult, TableSuite, columns_of
+from decisions.suite_policy import error_of, observed_counts, redact_result
 from opsflows.errors import ConfigurationError, OpsError, PermanentError, scrub
 from tasks.postgres import connect, translate
 
@@ -33,6 +34,10 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 _GX_LOCK = threading.Lock()
 #: ``application_name`` of the sessions GX opens (how to find them in ``pg_stat_activity``).
 APPLICATION_NAME = "opsflows-verify"
+#: GX ``result_format`` of user suites without row samples: counts, no sample rows fetched.
+COUNTS_ONLY: dict[str, Any] = {"result_format": "BASIC", "partial_unexpected_count": 0}
+#: ... and with row samples (GX's default: up to 20 unexpected values per expectation).
+WITH_SAMPLES = "SUMMARY"
 
 
 def preload() -> threading.Thread:
@@ -118,9 +123,9 @@ def scrub_json(data: Any, secret: str) -> str:
 def observed(result: dict[str, Any]) -> str:
     """What one GX expectation result saw, short."""
     res = result.get("result") or {}
-    exc = result.get("exception_info") or {}
-    if exc.get("raised_exception"):
-        return "error: " + str(exc.get("exception_message"))[:200]
+    error = error_of(result)
+    if error:
+        return error
     for name in ("observed_value", "partial_unexpected_list", "partial_missing_list"):
         value = res.get(name)
         if value not in (None, []):
@@ -193,7 +198,13 @@ class GxSession:
         with gx_errors(self.target, f"query {self.where}"):
             return self.source.add_query_asset(name, query=query)
 
-    def validate(self, name: str, asset: Any, expectations: Sequence[Any]) -> dict[str, Any]:
+    def validate(
+        self,
+        name: str,
+        asset: Any,
+        expectations: Sequence[Any],
+        result_format: str | dict[str, Any] = WITH_SAMPLES,
+    ) -> dict[str, Any]:
         """Validate the whole table (or query) of ``asset``; the GX result, password masked."""
         with gx_errors(self.target, f"validate {name} on {self.where}"):
             suite = self.context.suites.add(self.gx.ExpectationSuite(name=name))
@@ -206,33 +217,43 @@ class GxSession:
                     suite=suite,
                 )
             )
-            outcome = validation.run().to_json_dict()
+            outcome = validation.run(result_format=result_format).to_json_dict()
         value: dict[str, Any] = json.loads(
             scrub_json(outcome, self.target.password.get_secret_value())
         )
         return value
 
     def validate_suites(
-        self, suites: Sequence[TableSuite]
+        self, suites: Sequence[TableSuite], row_samples: bool = False
     ) -> tuple[list[SuiteResult], list[dict[str, Any]]]:
-        """Validate each suite against its (existing) table: the results and the GX results."""
+        """Validate each suite against its (existing) table: the results and the GX results.
+
+        Without ``row_samples`` GX fetches no sample rows, and both hold only counts and
+        percentages (:func:`decisions.suite_policy.observed_counts`, ``redact_result``).
+        """
         secret = self.target.password.get_secret_value()
         results: list[SuiteResult] = []
         raw: list[dict[str, Any]] = []
+        fmt = WITH_SAMPLES if row_samples else dict(COUNTS_ONLY)
         for index, suite in enumerate(suites):
             asset = self.table_asset(f"t{index}-{suite.qualified}", suite.schema, suite.table)
-            outcome = self.validate(f"{index}-{suite.name}", asset, build_expectations(suite))
-            raw.append(outcome)
-            for item in outcome.get("results", []):
+            outcome = self.validate(f"{index}-{suite.name}", asset, build_expectations(suite), fmt)
+            items = outcome.get("results", [])
+            raw.append(
+                {**outcome, "results": items if row_samples else list(map(redact_result, items))}
+            )
+            for item in items:
                 config = item.get("expectation_config") or {}
+                kind = str(config.get("type"))
+                seen = observed(item) if row_samples else observed_counts(kind, item)
                 results.append(
                     SuiteResult(
                         file=suite.file,
                         table=suite.qualified,
-                        expectation=str(config.get("type")),
+                        expectation=kind,
                         column=columns_of(config.get("kwargs") or {}),
                         success=bool(item.get("success")),
-                        observed=scrub(observed(item), secret),
+                        observed=scrub(seen, secret),
                     )
                 )
         return results, raw

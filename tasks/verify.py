@@ -9,10 +9,15 @@ Checks, each a GX expectation run against the scratch database itself:
   the migrations use (:mod:`decisions.expectation_suites`), kept in the backup store as
   ``<prefix>expectations/<database>/<table>.json`` (or ``<schema>.<table>.json``).
 
-The user's suites are read, and every expectation built by GX, before the restore creates
-the scratch database: a malformed suite stops it with an error naming the S3 object. The
-results become a table artifact and a markdown artifact holding the GX JSON. GX runs through
-:mod:`tasks.gx_validation` (lazy import, libpq settings, both engines closed afterwards).
+The user's suites are read, checked against the allow-list of
+:mod:`decisions.suite_policy` (no expectation that takes SQL) and every expectation built by
+GX before the restore creates the scratch database: a malformed or refused suite stops it
+with an error naming the S3 object. The manifest checks (opsflows' own queries) run as the
+admin; the user's suites as the read-only role ``opsflows_verify`` (:mod:`tasks.verify_role`)
+and, unless the run asks for row samples, their results hold counts and percentages only.
+The results become a table artifact and a markdown artifact holding the GX JSON. GX runs
+through :mod:`tasks.gx_validation` (lazy import, libpq settings, both engines closed
+afterwards).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from tasks.gx_validation import (
 from tasks.gx_validation import preload as preload
 from tasks.postgres import connect
 from tasks.storage import aws_errors
+from tasks.verify_role import verify_role
 
 _MAX_JSON = 60_000
 
@@ -168,9 +174,12 @@ def run_checks(
     database: str,
     manifest: Manifest,
     user_suites: Sequence[TableSuite] | None = None,
+    row_samples: bool = False,
 ) -> VerificationReport:
     """Validate ``database`` against ``manifest`` (and ``user_suites``) with GX.
 
+    The manifest checks (opsflows' own queries) run as ``admin``; the user's suites as the
+    read-only role of :mod:`tasks.verify_role`, reported by counts unless ``row_samples``.
     A user suite whose table is not in ``database`` fails each of its expectations
     ("table missing"); the GX sessions are closed before this returns.
     """
@@ -200,15 +209,27 @@ def run_checks(
                         observed=scrub(observed(item), secret),
                     )
                 )
-        results: list[SuiteResult] = []
-        for suite in (s for s in suites if s.qualified not in tables):
-            results += table_missing(suite)
-        found, suite_raw = session.validate_suites([s for s in suites if s.qualified in tables])
+    results: list[SuiteResult] = []
+    for suite in (s for s in suites if s.qualified not in tables):
+        results += table_missing(suite)
+    found, suite_raw = run_user_suites(
+        admin, database, [s for s in suites if s.qualified in tables], row_samples
+    )
     checks += [
         CheckResult(f"user suite {r.table}", r.expectation, r.success, r.observed)
         for r in results + found
     ]
     return VerificationReport(database, manifest.backup_id, tuple(checks), raw + suite_raw)
+
+
+def run_user_suites(
+    admin: PostgresTarget, database: str, suites: Sequence[TableSuite], row_samples: bool
+) -> tuple[list[SuiteResult], list[dict[str, Any]]]:
+    """Validate the user's suites as the read-only role (never as ``admin``)."""
+    if not suites:
+        return [], []
+    with verify_role(admin, database) as reader, gx_session(reader, database, "user") as gx:
+        return gx.validate_suites(suites, row_samples)
 
 
 def _manifest_plans(
@@ -294,6 +315,7 @@ def verify_restore(
     database: str,
     manifest: Manifest,
     user_suites: Sequence[TableSuite] | None = None,
+    row_samples: bool = False,
 ) -> VerificationReport:
     """Check the restored database against the manifest fingerprint with Great Expectations.
 
@@ -301,9 +323,12 @@ def verify_restore(
         admin: superuser target on the server holding ``database``.
         database: the restored (scratch) database.
         manifest: the backup's manifest (tables, row counts, max keys, schema hash).
-        user_suites: the user's suites (from :func:`read_user_suites`), if any.
+        user_suites: the user's suites (from :func:`read_user_suites`), if any; they run
+            as the read-only role ``opsflows_verify``, never as ``admin``.
+        row_samples: report sample values of the rows a user expectation found unexpected
+            (default: counts and percentages only).
     """
-    report = run_checks(admin, database, manifest, user_suites)
+    report = run_checks(admin, database, manifest, user_suites, row_samples)
     publish(report)
     logger = get_run_logger()
     if report.success:

@@ -98,7 +98,10 @@ def test_validation_reports_values_a_missing_column_and_a_missing_table(
         False,
         "balance",
     )
-    assert "3" in outcome[("public.accounts", "expect_column_values_to_be_in_set")][2]
+    # Counts, not the row's value (3): no row samples unless asked for.
+    assert outcome[("public.accounts", "expect_column_values_to_be_in_set")][2] == (
+        "1 of 1 rows unexpected (100%)"
+    )
     assert outcome[("public.accounts", "expect_column_to_exist")][:2] == (False, "tier")
     assert outcome[("public.accounts", "expect_table_row_count_to_equal")] == (True, "", "1")
     assert outcome[("public.orders", "expect_table_row_count_to_equal")] == (

@@ -59,7 +59,7 @@ def put(env: BackupEnv) -> Iterator[Any]:
         (
             {"orders.json": {"name": "o", "expectations": [{"type": "expect_table_to_be_tidy"}]}},
             "orders.json",
-            "expectation 1 (expect_table_to_be_tidy) is not valid",
+            "expectation 1 (expect_table_to_be_tidy) is refused: expect_table_to_be_tidy is not an",
         ),
         (
             {"orders.json": {"name": "o", "expectations": [{"type": "expect_column_to_exist"}]}},
