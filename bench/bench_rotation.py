@@ -11,7 +11,7 @@ scheduled (``alternating_users``) and once with ``strategy=single_user``. Throug
 Secrets Manager does) logs in to the app database.
 
 Per strategy: ``failed_connections`` (refused by the server), ``window_ms`` (first to last
-chunk with a refusal; resolution one chunk, ~0.1 s), ``connections`` and ``flow_s``. A last
+chunk with a refusal; resolution one chunk), ``connections`` and ``flow_s``. A last
 alternating rotation puts the stack's ``app`` role back in force when it is not.
 
 The last stdout line is ``{"bench": "rotation", "alternating_users": {...},

@@ -7,8 +7,8 @@ transaction) in short back-to-back chunks; before each chunk it reads the creden
 a switch of the credential is seen within one chunk. Each chunk records when it ran, which role
 it logged in as and how many connections the server refused. :func:`summarize` turns the chunks
 into ``failed_connections`` and ``window_ms``: from the start of the first chunk with a refused
-connection to the end of the last one (0 when nothing was refused; resolution one chunk, about
-0.1 s).
+connection to the end of the last one (0 when nothing was refused; its resolution is one chunk:
+0.1 to 1 s, depending on how busy the machine is).
 
 Used by ``tests/served/test_rotation_schedule.py`` and ``bench/bench_rotation.py``. pgbench is
 found as the runbooks find ``pg_dump`` (``tasks.pipes.pg_tool``: the server's major version under
@@ -80,7 +80,7 @@ class ConnectionLoad:
     """``pgbench -C`` chunks in a thread until stopped; ``chunks`` is what they saw.
 
     ``credential`` is called before every chunk (it reads what the consumer reads);
-    ``transactions`` per chunk at one client keeps a chunk near 0.1 s.
+    ``transactions`` per chunk at one client keeps a chunk short (0.1 to 1 s).
     """
 
     def __init__(
