@@ -298,9 +298,14 @@ def _runbooks() -> list[Any]:
         rotate_credentials.to_deployment(
             name="rotate-credentials-monthly",
             description="Monthly rotation of the application database password (1st, 04:00 UTC) "
-            "through Secrets Manager's four steps; switches and verifies the Kubernetes consumers "
-            "before finishing. Resumable: rerun the same month to resume, a done month is a no-op.",
+            "through Secrets Manager's four steps, alternating users (<user>/<user>_clone, the "
+            "clone created on the first run) so the credential in use keeps logging in; switches "
+            "and verifies the Kubernetes consumers before finishing. Resumable: rerun the same "
+            "month to resume, a done month is a no-op.",
             schedules=[Cron("0 4 1 * *", timezone="UTC")],
+            # Alternating users: the credential in use keeps logging in while the consumers
+            # switch (single_user refuses new logins from set_password to finish; README).
+            parameters={"strategy": "alternating_users"},
             tags=["security", "database", "change"],
             concurrency_limit=1,  # two rotations of one secret must never interleave their steps
         ),

@@ -308,7 +308,7 @@ def rotate_credentials(
     secret_id: str = "opsflows/app/db",
     admin_database: str = APP_DB_ADMIN,
     aws_credentials: str = AWS,
-    strategy: str = "single_user",
+    strategy: str = "alternating_users",
     consumers: list[str] | None = None,
     kube_secret_name: str = "web-app-db",
     database_blocks: list[str] | None = None,
@@ -327,9 +327,11 @@ def rotate_credentials(
             password).
         admin_database: PostgresTarget block of a role allowed to ALTER ROLE on that server.
         aws_credentials: AwsCredentials block for Secrets Manager.
-        strategy: ``single_user`` (change the role's password in place) or
-            ``alternating_users`` (give the new password to ``<user>``/``<user>_clone``,
-            whichever AWSCURRENT does not use).
+        strategy: ``alternating_users`` (the default: give the new password to
+            ``<user>``/``<user>_clone``, whichever AWSCURRENT does not use, so the credential
+            in use keeps logging in; the clone is created on the first run) or ``single_user``
+            (change the role's password in place: new logins with the old password are
+            refused from ``set_password`` until every consumer is switched; see README).
         consumers: KubeEnvironment blocks whose Kubernetes Secret carries the credential
             (default staging and production).
         kube_secret_name: Name of that Kubernetes Secret; Deployments that use it are restarted.

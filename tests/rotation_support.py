@@ -138,8 +138,11 @@ class World:
     # -- running ---------------------------------------------------------------------
 
     def params(self, **overrides: Any) -> dict[str, Any]:
+        """The flow's parameters for this world. ``single_user`` unless overridden: the fault
+        scenarios prove its recovery (the role in use may already have the new password);
+        the flow's default, ``alternating_users``, is named where a scenario wants it."""
         params: dict[str, Any] = {
-            "secret_id": self.secret_id, "consumers": self.envs,
+            "secret_id": self.secret_id, "consumers": self.envs, "strategy": "single_user",
             "kube_secret_name": KUBE_SECRET, "rotation_id": self.rotation_id,
             "database_blocks": [self.block],
             "rollout_timeout_s": 30.0, "reason": "test rotation",

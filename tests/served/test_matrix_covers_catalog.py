@@ -36,7 +36,9 @@ MATRIX: dict[str, list[str]] = {
         "test_data_matrix::test_migrate_database_dry_run_then_apply"
     ],
     "rotate-credentials/rotate-credentials-monthly": [
-        "test_data_matrix::test_rotate_credentials_monthly"
+        "test_data_matrix::test_rotate_credentials_monthly",
+        "test_rotation_schedule::test_the_scheduled_rotation_refuses_no_new_connection",
+        "test_rotation_schedule::test_single_user_refuses_new_connections_until_the_rotation_finishes",
     ],
     "stack-smoke/stack-smoke": ["test_data_matrix::test_stack_smoke"],
     "access-audit/access-audit-quarterly": [
