@@ -38,7 +38,7 @@ served_rc=$?
 echo
 echo "==================== tests/served (log: $served_log) ===================="
 cat "$served_log"
-summary() { grep -E "^=+ .*[0-9]+ (passed|failed)" "$1" | tail -n 1 | sed -E 's/^=+ //; s/ =+$//'; }
+summary() { grep -E "[0-9]+ (passed|failed)" "$1" | tail -n 1 | sed -E 's/^=+ //; s/ =+$//'; }
 total() { grep -Eo "[0-9]+ $1" <<<"$(summary "$others_log") $(summary "$served_log")" | awk '{n += $1} END {print n + 0}'; }
 echo
 echo "make test: $(total passed) passed, $(total failed) failed, $(total error) errors in" \
