@@ -10,7 +10,7 @@ into ``failed_connections`` and ``window_ms``: from the start of the first chunk
 connection to the end of the last one (0 when nothing was refused; its resolution is one chunk:
 0.1 to 1 s, depending on how busy the machine is).
 
-Used by ``tests/served/test_rotation_schedule.py`` and ``bench/bench_rotation.py``. pgbench is
+Used by ``tests/served/test_rotation_monthly.py`` and ``bench/bench_rotation.py``. pgbench is
 found as the runbooks find ``pg_dump`` (``tasks.pipes.pg_tool``: the server's major version under
 ``/usr/lib/postgresql``, else ``PATH``; ``scripts/install-deps.sh`` installs it). Passwords go
 to pgbench through ``PGPASSWORD`` only; nothing here prints or keeps one.

@@ -37,15 +37,15 @@ MATRIX: dict[str, list[str]] = {
     ],
     "rotate-credentials/rotate-credentials-monthly": [
         "test_data_matrix::test_rotate_credentials_monthly",
-        "test_rotation_schedule::test_the_scheduled_rotation_refuses_no_new_connection",
-        "test_rotation_schedule::test_single_user_refuses_new_connections_until_the_rotation_finishes",
+        "test_rotation_monthly::test_the_scheduled_rotation_refuses_no_new_connection",
+        "test_rotation_monthly::test_single_user_refuses_new_connections_until_the_rotation_finishes",
     ],
     "stack-smoke/stack-smoke": ["test_data_matrix::test_stack_smoke"],
     "access-audit/access-audit-quarterly": [
-        "test_access_audit::test_access_audit_finds_seeded_drift_and_revokes_nothing"
+        "test_access_runbooks::test_access_audit_finds_seeded_drift_and_revokes_nothing"
     ],
     "access-log-review/access-log-review-monthly": [
-        "test_access_audit::test_access_log_review_finds_repeated_failed_logins"
+        "test_access_runbooks::test_access_log_review_finds_repeated_failed_logins"
     ],
     "certificate-check/certificate-check": [
         "test_certificates::test_a_certificate_expiring_in_5_days_pages_and_renewal_clears_it",
