@@ -173,16 +173,20 @@ def test_user_suites_from_the_store_run_and_can_fail(env: BackupEnv, manifest: M
             ("public.customers", f"s3://{BACKUP_BUCKET}/{keys[0]}"),
         ]
         report = run_checks(env.admin, env.dbname, manifest, loaded)
+        sampled = run_checks(env.admin, env.dbname, manifest, loaded, row_samples=True)
     finally:
         for key in keys:
             env.client.delete_object(Bucket=BACKUP_BUCKET, Key=key)
     user = [(c.check, c.success, c.observed) for c in report.checks if c.check.startswith("user")]
     assert user == [
         ("user suite public.gone", False, "table missing"),
-        ("user suite public.customers", True, "as expected"),
+        ("user suite public.customers", True, "0 of 12000 rows unexpected (0%)"),
         ("user suite public.customers", False, user[2][2]),
     ]
-    assert "customer 1" in user[2][2], "the failure shows the values that did not match"
+    # By default the failure says how many rows, never their values; row_samples shows them.
+    assert "rows unexpected" in user[2][2] and "customer 1" not in user[2][2], user[2][2]
+    failed = [c.observed for c in sampled.checks if c.check.startswith("user") and not c.success]
+    assert "customer 1" in failed[-1], "asked for, the failure shows values that did not match"
     assert load_user_suites(env.store, env.dbname) == (), "no suite folder: no user checks"
 
 
