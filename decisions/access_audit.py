@@ -349,7 +349,7 @@ def password_ages(facts: AccessFacts, expect: AuditExpectations, now: datetime) 
     for role in facts.pg_roles:
         if not role.login:
             continue
-        secret = by_name.get(expect.password_secrets.get(role.name, ""))
+        secret = by_name.get(expect.password_secret(role.name))
         age = age_days(secret.renewed, now) if secret else None
         until = role.valid_until.date().isoformat() if role.valid_until else "no expiry"
         out[role.name] = (

@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from decisions.access import ANY, RolesPolicy
+from decisions.rotation import base_role as pair_base
 from opsflows.errors import ConfigurationError
 
 #: The role attributes the audit judges (``pg_roles`` columns without the ``rol`` prefix).
@@ -72,8 +73,21 @@ class AuditExpectations:
     credential_blocks: tuple[str, ...] = ()
 
     def login_role(self, name: str) -> RoleAllowance | None:
-        """What login role ``name`` may hold; None when it should not exist."""
-        return self.service_roles.get(name) or self.members.get(name)
+        """What login role ``name`` may hold; None when it should not exist.
+
+        ``<role>_clone`` of a service role is the other half of its alternating-users pair
+        (``decisions.rotation``): it may hold what the role holds and be a member of it.
+        """
+        found = self.service_roles.get(name) or self.members.get(name)
+        base = pair_base(name)
+        if found is None and base in self.service_roles:
+            allowed = self.service_roles[base]
+            return replace(allowed, member_of=allowed.member_of | {base})
+        return found
+
+    def password_secret(self, name: str) -> str:
+        """The secret holding ``name``'s password ('' when none is named); a pair shares one."""
+        return self.password_secrets.get(name) or self.password_secrets.get(pair_base(name), "")
 
     def block_expected(self, ref: str) -> bool:
         """Whether the block document ``slug/name`` may hold credentials."""

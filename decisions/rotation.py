@@ -269,11 +269,31 @@ class GrantParity:
         return "; ".join(parts)
 
 
+def pair_links(role: str) -> frozenset[Privilege]:
+    """What makes ``<role>_clone`` act as ``role``: it is a member of ``role`` and its sessions
+    start with ``SET ROLE role`` (``ALTER ROLE <clone> SET role = <role>``).
+
+    So the clone holds every privilege of ``role``, owns nothing of its own, and whatever it
+    creates (a migration's tables) is owned by ``role``: DDL works whichever role of the pair
+    AWSCURRENT names (AWS's alternating-users rotation makes the clone a member the same way).
+    """
+    return frozenset({("member", role, ""), ("setting", f"role={role}", "")})
+
+
+def clone_is_linked(role: str, clone_privs: Iterable[Privilege]) -> bool:
+    """Whether the clone is a member of ``role`` and starts its sessions as ``role``."""
+    return pair_links(role) <= frozenset(clone_privs)
+
+
 def grant_parity(
     role: str, role_privs: Iterable[Privilege], clone: str, clone_privs: Iterable[Privilege]
 ) -> GrantParity:
-    """Compare the effective privileges of the two roles of an alternating pair."""
-    mine, theirs = frozenset(role_privs), frozenset(clone_privs)
+    """Compare the effective privileges of the two roles of an alternating pair.
+
+    The clone's links to ``role`` (:func:`pair_links`) are how it should differ, so they are
+    not differences; anything else either role holds alone is.
+    """
+    mine, theirs = frozenset(role_privs), frozenset(clone_privs) - pair_links(role)
     return GrantParity(role, clone, mine - theirs, theirs - mine)
 
 

@@ -30,6 +30,7 @@ from decisions.rotation import (
     Step,
     Strategy,
     base_role,
+    clone_is_linked,
     clone_role,
     grant_parity,
     next_step,
@@ -57,7 +58,7 @@ from tasks.consumers import (
     update_secret,
     wait_for_consumers,
 )
-from tasks.role_pairs import create_clone, read_pair_privileges
+from tasks.role_pairs import create_clone, link_clone, read_pair_privileges
 from tasks.rotation import (
     DbCredential,
     FinishIncomplete,
@@ -126,8 +127,12 @@ class Rotation:
         if privs[role] is None:
             raise ConfigurationError(f"role {role} of secret {self.secret_id} does not exist")
         if privs[clone] is None:
-            copied = create_clone(self.admin, current.dbname, role, clone)
-            self._did("create clone role", f"{clone} created with {copied} grants of {role}")
+            create_clone(self.admin, current.dbname, role, clone)
+            self._did("create clone role", f"{clone} created as a member of {role}, acting as it")
+            privs = read_pair_privileges(self.admin, current.dbname, role, clone)
+        elif not clone_is_linked(role, privs[clone] or ()):
+            moved = link_clone(self.admin, current.dbname, role, clone)
+            self._did("link clone role", f"{clone} now acts as {role}; {moved} objects to {role}")
             privs = read_pair_privileges(self.admin, current.dbname, role, clone)
         parity = grant_parity(role, privs[role] or (), clone, privs[clone] or ())
         if not parity.equal:

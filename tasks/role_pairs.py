@@ -1,9 +1,9 @@
 """The two roles of an alternating-users pair (``<user>`` and ``<user>_clone``): their
 effective privileges, compared by ``decisions.rotation.grant_parity``, and creating the clone
-with the same grants when it is missing.
+(a member of ``<user>`` that starts its sessions as ``<user>``) when it is missing.
 
-Privileges are *effective* ones (``has_table_privilege`` and friends), so a role that owns a
-table and a clone granted ALL on it compare equal.
+Privileges are *effective* ones (``has_table_privilege`` and friends), so the owner of a table
+and a member of the owner compare equal.
 """
 
 from __future__ import annotations
@@ -28,9 +28,12 @@ SELECT 'attribute', a.k, a.v FROM pg_roles r, LATERAL (VALUES
   ('rolbypassrls', r.rolbypassrls::text), ('rolconnlimit', r.rolconnlimit::text)) a(k, v)
  WHERE r.rolname = %(role)s
 UNION ALL
-SELECT 'member', g.rolname, '' FROM pg_auth_members m
-  JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles r ON r.oid = m.member
- WHERE r.rolname = %(role)s
+SELECT 'member', g.rolname, '' FROM pg_roles g
+ WHERE g.rolname <> %(role)s AND pg_has_role(%(role)s, g.oid, 'USAGE')
+UNION ALL
+SELECT 'setting', c, '' FROM pg_db_role_setting s
+  JOIN pg_roles r ON r.oid = s.setrole, unnest(s.setconfig) c
+ WHERE r.rolname = %(role)s AND s.setdatabase = 0
 UNION ALL
 SELECT 'database', current_database(), p FROM unnest(ARRAY['CONNECT','CREATE','TEMPORARY']) p
  WHERE has_database_privilege(%(role)s, current_database(), p)
@@ -50,12 +53,6 @@ SELECT 'sequence', format('%%I.%%I', n.nspname, c.relname), p FROM pg_class c
  WHERE c.relkind = 'S' AND n.nspname !~ '^pg_' AND has_sequence_privilege(%(role)s, c.oid, p)
 """
 
-_GRANT = {
-    "database": "GRANT {priv} ON DATABASE {obj} TO {role}",
-    "schema": "GRANT {priv} ON SCHEMA {obj} TO {role}",
-    "table": "GRANT {priv} ON TABLE {obj} TO {role}",
-    "sequence": "GRANT {priv} ON SEQUENCE {obj} TO {role}",
-}
 _ATTRIBUTES = {
     "rolinherit": "INHERIT",
     "rolcreaterole": "CREATEROLE",
@@ -87,11 +84,12 @@ def read_pair_privileges(
 
 @task(name="create the clone role", **retry.ONCE)
 def create_clone(admin: PostgresTarget, database: str, role: str, clone: str) -> int:
-    """Create ``clone`` with the attributes, memberships and effective grants of ``role``.
+    """Create ``clone`` as the other half of ``role``'s pair; the number of settings copied.
 
-    The clone starts without a password (it cannot log in until rotation sets one). Default
-    privileges are set both ways, so objects either role creates later stay shared. Returns
-    the number of grants copied.
+    The clone gets ``role``'s attributes and per-role settings, becomes a member of ``role``
+    and starts every session as ``role`` (``decisions.rotation.pair_links``): it holds what
+    ``role`` holds, now and after later grants, and what it creates belongs to ``role``. It
+    starts without a password (it cannot log in until rotation sets one).
     """
     ident = sql.Identifier
     with connect(admin, database=database, autocommit=False) as conn:
@@ -103,24 +101,40 @@ def create_clone(admin: PostgresTarget, database: str, role: str, clone: str) ->
         options += [kw if attrs.get(a) == "true" else "NO" + kw for a, kw in _ATTRIBUTES.items()]
         options.append(f"CONNECTION LIMIT {int(attrs.get('rolconnlimit', '-1'))}")
         conn.execute(sql.SQL("CREATE ROLE {} " + " ".join(options)).format(ident(clone)))
-        copied = 0
-        for kind, obj, priv in sorted(privs):
-            if kind == "member":
-                conn.execute(sql.SQL("GRANT {} TO {}").format(ident(obj), ident(clone)))
-            elif kind in _GRANT:
-                # tables and sequences come back quoted by format('%I.%I') on the server
-                target = sql.SQL(obj) if kind in ("table", "sequence") else ident(obj)
-                text = _GRANT[kind].format(priv=priv, obj="{obj}", role="{role}")
-                conn.execute(sql.SQL(text).format(obj=target, role=ident(clone)))
-            else:
-                continue
-            copied += 1
-        for owner, grantee in ((role, clone), (clone, role)):
-            for kind in ("TABLES", "SEQUENCES"):
-                conn.execute(
-                    sql.SQL(
-                        "ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT ALL ON " + kind + " TO {}"
-                    ).format(ident(owner), ident(grantee))
+        settings = sorted(o.partition("=") for k, o, _ in privs if k == "setting")
+        for name, _, value in settings:
+            conn.execute(
+                sql.SQL("ALTER ROLE {} SET {} TO {}").format(
+                    ident(clone), ident(name), sql.Literal(value)
                 )
+            )
+        _link(conn, role, clone)
         conn.commit()
-    return copied
+    return len(settings)
+
+
+@task(name="link the clone to its role", **retry.ONCE)
+def link_clone(admin: PostgresTarget, database: str, role: str, clone: str) -> int:
+    """Make an existing ``clone`` act as ``role`` (a clone made before pairs were linked).
+
+    Grants the membership, sets the session role, and hands whatever the clone owns in
+    ``database`` to ``role`` (``REASSIGN OWNED``), so a migration run under either name can
+    alter it. Returns the number of objects that changed owner.
+    """
+    ident = sql.Identifier
+    with connect(admin, database=database, autocommit=False) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner"
+            " WHERE r.rolname = %s",
+            (clone,),
+        ).fetchone()
+        _link(conn, role, clone)
+        conn.execute(sql.SQL("REASSIGN OWNED BY {} TO {}").format(ident(clone), ident(role)))
+        conn.commit()
+    return int(row[0]) if row else 0
+
+
+def _link(conn: psycopg.Connection[Any], role: str, clone: str) -> None:
+    ident = sql.Identifier
+    conn.execute(sql.SQL("GRANT {} TO {}").format(ident(role), ident(clone)))
+    conn.execute(sql.SQL("ALTER ROLE {} SET role TO {}").format(ident(clone), sql.Literal(role)))

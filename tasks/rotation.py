@@ -359,7 +359,7 @@ def _login(cred: DbCredential) -> dict[str, Any]:
     try:
         with psycopg.connect(conninfo, autocommit=True) as conn:
             row = conn.execute(
-                "SELECT current_user, current_database(), inet_server_addr() IS NOT NULL"
+                "SELECT session_user, current_database(), inet_server_addr() IS NOT NULL"
             ).fetchone()
             used_password = bool(conn.pgconn.used_password)
     except psycopg.Error as exc:

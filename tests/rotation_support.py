@@ -43,6 +43,7 @@ class World:
     consumers: int = 1
     name: str = field(default_factory=lambda: "rot_" + secrets.token_hex(4))
     rotation_id: str = "test-1"
+    owns_tables: bool = False  # the role owns its database and tables, as ``app`` does
     run_ids: list[str] = field(default_factory=list)
     passwords: set[str] = field(default_factory=set)
 
@@ -85,6 +86,12 @@ class World:
                 sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(ident(name), ident(name))
             )
             conn.execute(sql.SQL("GRANT SELECT, INSERT ON orders TO {}").format(ident(name)))
+            if self.owns_tables:
+                for kind in ("DATABASE", "TABLE"):
+                    on = name if kind == "DATABASE" else "orders"
+                    conn.execute(
+                        sql.SQL(f"ALTER {kind} {{}} OWNER TO {{}}").format(ident(on), ident(name))
+                    )
         value = {"engine": "postgres", "host": self.stack.host, "port": self.stack.postgres_port}
         value |= {"dbname": name, "username": name, "password": password}
         self.sm.create_secret(Name=self.secret_id, SecretString=json.dumps(value))

@@ -11,12 +11,15 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from blocks.postgres import PostgresTarget
 from devstack.postgres import bindir
 from devstack.stack import StackInfo
+from tests.migrate_support import run_flow
 from tests.rotation_support import World, assert_no_secrets
 
 
@@ -101,7 +104,7 @@ def alternating(
     stack: StackInfo, bootstrapped: object, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[World, dict[str, Any]]]:
     """An alternating-users rotation while pgbench (``-C``) runs on the credential read at start."""
-    w = World(stack).create()
+    w = World(stack, owns_tables=True).create()
     script = tmp_path_factory.mktemp("pgbench") / "orders.sql"
     script.write_text("SELECT count(*) FROM orders;\n")
     start = w.value()
@@ -159,6 +162,37 @@ def test_the_next_alternating_rotation_targets_the_other_role(
     assert w.logs_in(now) and w.logs_in(clone)
     assert not w.logs_in(seen["start"])  # the role's password from before is retired now
     assert "create clone role" not in state.result()["steps"]
+
+
+def test_a_migration_under_either_role_of_the_pair_alters_the_roles_tables(
+    alternating: tuple[World, dict[str, Any]], tmp_path: Path
+) -> None:
+    """After an alternating rotation the database block names ``<role>_clone``; a migration
+    through that block alters the table ``<role>`` owns, and what it creates stays the
+    role's, so the next rotation (back to ``<role>``) migrates it again."""
+    w, _ = alternating
+    if w.value()["username"] == w.name:  # the other case ran first: make the clone current
+        assert w.run(strategy="alternating_users", rotation_id="test-mig").is_completed()
+    assert PostgresTarget.load(w.block).user == w.name + "_clone"
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / "001_placed_at.sql").write_text(
+        "ALTER TABLE orders ADD COLUMN placed_at timestamptz;\n"
+        "CREATE TABLE refunds (id bigint PRIMARY KEY, order_id bigint);\n"
+    )
+    state = run_flow(first, w.block, w.envs[0], skip_backup=True)
+    assert state.is_completed(), state.message
+
+    assert w.run(strategy="alternating_users", rotation_id="test-mig-2").is_completed()
+    assert PostgresTarget.load(w.block).user == w.name
+    (first / "002_refund_amount.sql").write_text("ALTER TABLE refunds ADD COLUMN amount numeric;\n")
+    state = run_flow(first, w.block, w.envs[0], skip_backup=True)
+    assert state.is_completed(), state.message
+    with w.admin(w.name) as conn:
+        owners = conn.execute(
+            "SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'public'"
+        ).fetchall()
+    assert {t for t, o in owners if o != w.name} == set(), owners
 
 
 def test_no_secret_value_appears_in_any_log_line_artifact_or_state(

@@ -23,7 +23,7 @@ from pydantic import SecretStr
 from blocks.kube import KubeEnvironment
 from blocks.postgres import PostgresTarget
 from decisions.facts import ConsumerState
-from decisions.rotation import CURRENT, PENDING, PREVIOUS, grant_parity
+from decisions.rotation import CURRENT, PENDING, PREVIOUS, clone_is_linked, grant_parity
 from devstack.kubesim.seed import web_app_deployment
 from devstack.stack import AWS_REGION, MOTO_KEYS, StackInfo, stack_secrets
 from opsflows.errors import (
@@ -131,6 +131,11 @@ def test_a_clone_role_gets_the_same_effective_grants(
 ) -> None:
     database, role, _ = pair
     clone = role + "_clone"
+    ident = sql.Identifier
+    with psycopg.connect(admin.conninfo(database), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(ident(role + "_readers")))
+        conn.execute(sql.SQL("GRANT {} TO {}").format(ident(role + "_readers"), ident(role)))
+        conn.execute(sql.SQL("ALTER ROLE {} SET statement_timeout TO '7s'").format(ident(role)))
     before = rp.read_pair_privileges.fn(admin, database, role, clone)
     assert before[clone] is None and before[role]
     assert ("table", "public.orders", "INSERT") in before[role]
@@ -138,16 +143,84 @@ def test_a_clone_role_gets_the_same_effective_grants(
     copied = rp.create_clone.fn(admin, database, role, clone)
 
     after = rp.read_pair_privileges.fn(admin, database, role, clone)
-    assert copied >= 4
+    assert copied == 1  # the statement_timeout setting
+    assert ("setting", "statement_timeout=7s", "") in (after[clone] or ())
+    assert clone_is_linked(role, after[clone] or ())
     parity = grant_parity(role, after[role] or (), clone, after[clone] or ())
     assert parity.equal, parity.summary()
     with psycopg.connect(admin.conninfo(database), autocommit=True) as conn:
-        conn.execute(sql.SQL("REVOKE INSERT ON orders FROM {}").format(sql.Identifier(clone)))
-        conn.execute("CREATE TABLE later (id int)")  # default privileges keep them equal
+        conn.execute(sql.SQL("REVOKE INSERT ON orders FROM {}").format(ident(role)))
+        conn.execute(sql.SQL("GRANT DELETE ON orders TO {}").format(ident(clone)))
     drifted = rp.read_pair_privileges.fn(admin, database, role, clone)
     parity = grant_parity(role, drifted[role] or (), clone, drifted[clone] or ())
-    assert parity.only_role == {("table", "public.orders", "INSERT")}
-    assert not parity.only_clone
+    assert not parity.only_role  # the clone follows what the role loses
+    assert parity.only_clone == {("table", "public.orders", "DELETE")}
+    with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(ident(database)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(ident(clone)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(ident(role + "_readers")))
+
+
+def test_either_role_of_a_pair_may_alter_what_the_other_created(
+    stack: StackInfo, admin: PostgresTarget, pair: tuple[str, str, str]
+) -> None:
+    """A migration run under the clone's name alters the role's tables, and what it creates
+    stays the role's (after an alternating rotation the app's block names the clone)."""
+    database, role, password = pair
+    clone, ident = role + "_clone", sql.Identifier
+    with psycopg.connect(admin.conninfo(database), autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(ident(database), ident(role)))
+        conn.execute(sql.SQL("ALTER TABLE orders OWNER TO {}").format(ident(role)))
+    rp.create_clone.fn(admin, database, role, clone)
+    t.set_password.fn(admin, credential(stack, database, clone, password + "c"))
+    as_clone = credential(stack, database, clone, password + "c")
+    with psycopg.connect(
+        host=stack.host, port=stack.postgres_port, dbname=database, user=clone,
+        password=as_clone.password.get_secret_value(), autocommit=True,
+    ) as conn:  # fmt: skip
+        conn.execute("ALTER TABLE orders ADD COLUMN placed_at timestamptz")
+        conn.execute("CREATE TABLE refunds (id int)")
+        users = conn.execute("SELECT session_user, current_user").fetchone()
+    assert users == (clone, role)
+    with psycopg.connect(
+        host=stack.host, port=stack.postgres_port, dbname=database, user=role,
+        password=password, autocommit=True,
+    ) as conn:  # fmt: skip
+        conn.execute("ALTER TABLE refunds ADD COLUMN amount numeric")  # the role owns it
+        owners = conn.execute(
+            "SELECT tableowner FROM pg_tables WHERE tablename IN ('orders', 'refunds')"
+        ).fetchall()
+    assert {o for (o,) in owners} == {role}
+
+
+def test_an_unlinked_clone_is_linked_and_hands_over_what_it_owns(
+    admin: PostgresTarget, pair: tuple[str, str, str]
+) -> None:
+    """A clone made before pairs were linked (granted copies of the role's privileges, owning
+    a table it created) is made a member acting as the role, its table the role's."""
+    database, role, _ = pair
+    clone, ident = role + "_clone", sql.Identifier
+    with psycopg.connect(admin.conninfo(database), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(ident(clone)))
+        conn.execute(sql.SQL("GRANT SELECT, INSERT ON orders TO {}").format(ident(clone)))
+        conn.execute(
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(ident(database), ident(clone))
+        )
+        conn.execute(sql.SQL("GRANT USAGE ON SEQUENCE orders_id_seq TO {}").format(ident(clone)))
+        conn.execute(sql.SQL("CREATE TABLE audit_trail (id int)"))
+        conn.execute(sql.SQL("ALTER TABLE audit_trail OWNER TO {}").format(ident(clone)))
+    old = rp.read_pair_privileges.fn(admin, database, role, clone)
+    assert not clone_is_linked(role, old[clone] or ())
+
+    moved = rp.link_clone.fn(admin, database, role, clone)
+
+    linked = rp.read_pair_privileges.fn(admin, database, role, clone)
+    assert moved == 1 and clone_is_linked(role, linked[clone] or ())
+    with psycopg.connect(admin.conninfo(database), autocommit=True) as conn:
+        owner = conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'audit_trail'")
+        assert owner.fetchone() == (role,)
+    parity = grant_parity(role, linked[role] or (), clone, linked[clone] or ())
+    assert parity.equal, parity.summary()
 
 
 # --- Secrets Manager ----------------------------------------------------------------------

@@ -139,6 +139,27 @@ def test_an_expected_role_with_more_than_it_may_hold_is_drift() -> None:
     assert "NOCREATEROLE NOSUPERUSER" in app.recommendation and "SUPERUSER" in app.evidence
 
 
+def test_the_clone_of_a_service_role_is_its_rotation_pair_not_drift() -> None:
+    """After an alternating rotation ``app_clone`` logs in as a member of ``app``; a clone of
+    someone else, or a clone holding more than its role, is still drift."""
+    roles = (
+        *STACK_ROLES,
+        PgRole("app_clone", True, member_of=("app",)),
+        PgRole("intern_clone", True),
+        PgRole("opsflows_clone", True, frozenset({"createrole"}), member_of=("opsflows",)),
+    )
+    problems = {(f.subject, f.problem) for f in judge_pg_roles(roles, EXPECT, POLICY)}
+    assert problems == {
+        ("intern_clone", "login role not expected (neither a service role nor a policy member)"),
+        ("opsflows_clone", "holds createrole it should not"),
+    }
+    facts = AccessFacts(
+        (PgRole("app_clone", True),), KubeRbac((), ()),
+        (SecretAge("opsflows/app/db", None, NOW - timedelta(days=3), None),), (),
+    )  # fmt: skip
+    assert password_ages(facts, EXPECT, NOW)["app_clone"].startswith("3 days (secret opsflows")
+
+
 def _with(rbac: KubeRbac, *bindings: Binding) -> KubeRbac:
     return KubeRbac(rbac.service_accounts, (*rbac.bindings, *bindings))
 

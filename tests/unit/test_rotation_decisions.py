@@ -132,6 +132,17 @@ def test_grant_parity_names_what_each_side_lacks() -> None:
     assert "only app_clone has schema:x" in parity.summary()
 
 
+def test_the_clone_links_to_its_role_are_not_differences() -> None:
+    same = [("table", "public.t", "SELECT")]
+    links = [("member", "app", ""), ("setting", "role=app", "")]
+    assert r.clone_is_linked("app", [*same, *links])
+    assert not r.clone_is_linked("app", [*same, ("member", "app", "")])  # no SET ROLE
+    assert not r.clone_is_linked("app", [*same, ("setting", "role=other", ""), links[0]])
+    assert r.grant_parity("app", same, "app_clone", [*same, *links]).equal
+    # the same links on the role's side are differences (the role is no member of itself)
+    assert not r.grant_parity("app", [*same, *links], "app_clone", same).equal
+
+
 def test_the_summary_is_bounded() -> None:
     many = [("table", f"public.t{i}", "SELECT") for i in range(20)]
     assert "(+12 more)" in r.grant_parity("a", many, "a_clone", []).summary()
