@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import UTC
 from typing import Any
 
 from decisions.oplog_view import UNKNOWN, EntryView
 
 #: Widths of the list's columns (longer values end in "…").
-_OPERATION_W, _STATUS_W, _REASON_W, _ISSUES_W = 22, 9, 36, 40
+_OPERATION_W, _STATUS_W, _REASON_W, _ISSUES_W = 25, 9, 30, 34
 _LABEL_W = 11
 
 
@@ -24,7 +25,7 @@ def render_list(views: Sequence[EntryView]) -> str:
     """The entries as a table, one line each (newest first, as given)."""
     header = (
         f"{'id':>6}  {'date/time (UTC)':19}  {'operation':{_OPERATION_W}}  "
-        f"{'status':{_STATUS_W}}  {'duration':>12}  {'reason':{_REASON_W}}  issues"
+        f"{'status':{_STATUS_W}}  {'duration':>11}  {'reason':{_REASON_W}}  issues"
     )
     lines = [header]
     for v in views:
@@ -32,7 +33,7 @@ def render_list(views: Sequence[EntryView]) -> str:
         lines.append(
             f"{v.id:>6}  {v.date_time.removesuffix(' UTC'):19}  "
             f"{clip(v.operation, _OPERATION_W):{_OPERATION_W}}  "
-            f"{clip(v.status, _STATUS_W):{_STATUS_W}}  {v.duration:>12}  "
+            f"{clip(v.status, _STATUS_W):{_STATUS_W}}  {v.duration:>11}  "
             f"{clip(v.reason, _REASON_W):{_REASON_W}}  {clip(issues, _ISSUES_W)}"
         )
     return "\n".join(lines) + "\n"
@@ -40,11 +41,14 @@ def render_list(views: Sequence[EntryView]) -> str:
 
 def render_entry(view: EntryView) -> str:
     """One entry in full: the runbook's template, then approvals, the flow run and details."""
-    finished = (
-        f" (finished {view.finished_at.astimezone(view.started_at.tzinfo):%H:%M:%S})"
-        if view.finished_at is not None
-        else ""
-    )
+    finished = ""
+    if view.finished_at is not None:
+        start, end = view.started_at.astimezone(UTC), view.finished_at.astimezone(UTC)
+        finished = (
+            f" (finished {end:%H:%M:%S})"
+            if end.date() == start.date()
+            else (f" (finished {end:%Y-%m-%d %H:%M:%S})")
+        )
     lines = [
         f"Operation log entry {view.id}",
         "",

@@ -212,5 +212,6 @@ def _approvals(details: Mapping[str, Any]) -> tuple[str, ...]:
         if isinstance(given, Mapping):
             role = f" ({given['role']})" if given.get("role") else ""
             why = f": {given['reason']}" if given.get("reason") else ""
-            found.append(f"{given.get('approver', UNKNOWN)}{role} at {given.get('gate', UNKNOWN)}{why}")
+            who, gate = given.get("approver", UNKNOWN), given.get("gate", UNKNOWN)
+            found.append(f"{who}{role} at {gate}{why}")
     return tuple(found)

@@ -58,9 +58,7 @@ def add_parser(sub: Any) -> None:
     )
     log.add_argument("--since", default=None, help=f"entries started since: {SINCE_FORMS}")
     log.add_argument("--operation", default=None, metavar="NAME", help="one operation only")
-    log.add_argument(
-        "--status", default=None, help="one status only: " + ", ".join(STATUSES)
-    )
+    log.add_argument("--status", default=None, help="one status only: " + ", ".join(STATUSES))
     log.add_argument(
         "--limit", type=_positive, default=DEFAULT_LIMIT, help="at most N entries (50)"
     )

@@ -73,7 +73,12 @@ def test_a_bad_since_names_the_accepted_forms(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("failed", "failed"), ("FAILED", "failed"), ("timed-out", "timed out"), ("timed out", "timed out")],
+    [
+        ("failed", "failed"),
+        ("FAILED", "failed"),
+        ("timed-out", "timed out"),
+        ("timed out", "timed out"),
+    ],
 )
 def test_status_is_one_of_the_logs(text: str, expected: str) -> None:
     assert parse_status(text) == expected
@@ -126,9 +131,7 @@ def test_a_failed_entry_lists_its_issues_follow_ups_and_what_details_add() -> No
     details = {
         "failed_step": "upload",
         "approval_refusals": [{"gate": "production", "approver": "bob", "why": "not a lead"}],
-        "approvals": [
-            {"gate": "production", "approver": "alice", "role": "lead", "reason": "go"}
-        ],
+        "approvals": [{"gate": "production", "approver": "alice", "role": "lead", "reason": "go"}],
         "follow_ups": ["check the bucket policy"],
     }
     view = entry_view(
@@ -186,7 +189,7 @@ def test_the_list_has_one_line_per_entry_and_clips_long_values() -> None:
     views = [entry_view(row(id=2, reason=long_reason)), entry_view(row(id=1, status="failed"))]
     lines = render_list(views).splitlines()
     assert len(lines) == 3 and lines[0].split()[:2] == ["id", "date/time"]
-    assert lines[1].split()[0] == "2" and "x" * 35 + "…" in lines[1]
+    assert lines[1].split()[0] == "2" and "x" * 29 + "…" in lines[1]
     assert "failed" in lines[2] and lines[2].rstrip().endswith(UNKNOWN)
     assert clip("a\nb   c", 10) == "a b c" and clip("abcdef", 4) == "abc…"
 
@@ -198,3 +201,10 @@ def test_json_keeps_the_template_fields_by_name() -> None:
     assert data["issues"] == ["GateRejected: no"] and data["follow_up"] == [UNKNOWN]
     assert data["date_time"] == "2026-12-02T11:56:55+00:00" and data["duration_s"] == 185.0
     assert data["flow_run_url"].endswith(RUN_ID) and data["details"] == {"n": 1}
+
+
+def test_an_entry_that_ran_past_midnight_shows_the_day_it_finished() -> None:
+    same_day = render_entry(entry_view(row()))
+    assert "(finished 12:00:00)" in same_day
+    late = entry_view(row(finished_at=NOW + timedelta(hours=13), duration_s=None))
+    assert "(finished 2026-12-03 01:00:00)" in render_entry(late)
