@@ -208,3 +208,28 @@ def test_an_entry_that_ran_past_midnight_shows_the_day_it_finished() -> None:
     assert "(finished 12:00:00)" in same_day
     late = entry_view(row(finished_at=NOW + timedelta(hours=13), duration_s=None))
     assert "(finished 2026-12-03 01:00:00)" in render_entry(late)
+
+
+def test_the_command_line_keeps_options_given_before_or_after_show() -> None:
+    from opsflows.cli import build_parser
+
+    parser = build_parser()
+    listing = parser.parse_args(["oplog"])
+    assert (listing.oplog_action, listing.limit, listing.ops_db, listing.json) == (
+        None,
+        50,
+        "ops-db",
+        False,
+    )
+    before = parser.parse_args(["oplog", "--json", "--ops-db", "mine", "show", "3"])
+    assert (before.oplog_action, before.id, before.json, before.ops_db) == (
+        "show",
+        "3",
+        True,
+        "mine",
+    )
+    after = parser.parse_args(["oplog", "show", "3", "--json", "--ops-db", "mine"])
+    assert (after.json, after.ops_db) == (True, "mine")
+    with pytest.raises(SystemExit) as stopped:
+        parser.parse_args(["oplog", "--limit", "0"])
+    assert stopped.value.code == 2
