@@ -5,6 +5,8 @@ opsflows bootstrap
 opsflows up
 opsflows webhook serve [--port N] [--routes FILE] [--secret-block NAME]
 opsflows incidents [--recent N] [--ops-db BLOCK]
+opsflows oplog [--since 7d] [--operation NAME] [--status failed] [--limit N] [--json]
+opsflows oplog show ID [--json]
 opsflows migrate plan DIR [--database-url URL | --block NAME]
 """
 
@@ -15,6 +17,7 @@ import json
 import sys
 from typing import Any
 
+from opsflows import oplog_cli
 from opsflows.settings import Settings
 
 # `devstack` (the local stand-ins: simulator, moto, sample app) is an optional extra: only the
@@ -198,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     inc.add_argument("--recent", type=int, default=20, help="resolved incidents to show")
     inc.add_argument("--ops-db", default="ops-db", help="PostgresTarget block of the ops database")
     inc.set_defaults(func=_incidents)
+    oplog_cli.add_parser(sub)
     mig = sub.add_parser("migrate", help="lint and plan schema migrations (migrate plan DIR)")
     mig.add_argument(
         "argv", nargs=argparse.REMAINDER, help="plan DIR [--database-url URL | --block NAME]"

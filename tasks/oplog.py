@@ -135,3 +135,47 @@ def read_operations(
         " FROM ops_log WHERE operation = ANY(%s) AND finished_at >= %s ORDER BY finished_at",
         (list(operations), since),
     )
+
+
+#: The columns :func:`decisions.oplog_view.entry_view` reads.
+ENTRY_COLUMNS = (
+    "id, started_at, finished_at, operation, status, reason, impact, duration_s, issues,"
+    " follow_up, flow_run_id, details"
+)
+
+
+def list_entries(
+    target: PostgresTarget,
+    *,
+    since: datetime | None = None,
+    operation: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """The newest ``limit`` entries (newest first) that started at or after ``since``, of
+    ``operation`` (any case) and ``status`` when given (none while the table does not exist)."""
+    where: list[str] = ["TRUE"]
+    params: list[Any] = []
+    if since is not None:
+        where.append("started_at >= %s")
+        params.append(since)
+    if operation is not None:
+        where.append("lower(operation) = lower(%s)")
+        params.append(operation)
+    if status is not None:
+        where.append("status = %s")
+        params.append(status)
+    params.append(limit)
+    return _select(
+        target,
+        f"SELECT {ENTRY_COLUMNS} FROM ops_log WHERE {' AND '.join(where)}"
+        " ORDER BY started_at DESC, id DESC LIMIT %s",
+        tuple(params),
+    )
+
+
+def read_entry(target: PostgresTarget, ref: int | str) -> dict[str, Any] | None:
+    """The entry numbered ``ref``, or (a string) the one of flow run ``ref``; None: no such."""
+    column = "id" if isinstance(ref, int) else "flow_run_id"
+    rows = _select(target, f"SELECT {ENTRY_COLUMNS} FROM ops_log WHERE {column} = %s", (ref,))
+    return rows[0] if rows else None
