@@ -61,6 +61,11 @@ class Gate:
     name: str
     roles: tuple[str, ...]
     approvers: int = 1
+    environments: tuple[str, ...] = (ANY,)  # where the gate holds; elsewhere it is open
+
+    def applies(self, environment: str) -> bool:
+        """Whether a run in ``environment`` must pass this gate."""
+        return ANY in self.environments or environment in self.environments
 
 
 @dataclass(frozen=True)
@@ -173,7 +178,8 @@ def parse_policy(raw: Mapping[str, Any]) -> RolesPolicy:
                 f"{list(gate_roles)} have {len(people)} member(s): it could never be approved",
                 hint="add members to those roles or lower approvers",
             )
-        gates[str(name)] = Gate(str(name), gate_roles, count)
+        where = _names(body.get("environments", [ANY]), f"gates.{name}.environments")
+        gates[str(name)] = Gate(str(name), gate_roles, count, where or (ANY,))
     return RolesPolicy(roles, gates, str(raw.get("version") or ""))
 
 

@@ -81,6 +81,7 @@ from procedures.operation import (
     try_load_ops_db,
     try_load_routing,
 )
+from procedures.schema_approval import approve_schema_change, needs_approval
 from tasks.gitref import folder_at_ref
 from tasks.gx_validation import preload
 from tasks.migrate import apply_batch
@@ -114,6 +115,8 @@ def migrate_database(
     reason: str = "apply pending schema migrations",
     git_ref: str | None = None,
     repository: str = ".",
+    approval_timeout_s: int = 3600,
+    approval_poll_s: int = 10,
 ) -> dict[str, Any]:
     """Lint, back up, and apply pending SQL migrations without stalling the application.
 
@@ -139,6 +142,9 @@ def migrate_database(
         git_ref: Apply the migrations as they are at this branch, tag or commit of
             ``repository`` (``migrations_dir`` is then relative to the repository root).
         repository: The git checkout ``git_ref`` is read from.
+        approval_timeout_s: How long a migration in an environment of the roles policy's
+            ``change-schema`` gate (production) waits for a DBA to approve the plan.
+        approval_poll_s: How often the paused run checks for the answer.
     """
     source = migrations_dir if git_ref is None else f"{migrations_dir}@{git_ref}"
     options: dict[str, Any] = {
@@ -151,6 +157,7 @@ def migrate_database(
         "lock_retries": lock_retries,
         "backup_store": backup_store,
         "concurrency_timeout_s": concurrency_timeout_s,
+        "approval": (approval_timeout_s, approval_poll_s),
     }
     # The log starts first: a bad git ref or folder still leaves its entry.
     with operation_log("database migration", reason, try_load_ops_db(), try_load_routing()) as rec:
@@ -181,10 +188,16 @@ def _migrate(
     lock_retries: int,
     backup_store: str,
     concurrency_timeout_s: float,
+    approval: tuple[int, int],
 ) -> dict[str, Any]:
     rec = current_run().record
     if not _ENVIRONMENT.match(environment):
         raise ConfigurationError(f"environment {environment!r} is not a valid name")
+    if min(approval) < 1:
+        raise ConfigurationError(
+            f"approval_timeout_s and approval_poll_s must be at least 1 (got {approval})"
+        )
+    gated = needs_approval(environment)  # a policy without the gate fails before any change
     policy = ApplyPolicy(lock_timeout_s, statement_timeout_s, lock_retries)
     directory, migrations = load_migrations(migrations_dir)
     suites = load_suites(directory)
@@ -210,6 +223,9 @@ def _migrate(
         return summary
 
     require_slots(environment)  # before the backup: a missing limit changes nothing
+    if gated:
+        plan_text = render_plan(plan, markdown=True)
+        approve_schema_change(database, environment, plan_text, *approval)
     progress = Progress()
     if skip_backup:
         rec.issues.append("pre-migration backup skipped (skip_backup=True)")

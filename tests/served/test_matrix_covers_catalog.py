@@ -33,7 +33,9 @@ MATRIX: dict[str, list[str]] = {
         "test_data_matrix::test_restore_drill_weekly_records_rto_and_rpo"
     ],
     "migrate-database/migrate-database": [
-        "test_data_matrix::test_migrate_database_dry_run_then_apply"
+        "test_data_matrix::test_migrate_database_dry_run_then_apply",
+        "test_schema_gate::test_a_production_migration_waits_for_a_dba",
+        "test_schema_gate::test_a_rejected_production_migration_changes_nothing",
     ],
     "rotate-credentials/rotate-credentials-monthly": [
         "test_data_matrix::test_rotate_credentials_monthly",

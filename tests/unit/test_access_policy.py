@@ -94,6 +94,15 @@ def test_a_gate_nobody_could_open_is_refused_when_the_policy_is_read(
         _policy(**gates)
 
 
+def test_a_gate_holds_in_its_environments_only() -> None:
+    everywhere = _policy(g={"roles": ["dba"]}).gate("g")
+    assert everywhere.applies("staging") and everywhere.applies("migtest-1")
+    prod = _policy(g={"roles": ["dba"], "environments": ["Production"]}).gate("g")
+    assert prod.applies("production") and not prod.applies("staging")
+    with pytest.raises(ConfigurationError, match="gates.g.environments must be a list"):
+        _policy(g={"roles": ["dba"], "environments": "production"})
+
+
 def test_unknown_gate_and_malformed_policy_say_what_to_fix() -> None:
     with pytest.raises(ConfigurationError, match="no gate 'nope'"):
         judge(_policy(), "nope", "staged-deploy", "production", "alice")
@@ -116,7 +125,8 @@ def _gates_in_code() -> set[str]:
     found: set[str] = set()
     for folder in ("flows", "procedures"):
         for path in (REPO / folder).glob("*.py"):
-            found.update(re.findall(r'gate="([a-z0-9-]+)"', path.read_text()))
+            found.update(re.findall(r'\bgate="([a-z0-9-]+)"', path.read_text()))
+            found.update(re.findall(r'^GATE = "([a-z0-9-]+)"', path.read_text(), re.MULTILINE))
     return found
 
 
@@ -134,3 +144,7 @@ def test_the_shipped_policy_names_real_runbooks_and_every_gate_the_code_asks() -
     assert set(policy.gate("promote-production").roles) == {"on-call", "devops"}
     live = policy.gate("replace-live-database")
     assert (live.roles, live.approvers) == (("dba",), 2)
+    # The schema is changed by a DBA, in production; staging migrations are not held.
+    schema = policy.gate("change-schema")
+    assert schema.roles == ("dba",) and "change-schema" in asked
+    assert schema.applies("production") and not schema.applies("staging")
