@@ -47,6 +47,16 @@ def current_app_credential(info: StackInfo, passwords: dict[str, str]) -> tuple[
         return postgres.APP_ROLE, passwords[postgres.APP_ROLE]
 
 
+def oncall_people() -> list[str]:
+    """Everyone the on-call schedule may name: members of ``on-call`` and ``devops`` in the
+    roles policy (the ``roles_file`` setting)."""
+    from decisions.oncall_policy import LEAD_ROLES
+    from procedures.approval_gate import load_policy
+
+    roles = load_policy().roles
+    return sorted({m for name in LEAD_ROLES if name in roles for m in roles[name].members})
+
+
 def save_blocks(info: StackInfo, passwords: dict[str, str]) -> list[str]:
     """Register the block types and save every block the runbooks load; their names."""
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
@@ -138,6 +148,18 @@ def save_blocks(info: StackInfo, passwords: dict[str, str]) -> list[str]:
                 allow_private_urls=True,
             ),
             channel,
+        )
+    # One channel per person who can be on call or lead (`page-<name>`), for the on-call
+    # schedule's `channels` (policy/oncall.yaml): the sink shows who was paged.
+    for person in oncall_people():
+        save(
+            CustomWebhookNotificationBlock(
+                name=f"devstack page {person}",
+                url=f"{info.kube_url}/_sink/page-{person}",
+                json_data={"subject": "{{subject}}", "body": "{{body}}"},
+                allow_private_urls=True,
+            ),
+            f"page-{person}",
         )
     page, note = "custom-webhook/page", "custom-webhook/notify"
     routing = NotificationRouting(

@@ -7,6 +7,7 @@ opsflows webhook serve [--port N] [--routes FILE] [--secret-block NAME]
 opsflows incidents [--recent N] [--ops-db BLOCK]
 opsflows oplog [--since 7d] [--operation NAME] [--status failed] [--limit N] [--json]
 opsflows oplog show ID [--json]
+opsflows oncall [--at ISO] [--json] [--file PATH]
 opsflows migrate plan DIR [--database-url URL | --block NAME]
 """
 
@@ -17,7 +18,7 @@ import json
 import sys
 from typing import Any
 
-from opsflows import oplog_cli
+from opsflows import oncall_cli, oplog_cli
 from opsflows.settings import Settings
 
 # `devstack` (the local stand-ins: simulator, moto, sample app) is an optional extra: only the
@@ -202,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     inc.add_argument("--ops-db", default="ops-db", help="PostgresTarget block of the ops database")
     inc.set_defaults(func=_incidents)
     oplog_cli.add_parser(sub)
+    oncall_cli.add_parser(sub)
     mig = sub.add_parser("migrate", help="lint and plan schema migrations (migrate plan DIR)")
     mig.add_argument(
         "argv", nargs=argparse.REMAINDER, help="plan DIR [--database-url URL | --block NAME]"

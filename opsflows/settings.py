@@ -84,6 +84,14 @@ class Settings(BaseSettings):
             "time a run asks for an approval."
         ),
     )
+    oncall_file: Path = Field(
+        default=REPO_ROOT / "policy" / "oncall.yaml",
+        description=(
+            "The on-call schedule (rotation, overrides, the lead, each person's channel), read "
+            "each time an incident pages and by `opsflows oncall`. Absent: pages follow the "
+            "notification routing's severity routes and channels."
+        ),
+    )
     postgres_log_file: Path | None = Field(
         default=None,
         description=(

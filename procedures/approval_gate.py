@@ -59,19 +59,25 @@ def load_policy(path: Path | None = None) -> RolesPolicy:
     return parse_policy(read_policy_document(path))
 
 
-def read_policy_document(path: Path | None = None) -> Any:
-    """The policy file's parsed YAML (default: the ``roles_file`` setting), unvalidated."""
+def read_policy_document(
+    path: Path | None = None,
+    *,
+    what: str = "the roles policy",
+    restore: str = "restore policy/roles.yaml or point OPSFLOWS_ROLES_FILE at your policy",
+) -> Any:
+    """The policy file's parsed YAML (default: the ``roles_file`` setting), unvalidated.
+
+    ``what`` names the file in errors and ``restore`` says what to do when it is missing
+    (the on-call schedule, ``procedures/oncall.py``, is read the same way).
+    """
     where = path or get_settings().roles_file
     try:
         raw: Any = yaml.safe_load(Path(where).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ConfigurationError(
-            f"the roles policy {where} does not exist",
-            hint="restore policy/roles.yaml or point OPSFLOWS_ROLES_FILE at your policy",
-        ) from exc
+        raise ConfigurationError(f"{what} {where} does not exist", hint=restore) from exc
     except yaml.YAMLError as exc:
         raise ConfigurationError(
-            f"the roles policy {where} is not valid YAML ({type(exc).__name__})",
+            f"{what} {where} is not valid YAML ({type(exc).__name__})",
             hint="fix the file; `python -c 'import yaml,sys; yaml.safe_load(open(sys.argv[1]))' F`",
         ) from exc
     return raw

@@ -46,6 +46,7 @@ from decisions.incidents import (
 )
 from decisions.postmortem import form_description, timeline_markdown
 from opsflows.errors import scrub
+from procedures.oncall import target_now
 from procedures.operation import current_run, deliver, running_again
 from tasks.flow_runs import start_deployment
 from tasks.incidents import (
@@ -122,18 +123,23 @@ def send_page(target: PostgresTarget, incident: Incident, page: Page, run_url: s
     """Page one level (never raising: a broken channel must not stop the escalation)."""
     routing = current_run().routing
     subject, body = page_text(incident, page.level, run_url)
-    delivered = 0
+    delivered, person = 0, None
     if routing is None:
         get_run_logger().warning("no notification routing; page to %s only logged", page.level)
     else:
         refs = routing.channel(page.channel) if page.channel else []
         # An escalation level without a channel of its own pages the severity's route again.
         refs = refs or routing.targets(incident.severity)
+        # The person the on-call schedule has in that role now, at their channel.
+        to = target_now(page.level, refs)
+        person = to.person
+        if person:
+            body += f"\nPaged: {person} ({to.why})"
         try:
-            delivered = deliver(refs, incident.severity, subject, body)
+            delivered = deliver(list(to.refs), incident.severity, subject, body)
         except Exception as exc:  # noqa: BLE001 - recorded on the timeline below
             get_run_logger().warning("page to %s failed: %s", page.level, scrub(str(exc)))
-    record_page(target, incident.id, page.level, delivered)
+    record_page(target, incident.id, page.level, delivered, person)
     return delivered
 
 

@@ -350,11 +350,14 @@ def move_incident(
 
 
 @task(name="record page", **retry.ONCE)
-def record_page(target: PostgresTarget, incident_id: int, level: str, delivered: int) -> None:
-    """Count a page and put it on the timeline."""
+def record_page(
+    target: PostgresTarget, incident_id: int, level: str, delivered: int, to: str | None = None
+) -> None:
+    """Count a page and put it on the timeline (with whom the on-call schedule named)."""
+    text = f"{delivered} channels delivered" + (f" (to {to})" if to else "")
     with connect(target) as conn, conn.cursor() as cur:
         cur.execute("UPDATE incidents SET pages = pages + 1 WHERE id = %s", (incident_id,))
-        _events(cur, incident_id, f"paged {level}", [f"{delivered} channels delivered"])
+        _events(cur, incident_id, f"paged {level}", [text])
 
 
 def open_incident_of_run(target: PostgresTarget, flow_run_id: str) -> int | None:
