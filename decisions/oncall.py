@@ -263,4 +263,4 @@ def page_target(
             why=f"{person} has no channel in {schedule.source}: the routing's channels",
         )
     role = LEVEL_ROLES[level]
-    return PageTarget(refs, person, True, f"{person} ({role} per {schedule.source})")
+    return PageTarget(refs, person, True, f"{role} per {schedule.source}")

@@ -105,9 +105,10 @@ class _Reader:
             raise self.error(
                 f"{where} is not a date and time", f"write e.g. {where}: 2026-03-02T09:00:00Z"
             )
-        if value.tzinfo is None or value.utcoffset() is None:
-            value = value.replace(tzinfo=self.zone)
-        return value.astimezone(UTC)
+        at: datetime = value
+        if at.tzinfo is None or at.utcoffset() is None:
+            at = at.replace(tzinfo=self.zone)
+        return at.astimezone(UTC)
 
 
 def parse_schedule(
@@ -139,7 +140,9 @@ def parse_schedule(
     rotation = _rotation(read, read.mapping(doc.get("rotation"), "rotation"), zone_name)
     escalation = read.mapping(doc.get("escalation") or {}, "escalation")
     if not escalation.get(LEAD):
-        raise read.error("escalation.lead is missing", "name the lead, e.g. escalation: {lead: dave}")
+        raise read.error(
+            "escalation.lead is missing", "name the lead, e.g. escalation: {lead: dave}"
+        )
     lead = read.member(escalation[LEAD], "escalation.lead", LEAD_ROLES)
     overrides = tuple(
         _override(read, read.mapping(o, f"overrides[{i}]"), i)
@@ -175,8 +178,7 @@ def _rotation(read: _Reader, doc: Mapping[str, Any], zone_name: str) -> Rotation
         secondary = read.people(doc.get(SECONDARY), "rotation.secondary")
     elif len(primary) < 2:
         raise read.error(
-            "rotation.primary names one person: the secondary (the next person) would be the "
-            "same",
+            "rotation.primary names one person: the secondary (the next person) would be the same",
             "list at least two people, or give rotation.secondary its own list",
         )
     return Rotation(
@@ -251,7 +253,8 @@ def _never_both(read: _Reader, schedule: Schedule) -> None:
             raise read.error(
                 f"overrides[{i}] replaces {override.replaces}, who is never {override.role} "
                 f"between {override.start.isoformat()} and {override.end.isoformat()}",
-                f"check the dates and `replaces` (`opsflows oncall --at {override.start:%Y-%m-%dT%H:%MZ}`)",
+                "check the dates and `replaces`: "
+                f"opsflows oncall --at {override.start:%Y-%m-%dT%H:%MZ}",
             )
         for at in points:
             who = on_call_at(schedule, at)

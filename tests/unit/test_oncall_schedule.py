@@ -103,8 +103,14 @@ def test_an_override_inside_a_shift_wins_only_for_its_half_open_window() -> None
     start, end = T0 + timedelta(days=1), T0 + timedelta(days=2)
     s = schedule(
         overrides=[
-            {"start": start, "end": end, "role": "primary", "replaces": "alice", "by": "carol",
-             "reason": "alice at a conference"}
+            {
+                "start": start,
+                "end": end,
+                "role": "primary",
+                "replaces": "alice",
+                "by": "carol",
+                "reason": "alice at a conference",
+            }
         ]
     )
     assert on_call_at(s, start - timedelta(seconds=1)).primary == "alice"
@@ -120,8 +126,14 @@ def test_an_override_inside_a_shift_wins_only_for_its_half_open_window() -> None
 def test_an_override_with_replaces_applies_only_while_that_person_holds_the_role() -> None:
     s = schedule(
         overrides=[
-            {"start": T0 + timedelta(days=6), "end": T0 + timedelta(days=8), "role": "primary",
-             "replaces": "alice", "by": "carol", "reason": "swap"}
+            {
+                "start": T0 + timedelta(days=6),
+                "end": T0 + timedelta(days=8),
+                "role": "primary",
+                "replaces": "alice",
+                "by": "carol",
+                "reason": "swap",
+            }
         ]
     )
     assert on_call_at(s, T0 + timedelta(days=6, hours=1)).primary == "carol"
@@ -131,10 +143,20 @@ def test_an_override_with_replaces_applies_only_while_that_person_holds_the_role
 def test_the_lead_and_the_secondary_can_be_overridden_and_naive_times_are_local() -> None:
     s = schedule(
         overrides=[
-            {"start": "2026-01-06T09:00", "end": "2026-01-07T09:00", "role": "lead",
-             "by": "frank", "reason": "dave travels"},
-            {"start": "2026-01-06T09:00", "end": "2026-01-07T09:00", "role": "secondary",
-             "by": "carol", "reason": "bob sick"},
+            {
+                "start": "2026-01-06T09:00",
+                "end": "2026-01-07T09:00",
+                "role": "lead",
+                "by": "frank",
+                "reason": "dave travels",
+            },
+            {
+                "start": "2026-01-06T09:00",
+                "end": "2026-01-07T09:00",
+                "role": "secondary",
+                "by": "carol",
+                "reason": "bob sick",
+            },
         ]
     )
     at = datetime(2026, 1, 6, 8, tzinfo=UTC)  # 09:00 Berlin
@@ -146,11 +168,23 @@ def test_the_lead_and_the_secondary_can_be_overridden_and_naive_times_are_local(
 
 
 def test_overlapping_overrides_of_one_role_are_refused_naming_both() -> None:
-    one = {"start": T0 + timedelta(days=1), "end": T0 + timedelta(days=3), "role": "primary",
-           "by": "carol", "reason": "a"}
-    two = {**one, "start": T0 + timedelta(days=2), "end": T0 + timedelta(days=4), "by": "bob",
-           "reason": "b"}
-    error = refused(r"overrides\[0\] and overrides\[1\] both replace the primary", overrides=[one, two])
+    one = {
+        "start": T0 + timedelta(days=1),
+        "end": T0 + timedelta(days=3),
+        "role": "primary",
+        "by": "carol",
+        "reason": "a",
+    }
+    two = {
+        **one,
+        "start": T0 + timedelta(days=2),
+        "end": T0 + timedelta(days=4),
+        "by": "bob",
+        "reason": "b",
+    }
+    error = refused(
+        r"overrides\[0\] and overrides\[1\] both replace the primary", overrides=[one, two]
+    )
     assert "must not overlap" in str(error)
     # Back to back (the first's end is the second's start) is fine: the windows are half-open.
     adjacent = {**two, "start": one["end"]}
@@ -166,8 +200,14 @@ def test_nobody_before_the_first_shift_is_an_error_not_a_silence() -> None:
 @pytest.mark.parametrize(
     ("changes", "match"),
     [
-        ({"rotation": {"primary": ["alice", "zed"]}}, r"rotation.primary\[1\] names 'zed'.*on-call"),
-        ({"rotation": {"primary": ["alice", "dave"]}}, "'dave', who is not a member of the `on-call`"),
+        (
+            {"rotation": {"primary": ["alice", "zed"]}},
+            r"rotation.primary\[1\] names 'zed'.*on-call",
+        ),
+        (
+            {"rotation": {"primary": ["alice", "dave"]}},
+            "'dave', who is not a member of the `on-call`",
+        ),
         ({"escalation": {"lead": "dana"}}, "escalation.lead names 'dana'.*`devops`"),
         ({"escalation": None}, "escalation.lead is missing"),
         ({"rotation": {"primary": []}}, "rotation.primary must be a non-empty list"),
@@ -188,8 +228,13 @@ def test_bad_schedules_are_refused_with_the_file_and_what_to_fix(
 
 
 def test_bad_overrides_are_refused() -> None:
-    base = {"start": T0 + timedelta(days=1), "end": T0 + timedelta(days=2), "role": "primary",
-            "by": "carol", "reason": "r"}
+    base = {
+        "start": T0 + timedelta(days=1),
+        "end": T0 + timedelta(days=2),
+        "role": "primary",
+        "by": "carol",
+        "reason": "r",
+    }
     refused(r"overrides\[0\] ends before it starts", overrides=[{**base, "end": base["start"]}])
     refused(r"overrides\[0\].role 'boss'", overrides=[{**base, "role": "boss"}])
     refused(r"overrides\[0\].reason is missing", overrides=[{**base, "reason": ""}])
@@ -209,7 +254,9 @@ def test_a_page_goes_to_the_scheduled_persons_channel_else_the_routing() -> None
     routed = ("custom-webhook/page",)
     to_alice = page_target(s, "on-call", T0, routed)
     assert (to_alice.refs, to_alice.person, to_alice.scheduled) == (
-        ("custom-webhook/page-alice",), "alice", True
+        ("custom-webhook/page-alice",),
+        "alice",
+        True,
     )
     to_bob = page_target(s, "secondary", T0, ("custom-webhook/page-secondary",))
     assert to_bob.refs == ("custom-webhook/page-bob",)
