@@ -123,18 +123,21 @@ def send_page(target: PostgresTarget, incident: Incident, page: Page, run_url: s
     """Page one level (never raising: a broken channel must not stop the escalation)."""
     routing = current_run().routing
     subject, body = page_text(incident, page.level, run_url)
-    delivered, person = 0, None
-    if routing is None:
-        get_run_logger().warning("no notification routing; page to %s only logged", page.level)
-    else:
+    refs: list[str] = []
+    if routing is not None:
         refs = routing.channel(page.channel) if page.channel else []
         # An escalation level without a channel of its own pages the severity's route again.
         refs = refs or routing.targets(incident.severity)
-        # The person the on-call schedule has in that role now, at their channel.
-        to = target_now(page.level, refs)
-        person = to.person
-        if person:
-            body += f"\nPaged: {person} ({to.why})"
+    # The person the on-call schedule has in that role now, at their channel (else `refs`).
+    to = target_now(page.level, refs)
+    person, delivered = to.person, 0
+    if person:
+        body += f"\nPaged: {person} ({to.why})"
+    if not to.refs:
+        get_run_logger().warning(
+            "no channel to page %s through; the page is only logged", page.level
+        )
+    else:
         try:
             delivered = deliver(list(to.refs), incident.severity, subject, body)
         except Exception as exc:  # noqa: BLE001 - recorded on the timeline below

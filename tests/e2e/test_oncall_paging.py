@@ -89,10 +89,10 @@ def open_p1(stack: StackInfo) -> tuple[int, datetime, str]:
     return recorded.incident.id, recorded.incident.triggered_at, marker
 
 
-def respond(incident_id: int) -> dict[str, Any]:
+def respond(incident_id: int, **parameters: Any) -> dict[str, Any]:
     from flows.incident import incident
 
-    result: dict[str, Any] = incident(incident_id=incident_id)
+    result: dict[str, Any] = incident(incident_id=incident_id, **parameters)
     return result
 
 
@@ -151,6 +151,15 @@ def test_an_override_for_now_pages_the_person_who_covers(
     assert set(pages) == {"page-alice", "page-carol", "page-dave"}, pages  # not bob
     body = sink_messages(stack, "page-alice", marker)[0]["body"]["body"]
     assert "Paged: alice (primary per" in body
+
+
+def test_people_with_channels_are_paged_even_without_a_routing_block(
+    stack: StackInfo, oncall_file: Path
+) -> None:
+    write_schedule(oncall_file, datetime.now(UTC), [])
+    incident_id, _, marker = open_p1(stack)
+    respond(incident_id, routing="no-such-routing")  # the run logs that it has no routing
+    assert set(paged(stack, marker)) == {"page-bob", "page-carol", "page-dave"}
 
 
 def test_without_a_channel_or_a_schedule_pages_follow_the_routing(
