@@ -6,6 +6,7 @@
     timezone: Europe/Berlin            # shifts change at local wall-clock time here
     rotation:
       start: 2026-01-05T09:00:00+01:00 # the first shift's start; its local time is the change time
+      change_at: "09:00"               # optional; with a date as start, required
       shift_days: 7
       primary: [alice, bob, carol]
       secondary: [bob, carol, alice]   # optional: default, the primary list's next person
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -162,6 +163,12 @@ def parse_schedule(
 
 
 def _rotation(read: _Reader, doc: Mapping[str, Any], zone_name: str) -> Rotation:
+    unknown = set(doc) - {"start", "change_at", "shift_days", PRIMARY, SECONDARY}
+    if unknown:
+        raise read.error(
+            f"unknown keys in rotation: {', '.join(sorted(map(str, unknown)))}",
+            "use start, change_at, shift_days, primary, secondary",
+        )
     if "start" not in doc:
         raise read.error(
             "rotation.start is missing", "give the first shift's start, e.g. 2026-01-05T09:00Z"
@@ -182,12 +189,54 @@ def _rotation(read: _Reader, doc: Mapping[str, Any], zone_name: str) -> Rotation
             "list at least two people, or give rotation.secondary its own list",
         )
     return Rotation(
-        start=read.instant(doc["start"], "rotation.start"),
+        start=_first_start(read, doc),
         timezone=zone_name,
         shift_days=days,
         primary=primary,
         secondary=secondary,
     )
+
+
+def _change_time(read: _Reader, value: Any) -> time:
+    """``change_at``: "HH:MM" (YAML reads an unquoted 9:00 as 540 minutes: taken as such)."""
+    try:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+            return time(value // 60, value % 60)
+        return time.fromisoformat(str(value).strip())
+    except ValueError:
+        raise read.error(
+            f"rotation.change_at {value!r} is not a time of day", 'write e.g. change_at: "09:00"'
+        ) from None
+
+
+def _first_start(read: _Reader, doc: Mapping[str, Any]) -> datetime:
+    """The first shift's start: an instant, or a date with ``change_at`` (local time in the
+    schedule's zone). Given both, the instant's local time must be ``change_at``."""
+    raw, change = doc["start"], doc.get("change_at")
+    at = _change_time(read, change) if change is not None else None
+    day: date | None = None
+    if isinstance(raw, date) and not isinstance(raw, datetime):
+        day = raw
+    elif isinstance(raw, str) and len(raw.strip()) == len("2026-01-05"):
+        try:
+            day = date.fromisoformat(raw.strip())
+        except ValueError:
+            day = None
+    if day is not None:
+        if at is None:
+            raise read.error(
+                "rotation.start is a date without a time",
+                'give rotation.change_at (e.g. "09:00") or a start with its time',
+            )
+        return datetime.combine(day, at, tzinfo=read.zone).astimezone(UTC)
+    start = read.instant(raw, "rotation.start")
+    local = start.astimezone(read.zone).time()
+    if at is not None and local != at:
+        raise read.error(
+            f"rotation.start is {local:%H:%M} in {read.zone.key} but change_at is {at:%H:%M}",
+            "shifts change at the first shift's start: make the two agree",
+        )
+    return start
 
 
 def _override(read: _Reader, doc: Mapping[str, Any], i: int) -> Override:

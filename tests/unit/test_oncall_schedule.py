@@ -82,6 +82,23 @@ def test_shifts_change_at_the_local_wall_clock_time_across_daylight_saving() -> 
     assert winter.start == datetime(2026, 11, 2, 8, tzinfo=UTC)  # CET again: 08:00 UTC
 
 
+def test_a_start_date_with_a_change_time_or_a_start_instant_that_agrees_with_it() -> None:
+    from datetime import date
+
+    for start in (date(2026, 1, 5), "2026-01-05"):
+        s = schedule(rotation={"start": start, "change_at": "09:00"})
+        assert s.rotation.start == T0
+    assert schedule(rotation={"start": date(2026, 1, 5), "change_at": 540}).rotation.start == T0
+    assert schedule(rotation={"change_at": "09:00"}).rotation.start == T0  # agrees
+    refused(
+        "rotation.start is 09:00 in Europe/Berlin but change_at is 08:00",
+        rotation={"change_at": "08:00"},
+    )
+    refused("rotation.start is a date without a time", rotation={"start": "2026-01-05"})
+    refused("rotation.change_at 'noon' is not a time of day", rotation={"change_at": "noon"})
+    refused("unknown keys in rotation: shift_hours", rotation={"shift_hours": 12})
+
+
 def test_an_instant_in_any_zone_is_the_same_instant() -> None:
     s = schedule()
     boundary_in_new_york = datetime.fromisoformat("2026-01-12T03:00:00-05:00")  # 08:00 UTC
