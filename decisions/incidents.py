@@ -22,10 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from decisions.alert_labels import CERT_EXPIRY, RUNBOOKS
 from decisions.alertmanager import FIRING, SEVERITIES, AlertGroup
 from decisions.alertmanager import RESOLVED as GROUP_RESOLVED
-from decisions.certificates import endpoint_for_instance
 
 TRIGGERED, ACKNOWLEDGED, MITIGATED, RESOLVED = "triggered", "acknowledged", "mitigated", "resolved"
 STATUSES = (TRIGGERED, ACKNOWLEDGED, MITIGATED, RESOLVED)
@@ -309,74 +307,6 @@ def may_resume(pause_expires: datetime | None, now: datetime) -> bool:
     Otherwise the run's own timeout comes first and it reads the incident row itself.
     """
     return pause_expires is None or (pause_expires - now).total_seconds() > RESUME_MARGIN_S
-
-
-# --- triage: which runbook deployment an alert's ``runbook`` label starts ------------------
-
-
-@dataclass(frozen=True)
-class Triage:
-    """The deployment that triages one kind of incident, and the parameters it gets.
-
-    A triage with an ``endpoint`` parameter is started once per certificate-inventory
-    endpoint the incident's firing alerts name by their ``instance`` label
-    (:func:`alert_endpoints`); none named: no run, and the timeline says why.
-    """
-
-    deployment: str
-    parameters: tuple[str, ...] = ("incident_id", "environment")
-
-    @property
-    def per_endpoint(self) -> bool:
-        return ENDPOINT in self.parameters
-
-
-ENDPOINT = "endpoint"
-
-#: The alert rules' ``runbook`` label (``decisions.alert_labels.RUNBOOKS``) → its triage
-#: deployment, ``<runbook>/<runbook>`` unless a row here says otherwise. A deployment that does
-#: not exist yet means "no automated triage": the flow says so in the timeline and pages.
-TRIAGE: dict[str, Triage] = {
-    **{runbook: Triage(f"{runbook}/{runbook}") for runbook in RUNBOOKS},
-    # CertificateExpiry: renew the certificate of the probed endpoint (the alert's instance).
-    CERT_EXPIRY: Triage("renew-certificate/renew-certificate", (ENDPOINT, "incident_id")),
-}
-
-
-def triage_for(runbook: str | None) -> Triage | None:
-    return TRIAGE.get(runbook or "")
-
-
-def triage_parameters(
-    triage: Triage, incident: Incident, endpoint: str | None = None
-) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        "incident_id": incident.id,
-        "environment": incident.environment,
-        ENDPOINT: endpoint,
-    }
-    return {name: values[name] for name in triage.parameters if values.get(name) is not None}
-
-
-def alert_endpoints(
-    incident: Incident, endpoints: Sequence[tuple[str, str]]
-) -> tuple[list[str], list[str]]:
-    """The endpoints (of ``(name, url)`` pairs) the firing alerts' ``instance`` labels name,
-    and the instances that name none (both in the alerts' order, without repeats)."""
-    instances = [
-        str((a.get("labels") or {}).get("instance") or "")
-        for a in incident.alerts
-        if a.get("status") == FIRING
-    ]
-    matched: dict[str, None] = {}
-    unmatched: dict[str, None] = {}
-    for instance in instances:
-        name = endpoint_for_instance(instance, endpoints) if instance else None
-        if name is None:
-            unmatched[instance or "(no instance label)"] = None
-        else:
-            matched[name] = None
-    return list(matched), list(unmatched)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from pydantic import Field
 from blocks.certificates import INVENTORY, CertificateInventory
 from blocks.postgres import PostgresTarget
 from decisions.approvals import APPROVER_PATTERN
+from decisions.incident_triage import Triage, alert_endpoints, triage_for, triage_parameters
 from decisions.incidents import (
     ACKNOWLEDGED,
     ANNOUNCED,
@@ -38,13 +39,9 @@ from decisions.incidents import (
     Event,
     Incident,
     Page,
-    Triage,
-    alert_endpoints,
     announces,
     page_text,
     paging_plan,
-    triage_for,
-    triage_parameters,
     waits_for_acknowledgement,
 )
 from decisions.postmortem import form_description, timeline_markdown
@@ -165,6 +162,8 @@ def start_triage(target: PostgresTarget, incident: Incident) -> str:
     triage = triage_for(runbook)
     if triage is None:
         text = f"no automated triage for {runbook or 'an alert without a runbook label'}"
+    elif (refused := triage.refusal(incident)) is not None:
+        text = refused
     elif triage.per_endpoint:
         text = _start_per_endpoint(target, incident, triage)
     else:

@@ -13,14 +13,14 @@ from cryptography.x509.oid import NameOID
 
 from decisions.certificates import (
     EXPIRED,
+    EXPIRING,
+    HOSTNAME_MISMATCH,
     INTERMEDIATE,
     ISSUING_CA,
     LEAF,
-    ROOT,
-    EXPIRING,
-    HOSTNAME_MISMATCH,
     OK,
     RENEW,
+    ROOT,
     UNREACHABLE,
     UNTRUSTED,
     VERIFY_FAILED,

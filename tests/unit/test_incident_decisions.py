@@ -8,9 +8,13 @@ from typing import Any
 import pytest
 
 from decisions.crashed_runs import RunFacts
-from decisions.incidents import (
+from decisions.incident_triage import (
     TRIAGE,
     alert_endpoints,
+    triage_for,
+    triage_parameters,
+)
+from decisions.incidents import (
     Delays,
     Event,
     Incident,
@@ -21,8 +25,6 @@ from decisions.incidents import (
     page_text,
     paging_plan,
     reopening,
-    triage_for,
-    triage_parameters,
     unannounced_reopening,
 )
 from decisions.postmortem import form_description, postmortem_markdown, timeline_markdown
@@ -175,6 +177,23 @@ def test_cert_expiry_renews_the_certificate_of_the_alert_instance() -> None:
     }
     service = triage_for("service-down")
     assert service is not None and not service.per_endpoint
+
+
+@pytest.mark.parametrize(("severity", "starts"), [("P1", True), ("P2", True), ("P3", False)])
+def test_cert_expiry_renews_only_inside_the_page_threshold(severity: str, starts: bool) -> None:
+    """The P2 rule is under 7 days, the P3 one under 30: the incident renews only what pages,
+    as the daily check does; a P3 says so on the timeline."""
+    triage = triage_for("cert-expiry")
+    assert triage is not None
+    why = triage.refusal(incident(runbook="cert-expiry", severity=severity))
+    if starts:
+        assert why is None
+    else:
+        assert why is not None
+        assert why.startswith("no automated triage for cert-expiry at P3:")
+        assert "renew-certificate" in why and "under 7 days" in why
+    service = triage_for("service-down")
+    assert service is not None and service.refusal(incident(severity=severity)) is None
 
 
 KNOWN = [("devstack", "https://127.0.0.1:18443"), ("api", "https://API.example.org")]
