@@ -24,8 +24,6 @@ from tests.proxy_support import PEOPLE, REALM, Proxy, nginx_in_front_of
 
 pytestmark = pytest.mark.timeout(300)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SERVER_AUTH = "shared-string-of-the-ui-test-server"
 
 
@@ -61,19 +59,6 @@ def proxied_ui() -> Iterator[Proxy]:
                 yield proxy
     finally:
         shutil.rmtree(home, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: run `make deps`"
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def test_a_person_gets_the_ui_without_the_server_password(proxied_ui: Proxy, browser: Any) -> None:
