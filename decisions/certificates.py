@@ -15,6 +15,14 @@ same numbers the blackbox exporter's ``CertificateExpiry`` alert fires on::
     under ``cert_page_days`` (7) days left          expiring           P2
     under ``cert_notify_days`` (30) days left       renew              P3
     anything else                                   ok                 -
+
+Every certificate of the chain counts, not only the leaf: the intermediates and the root the
+server sends, and the CA of the bundle that issued the chain's top (``issuer_ca``, the stack
+CA on the devstack) when the server does not send it. The days left are the first of them to
+expire (:func:`expires_first`, as the blackbox exporter's ``probe_ssl_earliest_cert_expiry``
+measures them), and the verdict names which one. Only a leaf that expires first is renewed by
+``renew-certificate`` (:func:`to_renew`): a new leaf from an expiring CA would not outlive it.
+The daily check renews on its own only inside the page threshold (:func:`auto_renewals`).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from opsflows.errors import ConfigurationError
 from opsflows.thresholds import THRESHOLDS, Thresholds
@@ -103,7 +112,11 @@ def chain_check(verify_code: int | None, verify_message: str = "") -> ChainCheck
 
 @dataclass(frozen=True)
 class EndpointCheck:
-    """What one endpoint served: its leaf and the chain's verification, or why nothing."""
+    """What one endpoint served: its leaf and the chain's verification, or why nothing.
+
+    ``served_chain`` is what the server sent after the leaf, in order; ``issuer_ca`` the CA
+    of the bundle that issued the last certificate sent (None: not known, or it was sent).
+    """
 
     endpoint: str
     url: str
@@ -111,6 +124,45 @@ class EndpointCheck:
     chain: ChainCheck | None = None
     chain_length: int = 0
     error: str | None = None  # could not connect or complete a handshake
+    served_chain: tuple[CertInfo, ...] = ()
+    issuer_ca: CertInfo | None = None
+
+
+LEAF = "leaf"
+INTERMEDIATE = "intermediate"
+ROOT = "root"
+ISSUING_CA = "issuing CA"
+
+
+@dataclass(frozen=True)
+class ChainMember:
+    """One certificate of what a client relies on, and its place in the chain."""
+
+    role: str  # LEAF, INTERMEDIATE, ROOT (sent, self-issued) or ISSUING_CA (from the bundle)
+    cert: CertInfo
+
+    @property
+    def label(self) -> str:
+        return f"{self.role} {self.cert.subject}"
+
+
+def chain_members(check: EndpointCheck) -> list[ChainMember]:
+    """The leaf, each certificate sent after it, and the bundle's issuing CA, in chain order."""
+    if check.certificate is None:
+        return []
+    members = [ChainMember(LEAF, check.certificate)]
+    for cert in check.served_chain:
+        members.append(ChainMember(ROOT if cert.subject == cert.issuer else INTERMEDIATE, cert))
+    sent = {m.cert.fingerprint for m in members}
+    if check.issuer_ca is not None and check.issuer_ca.fingerprint not in sent:
+        members.append(ChainMember(ISSUING_CA, check.issuer_ca))
+    return members
+
+
+def expires_first(check: EndpointCheck) -> ChainMember | None:
+    """The chain's certificate that expires first (the one nearest the leaf on a tie)."""
+    members = chain_members(check)
+    return min(members, key=lambda m: m.cert.not_after) if members else None
 
 
 @dataclass(frozen=True)
@@ -126,15 +178,22 @@ class CertVerdict:
     threshold_days: float | None = None
     certificate: CertInfo | None = None
     chain: ChainCheck | None = None
+    first: ChainMember | None = None  # the chain's certificate that expires first
+
+    @property
+    def leaf_first(self) -> bool:
+        """Whether the leaf is what expires first (what renew-certificate replaces)."""
+        return self.first is None or self.first.role == LEAF
 
     def row(self) -> dict[str, str]:
-        """The report's table row."""
-        cert = self.certificate
+        """The report's table row (``not_after`` and ``days_left`` of ``expires_first``)."""
+        cert, first = self.certificate, self.first
         return {
             "endpoint": f"{self.endpoint} ({self.url})",
             "subject": cert.subject if cert else "",
             "issuer": cert.issuer if cert else "",
-            "not_after": cert.not_after.strftime("%Y-%m-%d %H:%M UTC") if cert else "",
+            "expires_first": first.label if first else "",
+            "not_after": first.cert.not_after.strftime("%Y-%m-%d %H:%M UTC") if first else "",
             "days_left": "" if self.days_left is None else f"{self.days_left:.1f}",
             "chain_ok": self.chain.cell() if self.chain else "",
             "verdict": self.verdict + (f" ({self.severity})" if self.severity else ""),
@@ -151,6 +210,10 @@ class CertVerdict:
             "threshold_days": self.threshold_days,
             "serial": self.certificate.serial if self.certificate else None,
             "not_after": self.certificate.not_after.isoformat() if self.certificate else None,
+            "expires_first": self.first.label if self.first else None,
+            "expires_first_not_after": self.first.cert.not_after.isoformat()
+            if self.first
+            else None,
         }
 
 
@@ -162,37 +225,40 @@ def days_left(not_after: datetime, now: datetime) -> float:
 def judge_certificate(
     check: EndpointCheck, now: datetime, thresholds: Thresholds = THRESHOLDS
 ) -> CertVerdict:
-    """The verdict on one endpoint (see the module's table)."""
+    """The verdict on one endpoint (see the module's table), on the chain's first expiry."""
     where = f"{check.endpoint} ({check.url})"
-    cert = check.certificate
-    if cert is None:
+    cert, first = check.certificate, expires_first(check)
+    if cert is None or first is None:
         why = check.error or "no certificate was served"
         return CertVerdict(
             check.endpoint, check.url, UNREACHABLE, "P2", f"{where}: unreachable: {why}"
         )
-    left = days_left(cert.not_after, now)
-    until = f"{cert.not_after:%Y-%m-%d %H:%M} UTC"
+    left = days_left(first.cert.not_after, now)
+    until = f"{first.cert.not_after:%Y-%m-%d %H:%M} UTC"
+    what = "the certificate" if first.role == LEAF else f"the {first.label}"
+    if first.role != LEAF:  # say how long the leaf itself has
+        until += f"; the leaf {cert.not_after:%Y-%m-%d %H:%M} UTC"
     chain = check.chain
 
     def verdict(kind: str, severity: str | None, message: str, limit: float | None) -> CertVerdict:
         return CertVerdict(
-            check.endpoint, check.url, kind, severity, message, left, limit, cert, chain
+            check.endpoint, check.url, kind, severity, message, left, limit, cert, chain, first
         )
 
-    if chain is not None and not chain.ok and chain.kind != EXPIRED:
+    if chain is not None and not chain.ok and (chain.kind != EXPIRED or left > 0):
         return verdict(
             chain.kind, "P2", f"{where}: {chain.kind}: {chain.reason}; clients refuse it", None
         )
     if left <= 0:
         return verdict(
-            EXPIRED, "P2", f"{where}: the certificate expired {-left:.1f} days ago ({until})", 0.0
+            EXPIRED, "P2", f"{where}: {what} expired {-left:.1f} days ago ({until})", 0.0
         )
     page, warn = thresholds.cert_page_days, thresholds.cert_notify_days
     if left < page:
-        message = f"{where}: the certificate expires in {left:.1f} days ({until}), under {page:g}"
+        message = f"{where}: {what} expires in {left:.1f} days ({until}), under {page:g}"
         return verdict(EXPIRING, "P2", message, page)
     if left < warn:
-        message = f"{where}: the certificate expires in {left:.1f} days ({until}), under {warn:g}"
+        message = f"{where}: {what} expires in {left:.1f} days ({until}), under {warn:g}"
         return verdict(RENEW, "P3", message, warn)
     return verdict(OK, None, f"{where}: {left:.1f} days left ({until})", warn)
 
@@ -222,6 +288,12 @@ def notices(verdicts: Sequence[CertVerdict]) -> list[Notice]:
                 + ", endpoint=".join(renew)
                 + ")."
             )
+        for v in found:
+            if v.verdict in (RENEW, EXPIRING, EXPIRED) and not v.leaf_first and v.first:
+                lines.append(
+                    f"{v.endpoint}: renew the {v.first.label} first (a new leaf signed under "
+                    "it would not outlive it), then the leaf."
+                )
         out.append(
             Notice(severity, f"certificates: {len(found)} finding(s): {names}", "\n".join(lines))
         )
@@ -229,9 +301,54 @@ def notices(verdicts: Sequence[CertVerdict]) -> list[Notice]:
 
 
 def to_renew(verdicts: Sequence[CertVerdict]) -> list[str]:
-    """The endpoints a renewal fixes: under the warning threshold or expired (not an
-    unreachable endpoint or an untrusted chain: a new certificate from our CA may not help)."""
-    return [v.endpoint for v in verdicts if v.verdict in (RENEW, EXPIRING, EXPIRED)]
+    """The endpoints a renewal fixes: under the warning threshold or expired, the leaf first
+    to expire (not an unreachable endpoint or an untrusted chain: a new certificate from our
+    CA may not help; nor an expiring CA: the new leaf would not outlive it)."""
+    renewable = (RENEW, EXPIRING, EXPIRED)
+    return [v.endpoint for v in verdicts if v.verdict in renewable and v.leaf_first]
+
+
+def check_renew_within(days: float, thresholds: Thresholds = THRESHOLDS) -> None:
+    """The check renews on its own only what it reports: 0 < days <= the warning threshold."""
+    if not 0 < days <= thresholds.cert_notify_days:
+        raise ConfigurationError(
+            f"renew_within_days={days:g}: must be over 0 and at most "
+            f"{thresholds.cert_notify_days:g} (the check reports nothing with more days left)",
+            hint=f"use {thresholds.cert_page_days:g} (the page threshold, the default) to "
+            f"{thresholds.cert_notify_days:g}",
+        )
+
+
+def auto_renewals(verdicts: Sequence[CertVerdict], within_days: float) -> list[CertVerdict]:
+    """What the check renews on its own: a renewable leaf (:func:`to_renew`) with under
+    ``within_days`` left, or expired. The others are reported for a person to plan."""
+    renewable = set(to_renew(verdicts))
+    return [
+        v
+        for v in verdicts
+        if v.endpoint in renewable and v.days_left is not None and v.days_left < within_days
+    ]
+
+
+def _address(url: str) -> tuple[str, int] | None:
+    """(host, port) of an ``https://host[:port]`` URL or a ``host:port`` target."""
+    try:
+        parts = urlsplit(url if "//" in url else f"//{url}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if not host:
+        return None
+    return host.lower(), port or 443
+
+
+def endpoint_for_instance(instance: str, endpoints: Sequence[tuple[str, str]]) -> str | None:
+    """The endpoint (of ``(name, url)`` pairs) a probe's ``instance`` label names: the same
+    host and port (443 when none), or None."""
+    wanted = _address(instance.strip())
+    if wanted is None:
+        return None
+    return next((name for name, url in endpoints if _address(url) == wanted), None)
 
 
 def check_renewal_days(days: int, thresholds: Thresholds = THRESHOLDS) -> None:

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from decisions.alert_labels import RUNBOOKS
 from decisions.alertmanager import FIRING, SEVERITIES, AlertGroup
 from decisions.alertmanager import RESOLVED as GROUP_RESOLVED
 
@@ -308,32 +307,6 @@ def may_resume(pause_expires: datetime | None, now: datetime) -> bool:
     Otherwise the run's own timeout comes first and it reads the incident row itself.
     """
     return pause_expires is None or (pause_expires - now).total_seconds() > RESUME_MARGIN_S
-
-
-# --- triage: which runbook deployment an alert's ``runbook`` label starts ------------------
-
-
-@dataclass(frozen=True)
-class Triage:
-    """The deployment that triages one kind of incident, and the parameters it gets."""
-
-    deployment: str
-    parameters: tuple[str, ...] = ("incident_id", "environment")
-
-
-#: The alert rules' ``runbook`` label (``decisions.alert_labels.RUNBOOKS``) → its triage
-#: deployment, ``<runbook>/<runbook>`` unless a row here says otherwise. A deployment that does
-#: not exist yet means "no automated triage": the flow says so in the timeline and pages.
-TRIAGE: dict[str, Triage] = {runbook: Triage(f"{runbook}/{runbook}") for runbook in RUNBOOKS}
-
-
-def triage_for(runbook: str | None) -> Triage | None:
-    return TRIAGE.get(runbook or "")
-
-
-def triage_parameters(triage: Triage, incident: Incident) -> dict[str, Any]:
-    values: dict[str, Any] = {"incident_id": incident.id, "environment": incident.environment}
-    return {name: values[name] for name in triage.parameters if values.get(name) is not None}
 
 
 @dataclass(frozen=True)

@@ -279,20 +279,25 @@ def _runbooks() -> list[Any]:
             name="certificate-check",
             description="Daily certificate check (05:00 UTC): connects to every endpoint of the "
             "certificate inventory, verifies the served chain against the CA bundle and the "
-            "hostname, and judges its expiry on the CertificateExpiry alert's thresholds (P3 "
-            "under 30 days, P2 under 7, expired, untrusted or unreachable); the "
-            "certificate-check table artifact; findings notified with the endpoint to renew.",
+            "hostname, and judges the first expiry of the chain (leaf, intermediates, issuing "
+            "CA) on the CertificateExpiry alert's thresholds (P3 under 30 days, P2 under 7, "
+            "expired, untrusted or unreachable); the certificate-check table artifact; "
+            "findings notified with the endpoint to renew. Starts renew-certificate itself for "
+            "a leaf under 7 days or expired (renew=true); under 30 days is reported to plan.",
             schedules=[Cron("0 5 * * *", timezone="UTC")],
-            tags=["security", "certificates", "read-only"],
+            tags=["security", "certificates"],
+            # Renews what pages (under cert_page_days); a P3 is a renewal a person plans.
+            parameters={"renew": True},
         ),
         renew_certificate.to_deployment(
             name="renew-certificate",
-            description="Renew an endpoint's certificate (quarterly, or when the certificate "
-            "check warns): checks the CA, issues a new certificate from it, installs it as the "
-            "endpoint's kubernetes.io/tls Secret under the change slot, restarts the "
-            "Deployments mounting it and verifies over TLS that the endpoint serves it (new "
-            "serial and not_after, chain verified). The certificate-renewal artifact shows "
-            "before and after; the key never leaves the Secret.",
+            description="Renew an endpoint's certificate (quarterly, when the certificate "
+            "check warns, or started by a CertificateExpiry incident): checks the CA, issues "
+            "a new certificate from it, installs it as the endpoint's kubernetes.io/tls Secret "
+            "under the change slot, restarts the Deployments mounting it and verifies over "
+            "TLS that the endpoint serves it (new serial and not_after, chain verified); marks "
+            "the incident mitigated. The certificate-renewal artifact shows before and after; "
+            "the key never leaves the Secret.",
             tags=["security", "certificates", "change"],
         ),
         rotate_credentials.to_deployment(

@@ -45,10 +45,12 @@ from decisions.triage_database import (
     DatabaseFacts,
     Policy,
     Target,
-    approval_markdown,
-    database_slow_checks,
     decide_database_slow,
     policy,
+)
+from decisions.triage_database_checks import (
+    approval_markdown,
+    database_slow_checks,
     recovered,
     recovery_checks,
     restart_recommendation,

@@ -34,22 +34,20 @@ from prefect import flow
 from blocks.kube import KubeEnvironment
 from blocks.postgres import PostgresTarget
 from decisions.deploy import check_replicas
+from decisions.scale_back import CalmFacts, baseline, decide_scale_back
 from decisions.triage import Check, alert_check, summary
 from decisions.triage_pods import (
     ONE_POD_DOWN,
     SCALE_BACK,
     SCALE_UP,
     TRAFFIC_SPIKE,
-    CalmFacts,
     LoadFacts,
     ScaleDecision,
     balance_check,
-    baseline,
     check_max,
     check_mode,
     check_ratio,
     cpu_check,
-    decide_scale_back,
     decide_traffic_spike,
 )
 from opsflows.errors import ConfigurationError, OpsError, VerificationFailed

@@ -33,7 +33,7 @@ from psycopg.conninfo import conninfo_to_dict
 from blocks.postgres import PostgresTarget
 from decisions.expectation_suites import render_suites
 from decisions.migration_plan_render import render_plan
-from opsflows.errors import ConfigurationError, OpsError, scrub
+from opsflows.errors import ConfigurationError, OpsError
 from procedures.migration_plan import compute_plan, load_migrations
 from tasks.gx_validation import build_expectations
 from tasks.migration_checks import load_suites
@@ -89,18 +89,9 @@ def target_from_url(url: str, environ: Mapping[str, str] | None = None) -> Postg
 
 def target_from_block(name: str) -> PostgresTarget:
     """The saved ``opsflows-postgres-target/<name>`` block (needs the Prefect API)."""
-    from procedures.operation import load_block
+    from opsflows.cli_blocks import load_for_cli
 
-    try:
-        return load_block(PostgresTarget, name)
-    except OpsError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - an unreachable API must not print a traceback
-        raise ConfigurationError(
-            f"cannot load block opsflows-postgres-target/{name}: {type(exc).__name__}:"
-            f" {scrub(str(exc))}",
-            hint="is PREFECT_API_URL set to the server the block is saved on?",
-        ) from exc
+    return load_for_cli(PostgresTarget, name)
 
 
 def plan_command(argv: Sequence[str] | None = None) -> int:

@@ -30,7 +30,7 @@ from decisions.oplog_view import (
     parse_since,
     parse_status,
 )
-from opsflows.errors import ConfigurationError, OpsError, scrub
+from opsflows.errors import ConfigurationError, OpsError
 from opsflows.oplog import STATUSES
 
 if TYPE_CHECKING:
@@ -129,24 +129,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def ops_target(name: str) -> PostgresTarget:
-    """The operations database's block, loaded from the Prefect API.
-
-    Raises:
-        ConfigurationError: the block is missing, or the Prefect API cannot be reached.
-    """
+    """The operations database's block, loaded from the Prefect API (ConfigurationError when
+    it is missing or the API cannot be reached)."""
     from blocks.postgres import PostgresTarget
-    from procedures.operation import load_block
+    from opsflows.cli_blocks import load_for_cli
 
-    try:
-        return load_block(PostgresTarget, name)
-    except OpsError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - an unreachable API must not print a traceback
-        raise ConfigurationError(
-            f"cannot load block opsflows-postgres-target/{name} from the Prefect API "
-            f"({type(exc).__name__}: {scrub(str(exc))})",
-            hint="is the Prefect server up (locally: `make up`) and PREFECT_API_URL set to it?",
-        ) from exc
+    return load_for_cli(PostgresTarget, name)
 
 
 def _point_at_stack() -> None:

@@ -24,8 +24,10 @@ from prefect.logging import get_run_logger
 from prefect.settings import get_current_settings
 from pydantic import Field
 
+from blocks.certificates import INVENTORY, CertificateInventory
 from blocks.postgres import PostgresTarget
 from decisions.approvals import APPROVER_PATTERN
+from decisions.incident_triage import Triage, alert_endpoints, triage_for, triage_parameters
 from decisions.incidents import (
     ACKNOWLEDGED,
     ANNOUNCED,
@@ -40,14 +42,12 @@ from decisions.incidents import (
     announces,
     page_text,
     paging_plan,
-    triage_for,
-    triage_parameters,
     waits_for_acknowledgement,
 )
 from decisions.postmortem import form_description, timeline_markdown
-from opsflows.errors import scrub
+from opsflows.errors import OpsError, scrub
 from procedures.oncall import target_now
-from procedures.operation import current_run, deliver, running_again
+from procedures.operation import current_run, deliver, load_block, running_again
 from tasks.flow_runs import start_deployment
 from tasks.incidents import (
     add_event,
@@ -171,20 +171,53 @@ def start_triage(target: PostgresTarget, incident: Incident) -> str:
     triage = triage_for(runbook)
     if triage is None:
         text = f"no automated triage for {runbook or 'an alert without a runbook label'}"
+    elif (refused := triage.refusal(incident)) is not None:
+        text = refused
+    elif triage.per_endpoint:
+        text = _start_per_endpoint(target, incident, triage)
     else:
-        started = start_deployment(
-            triage.deployment,
-            triage_parameters(triage, incident),
-            f"{incident.run_key}-triage-{runbook}",
-            ["incident", f"incident:{incident.id}"],
-        )
-        if started is None:
-            text = f"no automated triage for {runbook} (no deployment {triage.deployment} yet)"
-        else:
-            add_runbook_run(target, incident.id, {"runbook": runbook, **started})
-            text = f"started {triage.deployment}: flow run {started['name']}"
+        text = _start_one(target, incident, triage)
     add_event(target, incident.id, "triage", text)
     return text
+
+
+def _start_one(
+    target: PostgresTarget, incident: Incident, triage: Triage, endpoint: str | None = None
+) -> str:
+    """Start ``triage`` once (for ``endpoint``, one of several runs, when given)."""
+    runbook = incident.runbook
+    key = f"{incident.run_key}-triage-{runbook}" + (f"-{endpoint}" if endpoint else "")
+    started = start_deployment(
+        triage.deployment,
+        triage_parameters(triage, incident, endpoint),
+        key,
+        ["incident", f"incident:{incident.id}"],
+    )
+    if started is None:
+        return f"no automated triage for {runbook} (no deployment {triage.deployment} yet)"
+    add_runbook_run(target, incident.id, {"runbook": runbook, **started})
+    what = f"{triage.deployment} for {endpoint}" if endpoint else triage.deployment
+    return f"started {what}: flow run {started['name']}"
+
+
+def _start_per_endpoint(target: PostgresTarget, incident: Incident, triage: Triage) -> str:
+    """One run per certificate-inventory endpoint the firing alerts' ``instance`` names;
+    an instance that names none is refused on the timeline (the pages stand)."""
+    try:
+        watched = load_block(CertificateInventory, INVENTORY)
+    except OpsError as exc:
+        return f"no automated triage for {incident.runbook}: {scrub(str(exc))}"
+    known = [(e.name, e.url) for e in watched.endpoints]
+    matched, unmatched = alert_endpoints(incident, known)
+    lines = [_start_one(target, incident, triage, name) for name in matched]
+    if unmatched:
+        names = ", ".join(f"{n} {u}" for n, u in known) or "none"
+        lines.append(
+            f"no automated triage for {incident.runbook} of {', '.join(unmatched)}: no endpoint "
+            f"of the certificate inventory {INVENTORY} has that URL (known: {names}); add it "
+            "to the inventory block, or start renew-certificate by hand with its endpoint"
+        )
+    return "; ".join(lines)
 
 
 def publish_timeline(target: PostgresTarget, incident: Incident) -> None:

@@ -21,6 +21,8 @@ command -v zstd >/dev/null || need_apt+=(zstd)
 command -v runuser >/dev/null || need_apt+=(util-linux)
 # The browser tests (tests/e2e/test_ui_approval.py) drive Debian's Chromium with Playwright.
 command -v chromium >/dev/null || need_apt+=(chromium)
+# The scale-out guide's reverse proxy (docs/scale-out.md), proved by its integration test.
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps: need root to apt-get install ${need_apt[*]}" >&2
@@ -30,6 +32,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  if [[ " ${need_apt[*]} " == *" nginx "* ]]; then
+    # Debian's nginx starts and enables a system nginx on port 80 as it installs; opsflows
+    # only runs its own, unprivileged, on a free port (the test): stop and disable that one.
+    invoke-rc.d nginx stop >/dev/null 2>&1 || true
+    update-rc.d nginx disable >/dev/null 2>&1 || true
+  fi
 fi
 
 if ! scripts/uv --version >/dev/null 2>&1; then

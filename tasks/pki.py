@@ -149,6 +149,23 @@ def load_cert_der(der: bytes) -> x509.Certificate:
         raise ConfigurationError("the served certificate is not valid DER") from exc
 
 
+def load_certs(pem: bytes, what: str = "the CA bundle") -> list[x509.Certificate]:
+    """Every certificate of a PEM bundle (none: an empty list)."""
+    try:
+        return x509.load_pem_x509_certificates(pem)
+    except ValueError as exc:
+        if b"-----BEGIN" not in pem:
+            return []
+        raise ConfigurationError(f"{what} holds a certificate that is not valid PEM") from exc
+
+
+def issuer_of(
+    cert: x509.Certificate, candidates: Sequence[x509.Certificate]
+) -> x509.Certificate | None:
+    """The candidate that issued ``cert`` (names and signature), or None."""
+    return next((ca for ca in candidates if signed_by(cert, ca)), None)
+
+
 def signed_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
     """Whether ``ca_cert`` issued ``cert`` (names and signature)."""
     try:

@@ -16,10 +16,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from cryptography import x509
 from prefect import task
 
 from blocks.certificates import TlsEndpoint
-from decisions.certificates import ChainCheck, EndpointCheck, chain_check
+from decisions.certificates import CertInfo, ChainCheck, EndpointCheck, chain_check
 from opsflows import retry
 from opsflows.errors import ConfigurationError, ServiceUnavailable, VerificationFailed, scrub
 from tasks import pki
@@ -90,8 +91,29 @@ def _verify(endpoint: TlsEndpoint, ca_bundle: str | None, timeout_s: float) -> C
         return chain_check(exc.verify_code, str(exc.verify_message or ""))
 
 
+def _bundle(ca_bundle: str | None) -> list[x509.Certificate]:
+    """The CA bundle's certificates (none without a bundle or when it cannot be read: the
+    verifying handshake reports an untrusted chain then)."""
+    if not ca_bundle:
+        return []
+    try:
+        return pki.load_certs(Path(ca_bundle).read_bytes())
+    except (OSError, ConfigurationError):
+        return []
+
+
+def issuing_ca(chain: list[x509.Certificate], ca_bundle: str | None) -> CertInfo | None:
+    """The bundle's CA that issued the last certificate sent, unless it was sent itself."""
+    top = chain[-1]
+    if top.subject == top.issuer:  # a self-issued root was sent: nothing above it
+        return None
+    ca = pki.issuer_of(top, _bundle(ca_bundle))
+    return pki.describe(ca) if ca is not None else None
+
+
 def inspect(endpoint: TlsEndpoint, ca_bundle: str | None, timeout_s: float = 10.0) -> EndpointCheck:
-    """Read and verify what ``endpoint`` serves (raises ``ServiceUnavailable`` when it cannot)."""
+    """Read and verify what ``endpoint`` serves (raises ``ServiceUnavailable`` when it cannot):
+    every certificate sent, and the CA of the bundle that issued the chain."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -103,13 +125,15 @@ def inspect(endpoint: TlsEndpoint, ca_bundle: str | None, timeout_s: float = 10.
         chain = _served_chain(tls)
     if not chain:
         raise ServiceUnavailable(f"TLS to {endpoint.name}: the server sent no certificate")
-    leaf = pki.describe(pki.load_cert_der(chain[0]))
+    certs = [pki.load_cert_der(der) for der in chain]
     return EndpointCheck(
         endpoint=endpoint.name,
         url=endpoint.url,
-        certificate=leaf,
+        certificate=pki.describe(certs[0]),
         chain=_verify(endpoint, ca_bundle, timeout_s),
         chain_length=len(chain),
+        served_chain=tuple(pki.describe(c) for c in certs[1:]),
+        issuer_ca=issuing_ca(certs, ca_bundle),
     )
 
 

@@ -96,6 +96,8 @@ def test_scheduled_runbooks_have_the_right_cron(served: dict[str, Any]) -> None:
     assert len(certificates) == 1 and certificates[0][1:] == ("UTC", True)
     minute, hour, dom, month, dow = certificates[0][0].split()
     assert (dom, month, dow) == ("*", "*", "*"), f"not daily: {certificates[0][0]}"
+    # the daily run renews what is inside the page threshold (the flow's renew_within_days)
+    assert by_flow(served, "certificate-check").parameters == {"renew": True}
     # Every schedule the catalog declares is on the server, as declared.
     for name, runner in catalog().items():
         declared = [(s.schedule.cron, s.schedule.timezone) for s in runner.schedules or []]

@@ -27,16 +27,6 @@ from tests.deploy_support import new_image, steady_load
 
 pytestmark = pytest.mark.timeout(600)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 REPO = Path(__file__).resolve().parents[2]
 DEPLOYMENT = "staged-deploy/staged-deploy"
 VIEWPORT = {"width": 1100, "height": 820}
@@ -68,19 +58,6 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = REPO / wanted if wanted else tmp_path_factory.mktemp("screenshots")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: run `make deps`"
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def api_client(stack: StackInfo) -> httpx.Client:

@@ -5,13 +5,19 @@ one that expires in 5 days (as the alert test does), the check pages P2 at the s
 renewal installs a new certificate as the production TLS Secret (which the endpoint serves),
 and the check is clean again. The failure cases change nothing: a missing CA is refused before
 the change slot, a refused Secret write leaves the Secret and the served certificate as they
-were, an endpoint that is down is reported.
+were, an endpoint that is down is reported. The check as scheduled (``renew``) renews only
+inside the page threshold; a CertificateExpiry alert's incident renews the endpoint its
+``instance`` names.
+
+The real CertificateExpiry alert is silenced during each case: its incident would start
+renew-certificate too (the ``cert-expiry`` runbook) and race the case's own renewal.
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +35,8 @@ from devstack import procs, tlsendpoint
 from devstack.stack import StackInfo
 from opsflows.settings import Settings
 from tasks import pki, tls
-from tests.incident_support import sink
+from tests.alertmanager_support import alert, notification, resolved
+from tests.incident_support import active_alerts, incident, post_alerts, sink, timeline, wait_for
 from tests.served_support import SERVE_ONLY, RunPath, assert_completed, load_block
 from tests.support import oplog_row
 
@@ -65,6 +72,38 @@ def notices(stack: StackInfo, channel: str) -> list[dict[str, Any]]:
     return [p for p in posted if isinstance(p, dict) and SUBJECT in str(p.get("subject"))]
 
 
+@pytest.fixture(autouse=True)
+def expiry_alert_silenced(runpath: RunPath) -> Iterator[None]:
+    """CertificateExpiry silenced in Alertmanager for the case; afterwards a certificate with
+    its full validity served again and the alert quiet before the silence goes."""
+    stack = runpath.stack
+    now = datetime.now(UTC)
+    body = {
+        "matchers": [
+            {"name": "alertname", "value": "CertificateExpiry", "isRegex": False, "isEqual": True}
+        ],
+        "startsAt": now.isoformat(),
+        "endsAt": (now + timedelta(minutes=15)).isoformat(),
+        "createdBy": "opsflows served certificate tests",
+        "comment": "the case renews the certificate itself",
+    }
+    resp = httpx.post(f"{stack.alertmanager_url}/api/v2/silences", json=body, timeout=10)
+    resp.raise_for_status()
+    try:
+        yield
+    finally:
+        left = served(stack).certificate.not_after - datetime.now(UTC)
+        if left < timedelta(days=31):
+            tlsendpoint.issue(stack.tls_cert_file.parent, stack.host, Settings().tls_cert_days)
+        wait_for(
+            lambda: not active_alerts(stack, "CertificateExpiry", "production"),
+            90,
+            "CertificateExpiry still active after the case",
+        )
+        silence = resp.json()["silenceID"]
+        httpx.delete(f"{stack.alertmanager_url}/api/v2/silence/{silence}", timeout=10)
+
+
 def run_check(runpath: RunPath, **params: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     run = runpath.api.finish(CHECK, timeout=120, **params)
     assert_completed(run, runpath.log)
@@ -83,10 +122,11 @@ def test_a_certificate_expiring_in_5_days_pages_and_renewal_clears_it(runpath: R
     assert [e["verdict"] for e in row["details"]["endpoints"]] == ["ok"]
     assert (len(notices(stack, "page")), len(notices(stack, "notify"))) == (pages, notes)
 
-    # a certificate of the stack CA that expires in 5 days: P2, paged
+    # a certificate of the stack CA that expires in 5 days: P2, paged (reported only: a
+    # person runs the check by hand without renew)
     tlsendpoint.issue(folder, stack.host, days=5)
     expiring = served(stack).certificate
-    run, row = run_check(runpath)
+    run, row = run_check(runpath, renew=False)
     (found,) = row["details"]["endpoints"]
     assert (found["verdict"], found["severity"]) == ("expiring", "P2")
     assert found["serial"] == expiring.serial and 4.9 < found["days_left"] <= 5
@@ -98,6 +138,8 @@ def test_a_certificate_expiring_in_5_days_pages_and_renewal_clears_it(runpath: R
     table = api.latest_artifact("certificate-check")
     assert "expiring (P2)" in table and "CN=opsflows devstack CA" in table
     assert row["follow_up"] == "renew-certificate endpoint=devstack"
+    assert row["details"]["renewals"] == []
+    assert found["expires_first"] == f"leaf {expiring.subject}"
 
     # the renewal, through the served path
     run = api.finish(RENEW, timeout=180, endpoint="devstack")
@@ -203,21 +245,86 @@ def test_an_endpoint_that_is_down_is_reported(runpath: RunPath) -> None:
 
 @SERVE_ONLY
 def test_the_check_can_start_the_renewal_itself(runpath: RunPath) -> None:
+    """As scheduled (the deployment's renew=true): 20 days left is a P3 reported for a
+    person to plan, nothing started; 5 days left (the page threshold is 7) starts
+    renew-certificate, once per served certificate."""
     stack, api = runpath.stack, runpath.api
-    tlsendpoint.issue(stack.tls_cert_file.parent, stack.host, days=20)
-    expiring = served(stack).certificate
+    folder = stack.tls_cert_file.parent
+    tlsendpoint.issue(folder, stack.host, days=20)
     notes = len(notices(stack, "notify"))
-    _, row = run_check(runpath, renew=True)
+    _, row = run_check(runpath)
+    assert row["details"]["renewals"] == []
+    assert row["follow_up"] == "renew-certificate endpoint=devstack"
+    (note,) = notices(stack, "notify")[notes:]
+    assert note["subject"].startswith("[P3] certificates: 1 finding(s): devstack")
+    assert "Not renewed automatically (7 days or more left): devstack" in note["body"]
+
+    tlsendpoint.issue(folder, stack.host, days=5)
+    expiring = served(stack).certificate
+    pages = len(notices(stack, "page"))
+    _, row = run_check(runpath)
     (renewal,) = row["details"]["renewals"]
     assert renewal["endpoint"] == "devstack"
     assert row["follow_up"] == f"watch renew-certificate run {renewal['name']}"
-    (note,) = notices(stack, "notify")[notes:]
-    assert note["subject"].startswith("[P3] certificates: 1 finding(s): devstack")
-    assert f"renew-certificate started for devstack: run {renewal['name']}" in note["body"]
+    (page,) = notices(stack, "page")[pages:]
+    assert page["subject"].startswith("[P2] certificates: 1 finding(s): devstack")
+    assert f"renew-certificate started for devstack: run {renewal['name']}" in page["body"]
     run = api.wait(renewal["flow_run_id"], timeout=180)
     assert_completed(run, runpath.log)
     assert run["parameters"] == {**run["parameters"], "endpoint": "devstack"}
     now = served(stack).certificate
     assert now.serial != expiring.serial and now.not_after > expiring.not_after
-    _, row = run_check(runpath, renew=True)
+    _, row = run_check(runpath)
     assert row["details"]["renewals"] == [] and row["issues"] == ""
+
+
+@SERVE_ONLY
+def test_a_certificate_expiry_alert_renews_the_endpoint_its_instance_names(
+    runpath: RunPath, webhook: str
+) -> None:
+    """Alertmanager's CertificateExpiry group (runbook cert-expiry) opens an incident whose
+    run starts renew-certificate for the inventory endpoint the alert's instance names; an
+    instance no endpoint has is refused on the timeline; the renewal marks it mitigated."""
+    stack, api = runpath.stack, runpath.api
+    tlsendpoint.issue(stack.tls_cert_file.parent, stack.host, days=5)
+    expiring = served(stack).certificate
+    stranger = "https://203.0.113.9:8443"
+    fired = [
+        alert("CertificateExpiry", "P2", runbook="cert-expiry", instance=inst)
+        for inst in (stack.tls_url, stranger)
+    ]
+    payload = notification(fired)
+    answer = post_alerts(stack, payload)
+    assert answer.status_code == 202 and answer.json()["status"] == "opened", answer.text
+    incident_id, incident_run = answer.json()["incident_id"], answer.json()["flow_run_id"]
+    try:
+        runs = wait_for(
+            lambda: incident(stack, incident_id).runbook_runs, 90, "no runbook run started"
+        )
+        (started,) = runs
+        assert started["runbook"] == "cert-expiry"
+        run = api.wait(started["flow_run_id"], timeout=180)
+        assert_completed(run, runpath.log)
+        assert run["parameters"] == {
+            **run["parameters"],
+            "endpoint": "devstack",
+            "incident_id": incident_id,
+        }
+        now = served(stack).certificate
+        assert now.serial != expiring.serial and now.not_after > expiring.not_after
+        mitigated = wait_for(
+            lambda: incident(stack, incident_id).status == "mitigated", 30, "not mitigated"
+        )
+        assert mitigated
+        events = timeline(stack, incident_id)
+        (triage,) = [e.text for e in events if e.kind == "triage"]
+        assert "started renew-certificate/renew-certificate for devstack: flow run" in triage
+        assert f"no automated triage for cert-expiry of {stranger}: no endpoint" in triage
+        assert any(
+            e.kind == "runbook" and f"serial {expiring.serial} -> {now.serial}" in e.text
+            for e in events
+        )
+    finally:
+        closing = post_alerts(stack, resolved(payload))
+        assert closing.status_code == 200, closing.text
+    assert_completed(api.wait(incident_run, timeout=120), runpath.log)

@@ -59,6 +59,7 @@ MATRIX: dict[str, list[str]] = {
         "test_certificates::test_a_refused_secret_write_leaves_the_old_certificate_served",
         "test_certificates::test_a_missing_ca_is_refused_before_any_change",
         "test_certificates::test_the_check_can_start_the_renewal_itself",
+        "test_certificates::test_a_certificate_expiry_alert_renews_the_endpoint_its_instance_names",
     ],
     "incident/incident": [
         "test_incident_matrix::test_alertmanager_group_pages_escalates_and_closes",

@@ -8,8 +8,13 @@ from typing import Any
 import pytest
 
 from decisions.crashed_runs import RunFacts
-from decisions.incidents import (
+from decisions.incident_triage import (
     TRIAGE,
+    alert_endpoints,
+    triage_for,
+    triage_parameters,
+)
+from decisions.incidents import (
     Delays,
     Event,
     Incident,
@@ -20,8 +25,6 @@ from decisions.incidents import (
     page_text,
     paging_plan,
     reopening,
-    triage_for,
-    triage_parameters,
     unannounced_reopening,
 )
 from decisions.postmortem import form_description, postmortem_markdown, timeline_markdown
@@ -139,6 +142,87 @@ def test_triage_table_names_a_deployment_per_runbook_label() -> None:
     assert triage is not None and triage.deployment == "service-down/service-down"
     assert triage_parameters(triage, incident()) == {"incident_id": 7, "environment": "production"}
     assert triage_for("no-such-runbook") is None and triage_for(None) is None
+
+
+#: Runbook labels with no triage deployment yet: the incident pages and says so (a person
+#: looks at the failed backup run; its own reruns are the fix).
+NO_TRIAGE_YET = {"backup-failed"}
+
+
+def test_every_alert_runbook_label_starts_a_catalog_deployment_that_takes_its_parameters() -> None:
+    from decisions.alert_catalog import rules
+    from deployments.catalog import runner_deployments
+
+    deployments = {f"{d.flow_name}/{d.name}": d for d in runner_deployments()}
+    labels = {rule.runbook for rule in rules()}
+    assert "cert-expiry" in labels  # the blackbox exporter's CertificateExpiry
+    for label in sorted(labels - NO_TRIAGE_YET):
+        triage = triage_for(label)
+        assert triage is not None, label
+        assert triage.deployment in deployments, f"{label}: no deployment {triage.deployment}"
+        accepts = deployments[triage.deployment]._parameter_openapi_schema.properties
+        assert set(triage.parameters) <= set(accepts), (label, triage.parameters)
+    for label in NO_TRIAGE_YET:  # when one gets a deployment, it leaves this list
+        assert TRIAGE[label].deployment not in deployments
+
+
+def test_cert_expiry_renews_the_certificate_of_the_alert_instance() -> None:
+    triage = triage_for("cert-expiry")
+    assert triage is not None and triage.per_endpoint
+    assert triage.deployment == "renew-certificate/renew-certificate"
+    found = incident(runbook="cert-expiry")
+    assert triage_parameters(triage, found, "devstack") == {
+        "endpoint": "devstack",
+        "incident_id": 7,
+    }
+    service = triage_for("service-down")
+    assert service is not None and not service.per_endpoint
+
+
+@pytest.mark.parametrize(("severity", "starts"), [("P1", True), ("P2", True), ("P3", False)])
+def test_cert_expiry_renews_only_inside_the_page_threshold(severity: str, starts: bool) -> None:
+    """The P2 rule is under 7 days, the P3 one under 30: the incident renews only what pages,
+    as the daily check does; a P3 says so on the timeline."""
+    triage = triage_for("cert-expiry")
+    assert triage is not None
+    why = triage.refusal(incident(runbook="cert-expiry", severity=severity))
+    if starts:
+        assert why is None
+    else:
+        assert why is not None
+        assert why.startswith("no automated triage for cert-expiry at P3:")
+        assert "renew-certificate" in why and "under 7 days" in why
+    service = triage_for("service-down")
+    assert service is not None and service.refusal(incident(severity=severity)) is None
+
+
+KNOWN = [("devstack", "https://127.0.0.1:18443"), ("api", "https://API.example.org")]
+
+
+def cert_alert(instance: str | None, status: str = "firing") -> dict[str, Any]:
+    labels = {"instance": instance} if instance is not None else {}
+    return alert("CertificateExpiry", "P2", status, runbook="cert-expiry", **labels)
+
+
+def test_alert_endpoints_match_the_firing_instances_to_the_inventory() -> None:
+    found = incident(
+        alerts=(
+            cert_alert("https://127.0.0.1:18443"),
+            cert_alert("https://127.0.0.1:18443"),  # another rule, the same instance
+            cert_alert("api.example.org:443"),  # host:port, other case: the same address
+            cert_alert("https://127.0.0.1:9999", status="resolved"),  # no longer firing
+        )
+    )
+    assert alert_endpoints(found, KNOWN) == (["devstack", "api"], [])
+
+
+def test_alert_endpoints_report_the_instances_that_name_no_endpoint() -> None:
+    found = incident(alerts=(cert_alert("https://10.0.0.9:8443"), cert_alert(None)))
+    assert alert_endpoints(found, KNOWN) == ([], ["https://10.0.0.9:8443", "(no instance label)"])
+    assert alert_endpoints(incident(alerts=(cert_alert("https://127.0.0.1:18443"),)), []) == (
+        [],
+        ["https://127.0.0.1:18443"],
+    )
 
 
 def test_postmortem_draft_has_every_section_and_asks_the_right_questions() -> None:

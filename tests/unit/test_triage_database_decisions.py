@@ -13,14 +13,12 @@ from decisions.triage_database import (
     Session,
     Statement,
     classify,
-    database_slow_checks,
     decide_database_slow,
     lock_chains,
     policy,
-    recovered,
-    recovery_checks,
     untouchable,
 )
+from decisions.triage_database_checks import database_slow_checks, recovered, recovery_checks
 from opsflows.errors import ConfigurationError
 
 START = datetime(2026, 12, 1, 7, 0, tzinfo=UTC)

@@ -6,19 +6,17 @@ from typing import Any
 
 import pytest
 
+from decisions.scale_back import CalmFacts, baseline, decide_scale_back
 from decisions.triage import PodFacts
 from decisions.triage_pods import (
-    CalmFacts,
     LoadFacts,
     OnePodDownFacts,
     balance_check,
-    baseline,
     check_max,
     check_mode,
     check_ratio,
     cpu_check,
     decide_one_pod_down,
-    decide_scale_back,
     decide_traffic_spike,
     find_pod,
     needed_replicas,
