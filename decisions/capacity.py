@@ -25,6 +25,9 @@ HORIZON_DAYS = 90
 #: would still show; noise of a flat series does not).
 FLAT_PER_DAY = 1e-4
 
+#: Theil-Sen takes every pair of points: above this many, every k-th sample is used.
+MAX_POINTS = 1500
+
 Samples = Sequence[tuple[float, float]]
 
 
@@ -84,6 +87,8 @@ def fit_trend(samples: Samples, now: float) -> Trend | None:
     pts = [(t, v) for t, v in samples if math.isfinite(t) and math.isfinite(v)]
     if len(pts) < 3 or pts[0][0] == pts[-1][0]:
         return None
+    if len(pts) > MAX_POINTS:  # pairwise slopes: n² memory and time; every k-th is as good
+        pts = pts[:: math.ceil(len(pts) / MAX_POINTS)]
     days = [(t - now) / DAY_S for t, _ in pts]
     slope, intercept, _, _ = theilslopes([v for _, v in pts], days)
     return Trend(float(slope), float(intercept), len(pts))
