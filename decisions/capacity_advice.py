@@ -16,6 +16,9 @@ HORIZON_DAYS = 90
 
 
 def _gib(value: float) -> str:
+    """Bytes in GiB, or MiB under 1 GiB."""
+    if abs(value) < 2**30:
+        return f"{value / 2**20:.0f} MiB"
     return f"{value / 2**30:.1f} GiB"
 
 

@@ -237,8 +237,15 @@ def backfill(
     return record
 
 
-def backfill_stack(days: float = 30, force: bool = False, env: str = "production") -> str:
-    """Backfill the recorded stack's Prometheus and restart it; what was done, in a line."""
+def backfill_stack(
+    days: float = 30, force: bool = False, env: str = "production", restart: bool = True
+) -> str:
+    """Backfill the recorded stack's Prometheus; what was done, in a line.
+
+    ``restart``: restart Prometheus so the blocks are queryable at once; without it Prometheus
+    finds them itself within about a minute (its periodic block reload), and whatever else
+    uses it meanwhile is not interrupted (a shared test stack).
+    """
     from devstack import postgres, procs, stack
     from devstack.services import stack_services
     from opsflows.settings import Settings
@@ -252,10 +259,11 @@ def backfill_stack(days: float = 30, force: bool = False, env: str = "production
     if done is None:
         return f"history already backfilled in the last day ({prom_dir / MARKER}); --force to redo"
     postgres.chown_tree(prom_dir, settings.os_user)
+    what = f"backfilled {days:g} days of {env} history ({done['blocks']} blocks)"
+    if not restart:
+        return what + "; Prometheus loads them within a minute"
     state = Path(info.state_dir)
     service = stack_services(info, settings, stack.stack_secrets(state))["prometheus"]
     procs.stop(state, "prometheus")
     procs.start(state, service)
-    return (
-        f"backfilled {days:g} days of {env} history ({done['blocks']} blocks); Prometheus restarted"
-    )
+    return what + "; Prometheus restarted"

@@ -26,9 +26,7 @@ GIB = 2**30
 
 def hourly(value_at, days: int = 30) -> list[tuple[float, float]]:
     """Hourly samples over ``days`` ending now; ``value_at(day)`` with day <= 0."""
-    return [
-        (NOW + h * 3600.0, value_at(h / 24)) for h in range(-days * 24, 1)
-    ]
+    return [(NOW + h * 3600.0, value_at(h / 24)) for h in range(-days * 24, 1)]
 
 
 def test_disk_growing_1_percent_a_day_from_60_crosses_80_in_20_days() -> None:
@@ -74,18 +72,14 @@ def test_growth_crossing_after_the_horizon_is_not_within_90_days() -> None:
 
 
 def test_above_the_threshold_now_is_zero_days_whatever_the_trend() -> None:
-    a = assess(
-        RESOURCES["cpu"], hourly(lambda d: 0.9 - 0.001 * d), NOW, 0.9, 1.0, {"replicas": 3}
-    )
+    a = assess(RESOURCES["cpu"], hourly(lambda d: 0.9 - 0.001 * d), NOW, 0.9, 1.0, {"replicas": 3})
     assert a.days == 0 and a.forecast == "above the threshold now"
     # 3 replicas at 90%: 0.9 * 3 / 0.8 = 3.4 -> 4
     assert "add 1 replicas now (3 -> 4)" in a.advice
 
 
 def test_cpu_advice_sizes_replicas_for_the_load_in_90_days() -> None:
-    a = assess(
-        RESOURCES["cpu"], hourly(lambda d: 0.5 + 0.01 * d), NOW, 0.5, 1.0, {"replicas": 2}
-    )
+    a = assess(RESOURCES["cpu"], hourly(lambda d: 0.5 + 0.01 * d), NOW, 0.5, 1.0, {"replicas": 2})
     assert a.days == pytest.approx(30, abs=0.1)
     # in 90 days 140% per replica at 2 replicas: 2 * 1.4 / 0.8 = 3.5 -> 4
     assert "(2 -> 4)" in a.advice
