@@ -155,11 +155,11 @@ def render_openmetrics(
         f'{pg},datname="app"',
         [(t, p.db_bytes_now + p.db_bytes_per_day * _days(t, now)) for t in times],
     )
-    total, counter = 0.0, []
+    total, counter = 0.0, list[tuple[float, float]]()
     for t in times:
         rate = max(0.0, p.rps_now + p.rps_per_day * _days(t, now)) * (1 + 0.2 * daily(t))
         total += rate * step_s
-        counter.append((t, round(total)))
+        counter.append((t, float(round(total))))
     families.append(
         (
             "http_requests",
