@@ -20,6 +20,7 @@ deps:  ## install Debian packages, uv and the locked Python environment
 
 up: deps  ## the main job: local stack, blocks, every runbook served with schedules live
 	@$(RUN) opsflows devstack up
+	@$(RUN) opsflows devstack backfill-metrics --days 30  # history for the capacity report
 	@$(RUN) opsflows bootstrap >/dev/null
 	@$(RUN) opsflows up
 

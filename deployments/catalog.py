@@ -11,6 +11,7 @@ from decisions.watchdogs import WATCHED_RUNBOOKS
 from flows.access_audit import access_audit
 from flows.access_log_review import access_log_review
 from flows.backup import backup_database
+from flows.capacity_report import capacity_report
 from flows.certificate_check import certificate_check
 from flows.connection_pool_exhausted import connection_pool_exhausted
 from flows.database_slow import database_slow
@@ -333,5 +334,16 @@ def _runbooks() -> list[Any]:
             "P3 notification. Runs where the server logs (the served process).",
             schedules=[Cron("0 8 2 * *", timezone="UTC")],
             tags=["security", "audit", "read-only"],
+        ),
+        capacity_report.to_deployment(
+            name="capacity-report-weekly",
+            description="Weekly capacity report (Monday, 07:00 UTC): CPU, memory, disk, "
+            "database connections, request rate, database size (Prometheus, 30 days) and the "
+            "backup store (S3 listing): current use, capacity, utilization, Theil-Sen trends "
+            "over 7 and 30 days, days to the scaling threshold and the runbook's scaling plan "
+            "as advice. The capacity-report table links each query's Prometheus graph; a PNG "
+            "chart per resource in the backup bucket (reports/capacity/) and in the run.",
+            schedules=[Cron("0 7 * * 1", timezone="UTC")],
+            tags=["capacity", "report", "read-only"],
         ),
     ]

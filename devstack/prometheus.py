@@ -36,7 +36,7 @@ JOB = "web-app"
 CONFIG_NAME = "prometheus.yml"
 RULES_NAME = "rules.yml"
 DATA_NAME = "data"
-RETENTION = "2d"
+RETENTION = "45d"  # the backfilled history (devstack.backfill) is 30 days
 __all__ = ["RULES_PATH", "command", "error_rate_query", "p95_latency_query", "write_config"]
 
 

@@ -1,6 +1,7 @@
 """``opsflows``: the local stack and its bootstrap.
 
 opsflows devstack up|down|status|ui-password [--purge] [--remove-os-user]
+opsflows devstack backfill-metrics [--days 30] [--force]
 opsflows bootstrap
 opsflows up
 opsflows webhook serve [--port N] [--routes FILE] [--secret-block NAME]
@@ -38,6 +39,14 @@ def _devstack(args: argparse.Namespace) -> int:
             return 1
         print(f"devstack up; state in {info.state_dir}, env file {info.state_dir}/env")
         print(f"Prefect UI: {info.prefect_ui_url}  (password: `opsflows devstack ui-password`)")
+    elif args.action == "backfill-metrics":
+        from devstack.backfill import backfill_stack
+
+        try:
+            print(backfill_stack(args.days, force=args.force))
+        except (StartError, FileNotFoundError) as exc:
+            print(f"devstack: {exc}", file=sys.stderr)
+            return 1
     elif args.action == "ui-password":
         # Printed only when asked, to the person's terminal: the UI's login asks for it.
         recorded = stack.load(settings)
@@ -182,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="opsflows", description="opsflows runbooks and stack")
     sub = parser.add_subparsers(dest="command", required=True)
     dev = sub.add_parser("devstack", help="start, stop or show the local stack")
-    dev.add_argument("action", choices=("up", "down", "status", "ui-password"))
+    dev.add_argument("action", choices=("up", "down", "status", "ui-password", "backfill-metrics"))
+    dev.add_argument("--days", type=float, default=30, help="with backfill-metrics: history")
+    dev.add_argument("--force", action="store_true", help="with backfill-metrics: write again")
     dev.add_argument("--purge", action="store_true", help="with down: delete all local state")
     dev.add_argument(
         "--remove-os-user",

@@ -49,6 +49,9 @@ MATRIX: dict[str, list[str]] = {
     "access-log-review/access-log-review-monthly": [
         "test_access_runbooks::test_access_log_review_finds_repeated_failed_logins"
     ],
+    "capacity-report/capacity-report-weekly": [
+        "test_capacity::test_the_weekly_report_forecasts_the_backfilled_disk"
+    ],
     "certificate-check/certificate-check": [
         "test_certificates::test_a_certificate_expiring_in_5_days_pages_and_renewal_clears_it",
         "test_certificates::test_an_endpoint_that_is_down_is_reported",
