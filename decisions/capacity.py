@@ -15,8 +15,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from scipy.stats import theilslopes  # type: ignore[import-untyped]
-
 from decisions.capacity_advice import advise
 
 DAY_S = 86400.0
@@ -90,6 +88,8 @@ def fit_trend(samples: Samples, now: float) -> Trend | None:
     if len(pts) > MAX_POINTS:  # pairwise slopes: n² memory and time; every k-th is as good
         pts = pts[:: math.ceil(len(pts) / MAX_POINTS)]
     days = [(t - now) / DAY_S for t, _ in pts]
+    from scipy.stats import theilslopes  # type: ignore[import-untyped]  # slow: on use
+
     slope, intercept, _, _ = theilslopes([v for _, v in pts], days)
     return Trend(float(slope), float(intercept), len(pts))
 

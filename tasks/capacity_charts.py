@@ -9,17 +9,13 @@ import io
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-import matplotlib
+from prefect import task
+from prefect.artifacts import create_image_artifact, create_table_artifact
 
-matplotlib.use("Agg")  # no screen: before pyplot is imported
-import matplotlib.pyplot as plt  # noqa: E402
-from prefect import task  # noqa: E402
-from prefect.artifacts import create_image_artifact, create_table_artifact  # noqa: E402
-
-from blocks.storage import BackupStore  # noqa: E402
-from decisions.capacity import DAY_S, HORIZON_DAYS, Assessment  # noqa: E402
-from opsflows import retry  # noqa: E402
-from tasks.storage import aws_errors  # noqa: E402
+from blocks.storage import BackupStore
+from decisions.capacity import DAY_S, HORIZON_DAYS, Assessment
+from opsflows import retry
+from tasks.storage import aws_errors
 
 TABLE_KEY = "capacity-report"
 REPORT_PREFIX = "reports/capacity"
@@ -34,6 +30,13 @@ def chart_key(date: str, resource: str) -> str:
 
 def render_png(a: Assessment, samples: Sequence[tuple[float, float]], now: float) -> bytes:
     """The chart of one resource as PNG bytes (x: days from now)."""
+    # matplotlib takes seconds to import: only a run that draws pays for it, not every
+    # process that imports the deployment catalog (serve, the webhook, prefect.yaml).
+    import matplotlib
+
+    matplotlib.use("Agg")  # no screen: before pyplot is imported
+    import matplotlib.pyplot as plt
+
     r = a.resource
     scale = 100.0 if r.unit == "ratio" else (1 / 2**30 if r.unit == "bytes" else 1.0)
     label = {"ratio": "%", "bytes": "GiB", "rps": "req/s", "count": "connections"}[r.unit]
