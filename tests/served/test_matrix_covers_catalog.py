@@ -50,7 +50,7 @@ MATRIX: dict[str, list[str]] = {
         "test_access_runbooks::test_access_log_review_finds_repeated_failed_logins"
     ],
     "capacity-report/capacity-report-weekly": [
-        "test_capacity::test_the_weekly_report_forecasts_the_backfilled_disk"
+        "test_capacity_weekly::test_the_weekly_report_forecasts_the_backfilled_disk"
     ],
     "certificate-check/certificate-check": [
         "test_certificates::test_a_certificate_expiring_in_5_days_pages_and_renewal_clears_it",
