@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from decisions.incidents import Incident
-from decisions.oncall import Shift
+from decisions.oncall import Schedule, Shift, on_call_at, shift_at
 from decisions.oplog_view import NONE, UNKNOWN, EntryView
 
 UNCHANGED = ("none", "no change")
@@ -62,7 +62,7 @@ class HandoffFacts:
     entries: Sequence[EntryView] = ()
     incidents: Sequence[Incident] = ()
     paused: Sequence[PausedRun] = ()
-    firing: Sequence[Mapping[str, Any]] = ()
+    firing: Sequence[Mapping[str, Any]] | None = ()  # None: Prometheus could not be read
     upcoming: Sequence[Upcoming] = ()
     next_end: datetime | None = None
 
@@ -150,7 +150,7 @@ def build_handoff(facts: HandoffFacts) -> Handoff:
         f"{a.get('labels', {}).get('alertname', '?')} "
         f"({a.get('labels', {}).get('environment') or a.get('labels', {}).get('env') or '-'})"
         f", {a.get('labels', {}).get('severity', '?')}"
-        for a in facts.firing
+        for a in facts.firing or ()
     )
     horizon = facts.next_end
     upcoming = tuple(
@@ -175,7 +175,13 @@ def _markdown(facts: HandoffFacts, note: Handoff) -> str:
         ("Incidents", note.incidents, "no incident"),
         ("Open follow-ups", note.follow_ups, "none"),
         ("Waiting for a person", note.waiting, "nothing is paused"),
-        ("Firing now", note.firing, "no alert is firing"),
+        (
+            "Firing now",
+            note.firing,
+            "no alert is firing"
+            if facts.firing is not None
+            else "unknown: Prometheus could not be read",
+        ),
         ("Scheduled in the next shift", note.upcoming, "nothing scheduled"),
     )
     out = [title]
@@ -183,3 +189,27 @@ def _markdown(facts: HandoffFacts, note: Handoff) -> str:
         out.append(f"\n## {name}\n")
         out.extend(f"- {line}" for line in lines) if lines else out.append(f"_{empty}_")
     return "\n".join(out) + "\n"
+
+
+#: A note written this soon after a shift change is about the shift that just ended.
+JUST_ENDED_S = 3600.0
+
+
+def shift_to_hand_over(schedule: Schedule, now: datetime) -> tuple[Shift, Shift, str, str]:
+    """``(shift, next shift, outgoing, incoming)`` of the handoff written at ``now``.
+
+    At a shift change (the scheduled run, or within :data:`JUST_ENDED_S` after it) the note
+    covers the shift that just ended; later in a shift (the outgoing engineer writing it
+    ahead of the change) it covers the shift under way. Outgoing and incoming are the
+    primaries at the covered shift's last moment and at the next shift's start (overrides
+    count).
+    """
+    current = shift_at(schedule, now)
+    if (now - current.start).total_seconds() < JUST_ENDED_S and current.index > 0:
+        covered = shift_at(schedule, current.start - timedelta(seconds=1))
+    else:
+        covered = current
+    following = shift_at(schedule, covered.end)
+    last = min(now, covered.end - timedelta(seconds=1))
+    outgoing = on_call_at(schedule, last).primary
+    return covered, following, outgoing, following.who.primary

@@ -13,6 +13,7 @@ from flows.access_log_review import access_log_review
 from flows.backup import backup_database
 from flows.capacity_report import capacity_report
 from flows.certificate_check import certificate_check
+from flows.handoff_note import handoff_note
 from flows.connection_pool_exhausted import connection_pool_exhausted
 from flows.database_slow import database_slow
 from flows.deploy import staged_deploy
@@ -101,6 +102,11 @@ def incident_response(watched: list[str]) -> Any:
         tags=["incident", "watchdog"],
         triggers=[trigger, orphans],
     )
+
+
+#: The handoff note runs at the rotation's shift change (policy/oncall.yaml: Mondays 09:00 in
+#: Berlin); tests/unit/test_handoff_note.py keeps the two in step.
+HANDOFF_CRON, HANDOFF_TZ = "0 9 * * 1", "Europe/Berlin"
 
 
 def runner_deployments() -> list[Any]:
@@ -314,6 +320,18 @@ def _runbooks() -> list[Any]:
             parameters={"strategy": "alternating_users"},
             tags=["security", "database", "change"],
             concurrency_limit=1,  # two rotations of one secret must never interleave their steps
+        ),
+        handoff_note.to_deployment(
+            name="handoff-note",
+            description="The shift handoff note at each shift change (Mondays 09:00 "
+            "Europe/Berlin, policy/oncall.yaml's rotation), or started by the outgoing engineer "
+            "from the UI: changes made, failed or refused runs, incidents and their state (a "
+            "P1's post-mortem), open follow-ups, runs paused for a person, firing alerts and "
+            "what is scheduled in the next shift, from the operation log, the incidents, the "
+            "Prefect server and Prometheus. The handoff-note artifact, sent to the incoming "
+            "engineer, kept in the operation log. Changes nothing.",
+            schedules=[Cron(HANDOFF_CRON, timezone=HANDOFF_TZ)],
+            tags=["on-call", "report", "read-only"],
         ),
         access_audit.to_deployment(
             name="access-audit-quarterly",

@@ -224,9 +224,14 @@ def test_traffic_is_spread_over_the_ready_pods_and_more_pods_carry_it(
     }
     assert g["sampleapp_request_queue"][""] >= 3000
     kube.set_pods("production", GOOD, GOOD, GOOD, GOOD)
-    wait_for(lambda: len(gauges(app.url)["sampleapp_cpu_utilization_ratio"]) == 4)
+
+    # The pods' gauges follow the pod list on the app's next refresh: all four at 47.5%.
+    def spread() -> bool:
+        cpu = gauges(app.url)["sampleapp_cpu_utilization_ratio"]
+        return len(cpu) == 4 and all(v == pytest.approx(0.475) for v in cpu.values())
+
+    wait_for(spread, timeout=15)
     g = gauges(app.url)
-    assert all(v == pytest.approx(0.475) for v in g["sampleapp_cpu_utilization_ratio"].values())
     assert g["sampleapp_request_queue"][""] < 1000
     hit(app.url + "/", 200)
     served = {

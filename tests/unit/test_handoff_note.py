@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from decisions.handoff import HandoffFacts, PausedRun, Upcoming, build_handoff
 from decisions.incidents import Incident
@@ -117,3 +118,81 @@ def test_paused_runs_firing_alerts_and_the_next_shifts_schedule() -> None:
     assert "## Scheduled in the next shift\n\n- Tue 03:00 backup-database/backup-daily" in (
         note.markdown
     )
+
+
+def _schedule(overrides: list[dict[str, object]] | None = None) -> object:
+    from pathlib import Path
+
+    import yaml
+
+    from decisions.access import parse_policy
+    from decisions.oncall_policy import parse_schedule
+
+    repo = Path(__file__).resolve().parents[2]
+    roles = parse_policy(yaml.safe_load((repo / "policy" / "roles.yaml").read_text()))
+    raw = {
+        "version": 1,
+        "timezone": "UTC",
+        "rotation": {"start": "2026-11-16T08:00:00Z", "shift_days": 7,
+                     "primary": ["alice", "bob", "carol"]},
+        "overrides": overrides or [],
+        "escalation": {"lead": "dave"},
+    }  # fmt: skip
+    return parse_schedule(raw, roles)
+
+
+def test_the_note_at_a_shift_change_covers_the_shift_that_ended() -> None:
+    from decisions.handoff import shift_to_hand_over
+
+    schedule = _schedule()
+    change = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)  # shift 2 (carol) starts
+    covered, following, out, into = shift_to_hand_over(schedule, change + timedelta(minutes=5))  # type: ignore[arg-type]
+    assert (covered.index, following.index, out, into) == (1, 2, "bob", "carol")
+    # Written by the outgoing engineer later in a shift: that shift, to the next primary.
+    covered, following, out, into = shift_to_hand_over(schedule, change + timedelta(days=6))  # type: ignore[arg-type]
+    assert (covered.index, out, into) == (2, "carol", "alice")
+
+
+def test_an_override_at_the_shifts_end_or_the_next_start_names_who_really_hands_over() -> None:
+    from decisions.handoff import shift_to_hand_over
+
+    schedule = _schedule(
+        [
+            {"start": "2026-11-29T08:00:00Z", "end": "2026-11-30T08:00:00Z", "role": "primary",
+             "replaces": "bob", "by": "alice", "reason": "bob is ill"},
+            {"start": "2026-11-30T08:00:00Z", "end": "2026-12-01T08:00:00Z", "role": "primary",
+             "replaces": "carol", "by": "bob", "reason": "carol swapped a day"},
+        ]
+    )  # fmt: skip
+    change = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+    _, _, out, into = shift_to_hand_over(schedule, change + timedelta(minutes=1))  # type: ignore[arg-type]
+    assert (out, into) == ("alice", "bob")
+
+
+def test_the_handoff_deployment_runs_at_the_committed_rotations_shift_change() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from decisions.access import parse_policy
+    from decisions.oncall_policy import parse_schedule
+    from deployments.catalog import HANDOFF_CRON, HANDOFF_TZ
+
+    repo = Path(__file__).resolve().parents[2]
+    roles = parse_policy(yaml.safe_load((repo / "policy" / "roles.yaml").read_text()))
+    raw = yaml.safe_load((repo / "policy" / "oncall.yaml").read_text())
+    rotation = parse_schedule(raw, roles).rotation
+    minute, hour, _, _, weekday = HANDOFF_CRON.split()
+    first = rotation.shift_start(0).astimezone(ZoneInfo(HANDOFF_TZ))
+    assert rotation.timezone == HANDOFF_TZ and rotation.shift_days == 7
+    assert (first.hour, first.minute, first.isoweekday() % 7) == (
+        int(hour),
+        int(minute),
+        int(weekday),
+    )
+
+
+def test_alerts_that_could_not_be_read_are_unknown_not_none() -> None:
+    note = build_handoff(facts(firing=None))
+    assert note.firing == () and "_unknown: Prometheus could not be read_" in note.markdown
+    assert "_no alert is firing_" in build_handoff(facts()).markdown
