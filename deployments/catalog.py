@@ -13,12 +13,12 @@ from flows.access_log_review import access_log_review
 from flows.backup import backup_database
 from flows.capacity_report import capacity_report
 from flows.certificate_check import certificate_check
-from flows.handoff_note import handoff_note
 from flows.connection_pool_exhausted import connection_pool_exhausted
 from flows.database_slow import database_slow
 from flows.deploy import staged_deploy
 from flows.disk_full import disk_full
 from flows.game_day import game_day
+from flows.handoff_note import handoff_note
 from flows.incident import incident
 from flows.memory_leak import memory_leak
 from flows.migrate import migrate_database
