@@ -8,13 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 from prefect import task
 
 from blocks.storage import BackupStore
 from opsflows import retry
-from opsflows.errors import ConfigurationError, ServiceUnavailable
-from tasks.http import http_errors
+from tasks.prom_series import prom_get
 from tasks.storage import aws_errors
 
 DAY_S = 86400.0
@@ -67,18 +65,7 @@ def graph_url(prometheus_url: str, promql: str, days: int = 30) -> str:
 
 
 def _get(prometheus_url: str, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    url = prometheus_url.rstrip("/") + path
-    with http_errors("query Prometheus", url):
-        response = httpx.get(url, params=params, timeout=30.0)
-    if response.status_code == 400:
-        raise ConfigurationError(
-            f"Prometheus rejected the query {params.get('query')!r}: {response.text[:200]}"
-        )
-    if response.status_code >= 500:
-        raise ServiceUnavailable(f"Prometheus answered {response.status_code}")
-    response.raise_for_status()
-    result: list[dict[str, Any]] = response.json().get("data", {}).get("result", [])
-    return result
+    return prom_get(prometheus_url, path, params, timeout_s=30.0)  # range queries of 30 days
 
 
 @task(name="read a resource's history", **retry.NETWORK)

@@ -15,10 +15,13 @@ from opsflows.errors import ConfigurationError, ServiceUnavailable
 from tasks.http import http_errors
 
 
-def _get(prometheus_url: str, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+def prom_get(
+    prometheus_url: str, path: str, params: dict[str, Any], timeout_s: float = 10.0
+) -> list[dict[str, Any]]:
+    """The ``data.result`` of a Prometheus API query; errors translated (400: the query)."""
     url = prometheus_url.rstrip("/") + path
     with http_errors("query Prometheus", url):
-        response = httpx.get(url, params=params, timeout=10.0)
+        response = httpx.get(url, params=params, timeout=timeout_s)
     if response.status_code == 400:
         raise ConfigurationError(
             f"Prometheus rejected the query {params.get('query')!r}: {response.text[:200]}"
@@ -34,7 +37,7 @@ def _get(prometheus_url: str, path: str, params: dict[str, Any]) -> list[dict[st
 def vector_by(prometheus_url: str, promql: str, label: str) -> dict[str, float]:
     """An instant query's values by ``label`` (series without it, or NaN, are left out)."""
     out: dict[str, float] = {}
-    for series in _get(prometheus_url, "/api/v1/query", {"query": promql}):
+    for series in prom_get(prometheus_url, "/api/v1/query", {"query": promql}):
         key = series.get("metric", {}).get(label)
         value = float(series["value"][1])
         if key is not None and not math.isnan(value):
@@ -50,7 +53,7 @@ def range_by(
     end = time.time()
     params = {"query": promql, "start": end - seconds, "end": end, "step": step_s}
     out: dict[str, list[tuple[float, float]]] = {}
-    for series in _get(prometheus_url, "/api/v1/query_range", params):
+    for series in prom_get(prometheus_url, "/api/v1/query_range", params):
         key = series.get("metric", {}).get(label)
         if key is None:
             continue
