@@ -62,15 +62,17 @@ from tasks.game_day import (
     app_fault,
     check_injectable,
     crash_loop,
-    first_page,
-    incidents_since,
     lock_held,
     pod_killed,
+    traffic_spike,
+    volume_filled,
+)
+from tasks.game_day_results import (
+    first_page,
+    incidents_since,
     record_results,
     runbook_outcome,
-    traffic_spike,
     unfinished_runs,
-    volume_filled,
 )
 from tasks.incidents import read_incident
 from tasks.metrics import firing_alerts
