@@ -31,8 +31,13 @@ from prefect import flow
 
 from blocks.kube import KubeEnvironment
 from blocks.postgres import PostgresTarget
-from decisions.triage import (
+from decisions.deploy_history import (
     DEPLOY_OPERATIONS,
+    oplog_deploy,
+    recent_deploys,
+    rollback_target,
+)
+from decisions.triage import (
     Check,
     Decision,
     PodFacts,
@@ -40,9 +45,6 @@ from decisions.triage import (
     alert_check,
     check_window,
     decide_service_down,
-    oplog_deploy,
-    recent_deploys,
-    rollback_target,
     service_down_checks,
     summary,
 )

@@ -6,13 +6,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from decisions.deploy_history import (
+    DeployRecord,
+    abandoned_revisions,
+    oplog_deploy,
+    recent_deploys,
+    rollback_target,
+)
 from decisions.releases import RevisionRecord
 from decisions.triage import (
     Check,
-    DeployRecord,
     PodFacts,
     ServiceDownFacts,
-    abandoned_revisions,
     alert_check,
     artifact_key,
     check_window,
@@ -20,9 +25,6 @@ from decisions.triage import (
     checklist_rows,
     decide_service_down,
     escalation_page,
-    oplog_deploy,
-    recent_deploys,
-    rollback_target,
     service_down_checks,
     summary,
     verdict,
