@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from decisions.records import Record
+from decisions.triage import Check
 from decisions.triage_pods import MODES, SCALE_BACK, ScaleDecision
 
 
@@ -91,3 +92,26 @@ def decide_scale_back(facts: CalmFacts) -> ScaleDecision:
         f"(baseline {base})",
         to,
     )
+
+
+def calm_checks(facts: CalmFacts) -> list[Check]:
+    window = f"{facts.calm_s:g} s"
+    cpu, queue = facts.max_cpu, facts.max_queue
+    return [
+        Check(
+            "a scale-up to return from",
+            facts.baseline is not None and facts.replicas > facts.baseline,
+            f"{facts.replicas} replicas, baseline "
+            + ("none recorded" if facts.baseline is None else str(facts.baseline)),
+        ),
+        Check(
+            f"CPU under {facts.cpu_threshold:.0%} for {window}",
+            None if cpu is None else cpu <= facts.cpu_threshold,
+            "no data" if cpu is None else f"max {cpu:.0%}",
+        ),
+        Check(
+            f"queue under {facts.queue_threshold} for {window}",
+            None if queue is None else queue <= facts.queue_threshold,
+            "no data" if queue is None else f"max {queue:.0f}",
+        ),
+    ]

@@ -26,18 +26,14 @@ checklist is the ``triage-traffic-spike-<environment>`` artifact.
 # No `from __future__ import annotations`: served runs pickle the flow function by value.
 
 import time
-from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 from prefect import flow
 
 from blocks.kube import KubeEnvironment
-from blocks.postgres import PostgresTarget
 from decisions.deploy import check_replicas
-from decisions.scale_back import CalmFacts, baseline, decide_scale_back
 from decisions.triage import Check, alert_check, summary
 from decisions.triage_pods import (
-    ONE_POD_DOWN,
     SCALE_BACK,
     SCALE_UP,
     TRAFFIC_SPIKE,
@@ -63,10 +59,10 @@ from procedures.operation import (
     try_load_routing,
 )
 from procedures.release import ROLLOUT_TIMEOUT_S
+from procedures.traffic_scale_back import scale_back
 from procedures.triage import TriageRun, read_run_incident, triage_run
 from tasks.metrics import firing_alerts
-from tasks.oplog import read_operations
-from tasks.pod_load import load_peak, pod_cpu, pod_request_rates, request_queue
+from tasks.pod_load import pod_cpu, pod_request_rates, request_queue
 from tasks.pods import list_pods
 from tasks.probe_traffic import TrafficProbe
 from tasks.rollout import current_release, scale_deployment, wait_for_rollout
@@ -76,8 +72,6 @@ RUNBOOK = TRAFFIC_SPIKE
 #: Probe requests per second while the balance is verified: enough for every pod's rate to
 #: settle near the mean within the verification window.
 BALANCE_RPS = 20.0
-#: How far back the op log is read for the scale-up a scale-back returns from.
-BASELINE_LOOKBACK_H = 24 * 14
 MAX_CALM_S = 24 * 3600
 
 
@@ -301,115 +295,6 @@ def verify(env: KubeEnvironment, replicas: int, tolerance: float, verify_s: floa
         )
     )
     return checks
-
-
-def scale_back(
-    triage: TriageRun,
-    env: KubeEnvironment,
-    ops_db: PostgresTarget | None,
-    calm_s: float,
-    target_utilization: float,
-    lock_timeout_s: float,
-    verify_s: float,
-) -> dict[str, Any]:
-    """The scheduled check: back to the baseline once the load has been calm."""
-    rec = current_run().record
-    if ops_db is None:
-        raise ConfigurationError(
-            "scale-back needs the operations database: the baseline is in the op log",
-            hint="create the ops-db block (opsflows bootstrap)",
-        )
-    facts = calm_facts(env, ops_db, calm_s, target_utilization)
-    decision = decide_scale_back(facts)
-    triage.record(*calm_checks(facts))
-    rec.details["decision"] = decision.as_dict()
-    if decision.action != "scale":
-        rec.impact = f"no change: {decision.reason}"
-        return {"action": "none", "reason": decision.reason}
-    with change_slot(env.environment, lock_timeout_s):
-        facts = calm_facts(env, ops_db, calm_s, target_utilization)
-        again = decide_scale_back(facts)
-        rec.details["decision"] = again.as_dict()
-        if again.action != "scale" or again.to_replicas is None:
-            rec.impact = f"no change: {again.reason}"
-            return {"action": "none", "reason": again.reason}
-        check_slots()
-        scaled = scale_deployment(env, again.to_replicas)
-        rec.details.update(baseline_replicas=facts.baseline, to=scaled.replicas)
-        done = f"scaled {env.environment} back from {scaled.previous} to {scaled.replicas}"
-        rec.impact = f"{env.environment}: {scaled.previous} -> {scaled.replicas} replicas"
-        triage.record(Check("scale back", True, f"{done}: {again.reason}"))
-        try:
-            rollout = wait_for_rollout(env, timeout_s=ROLLOUT_TIMEOUT_S)
-            ready = Check("replicas available", True, rollout.message)
-        except OpsError as exc:
-            ready = Check("replicas available", False, exc.message)
-        health = observe(env.service_url.rstrip("/") + "/health", 5.0)
-        served = Check("health verified", health.status == 200, f"/health {health.status}")
-        time.sleep(min(verify_s, 5.0))  # a scrape of the pods left
-        try:
-            cpu = pod_cpu(env.prometheus_url, env.environment)
-        except OpsError:
-            cpu = {}
-        threshold = THRESHOLDS.cpu
-        checks = [ready, served, cpu_check(f"pods under {threshold:.0%} CPU", cpu, threshold)]
-        triage.record(*checks)
-        if not all(c.passed is True for c in checks):
-            failed = "; ".join(f"{c.item}: {c.evidence}" for c in checks if c.passed is not True)
-            triage.escalate(f"{done}, but {failed}", problem="overloaded after a scale-back")
-            raise VerificationFailed(
-                f"{done}, but {failed}",
-                hint="scale up again (traffic-spike) and look at the checklist artifact",
-            )
-        return {"action": "scale-back", "from": scaled.previous, "to": scaled.replicas}
-
-
-def calm_facts(
-    env: KubeEnvironment, ops_db: PostgresTarget, calm_s: float, target_utilization: float
-) -> CalmFacts:
-    since = datetime.now(UTC) - timedelta(hours=BASELINE_LOOKBACK_H)
-    rows = read_operations(ops_db, [RUNBOOK, ONE_POD_DOWN], since)
-    current = current_release(env)
-    try:
-        peak_cpu, peak_queue = load_peak(env.prometheus_url, env.environment, int(calm_s))
-        total = sum(pod_cpu(env.prometheus_url, env.environment).values())
-    except OpsError:
-        peak_cpu, peak_queue, total = None, None, 0.0
-    return CalmFacts(
-        environment=env.environment,
-        replicas=current.replicas,
-        baseline=baseline(rows, env.environment),
-        calm_s=calm_s,
-        cpu_threshold=THRESHOLDS.cpu,
-        queue_threshold=THRESHOLDS.request_queue,
-        max_cpu=peak_cpu,
-        max_queue=peak_queue,
-        total_cpu=total,
-        target_utilization=target_utilization,
-    )
-
-
-def calm_checks(facts: CalmFacts) -> list[Check]:
-    window = f"{facts.calm_s:g} s"
-    cpu, queue = facts.max_cpu, facts.max_queue
-    return [
-        Check(
-            "a scale-up to return from",
-            facts.baseline is not None and facts.replicas > facts.baseline,
-            f"{facts.replicas} replicas, baseline "
-            + ("none recorded" if facts.baseline is None else str(facts.baseline)),
-        ),
-        Check(
-            f"CPU under {facts.cpu_threshold:.0%} for {window}",
-            None if cpu is None else cpu <= facts.cpu_threshold,
-            "no data" if cpu is None else f"max {cpu:.0%}",
-        ),
-        Check(
-            f"queue under {facts.queue_threshold} for {window}",
-            None if queue is None else queue <= facts.queue_threshold,
-            "no data" if queue is None else f"max {queue:.0f}",
-        ),
-    ]
 
 
 def escalate(triage: TriageRun, decision: ScaleDecision, why: str | None = None) -> NoReturn:
