@@ -247,6 +247,21 @@ def unannounced_reopening(events: Sequence[Event]) -> Event | None:
     return None
 
 
+def told_since_opening(events: Sequence[Event], text: str) -> bool:
+    """Whether #incidents already heard ``text`` since the incident (re)opened.
+
+    Two runs of one incident can both see it closed (the run Alertmanager woke, and the one
+    a redelivery started): the channel hears "resolved" once per opening, not once per run.
+    """
+    said = f"#{INCIDENTS_CHANNEL}: {text}"
+    for event in reversed(events):
+        if event.kind == REOPENED:
+            return False
+        if event.kind == ANNOUNCED and event.text.startswith(said):
+            return True
+    return False
+
+
 def page_text(incident: Incident, level: str, run_url: str) -> tuple[str, str]:
     """Subject and body of a page (the channel adds the ``[P1]`` prefix)."""
     escalated = level in ESCALATION

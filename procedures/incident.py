@@ -30,7 +30,6 @@ from decisions.approvals import APPROVER_PATTERN
 from decisions.incident_triage import Triage, alert_endpoints, triage_for, triage_parameters
 from decisions.incidents import (
     ACKNOWLEDGED,
-    ANNOUNCED,
     INCIDENTS_CHANNEL,
     MITIGATED,
     RESOLVED,
@@ -49,6 +48,7 @@ from opsflows.errors import OpsError, scrub
 from procedures.oncall import target_now
 from procedures.operation import current_run, deliver, load_block, running_again
 from tasks.flow_runs import start_deployment
+from tasks.incident_announcements import claim_announcement, settle_announcement
 from tasks.incidents import (
     add_event,
     add_runbook_run,
@@ -151,6 +151,9 @@ def announce(target: PostgresTarget, incident: Incident, text: str) -> None:
     routing = current_run().routing
     if not announces(incident.severity) or routing is None:
         return
+    line = claim_announcement(target, incident.id, text)
+    if line is None:  # another run of this opening told the channel already
+        return
     subject = f"incident {incident.id}: {text}"
     body = f"{incident.title}\nEnvironment: {incident.environment or '-'}; status {text}"
     try:
@@ -158,7 +161,7 @@ def announce(target: PostgresTarget, incident: Incident, text: str) -> None:
     except Exception as exc:  # noqa: BLE001 - recorded, never fatal
         get_run_logger().warning("posting to #%s failed: %s", INCIDENTS_CHANNEL, scrub(str(exc)))
         delivered = 0
-    add_event(target, incident.id, ANNOUNCED, f"#{INCIDENTS_CHANNEL}: {text} ({delivered})")
+    settle_announcement(target, line, text, delivered)
 
 
 def start_triage(target: PostgresTarget, incident: Incident) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 from decisions.alertmanager import parse_notification
 from decisions.incidents import alert_opening
 from devstack.stack import StackInfo
+from tasks.incident_announcements import claim_announcement, settle_announcement
 from tasks.incidents import (
     list_incidents,
     move_incident,
@@ -42,6 +43,24 @@ def test_racing_deliveries_of_one_group_open_one_incident(stack: StackInfo) -> N
     assert len(incidents_of(stack, payload["groupKey"])) == 1
     kinds = [e.kind for e in read_events(target, results[0].incident.id)]
     assert kinds == ["triggered", "alert"]  # the redeliveries added nothing
+
+
+def test_racing_runs_of_one_opening_announce_resolved_once(stack: StackInfo) -> None:
+    """Both runs of an incident see it closed; #incidents hears "resolved" from one."""
+    target = ops_target(stack)
+    payload = notification([alert("Announce", "P2", fingerprint=uuid.uuid4().hex[:8])])
+    incident_id = record_opening.fn(target, opening(payload)).incident.id
+    text = "resolved by alertmanager"
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        claims = list(
+            pool.map(lambda _: claim_announcement.fn(target, incident_id, text), range(6))
+        )
+    lines = [c for c in claims if c is not None]
+    assert len(lines) == 1, claims
+    settle_announcement.fn(target, lines[0], text, 2)
+    told = [e.text for e in read_events(target, incident_id) if e.kind == "announced"]
+    assert told == [f"#incidents: {text} (2)"]
+    assert claim_announcement.fn(target, incident_id, text) is None
 
 
 def test_severity_rises_resolution_closes_and_a_new_firing_opens_anew(stack: StackInfo) -> None:

@@ -25,6 +25,7 @@ from decisions.incidents import (
     page_text,
     paging_plan,
     reopening,
+    told_since_opening,
     unannounced_reopening,
 )
 from decisions.postmortem import form_description, postmortem_markdown, timeline_markdown
@@ -343,6 +344,19 @@ def test_a_reopened_incident_gets_a_run_of_its_own_and_tells_incidents_once() ->
     told = [*resolved_then_back, Event(T0, "announced", "#incidents: reopened: ... (1)")]
     assert unannounced_reopening(told) is None
     assert unannounced_reopening(resolved_then_back[:3]) is None  # never reopened
+
+
+def test_incidents_hears_resolved_once_per_opening() -> None:
+    """Two runs of one opening both see it closed: the second stays quiet; after a
+    reopening, the next resolution is news again."""
+    opened = [Event(T0, "announced", "#incidents: triggered (1)")]
+    resolved = [*opened, Event(T0, "announced", "#incidents: resolved by alertmanager (sending)")]
+    assert not told_since_opening(opened, "resolved by alertmanager")
+    assert told_since_opening(resolved, "resolved by alertmanager")
+    assert not told_since_opening(resolved, "resolved by ana")  # another text is news
+    back = [*resolved, Event(T0, "reopened", "the group fired again 42 s after it resolved")]
+    assert not told_since_opening(back, "resolved by alertmanager")
+    assert not told_since_opening([], "triggered")
 
 
 def test_a_reopened_incident_pages_no_level_twice() -> None:
