@@ -219,11 +219,14 @@ def incident_line(incident: Incident) -> str:
     return "".join(parts) + ")"
 
 
-def incidents_check(incidents: Sequence[Incident], days: int = RECENT_DAYS) -> CheckResult:
+def incidents_check(incidents: Sequence[Incident] | None, days: int = RECENT_DAYS) -> CheckResult:
+    """The recent incidents, one line each (None: they could not be read); never fails."""
+    if incidents is None:
+        unknown = Finding(True, "incidents unknown: the ops-db could not be read")
+        return CheckResult(INCIDENTS, (unknown,), informational=True)
     if not incidents:
-        return CheckResult(
-            INCIDENTS, (Finding(True, f"no incident in {days} days"),), informational=True
-        )
+        none = Finding(True, f"no incident in {days} days")
+        return CheckResult(INCIDENTS, (none,), informational=True)
     head = Finding(True, f"{len(incidents)} incident(s) in {days} days")
     lines = tuple(Finding(True, incident_line(i)) for i in incidents)
     return CheckResult(INCIDENTS, (head, *lines), informational=True)
@@ -267,13 +270,15 @@ def runbooks_check(
     expected: Sequence[str],
     deployments: Mapping[str, ServerDeployment],
     last_runs: Mapping[str, LastRun],
-    incidents: Sequence[Incident],
+    incidents: Sequence[Incident] | None,
     now: datetime,
     watched: Iterable[str] = WATCHED_RUNBOOKS,
 ) -> CheckResult:
     """Every catalog deployment is on the server and ready; a watched runbook whose last run
-    failed or crashed has its incident (the watchdog opened it, or an incident ran it)."""
+    failed or crashed has its incident (the watchdog opened it, or an incident ran it).
+    ``incidents`` None: they could not be read, and such a run is a finding that says so."""
     watched = set(watched)
+    known = list(incidents or ())
     bad: list[Finding] = []
     notes: list[Finding] = []
     for name in expected:
@@ -308,7 +313,7 @@ def runbooks_check(
         if run.oplog_status == REJECTED:
             notes.append(Finding(True, f"{what} (refused by a gate or a person)"))
             continue
-        if any(records_run(i, run.run_id) for i in incidents):
+        if any(records_run(i, run.run_id) for i in known):
             notes.append(Finding(True, f"{what} (its incident records it)"))
             continue
         if name.split("/")[0] not in watched:
@@ -317,11 +322,12 @@ def runbooks_check(
         if run.ended_at is not None and (now - run.ended_at).total_seconds() < WATCHDOG_GRACE_S:
             notes.append(Finding(True, f"{what} (just now: its incident may still be opening)"))
             continue
+        why = "the incidents could not be read" if incidents is None else "no incident records it"
         bad.append(
             Finding(
                 False,
-                f"{what} and no incident records it: look at the run, fix the cause or open an "
-                f"incident, and check the incident flow's watchdog trigger",
+                f"{what} and {why}: look at the run, fix the cause or open an incident, and "
+                f"check the incident flow's watchdog trigger",
             )
         )
     ready = len(expected) - len([f for f in bad if "not on the Prefect server" in f.text])

@@ -17,10 +17,8 @@ from procedures.approval_gate import MIN_WAIT_S
 from procedures.operation import running_again
 
 
-class TestPageAck(RunInput):
+class PageAckForm(RunInput):
     """Did the test page arrive on your phone?"""
-
-    __test__ = False  # not a pytest class
 
     received: bool = Field(default=False, description="On when the test page arrived.")
     engineer: str = Field(
@@ -40,7 +38,7 @@ def await_ack(route: PageRoute, timeout_s: int, poll_s: int) -> Ack | None:
         if left < MIN_WAIT_S:
             return None
         asked += 1
-        form = TestPageAck.with_initial_data(description=ack_description(route, timeout_s))
+        form = PageAckForm.with_initial_data(description=ack_description(route, timeout_s))
         try:
             answer = pause_flow_run(
                 wait_for_input=form, timeout=left, poll_interval=poll_s, key=f"test-page-{asked}"

@@ -154,6 +154,8 @@ def test_recent_incidents_are_the_last_weeks_and_any_still_open() -> None:
     assert check.ok and check.informational
     assert "P2 #1 thing 1 (resolved, runbook service-down, resolved by bob)" in check.detail
     assert incidents_check(()).detail == "no incident in 7 days"
+    unknown = incidents_check(None)
+    assert unknown.ok and unknown.detail == "incidents unknown: the ops-db could not be read"
 
 
 DEP = "backup-database/backup-daily"
@@ -198,6 +200,8 @@ def test_a_failed_watched_run_needs_its_incident() -> None:
     assert runbooks(runs={DEP: last("CRASHED", oplog="rejected")}).ok
     assert runbooks(runs={DEP: last("FAILED", minutes_ago=1)}).ok  # the watchdog is on it
     assert runbooks(runs={DEP: last("COMPLETED")}).ok
+    unread = runbooks_check((DEP,), {DEP: ServerDeployment(DEP, "READY")}, runs, None, NOW)
+    assert not unread.ok and "failed and the incidents could not be read" in unread.detail
 
 
 def test_a_failed_run_of_an_unwatched_runbook_is_noted_not_failed() -> None:
