@@ -208,7 +208,7 @@ def _test_page(
     )
     try:
         delivered = deliver(list(route.refs), "P1", subject, body)
-    except OpsError as exc:
+    except (OpsError, ValueError) as exc:  # ValueError: a channel's block does not exist
         details["page_error"] = scrub(str(exc))
         delivered = 0
     details.update(paged=person, page_channels=list(route.refs), page_route=route.why)

@@ -4,6 +4,7 @@ ready to run (served, or its work pool has a live worker), and its last finished
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from prefect import task
@@ -15,7 +16,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterState,
     FlowRunFilterStateType,
 )
-from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 
@@ -27,6 +28,14 @@ _ENDED = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CA
 
 def _value(x: Any) -> str | None:
     return None if x is None else str(getattr(x, "value", x))
+
+
+def _ended(run: FlowRun) -> datetime:
+    """When the run ended; a run set Crashed or Failed before it started has no end time
+    (and sorts first in PostgreSQL's DESC): its state's time stands in."""
+    ended = run.end_time or (run.state.timestamp if run.state else None) or run.created
+    assert ended is not None
+    return ended
 
 
 @task(name="read catalog deployments", **retry.NETWORK)
@@ -57,15 +66,15 @@ def server_deployments(
                     state=FlowRunFilterState(type=FlowRunFilterStateType(any_=_ENDED))
                 ),
                 sort=FlowRunSort.END_TIME_DESC,
-                limit=1,
+                limit=10,
             )
             if runs:
-                r = runs[0]
+                r = max(runs, key=_ended)
                 last[name] = LastRun(
                     deployment=name,
                     run_id=str(r.id),
                     run_name=r.name,
                     state=_value(r.state_type) or "?",
-                    ended_at=r.end_time,
+                    ended_at=_ended(r),
                 )
     return found, last
