@@ -39,6 +39,10 @@ class KubeEnvironment(Block):
     container: str = Field(default="web", description="Container whose image is deployed.")
     service_url: str = Field(description="Base URL of the service (health and smoke tests).")
     prometheus_url: str = Field(description="Prometheus base URL for gates.")
+    alertmanager_url: str = Field(
+        default="http://127.0.0.1:19093",
+        description="Alertmanager base URL (the pre-shift check asks it whether it is ready).",
+    )
     token: SecretStr | None = Field(default=None, description="Bearer token for the API.")
     verify_ssl: bool = Field(default=True, description="Verify the API server certificate.")
     thresholds: Thresholds = Field(default_factory=Thresholds, description="Health thresholds.")

@@ -24,6 +24,7 @@ from flows.memory_leak import memory_leak
 from flows.migrate import migrate_database
 from flows.one_pod_down import one_pod_down
 from flows.operate import hotfix, restart, rollback, scale
+from flows.pre_shift_check import pre_shift_check
 from flows.record_crash import record_crashed_run
 from flows.renew_certificate import renew_certificate
 from flows.restore import restore_database
@@ -107,12 +108,38 @@ def incident_response(watched: list[str]) -> Any:
 #: The handoff note runs at the rotation's shift change (policy/oncall.yaml: Mondays 09:00 in
 #: Berlin); tests/unit/test_handoff_note.py keeps the two in step.
 HANDOFF_CRON, HANDOFF_TZ = "0 9 * * 1", "Europe/Berlin"
+#: The pre-shift check runs half an hour before that shift change (the same test keeps it
+#: in step).
+PRESHIFT_CRON, PRESHIFT_TZ = "30 8 * * 1", "Europe/Berlin"
+PRESHIFT_LEAD_MIN = 30
 
 
 def runner_deployments() -> list[Any]:
     """The ``RunnerDeployment`` of every runbook, with schedules and descriptions."""
     runbooks = [*_runbooks(), incident_response(sorted(WATCHED_RUNBOOKS))]
-    return [*runbooks, crash_recorder(sorted({d.flow_name for d in runbooks}))]
+    flows = sorted({d.flow_name for d in runbooks} | {pre_shift_check.name})
+    recorder = crash_recorder(flows)
+    names = [f"{d.flow_name}/{d.name}" for d in (*runbooks, recorder)]
+    names.append(f"{pre_shift_check.name}/pre-shift-check")
+    return [*runbooks, pre_shift(sorted(names)), recorder]
+
+
+def pre_shift(catalog: list[str]) -> Any:
+    """The ``pre-shift-check`` deployment; ``catalog`` is what its "runbooks current" check
+    expects on the server (every deployment of this catalog, itself included)."""
+    return pre_shift_check.to_deployment(
+        name="pre-shift-check",
+        description="The pre-shift check before each shift change (Mondays 08:30 "
+        "Europe/Berlin, half an hour before policy/oncall.yaml's change), or started by the "
+        "incoming engineer from the UI: Prometheus and Alertmanager answer, a test page to "
+        "the incoming engineer is confirmed in a form, a rollback target exists in staging "
+        "and production (dry run), the last 7 days' incidents, and every runbook is on the "
+        "server, ready, with no unrecorded failed run. The pre-shift-check table artifact "
+        "and the operation log; the run fails naming the failed checks. Changes nothing.",
+        schedules=[Cron(PRESHIFT_CRON, timezone=PRESHIFT_TZ)],
+        tags=["on-call", "read-only"],
+        parameters={"runbooks": catalog},
+    )
 
 
 def _runbooks() -> list[Any]:

@@ -33,6 +33,8 @@ def _scalar(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return str(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_scalar(v) for v in value) + "]"
     text = str(value)
     if re.fullmatch(r"[A-Za-z0-9_./-][A-Za-z0-9_ ./-]*", text) and text.strip() == text:
         return text

@@ -135,6 +135,7 @@ def save_blocks(info: StackInfo, passwords: dict[str, str]) -> list[str]:
                 deployment="web-app",
                 service_url=info.app_url(env),
                 prometheus_url=info.prometheus_url,
+                alertmanager_url=info.alertmanager_url,
                 verify_ssl=False,
             ),
             env,

@@ -122,6 +122,10 @@ MATRIX: dict[str, list[str]] = {
     "handoff-note/handoff-note": [
         "test_shift_handoff::test_the_handoff_note_lists_the_shifts_failures_and_goes_to_the_next_engineer"
     ],
+    "pre-shift-check/pre-shift-check": [
+        "test_preshift_check::test_the_incoming_engineer_confirms_the_test_page_and_every_check_passes",
+        "test_preshift_check::test_an_unanswered_page_and_a_dead_alertmanager_fail_naming_both",
+    ],
     "record-crashed-run/record-crashed-run": [
         "test_data_matrix::test_a_crashed_run_gets_its_operation_log_entry"
     ],
