@@ -182,12 +182,12 @@ def rollback_finding(
             f"{environment}: the Kubernetes API could not be read ({error or 'no deployment'}): "
             f"check api_url and token of the KubeEnvironment block {environment}",
         )
-    if target is None:
+    if target is None:  # reachable; a fresh environment has nothing to go back to yet
         return Finding(
-            False,
-            f"{environment}: no previous release to roll back to (revision {current.revision} "
-            f"runs {current.image} and no earlier revision runs another good image): a bad "
-            f"deploy would need a hotfix",
+            True,
+            f"{environment}: revision {current.revision} ({current.image}) is reachable, with "
+            f"no previous release to roll back to (no earlier revision runs another good "
+            f"image): a bad deploy now would need a hotfix",
         )
     return Finding(
         True,

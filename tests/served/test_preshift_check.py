@@ -12,31 +12,17 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect.logging import disable_run_logger
-
 from blocks.kube import KubeEnvironment
-from decisions.deploy_history import rollback_target
 from decisions.preshift import CHECKS, MONITORING, ROLLBACK, TEST_PAGE, incoming_engineer
 from devstack import procs
 from procedures.oncall import load_schedule
-from tasks import rollout
 from tests.access_support import sink_mentions
-from tests.deploy_support import environments, new_image
+from tests.deploy_support import environments
 from tests.served_support import SERVE_ONLY, RunPath, assert_completed, describe
 from tests.support import oplog_row
 from tests.triage_support import artifacts_of
 
 NAME = "pre-shift-check/pre-shift-check"
-
-
-def with_previous_release() -> None:
-    """Each environment has a release to roll back to (a fresh stack has one revision only)."""
-    with disable_run_logger():
-        for env in environments().values():
-            current = rollout.current_release.fn(env)
-            if rollback_target(rollout.rollout_history.fn(env), current.revision) is None:
-                rollout.set_image.fn(env, new_image())
-                rollout.wait_for_rollout.fn(env, timeout_s=60)
 
 
 def checks_of(runpath: RunPath, run_id: str) -> dict[str, dict[str, str]]:
@@ -50,7 +36,6 @@ def test_the_incoming_engineer_confirms_the_test_page_and_every_check_passes(
     runpath: RunPath,
 ) -> None:
     stack, api = runpath.stack, runpath.api
-    with_previous_release()
     schedule = load_schedule()
     assert schedule is not None
     engineer, _ = incoming_engineer(schedule, datetime.now(UTC))
