@@ -41,8 +41,10 @@ test-unit: deps
 
 down-test:  ## stop the test stacks, delete their state and their OS users (the next run starts as a fresh machine does)
 	@$(TEST_ENV) $(RUN) opsflows devstack down --purge --remove-os-user
-	@$(TEST_ENV) OPSFLOWS_STATE_DIR=$(CURDIR)/.devstack-test-served OPSFLOWS_OS_USER=opsflows-test-served \
-		$(RUN) opsflows devstack down --purge --remove-os-user
+	@for g in e2e served worker; do \
+		$(TEST_ENV) OPSFLOWS_STATE_DIR=$(CURDIR)/.devstack-test-$$g OPSFLOWS_OS_USER=opsflows-test-$$g \
+			$(RUN) opsflows devstack down --purge --remove-os-user; \
+	done
 
 lint: deps  ## ruff, formatting, mypy --strict, and the import contract (layers point down only)
 	$(RUN) ruff check .

@@ -137,10 +137,24 @@ class Api:
         raise AssertionError(f"run {run_id} did not ask again after a refused answer")
 
     def resume(self, run_id: str, run_input: dict[str, Any]) -> None:
-        """The approval form's submit button."""
-        resp = self.http.post(f"/flow_runs/{run_id}/resume", json={"run_input": run_input})
-        resp.raise_for_status()
-        assert resp.json().get("status") == "ACCEPT", resp.text
+        """The approval form's submit button.
+
+        Prefect sets a run Paused first and saves the form's schema right after; an answer in
+        between is refused with "Run input schema not found" (the UI shows the form only
+        once the schema is there), so that refusal is tried again for a few seconds.
+        """
+        deadline = time.monotonic() + 15
+        while True:
+            resp = self.http.post(f"/flow_runs/{run_id}/resume", json={"run_input": run_input})
+            resp.raise_for_status()
+            body = resp.json()
+            reason = str((body.get("details") or {}).get("reason", ""))
+            if body.get("status") == "REJECT" and "schema not found" in reason:
+                if time.monotonic() < deadline:
+                    time.sleep(0.3)
+                    continue
+            assert body.get("status") == "ACCEPT", resp.text
+            return
 
     def delete_deployments(self, names: list[str]) -> None:
         for name in names:

@@ -161,21 +161,30 @@ def test_backup_status_comes_from_the_ops_log_per_database(
     backup_rows("succeeded", now - timedelta(hours=30), stale)
     backup_rows("succeeded", now, fresh)
 
-    def series(metric: str, database: str) -> list[dict[str, Any]]:
-        return query(stack, f'{metric}{{database="{database}"}}')
+    databases = (failing, stale, fresh)
 
-    wait_for(
-        lambda: series("opsflows_backup_last_run_failed", failing), 30, "no series per database"
-    )
-    (failed,) = series("opsflows_backup_last_run_failed", failing)
-    assert failed["value"][1] == "1"
-    (last,) = series("opsflows_backup_last_success_timestamp_seconds", failing)
-    assert float(last["value"][1]) >= (now - timedelta(hours=1, seconds=5)).timestamp()
+    def snapshot() -> dict[tuple[str, str], float] | None:
+        """Both gauges of the three databases from one query, once all six are there (a
+        scrape that failed under load marks series stale: read them together, not one by
+        one across scrapes)."""
+        found = query(
+            stack,
+            '{__name__=~"opsflows_backup_last_run_failed|opsflows_backup_last_success_timestamp'
+            f'_seconds",database=~"{"|".join(databases)}"}}',
+        )
+        values = {
+            (s["metric"]["__name__"], s["metric"]["database"]): float(s["value"][1]) for s in found
+        }
+        return values if len(values) == 2 * len(databases) else None
+
+    values = wait_for(snapshot, 30, "no series per database")
+    failed = "opsflows_backup_last_run_failed"
+    last = "opsflows_backup_last_success_timestamp_seconds"
+    assert values[failed, failing] == 1
+    assert values[last, failing] >= (now - timedelta(hours=1, seconds=5)).timestamp()
     for ok in (stale, fresh):
-        (good,) = series("opsflows_backup_last_run_failed", ok)
-        assert good["value"][1] == "0", ok
-    (old,) = series("opsflows_backup_last_success_timestamp_seconds", stale)
-    assert float(old["value"][1]) <= (now - timedelta(hours=29)).timestamp()
+        assert values[failed, ok] == 0, ok
+    assert values[last, stale] <= (now - timedelta(hours=29)).timestamp()
 
 
 def rule_for_s(info: StackInfo, alert: str) -> float:

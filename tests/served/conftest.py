@@ -42,9 +42,30 @@ from tests.incident_support import INCIDENT_DELAYS
 from tests.served_support import Api, RunPath, start_serving, stop_serving, worker_path
 
 RUNPATHS = ["serve", "worker"]
+#: `make test` runs each path in a pytest process on a stack of its own
+#: (OPSFLOWS_TEST_RUNPATHS=serve or worker); unset, one process runs both, serve first.
+ONLY = [p for p in os.environ.get("OPSFLOWS_TEST_RUNPATHS", "").split(",") if p]
 # Incident paging delays shrunk for the tier (incident_support.INCIDENT_DELAYS): the served
 # process and the worker inherit this environment.
 os.environ.update(INCIDENT_DELAYS)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the cases of the run paths OPSFLOWS_TEST_RUNPATHS names (the cases without a
+    run path go with ``serve``)."""
+    if not ONLY:
+        return
+    unknown = set(ONLY) - set(RUNPATHS)
+    if unknown:
+        raise pytest.UsageError(f"OPSFLOWS_TEST_RUNPATHS: unknown run path(s) {sorted(unknown)}")
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        path = params.get("runpath", "serve")
+        (keep if path in ONLY else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session")
