@@ -95,6 +95,19 @@ def _status(
     return "\n".join(lines) + "\n\n"
 
 
+def pause_for(form: Any, timeout_s: int, poll_s: int, key: str) -> Any:
+    """Pause this run for one answer of ``form``: the answer, or None when the pause expired.
+
+    A form that does not validate raises pydantic's ``ValidationError`` (the caller shows
+    it again for the time that is left).
+    """
+    try:
+        return pause_flow_run(wait_for_input=form, timeout=timeout_s, poll_interval=poll_s, key=key)
+    except FlowPauseTimeout:
+        running_again()  # the server may have failed the run as the pause expired
+        return None
+
+
 def ask(
     form: type[F],
     description: str,
@@ -132,12 +145,9 @@ def ask(
             description=_status(gate, allowed, counted, refused) + description
         )
         try:
-            answer = pause_flow_run(
-                wait_for_input=shown, timeout=left, poll_interval=poll_s, key=f"{key}-{asked}"
-            )
-        except FlowPauseTimeout:
-            running_again()  # the server may have failed the run as the pause expired
-            return None
+            answer = pause_for(shown, left, poll_s, f"{key}-{asked}")
+            if answer is None:
+                return None
         except ValidationError as exc:
             why = f"the form was refused ({form_errors(exc)})"
             refused.append({"gate": gate, "approver": "", "why": why})

@@ -5,16 +5,13 @@ they confirm in a form (Prefect ``RunInput``) that it reached their phone."""
 
 import time
 
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.logging import get_run_logger
 from pydantic import Field, ValidationError
 
 from decisions.approvals import APPROVER_PATTERN, form_errors
 from decisions.preshift import Ack, PageRoute, ack_description
-from procedures.approval_gate import MIN_WAIT_S
-from procedures.operation import running_again
+from procedures.approval_gate import MIN_WAIT_S, pause_for
 
 
 class PageAckForm(RunInput):
@@ -40,12 +37,9 @@ def await_ack(route: PageRoute, timeout_s: int, poll_s: int) -> Ack | None:
         asked += 1
         form = PageAckForm.with_initial_data(description=ack_description(route, timeout_s))
         try:
-            answer = pause_flow_run(
-                wait_for_input=form, timeout=left, poll_interval=poll_s, key=f"test-page-{asked}"
-            )
-        except FlowPauseTimeout:
-            running_again()  # the server may have failed the run as the pause expired
-            return None
+            answer = pause_for(form, left, poll_s, f"test-page-{asked}")
+            if answer is None:
+                return None
         except ValidationError as exc:
             get_run_logger().warning("test page form refused (%s); still waiting", form_errors(exc))
             continue

@@ -2,10 +2,11 @@
 # `make test`: every tier, in four pytest processes at once, each on a test stack of its own.
 #
 #   group        tests                                   stack                   OS user
-#   reliability  tests/integration tests/reliability     .devstack-test          opsflows-test
-#   e2e          tests/e2e tests/unit                    .devstack-test-e2e      opsflows-test-e2e
+#   reliability  tests/reliability                       .devstack-test          opsflows-test
+#   e2e          tests/e2e tests/integration tests/unit  .devstack-test-e2e      opsflows-test-e2e
 #   served       tests/served, the `serve` run path      .devstack-test-served   opsflows-test-served
 #   worker       tests/served, the `worker` run path     .devstack-test-worker   opsflows-test-worker
+#                (and a few serve-path files: tests/served/conftest.py SERVE_WITH_WORKER)
 #
 # The groups mostly wait (alerts' `for`, bakes, pauses, polling), so side by side the suite
 # takes about as long as the longest group. A group's pytest starts as soon as its stack is up
@@ -27,8 +28,8 @@ declare -A state=([reliability]=.devstack-test [e2e]=.devstack-test-e2e
   [served]=.devstack-test-served [worker]=.devstack-test-worker)
 declare -A user=([reliability]=opsflows-test [e2e]=opsflows-test-e2e
   [served]=opsflows-test-served [worker]=opsflows-test-worker)
-declare -A args=([reliability]="tests/integration tests/reliability"
-  [e2e]="tests/e2e tests/unit" [served]="tests/served" [worker]="tests/served")
+declare -A args=([reliability]="tests/reliability"
+  [e2e]="tests/e2e tests/integration tests/unit" [served]="tests/served" [worker]="tests/served")
 declare -A paths=([served]=serve [worker]=worker)
 declare -A pid=()
 

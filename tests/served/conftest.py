@@ -45,6 +45,9 @@ RUNPATHS = ["serve", "worker"]
 #: `make test` runs each path in a pytest process on a stack of its own
 #: (OPSFLOWS_TEST_RUNPATHS=serve or worker); unset, one process runs both, serve first.
 ONLY = [p for p in os.environ.get("OPSFLOWS_TEST_RUNPATHS", "").split(",") if p]
+#: Serve-path cases that run in the worker group's process instead (before its worker path),
+#: so the two groups take about as long: the serve path has over twice the worker's cases.
+SERVE_WITH_WORKER = ("test_game_day_triage.py",)
 # Incident paging delays shrunk for the tier (incident_support.INCIDENT_DELAYS): the served
 # process and the worker inherit this environment.
 os.environ.update(INCIDENT_DELAYS)
@@ -52,7 +55,7 @@ os.environ.update(INCIDENT_DELAYS)
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Keep the cases of the run paths OPSFLOWS_TEST_RUNPATHS names (the cases without a
-    run path go with ``serve``)."""
+    run path go with ``serve``; the SERVE_WITH_WORKER files' serve cases with ``worker``)."""
     if not ONLY:
         return
     unknown = set(ONLY) - set(RUNPATHS)
@@ -62,6 +65,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         path = params.get("runpath", "serve")
+        if path == "serve" and item.path.name in SERVE_WITH_WORKER and len(ONLY) == 1:
+            path = "worker"  # its group's process, not its run path
         (keep if path in ONLY else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
