@@ -316,6 +316,21 @@ def _alert_name(alert: Mapping[str, Any]) -> str:
 RESUME_MARGIN_S = 3.0
 
 
+#: What Prefect's pause-expiration service sets on a run still Paused after its timeout.
+PAUSE_EXPIRED = "The flow was paused and never resumed."
+
+
+def pause_expired(state_type: str | None, message: str | None) -> bool:
+    """Whether a run is Failed only because its pause expired on the server.
+
+    Every pause of the runbooks handles its own timeout (the run sets itself Running again,
+    ``procedures.operation.running_again``), but the server's service may fail it first: for
+    a second or two the run reads Failed while its process goes on. Such a run is alive
+    until it stays that way (its process died while paused).
+    """
+    return state_type == "FAILED" and (message or "").strip() == PAUSE_EXPIRED
+
+
 def may_resume(pause_expires: datetime | None, now: datetime) -> bool:
     """Whether resuming a paused run is safe: its pause does not expire within the margin.
 

@@ -39,7 +39,7 @@ from starlette.responses import JSONResponse
 
 from blocks.postgres import PostgresTarget
 from decisions.alertmanager import MAX_BODY_BYTES, bearer_valid, parse_notification
-from decisions.incidents import Incident, Opening, alert_opening, may_resume
+from decisions.incidents import Incident, Opening, alert_opening, may_resume, pause_expired
 from decisions.webhook import Rejected
 from deployments.webhook import Unavailable, read_body
 from opsflows.errors import OpsError, scrub
@@ -158,6 +158,13 @@ class PrefectDesk:
             with get_client(sync_client=True) as client:
                 run_id = UUID(incident.flow_run_id) if incident.flow_run_id else None
                 state = client.read_flow_run(run_id).state if run_id else None
+                # A run the server failed as its pause expired is alive for a moment more:
+                # it sets itself Running again (decisions.incidents.pause_expired).
+                waking = state is not None and pause_expired(state.type.value, state.message)
+                if waking and time.monotonic() < deadline:
+                    alive = True
+                    time.sleep(1.0)
+                    continue
                 if run_id is None or state is None or state.is_final():
                     if alive and not self._still_its_run(incident):
                         return "ended (it read the row)"

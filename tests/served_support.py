@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from decisions.incidents import pause_expired
 from devstack import procs
 from devstack import stack as devstack
 from devstack.stack import StackInfo
@@ -33,6 +34,8 @@ from devstack.stack import StackInfo
 REPO = Path(__file__).resolve().parent.parent
 POOL = "opsflows-process"  # the process pool prefect.yaml deploys to
 FINAL = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
+#: How long a run Failed by the server's pause expiration may take to set itself Running.
+PAUSE_EXPIRED_GRACE_S = 15.0
 #: Timings small enough for a test, large enough for the bake to judge real traffic.
 FAST_DEPLOY: dict[str, Any] = {
     "bake_seconds": 4,
@@ -98,9 +101,19 @@ class Api:
         """Poll until the run's state type is in ``until``; the run (as JSON)."""
         deadline = time.monotonic() + timeout
         run = self.run(run_id)
+        expired_since: float | None = None
         while time.monotonic() < deadline:
             run = self.run(run_id)
             state = run.get("state") or {}
+            if pause_expired(state.get("type"), state.get("message")):
+                # Failed by the server as its pause expired: the run sets itself Running
+                # again within a few seconds unless its process is gone.
+                expired_since = expired_since or time.monotonic()
+                if time.monotonic() - expired_since < PAUSE_EXPIRED_GRACE_S:
+                    time.sleep(0.5)
+                    continue
+            else:
+                expired_since = None
             if state.get("type") in until:
                 return run
             if state.get("type") in FINAL:

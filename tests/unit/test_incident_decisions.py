@@ -24,6 +24,7 @@ from decisions.incidents import (
     merge_alerts,
     page_text,
     paging_plan,
+    pause_expired,
     reopening,
     told_since_opening,
     unannounced_reopening,
@@ -344,6 +345,13 @@ def test_a_reopened_incident_gets_a_run_of_its_own_and_tells_incidents_once() ->
     told = [*resolved_then_back, Event(T0, "announced", "#incidents: reopened: ... (1)")]
     assert unannounced_reopening(told) is None
     assert unannounced_reopening(resolved_then_back[:3]) is None  # never reopened
+
+
+def test_a_run_failed_only_because_its_pause_expired_is_told_apart() -> None:
+    assert pause_expired("FAILED", "The flow was paused and never resumed.")
+    assert not pause_expired("FAILED", "Flow run encountered an exception: GateRejected")
+    assert not pause_expired("PAUSED", "The flow was paused and never resumed.")
+    assert not pause_expired(None, None)
 
 
 def test_incidents_hears_resolved_once_per_opening() -> None:
