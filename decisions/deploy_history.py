@@ -58,6 +58,16 @@ def oplog_deploy(row: Mapping[str, Any], environment: str) -> DeployRecord | Non
     return DeployRecord("op log", environment, str(image), at, f"{operation} ({status})", failed)
 
 
+def oplog_deploys(rows: Sequence[Mapping[str, Any]], environment: str) -> list[DeployRecord]:
+    """The deploys ``ops_log`` rows record for ``environment`` (:func:`oplog_deploy`)."""
+    return [d for d in (oplog_deploy(r, environment) for r in rows) if d is not None]
+
+
+def failed_images(deploys: Sequence[DeployRecord]) -> set[str]:
+    """Images whose deploy failed: no rollback target."""
+    return {d.image for d in deploys if d.failed}
+
+
 def abandoned_revisions(history: Sequence[RevisionRecord]) -> set[int]:
     """Revisions a rollback moved away from: those between a reused ReplicaSet's earlier
     revision and the one the rollback gave it (rev 1 good, rev 2 bad, undo: rev 3 is the

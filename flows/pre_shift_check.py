@@ -31,7 +31,12 @@ from prefect.runtime import flow_run
 from blocks.kube import KubeEnvironment
 from blocks.notify import NotificationRouting
 from blocks.postgres import PostgresTarget
-from decisions.deploy_history import DEPLOY_OPERATIONS, oplog_deploy, rollback_target
+from decisions.deploy_history import (
+    DEPLOY_OPERATIONS,
+    failed_images,
+    oplog_deploys,
+    rollback_target,
+)
 from decisions.incidents import Incident
 from decisions.oncall import Schedule
 from decisions.preshift import (
@@ -137,9 +142,10 @@ def pre_shift_check(
         )
         rec.impact = "no change (checks only)"
         failed = failed_checks(results)
+        checks = {r.name: r.result for r in results}
         rec.details.update(
             engineer=person,
-            checks={r.name: r.result for r in results},
+            checks=checks,
             failed=failed,
             open_incidents=[i.id for i in still_open],
         )
@@ -149,7 +155,7 @@ def pre_shift_check(
             raise PreShiftCheckFailed(
                 message, hint="fix what each failed check says, then run pre-shift-check again"
             )
-        return {"engineer": person, "checks": {r.name: r.result for r in results}}
+        return {"engineer": person, "checks": checks}
 
 
 def _schedule(issues: list[str]) -> Schedule | None:
@@ -235,8 +241,7 @@ def _rollback(environments: list[str], ops_db: PostgresTarget | None, now: datet
         except OpsError as exc:
             findings.append(rollback_finding(name, None, None, scrub(str(exc))))
             continue
-        deploys = [d for d in (oplog_deploy(r, env.environment) for r in rows) if d is not None]
-        bad = {d.image for d in deploys if d.failed}
+        bad = failed_images(oplog_deploys(rows, env.environment))
         target = rollback_target(history, current.revision, bad)
         findings.append(rollback_finding(name, current, target))
     return CheckResult(ROLLBACK, tuple(findings))

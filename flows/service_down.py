@@ -33,7 +33,8 @@ from blocks.kube import KubeEnvironment
 from blocks.postgres import PostgresTarget
 from decisions.deploy_history import (
     DEPLOY_OPERATIONS,
-    oplog_deploy,
+    failed_images,
+    oplog_deploys,
     recent_deploys,
     rollback_target,
 )
@@ -178,8 +179,8 @@ def diagnose(
             )
         except OpsError:
             rows = []  # the rollout history still tells a recent deploy
-    deploys = [d for d in (oplog_deploy(r, env.environment) for r in rows) if d is not None]
-    bad_images = {d.image for d in deploys if d.failed}
+    deploys = oplog_deploys(rows, env.environment)
+    bad_images = failed_images(deploys)
     revision = current.revision if current is not None else 0
     facts = ServiceDownFacts(
         environment=env.environment,

@@ -19,7 +19,7 @@ from blocks.postgres import PostgresTarget
 from decisions.game_day import FaultResult, RunbookOutcome
 from decisions.incidents import Incident
 from opsflows import retry
-from tasks.incidents import COLUMNS, ensure_schema, incident_from_row
+from tasks.incident_schema import COLUMNS, ensure_schema, incident_from_row
 from tasks.postgres import connect, translate
 
 DDL = """

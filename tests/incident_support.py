@@ -70,7 +70,7 @@ def incidents_of(stack: Any, group_key: str) -> list[Incident]:
 def count_incidents(stack: Any) -> int:
     import psycopg
 
-    from tasks.incidents import ensure_schema
+    from tasks.incident_schema import ensure_schema
 
     ensure_schema(ops_target(stack))
     with psycopg.connect(ops_target(stack).conninfo()) as conn:
@@ -123,7 +123,7 @@ def close_leftovers(stack: Any, group_key: str) -> int:
     (the group firing again soon after would reopen one as a flap, and page no one)."""
     import psycopg
 
-    from tasks.incidents import ensure_schema
+    from tasks.incident_schema import ensure_schema
 
     ensure_schema(ops_target(stack))
     with psycopg.connect(ops_target(stack).conninfo()) as conn:
