@@ -10,7 +10,14 @@ import json
 from typing import Any
 
 from devstack import postgres
-from devstack.stack import APP_DB_SECRET, AWS_REGION, BACKUP_BUCKET, MOTO_KEYS, StackInfo
+from devstack.stack import (
+    APP_DB_SECRET,
+    AWS_REGION,
+    BACKUP_BUCKET,
+    BACKUP_PREFIX,
+    MOTO_KEYS,
+    StackInfo,
+)
 
 #: Strict global concurrency limits: one change per environment at a time (deploys and
 #: migrations of an environment share its limit).
@@ -100,7 +107,8 @@ def save_blocks(info: StackInfo, passwords: dict[str, str]) -> list[str]:
     )
     save(creds, common.AWS)
     save(
-        BackupStore(bucket=BACKUP_BUCKET, prefix="backups/", aws_credentials=creds), common.BACKUPS
+        BackupStore(bucket=BACKUP_BUCKET, prefix=BACKUP_PREFIX, aws_credentials=creds),
+        common.BACKUPS,
     )
     pg = {"host": info.host, "port": info.postgres_port}
     app_user, app_password = current_app_credential(info, passwords)

@@ -190,8 +190,27 @@ def init_cluster(base: Path, user: str, admin_password: str) -> None:
         )
 
 
-def start(base: Path, user: str, host: str, port: int, timeout: float = 60.0) -> None:
-    """Start the cluster with pg_ctl unless it already accepts connections."""
+def archive_options(folder: Path, timeout_s: int) -> str:
+    """Server options that archive every WAL file to S3 with ``wal-push`` (tasks/wal_config.py).
+
+    ``archive_timeout`` switches to a new segment after that many seconds with writes, so a
+    quiet database still loses at most that much (the RPO of point-in-time recovery).
+    ``archive_mode`` needs a restart: a server started without it is restarted by ``up``.
+    """
+    from tasks.wal_config import archive_command
+
+    command = archive_command(folder).replace("'", "''")
+    return (
+        f"-c wal_level=replica -c archive_mode=on -c archive_timeout={timeout_s} "
+        f"-c wal_compression=zstd -c archive_command='{command}'"
+    )
+
+
+def start(
+    base: Path, user: str, host: str, port: int, timeout: float = 60.0, options: str = ""
+) -> None:
+    """Start the cluster with pg_ctl unless it already accepts connections (``options``: more
+    server settings, e.g. :func:`archive_options`)."""
     data = base / "data"
     if is_running(base) and port_open(host, port):
         return
@@ -211,7 +230,7 @@ def start(base: Path, user: str, host: str, port: int, timeout: float = 60.0) ->
                 "-t",
                 str(int(timeout)),
                 "-o",
-                f"-p {port} -c listen_addresses={host} -k {base / 'run'} {PRELOAD}",
+                f"-p {port} -c listen_addresses={host} -k {base / 'run'} {PRELOAD} {options}",
                 "start",
             ],
         ),
@@ -224,6 +243,22 @@ def start(base: Path, user: str, host: str, port: int, timeout: float = 60.0) ->
             f"PostgreSQL did not start on {host}:{port}; see {log}:\n{tail(log)}\n"
             f"{result.stderr.strip()}"
         )
+
+
+def ensure_archiving(
+    base: Path, user: str, host: str, port: int, admin_password: str, options: str
+) -> None:
+    """Restart a server that runs without WAL archiving (started before it was configured, or
+    with another ``archive_command``): ``archive_mode`` takes effect only at a start."""
+    with psycopg.connect(admin_conninfo(host, port, admin_password), autocommit=True) as conn:
+        mode = conn.execute("SHOW archive_mode").fetchone()
+        command = conn.execute("SHOW archive_command").fetchone()
+    wanted = options.split("archive_command='", 1)[1][:-1].replace("''", "'")
+    if mode and mode[0] == "on" and command and command[0] == wanted:
+        return
+    print("devstack: restarting PostgreSQL to turn on WAL archiving", file=sys.stderr)
+    stop(base, user)
+    start(base, user, host, port, options=options)
 
 
 def is_running(base: Path) -> bool:

@@ -17,6 +17,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from decisions.wal import wal_folder
 from devstack import exporters, postgres, procs
 from devstack.services import stack_services
 from devstack.stackinfo import AWS_REGION as AWS_REGION
@@ -24,8 +25,12 @@ from devstack.stackinfo import MOTO_KEYS as MOTO_KEYS
 from devstack.stackinfo import PORT_SERVICES, PREFECT_AUTH_KEY
 from devstack.stackinfo import StackInfo as StackInfo
 from opsflows.settings import REPO_ROOT, Settings
+from tasks.wal_config import WalArchive, write_config
 
 BACKUP_BUCKET = "opsflows-backups"
+BACKUP_PREFIX = "backups/"
+#: The cluster name of the devstack's PostgreSQL in the point-in-time recovery folders.
+PITR_CLUSTER = "main"
 APP_DB_SECRET = "opsflows/app/db"
 #: The monitoring parts (Debian's exporters and Alertmanager, the TLS endpoint they probe).
 MONITORING = (
@@ -138,7 +143,23 @@ def up(settings: Settings | None = None) -> StackInfo:
     launched = {name: procs.spawn(state, services[name]) for name in ("moto", "kubesim")}
     pg_base = info.service_root / "postgres"
     postgres.init_cluster(pg_base, settings.os_user, passwords["postgres"])
-    postgres.start(pg_base, settings.os_user, info.host, info.postgres_port)
+    archive = write_config(
+        pg_base / "wal-archive",
+        WalArchive(
+            endpoint=info.aws_endpoint_url,
+            bucket=BACKUP_BUCKET,
+            prefix=f"{BACKUP_PREFIX}{wal_folder(PITR_CLUSTER)}/",
+            region=AWS_REGION,
+        ),
+        MOTO_KEYS["AWS_ACCESS_KEY_ID"],
+        MOTO_KEYS["AWS_SECRET_ACCESS_KEY"],
+        settings.os_user,
+    )
+    options = postgres.archive_options(archive, settings.wal_archive_timeout_s)
+    postgres.start(pg_base, settings.os_user, info.host, info.postgres_port, options=options)
+    postgres.ensure_archiving(
+        pg_base, settings.os_user, info.host, info.postgres_port, passwords["postgres"], options
+    )
     postgres.provision(info.host, info.postgres_port, passwords["postgres"], passwords)
     postgres.provision_monitoring(
         info.host, info.postgres_port, passwords["postgres"], passwords, exporters.MONITOR_ROLE

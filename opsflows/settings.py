@@ -290,6 +290,16 @@ class Settings(BaseSettings):
             "and pages, so it never holds the daily schedule's queue (at most one a day)."
         ),
     )
+    wal_archive_timeout_s: int = Field(
+        default=60,
+        ge=5,
+        le=3600,
+        description=(
+            "archive_timeout of the devstack's PostgreSQL: a segment with writes is archived "
+            "at the latest this many seconds after its first one (the RPO of point-in-time "
+            "recovery on a quiet database)."
+        ),
+    )
     restore_timeout_s: int = Field(
         default=12 * 3600,
         ge=60,
