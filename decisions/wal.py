@@ -67,6 +67,43 @@ def segment_at(timeline: int, number: int, segment_bytes: int = SEGMENT_BYTES) -
 
 
 @dataclass(frozen=True)
+class BackupHistory(Record):
+    """What a ``.backup`` history file says (the server writes one per base backup)."""
+
+    label: str
+    start_lsn: str
+    stop_lsn: str
+    timeline: int
+    start_wal: str
+    stop_wal: str
+
+
+_HISTORY = re.compile(r"^([A-Z ]+): (.*)$", re.MULTILINE)
+_LOCATION = re.compile(r"^(\S+) \(file ([0-9A-F]{24})\)$")
+
+
+def parse_backup_history(text: str) -> BackupHistory:
+    """Parse a backup history file (``START WAL LOCATION: 0/4000028 (file 0000…04)`` …)."""
+    fields = {k.strip(): v.strip() for k, v in _HISTORY.findall(text)}
+    try:
+        start = _LOCATION.match(fields["START WAL LOCATION"])
+        stop = _LOCATION.match(fields["STOP WAL LOCATION"])
+        if start is None or stop is None:
+            raise KeyError("WAL LOCATION")
+        timeline = int(fields.get("STOP TIMELINE") or fields["START TIMELINE"])
+        return BackupHistory(
+            label=fields.get("LABEL", ""),
+            start_lsn=start[1],
+            stop_lsn=stop[1],
+            timeline=timeline,
+            start_wal=start[2],
+            stop_wal=stop[2],
+        )
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"not a backup history file (no {exc})") from None
+
+
+@dataclass(frozen=True)
 class ArchivedFile(Record):
     """One object under ``wal/``: its WAL file name and when it was archived."""
 

@@ -13,7 +13,6 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
-from pydantic import Field
 
 from blocks.postgres import PostgresTarget
 from blocks.storage import BackupStore
@@ -22,17 +21,13 @@ from decisions.approvals import (
     replace_description,
 )
 from decisions.backups import choose_backup, restore_point
-from opsflows.errors import ApprovalTimedOut, ConfigurationError, GateRejected, OpsError
+from opsflows.errors import ConfigurationError, OpsError
 from opsflows.settings import get_settings
-from procedures import approval_gate
-from procedures.approval_form import ApprovalForm
-from procedures.approval_gate import GateAnswer
 from procedures.operation import (
     APP_DB,
     APP_DB_ADMIN,
     BACKUPS,
     ROUTING,
-    current_run,
     load_block,
     operation_log,
     page_if_hung,
@@ -40,24 +35,15 @@ from procedures.operation import (
     try_load_ops_db,
     try_load_routing,
 )
+from procedures.replace_live import await_replace_approval, keep_name
 from procedures.restore import VerifiedRestore, restore_and_verify
 from tasks.catalog import list_backups
-from tasks.restore import drop_scratch
 from tasks.scratch import (
     database_sizes,
 )
 from tasks.swap import recover_swap, swap_in
 
 _MAX_IDENT = 63
-
-
-class RestoreApproval(ApprovalForm):
-    """Approve replacing the live database with the verified restore."""
-
-    approve: bool = Field(
-        default=False, description="On to replace the live database; leave off to reject."
-    )
-    reason: str = Field(default="", description="Why the live database is replaced.")
 
 
 def _description(
@@ -95,52 +81,6 @@ def _description(
             tables=tuple((t.name, t.rows) for t in manifest.fingerprint.tables),
         )
     )
-
-
-def _await_approval(
-    admin: PostgresTarget,
-    scratch: str,
-    description: str,
-    timeout_s: int,
-    poll_s: int,
-) -> GateAnswer:
-    """Two different DBAs (the ``replace-live-database`` gate of policy/roles.yaml) approve.
-
-    A live database is the production copy whatever its block is called, so the gate is
-    judged for ``production``.
-    """
-    untouched = "the live database is untouched and the scratch database was dropped"
-    try:
-        approval = approval_gate.ask(
-            RestoreApproval,
-            description,
-            gate="replace-live-database",
-            environment="production",
-            timeout_s=timeout_s,
-            poll_s=poll_s,
-            key="approve-replace-live",
-        )
-    except ConfigurationError:
-        drop_scratch(admin, scratch)
-        raise
-    if approval is None:
-        drop_scratch(admin, scratch)
-        raise ApprovalTimedOut(
-            f"the people the roles policy allows did not approve replacing the live database "
-            f"within {timeout_s} s",
-            hint=untouched,
-        )
-    current_run().record.details.update(
-        approved_by=approval.approver, approved=approval.approve, approval_reason=approval.reason
-    )
-    if not approval.approve:
-        drop_scratch(admin, scratch)
-        raise GateRejected(
-            f"replacing the live database was rejected by {approval.approver}: "
-            f"{approval.reason or 'no reason'}",
-            hint=untouched,
-        )
-    return approval
 
 
 @flow(name="restore-database", timeout_seconds=get_settings().restore_timeout_s)
@@ -245,15 +185,16 @@ def restore_database(
             rec.impact = f"backup restored into {done.scratch}; live database untouched"
             rec.follow_up.append(f"drop database {done.scratch} when no longer needed")
             return result
-        stamp = datetime.now(UTC).strftime("_before_restore_%Y%m%d%H%M%S")
-        keep_as = target.database[: _MAX_IDENT - len(stamp)] + stamp
+        keep_as = keep_name(target.database)
         description = _description(target, admin, done, rto_s, keep_as, approval_timeout_s)
         create_markdown_artifact(
             markdown=description,
             key="restore-approval",
             description="What replacing the live database will do",
         )
-        _await_approval(admin, done.scratch, description, approval_timeout_s, approval_poll_s)
+        await_replace_approval(
+            admin, done.scratch, description, approval_timeout_s, approval_poll_s
+        )
         rec.changing = f"the live database {target.database}"
         kept = swap_in(admin, target.database, done.scratch, keep_as)
         total = round(time.monotonic() - started, 3)

@@ -290,6 +290,18 @@ class Settings(BaseSettings):
             "and pages, so it never holds the daily schedule's queue (at most one a day)."
         ),
     )
+    pitr_scratch_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Folder for the scratch instances of point-in-time restores (a base backup is "
+            "unpacked there: it needs the cluster's size free); default: the system's temp dir."
+        ),
+    )
+    pitr_recovery_timeout_s: float = Field(
+        default=3600,
+        gt=0,
+        description="How long a point-in-time restore's recovery may take before it is stopped.",
+    )
     wal_archive_timeout_s: int = Field(
         default=60,
         ge=5,

@@ -154,7 +154,7 @@ def test_approver_name_is_stripped() -> None:
 
 def forms() -> list[Any]:
     from flows.deploy import ApprovalInput
-    from flows.restore import RestoreApproval
+    from procedures.replace_live import RestoreApproval
 
     return [ApprovalInput, RestoreApproval]
 
@@ -268,7 +268,7 @@ def test_anyone_named_may_reject(gate: Any, monkeypatch: pytest.MonkeyPatch) -> 
 def test_one_dba_alone_never_replaces_the_live_database(
     gate: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flows.restore import RestoreApproval
+    from procedures.replace_live import RestoreApproval
 
     answers = [{"approve": True, "approver": "dana"}, {"approve": True, "approver": " Dana"}]
     answer, details, _ = _ask(gate, monkeypatch, RestoreApproval, answers, **LIVE)
@@ -283,7 +283,7 @@ def test_one_dba_alone_never_replaces_the_live_database(
 def test_a_refused_replace_times_out_drops_the_scratch_and_records_no_approver(
     gate: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import flows.restore as restore
+    import procedures.replace_live as restore
     from opsflows.errors import ApprovalTimedOut
     from procedures.operation import operation_log
 
@@ -294,7 +294,7 @@ def test_a_refused_replace_times_out_drops_the_scratch_and_records_no_approver(
         pytest.raises(ApprovalTimedOut, match="did not approve") as caught,
         operation_log("restore", "test", None) as record,
     ):
-        restore._await_approval(None, "app_restore_x", "## what", 60, 1)  # type: ignore[arg-type]
+        restore.await_replace_approval(None, "app_restore_x", "## what", 60, 1)  # type: ignore[arg-type]
     assert "live database is untouched" in (caught.value.hint or "")
     assert dropped == ["app_restore_x"]
     assert "approved_by" not in record.details

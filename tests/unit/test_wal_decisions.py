@@ -10,6 +10,7 @@ from decisions.wal import (
     ArchivedFile,
     BaseBackup,
     missing_segments,
+    parse_backup_history,
     parse_lsn,
     plan_restore,
     plan_wal_retention,
@@ -123,3 +124,29 @@ def test_retention_keeps_the_wal_of_the_oldest_kept_base_and_deletes_older() -> 
 def test_retention_without_a_base_backup_deletes_nothing() -> None:
     plan = plan_wal_retention([], [wal(2, T0)], T0, keep_days=1, min_count=1)
     assert plan.delete_wal == () and plan.delete_bases == ()
+
+
+HISTORY = """START WAL LOCATION: 0/4000028 (file 000000010000000000000004)
+STOP WAL LOCATION: 0/4000138 (file 000000010000000000000004)
+CHECKPOINT LOCATION: 0/4000060
+BACKUP METHOD: streamed
+BACKUP FROM: primary
+START TIME: 2026-12-02 22:10:00 UTC
+LABEL: opsflows base 20261202T221000Z
+START TIMELINE: 1
+STOP TIME: 2026-12-02 22:10:01 UTC
+STOP TIMELINE: 1
+"""
+
+
+def test_a_backup_history_file_names_the_wal_range() -> None:
+    got = parse_backup_history(HISTORY)
+    assert (got.label, got.start_lsn, got.stop_lsn, got.timeline) == (
+        "opsflows base 20261202T221000Z",
+        "0/4000028",
+        "0/4000138",
+        1,
+    )
+    assert got.start_wal == got.stop_wal == "000000010000000000000004"
+    with pytest.raises(ValueError, match="not a backup history file"):
+        parse_backup_history("LABEL: x\n")
