@@ -11,6 +11,7 @@ from decisions.watchdogs import WATCHED_RUNBOOKS
 from flows.access_audit import access_audit
 from flows.access_log_review import access_log_review
 from flows.backup import backup_database
+from flows.base_backup import base_backup
 from flows.capacity_report import capacity_report
 from flows.certificate_check import certificate_check
 from flows.connection_pool_exhausted import connection_pool_exhausted
@@ -29,6 +30,7 @@ from flows.record_crash import record_crashed_run
 from flows.renew_certificate import renew_certificate
 from flows.restore import restore_database
 from flows.restore_drill import restore_drill
+from flows.restore_to_time import restore_to_time
 from flows.rotate_credentials import rotate_credentials
 from flows.service_down import service_down
 from flows.smoke import stack_smoke
@@ -159,6 +161,23 @@ def _runbooks() -> list[Any]:
                 concurrency_limit=1,  # a late backup waits for the running one, never overlaps
             ),
             "flows/backup.py:backup_database",
+        ),
+        base_backup.to_deployment(
+            name="base-backup-daily",
+            description="Daily physical base backup of the PostgreSQL cluster for "
+            "point-in-time recovery (02:30 UTC): pg_basebackup streamed to S3, complete once "
+            "its WAL is archived; retention keeps the base backups of the store's days and "
+            "the WAL they need.",
+            schedules=[Cron("30 2 * * *", timezone="UTC")],
+            tags=["backup", "database", "pitr"],
+            concurrency_limit=1,
+        ),
+        restore_to_time.to_deployment(
+            name="restore-to-time",
+            description="Restore the database as it was at any second the WAL archive covers: "
+            "a scratch instance recovers from the newest base backup before it, the copy is "
+            "verified; replacing the live database needs two DBAs' approval.",
+            tags=["restore", "database", "pitr"],
         ),
         restore_drill.to_deployment(
             name="restore-drill-weekly",
