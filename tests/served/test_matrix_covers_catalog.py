@@ -29,6 +29,13 @@ MATRIX: dict[str, list[str]] = {
     "restore-database/restore": [
         "test_data_matrix::test_restore_into_scratch_verifies_the_newest_backup"
     ],
+    "base-backup/base-backup-daily": [
+        "test_pitr_matrix::test_a_base_backup_then_a_restore_to_a_second"
+    ],
+    "restore-to-time/restore-to-time": [
+        "test_pitr_matrix::test_a_base_backup_then_a_restore_to_a_second",
+        "test_pitr_matrix::test_a_moment_in_the_future_fails_before_anything_is_read",
+    ],
     "restore-drill/restore-drill-weekly": [
         "test_data_matrix::test_restore_drill_weekly_records_rto_and_rpo"
     ],
