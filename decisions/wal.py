@@ -135,9 +135,14 @@ class RestorePlan(Record):
     """The base backup to start from and the WAL files recovery replays to reach a moment."""
 
     base: BaseBackup
-    target: datetime
+    target: datetime | None  # None: the end of the archive (everything archived is replayed)
     needed: tuple[str, ...]  # from the base's first segment to the newest archived one
     newest_archived_at: datetime
+
+    def describe_target(self) -> str:
+        if self.target is None:
+            return "the end of the WAL archive"
+        return f"{self.target:%Y-%m-%d %H:%M:%S} UTC"
 
 
 def restorable_range(
@@ -203,6 +208,26 @@ def plan_restore(
             "gap from an older base backup, or take a new base backup",
         )
     return RestorePlan(base=base, target=target, needed=tuple(wanted), newest_archived_at=span[1])
+
+
+def plan_latest(bases: Sequence[BaseBackup], archived: Sequence[ArchivedFile]) -> RestorePlan:
+    """Everything the archive holds, from the newest base backup (the drill's restore: what
+    is achieved is then the RPO); refused like :func:`plan_restore` when there is nothing."""
+    span = restorable_range(bases, archived)
+    if span is None:
+        raise ConfigurationError(
+            f"no point-in-time restore is possible: {_describe_range(span)}",
+            hint="run the base-backup runbook (WAL archiving must be on)",
+        )
+    base = max(bases, key=lambda b: b.finished_at)
+    wanted, missing = missing_segments(base.start_wal, [f.name for f in archived])
+    if missing:
+        raise ConfigurationError(
+            f"the WAL archive has a gap after base backup {base.backup_id}: missing "
+            f"{', '.join(missing[:5])}",
+            hint="recovery cannot cross a missing WAL file; take a new base backup",
+        )
+    return RestorePlan(base=base, target=None, needed=tuple(wanted), newest_archived_at=span[1])
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ from prefect.artifacts import create_markdown_artifact
 from blocks.postgres import PostgresTarget
 from blocks.storage import BackupStore
 from decisions.approvals import ReplaceFacts, replace_description
-from decisions.backups import Manifest, restore_point
-from decisions.wal import RestorePlan, plan_restore
-from opsflows.errors import ConfigurationError, VerificationFailed
+from decisions.backups import restore_point
+from decisions.wal import plan_restore
+from opsflows.errors import ConfigurationError
 from opsflows.settings import get_settings
 from procedures.operation import (
     APP_DB,
@@ -43,41 +43,17 @@ from procedures.operation import (
     try_load_ops_db,
     try_load_routing,
 )
+from procedures.pitr_restore import recover_and_verify
 from procedures.replace_live import await_replace_approval, keep_name
-from tasks.base_backup import archiving_status
-from tasks.pitr_copy import CopyResult, copy_recovered
-from tasks.pitr_instance import recovered_instance
 from tasks.pitr_store import list_archived, list_base_backups
-from tasks.restore import drop_scratch
-from tasks.scratch import claim, database_sizes, mark_scratch_verified, scratch_name
+from tasks.scratch import database_sizes
 from tasks.swap import recover_swap, swap_in
-from tasks.verify import preload, read_user_suites, verify_restore
 
 OPERATION = "point-in-time restore"
 
 
 def _label(at: datetime) -> str:
     return f"pitr{at.astimezone(UTC):%Y%m%dT%H%M%S}"
-
-
-def _manifest(
-    label: str, database: str, plan: RestorePlan, when: datetime, copied: CopyResult
-) -> Manifest:
-    """What the copy is verified against: the fingerprint taken in its own snapshot."""
-    return Manifest(
-        backup_id=label,
-        database=database,
-        server_version=copied.server_version,
-        started_at=plan.base.started_at,
-        finished_at=when,
-        snapshot_at=when,
-        dump_key=plan.base.key,
-        size_bytes=plan.base.size_bytes,
-        sha256=plan.base.sha256,
-        parts=0,
-        compression="zstd",
-        fingerprint=copied.fingerprint,
-    )
 
 
 @flow(name="restore-to-time", timeout_seconds=get_settings().restore_timeout_s)
@@ -147,42 +123,22 @@ def restore_to_time(
             wal_files=len(plan.needed),
             newest_archived_at=plan.newest_archived_at.isoformat(),
         )
-        preload()
-        suites = read_user_suites(backups, target.database, expectations)
         recovered = recover_swap(admin, target.database)
         if recovered:
             rec.issues.extend(recovered)
-        version = int(archiving_status(admin)["server_version_num"])
-        label = _label(when)
-        scratch = scratch_name(target.database, label)
-        with claim(admin, scratch):
-            with recovered_instance(
-                backups, cluster, plan, version, get_settings().pitr_recovery_timeout_s
-            ) as instance:
-                source = instance.target(admin, target.database)
-                copied = copy_recovered(source, admin, scratch, target.database, label)
-            rec.details.update(
-                recovery_s=instance.seconds,
-                stopped_before=instance.stopped_at,
-                last_replayed=instance.last_replayed,
-                wal_fetched=instance.wal_fetched,
-            )
-            manifest = _manifest(label, target.database, plan, when, copied)
-            try:
-                report = verify_restore(admin, scratch, manifest, suites, row_samples)
-            except BaseException:
-                drop_scratch(admin, scratch)
-                raise
-            if not report.success:
-                drop_scratch(admin, scratch)
-                raise VerificationFailed(
-                    "the point-in-time copy did not match its fingerprint: "
-                    + "; ".join(report.summary()["failed"][:5]),
-                    hint="the scratch database was dropped; see the restore-verification artifact",
-                )
-            mark_scratch_verified(admin, scratch, target.database, label)
+        done = recover_and_verify(
+            target, admin, backups, cluster, plan, _label(when), expectations, row_samples
+        )
+        instance, copied, report, scratch = done.instance, done.copied, done.report, done.scratch
+        rec.details.update(
+            scratch=scratch,
+            recovery_s=instance.seconds,
+            stopped_before=instance.stopped_at,
+            last_replayed=instance.last_replayed,
+            wal_fetched=instance.wal_fetched,
+        )
         rto_s = round(time.monotonic() - started, 3)
-        rec.details.update(scratch=scratch, rto_verified_s=rto_s)
+        rec.details.update(rto_verified_s=rto_s)
         result: dict[str, Any] = {
             "at": when.isoformat(),
             "base_backup": plan.base.backup_id,

@@ -150,8 +150,12 @@ def _extract(store: BackupStore, plan: RestorePlan, data: Path) -> int:
     return size
 
 
-def _configure(data: Path, folder: Path, socket_dir: Path, port: int, target: datetime) -> None:
-    """Settings of the scratch instance (appended last: they win), its hba, recovery.signal."""
+def _configure(
+    data: Path, folder: Path, socket_dir: Path, port: int, target: datetime | None
+) -> None:
+    """Settings of the scratch instance (appended last: they win), its hba, recovery.signal.
+
+    With no target, recovery replays every archived WAL file and is promoted at the end."""
     settings = {
         "listen_addresses": "",
         "port": str(port),
@@ -163,10 +167,13 @@ def _configure(data: Path, folder: Path, socket_dir: Path, port: int, target: da
         "log_connections": "off",
         "shared_preload_libraries": "",
         "restore_command": restore_command(folder / "wal"),
-        "recovery_target_time": target.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00"),
-        "recovery_target_action": "promote",
-        "recovery_target_inclusive": "on",
     }
+    if target is not None:
+        settings.update(
+            recovery_target_time=target.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00"),
+            recovery_target_action="promote",
+            recovery_target_inclusive="on",
+        )
     lines = "".join(f"{k} = '{v.replace(chr(39), chr(39) * 2)}'\n" for k, v in settings.items())
     with (data / "postgresql.auto.conf").open("a") as conf:
         conf.write("\n# opsflows restore-to-time scratch instance\n" + lines)
@@ -198,7 +205,7 @@ def _refusal(log: Path, errors: Path, plan: RestorePlan) -> PermanentError:
     if _NOT_REACHED in text:
         last = _LAST.findall(text)
         return PermanentError(
-            f"the WAL archive ends before {plan.target:%Y-%m-%d %H:%M:%S} UTC"
+            f"the WAL archive ends before {plan.describe_target()}"
             + (f" (last transaction replayed at {last[-1]})" if last else ""),
             hint="a moment that recent is not archived yet (archive_timeout); choose an "
             "earlier one or wait for the next segment",
@@ -220,7 +227,8 @@ def _free_port() -> int:
 def recovered_instance(
     store: BackupStore, cluster: str, plan: RestorePlan, version_num: int, timeout_s: float
 ) -> Iterator[Recovered]:
-    """Recover a scratch instance to ``plan.target``; stopped and removed on exit."""
+    """Recover a scratch instance to ``plan.target`` (None: the end of the archive); stopped
+    and removed on exit."""
     logger = get_run_logger()
     user = _os_user()
     root = get_settings().pitr_scratch_dir
@@ -255,9 +263,20 @@ def recovered_instance(
                 hint=f"its log ends:\n{_tail(log)}",
             )
         running = True
-        logger.info("recovering to %s from %d WAL file(s)", plan.target, len(plan.needed))
-        _await_promotion(data, log, folder / "wal" / FETCH_ERRORS, plan, timeout_s, started)
+        logger.info(
+            "recovering to %s from %d WAL file(s)", plan.describe_target(), len(plan.needed)
+        )
+        errors = folder / "wal" / FETCH_ERRORS
+        _await_promotion(data, log, errors, plan, timeout_s, started)
         text = log.read_text(errors="replace")
+        if errors.exists() and errors.read_text().strip():
+            # Without a target, a refused file ends recovery early as if the archive ended.
+            raise _refusal(log, errors, plan)
+        if plan.target is None and f'restored log file "{plan.needed[-1]}"' not in text:
+            raise PermanentError(
+                f"recovery ended before the newest archived WAL file {plan.needed[-1]}",
+                hint=f"the scratch instance's log ends:\n{_tail(log)}",
+            )
         stopped, last = _STOPPED.findall(text), _LAST.findall(text)
         yield Recovered(
             folder=folder,
@@ -304,8 +323,7 @@ def _await_promotion(
             raise _refusal(log, errors, plan)
         if time.monotonic() - started > timeout_s:
             raise Stalled(
-                f"recovery did not reach {plan.target:%Y-%m-%d %H:%M:%S} UTC within "
-                f"{timeout_s:g} s",
+                f"recovery did not reach {plan.describe_target()} within {timeout_s:g} s",
                 hint=f"the scratch instance was stopped; its log ends:\n{_tail(log)}",
             )
         time.sleep(0.3)
