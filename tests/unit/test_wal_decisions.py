@@ -150,3 +150,18 @@ def test_a_backup_history_file_names_the_wal_range() -> None:
     assert got.start_wal == got.stop_wal == "000000010000000000000004"
     with pytest.raises(ValueError, match="not a backup history file"):
         parse_backup_history("LABEL: x\n")
+
+
+def test_the_latest_plan_starts_at_the_newest_base_and_replays_everything() -> None:
+    from decisions.wal import plan_latest
+
+    bases = [base("b1", T0, 2), base("b2", T0 + timedelta(hours=10), 12)]
+    archived = [wal(n, T0 + timedelta(hours=n)) for n in range(2, 20)]
+    plan = plan_latest(bases, archived)
+    assert plan.target is None and plan.base.backup_id == "b2"
+    assert plan.needed == tuple(seg(n) for n in range(12, 20))
+    assert plan.describe_target() == "the end of the WAL archive"
+    with pytest.raises(ConfigurationError, match="no base backup"):
+        plan_latest([], archived)
+    with pytest.raises(ConfigurationError, match=seg(15)):
+        plan_latest(bases, [f for f in archived if f.name != seg(15)])
