@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from decisions.records import Record
-from opsflows.errors import ConfigurationError
+from opsflows.errors import ConfigurationError, OpsError, PermanentError
 
 PITR_FOLDER = "pitr"
 SEGMENT_BYTES = 16 * 2**20
@@ -271,3 +271,32 @@ def plan_wal_retention(
         delete_wal=tuple(sorted(delete_wal)),
         oldest_needed=oldest.start_wal,
     )
+
+
+def archiving_refusal(
+    archive_mode: str,
+    has_command: bool,
+    last_archived: datetime | None,
+    last_failed: datetime | None,
+    last_failed_wal: str | None,
+) -> OpsError | None:
+    """Why a base backup must not be taken now (``pg_stat_archiver``), or None.
+
+    A base backup is only as good as the WAL archive after it: with archiving off it cannot
+    restore to a point in time, and while archiving fails the server would hold the backup's
+    end waiting for an archive that does not come."""
+    if archive_mode not in ("on", "always") or not has_command:
+        return ConfigurationError(
+            "WAL archiving is off on this server (archive_mode / archive_command): a base "
+            "backup alone cannot restore to a point in time",
+            hint="turn on archive_mode with the wal-push archive_command (README "
+            '"Point-in-time recovery"), restart the server, then run again',
+        )
+    if last_failed is not None and (last_archived is None or last_failed > last_archived):
+        return PermanentError(
+            f"WAL archiving is failing: the newest attempt, for {last_failed_wal}, failed at "
+            f"{last_failed:%Y-%m-%d %H:%M:%S} UTC",
+            hint="see the PostgreSQL log for wal-push's message (S3 reachable? credentials?); "
+            "a base backup would wait for that archive",
+        )
+    return None

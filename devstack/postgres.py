@@ -190,27 +190,44 @@ def init_cluster(base: Path, user: str, admin_password: str) -> None:
         )
 
 
-def archive_options(folder: Path, timeout_s: int) -> str:
-    """Server options that archive every WAL file to S3 with ``wal-push`` (tasks/wal_config.py).
+#: The archiving settings live in an include file of postgresql.conf (rewritten at every
+#: ``up``), not on the command line: ALTER SYSTEM (postgresql.auto.conf, read after it) can
+#: then override them for a while, and RESET returns to them.
+ARCHIVE_CONF = "opsflows-archive.conf"
+
+
+def write_archive_conf(base: Path, folder: Path, timeout_s: int) -> str:
+    """Archive every WAL file to S3 with ``wal-push`` (tasks/wal_config.py); the command.
 
     ``archive_timeout`` switches to a new segment after that many seconds with writes, so a
     quiet database still loses at most that much (the RPO of point-in-time recovery).
-    ``archive_mode`` needs a restart: a server started without it is restarted by ``up``.
+    ``archive_mode`` takes effect at a start: :func:`ensure_archiving` restarts for it.
     """
     from tasks.wal_config import archive_command
 
-    command = archive_command(folder).replace("'", "''")
-    return (
-        f"-c wal_level=replica -c archive_mode=on -c archive_timeout={timeout_s} "
-        f"-c wal_compression=zstd -c archive_command='{command}'"
+    command = archive_command(folder)
+    data = base / "data"
+    settings = {
+        "wal_level": "replica",
+        "archive_mode": "on",
+        "archive_timeout": str(timeout_s),
+        "wal_compression": "zstd",
+        "archive_command": command,
+    }
+    (data / ARCHIVE_CONF).write_text(
+        "# Written by devstack/postgres.py at every `up`; edits are overwritten.\n"
+        + "".join(f"{k} = '{v.replace(chr(39), chr(39) * 2)}'\n" for k, v in settings.items())
     )
+    conf = data / "postgresql.conf"
+    line = f"include_if_exists = '{ARCHIVE_CONF}'"
+    if line not in conf.read_text():
+        with conf.open("a") as out:
+            out.write(f"\n{line}\n")
+    return command
 
 
-def start(
-    base: Path, user: str, host: str, port: int, timeout: float = 60.0, options: str = ""
-) -> None:
-    """Start the cluster with pg_ctl unless it already accepts connections (``options``: more
-    server settings, e.g. :func:`archive_options`)."""
+def start(base: Path, user: str, host: str, port: int, timeout: float = 60.0) -> None:
+    """Start the cluster with pg_ctl unless it already accepts connections."""
     data = base / "data"
     if is_running(base) and port_open(host, port):
         return
@@ -230,7 +247,7 @@ def start(
                 "-t",
                 str(int(timeout)),
                 "-o",
-                f"-p {port} -c listen_addresses={host} -k {base / 'run'} {PRELOAD} {options}",
+                f"-p {port} -c listen_addresses={host} -k {base / 'run'} {PRELOAD}",
                 "start",
             ],
         ),
@@ -246,19 +263,22 @@ def start(
 
 
 def ensure_archiving(
-    base: Path, user: str, host: str, port: int, admin_password: str, options: str
+    base: Path, user: str, host: str, port: int, admin_password: str, command: str
 ) -> None:
-    """Restart a server that runs without WAL archiving (started before it was configured, or
-    with another ``archive_command``): ``archive_mode`` takes effect only at a start."""
+    """Make a running server archive with ``command``: a reload for the command, a restart
+    when it runs without ``archive_mode`` (started before archiving was configured)."""
     with psycopg.connect(admin_conninfo(host, port, admin_password), autocommit=True) as conn:
+        conn.execute("SELECT pg_reload_conf()")
         mode = conn.execute("SHOW archive_mode").fetchone()
-        command = conn.execute("SHOW archive_command").fetchone()
-    wanted = options.split("archive_command='", 1)[1][:-1].replace("''", "'")
-    if mode and mode[0] == "on" and command and command[0] == wanted:
+    if mode and mode[0] == "on":
         return
     print("devstack: restarting PostgreSQL to turn on WAL archiving", file=sys.stderr)
     stop(base, user)
-    start(base, user, host, port, options=options)
+    start(base, user, host, port)
+    with psycopg.connect(admin_conninfo(host, port, admin_password), autocommit=True) as conn:
+        now = conn.execute("SHOW archive_command").fetchone()
+    if not now or now[0] != command:
+        raise StartError(f"PostgreSQL does not archive with {command!r} (see {ARCHIVE_CONF})")
 
 
 def is_running(base: Path) -> bool:

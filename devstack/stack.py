@@ -155,10 +155,10 @@ def up(settings: Settings | None = None) -> StackInfo:
         MOTO_KEYS["AWS_SECRET_ACCESS_KEY"],
         settings.os_user,
     )
-    options = postgres.archive_options(archive, settings.wal_archive_timeout_s)
-    postgres.start(pg_base, settings.os_user, info.host, info.postgres_port, options=options)
+    command = postgres.write_archive_conf(pg_base, archive, settings.wal_archive_timeout_s)
+    postgres.start(pg_base, settings.os_user, info.host, info.postgres_port)
     postgres.ensure_archiving(
-        pg_base, settings.os_user, info.host, info.postgres_port, passwords["postgres"], options
+        pg_base, settings.os_user, info.host, info.postgres_port, passwords["postgres"], command
     )
     postgres.provision(info.host, info.postgres_port, passwords["postgres"], passwords)
     postgres.provision_monitoring(

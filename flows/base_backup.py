@@ -28,6 +28,7 @@ from decisions.backups import backup_id_for
 from decisions.parts import choose_part_size
 from decisions.wal import (
     BaseBackup,
+    archiving_refusal,
     missing_segments,
     plan_wal_retention,
 )
@@ -54,25 +55,6 @@ from tasks.pitr_store import (
 )
 
 OPERATION = "base backup"
-
-
-def _require_archiving(status: dict[str, Any]) -> None:
-    """A base backup is only as good as the WAL archive after it: refuse without one."""
-    if status["archive_mode"] not in ("on", "always") or not status["has_command"]:
-        raise ConfigurationError(
-            "WAL archiving is off on this server (archive_mode / archive_command): a base "
-            "backup alone cannot restore to a point in time",
-            hint="turn on archive_mode with the wal-push archive_command (README "
-            '"Point-in-time recovery"), restart the server, then run again',
-        )
-    failed, archived = status["last_failed_time"], status["last_archived_time"]
-    if failed is not None and (archived is None or failed > archived):
-        raise PermanentError(
-            f"WAL archiving is failing: the newest attempt, for {status['last_failed_wal']}, "
-            f"failed at {failed:%Y-%m-%d %H:%M:%S} UTC",
-            hint="see the PostgreSQL log for wal-push's message (S3 reachable? credentials?); "
-            "a base backup would wait for that archive",
-        )
 
 
 @flow(name="base-backup", timeout_seconds=get_settings().backup_timeout_s)
@@ -107,7 +89,15 @@ def base_backup(
         backups = load_block(BackupStore, store)
         rec.details["cluster"] = cluster
         status = archiving_status(admin)
-        _require_archiving(status)
+        refused = archiving_refusal(
+            status["archive_mode"],
+            status["has_command"],
+            status["last_archived_time"],
+            status["last_failed_time"],
+            status["last_failed_wal"],
+        )
+        if refused is not None:
+            raise refused
         backup_id = backup_id_for(datetime.now(UTC))
         key = f"{base_prefix(backups, cluster)}{backup_id}/base.tar.zst"
         size = int(status["cluster_bytes"] or 0)

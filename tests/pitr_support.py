@@ -3,7 +3,9 @@ restore tests (e2e and served)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -70,3 +72,32 @@ def archive_now(admin_conninfo: str, timeout_s: float = 60) -> str:
 def ticks(conninfo: str) -> list[tuple[int, datetime]]:
     with psycopg.connect(conninfo) as conn:
         return [(int(i), at) for i, at in conn.execute(f"SELECT id, at FROM {TABLE} ORDER BY id")]
+
+
+@contextlib.contextmanager
+def failing_archive(admin_conninfo: str, timeout_s: float = 60) -> Iterator[str]:
+    """Make the live server's archiving fail (``archive_command = 'false'`` over the one the
+    devstack gives on the command line) until a segment's attempt failed; yields that
+    segment. Reset on exit, after which the archiver catches up (nothing is lost)."""
+    with psycopg.connect(admin_conninfo, autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET archive_command = 'false'")
+        conn.execute("SELECT pg_reload_conf()")
+        try:
+            time.sleep(1)  # the archiver reads its configuration between attempts
+            row: Any = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+            name = str(row[0])
+            deadline = time.monotonic() + timeout_s
+            while True:
+                got: Any = conn.execute(
+                    "SELECT last_failed_wal, last_failed_time > coalesce(last_archived_time,"
+                    " '-infinity') FROM pg_stat_archiver"
+                ).fetchone()
+                if got[0] is not None and got[1]:
+                    break
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"archiving of {name} did not fail in {timeout_s:g} s")
+                time.sleep(0.3)
+            yield str(got[0])
+        finally:
+            conn.execute("ALTER SYSTEM RESET archive_command")
+            conn.execute("SELECT pg_reload_conf()")

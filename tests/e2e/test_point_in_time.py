@@ -16,7 +16,13 @@ from flows.restore_drill import restore_drill
 from flows.restore_to_time import restore_to_time
 from opsflows.errors import ConfigurationError, PermanentError
 from tests.backup_support import BackupEnv, backup_env
-from tests.pitr_support import archive_now, create_ticks, ticks, write_around_a_moment
+from tests.pitr_support import (
+    archive_now,
+    create_ticks,
+    failing_archive,
+    ticks,
+    write_around_a_moment,
+)
 
 WAL_PREFIX = "backups/pitr/main/wal/"
 
@@ -99,6 +105,31 @@ def test_a_corrupted_segment_in_s3_is_named_and_nothing_is_left(env: BackupEnv) 
         f'DROP DATABASE IF EXISTS "{result["scratch_database"]}" WITH (FORCE)', database="postgres"
     )
     assert result["tables"]["public.ticks"] == written.before
+
+
+def test_a_base_backup_is_refused_while_archiving_fails_and_nothing_is_lost(
+    env: BackupEnv,
+) -> None:
+    """The newest archive attempt failed: the base backup refuses naming the WAL file, writes
+    no manifest; once archiving works again the failed file is archived (nothing lost)."""
+    from blocks.storage import BackupStore
+    from tasks.pitr_store import list_base_backups
+
+    store = BackupStore.load("backups")
+    before = [b.backup_id for b in list_base_backups.fn(store, "main")]
+    with failing_archive(env.admin.conninfo()) as failed:
+        with pytest.raises(PermanentError, match="WAL archiving is failing") as err:
+            base_backup(admin_database=env.admin_block, reason="e2e failing archive")
+        assert failed in err.value.message
+        assert [b.backup_id for b in list_base_backups.fn(store, "main")] == before
+    archive_now(env.admin.conninfo())
+    keys = {
+        o["Key"]
+        for o in env.client.list_objects_v2(
+            Bucket=BACKUP_BUCKET, Prefix=f"{WAL_PREFIX}{failed[:16]}"
+        ).get("Contents", [])
+    }
+    assert f"{WAL_PREFIX}{failed}.zst" in keys
 
 
 def test_a_blank_moment_is_refused_before_anything_is_read(env: BackupEnv) -> None:

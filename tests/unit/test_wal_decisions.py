@@ -165,3 +165,16 @@ def test_the_latest_plan_starts_at_the_newest_base_and_replays_everything() -> N
         plan_latest([], archived)
     with pytest.raises(ConfigurationError, match=seg(15)):
         plan_latest(bases, [f for f in archived if f.name != seg(15)])
+
+
+def test_a_base_backup_is_refused_while_archiving_is_off_or_failing() -> None:
+    from decisions.wal import archiving_refusal
+
+    ok = archiving_refusal("on", True, T0, T0 - timedelta(hours=1), "000000010000000000000002")
+    assert ok is None and archiving_refusal("on", True, None, None, None) is None
+    off = archiving_refusal("off", True, None, None, None)
+    assert isinstance(off, ConfigurationError) and "archiving is off" in off.message
+    assert archiving_refusal("on", False, None, None, None) is not None
+    failing = archiving_refusal("on", True, T0, T0 + timedelta(seconds=1), seg(9))
+    assert failing is not None and seg(9) in failing.message
+    assert archiving_refusal("on", True, None, T0, seg(2)) is not None
