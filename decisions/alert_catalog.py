@@ -349,6 +349,26 @@ def rules(t: Thresholds = THRESHOLDS) -> tuple[Rule, ...]:
                 "series for a scrape: that is no recovery"
             ),
         ),
+        Rule(
+            "backup",
+            "WalArchiveFailing",
+            'max by (env) (opsflows_wal_archiver_failing{job="postgres"}) == 1\n'
+            'or max by (env) (opsflows_wal_archiver_oldest_pending_seconds{job="postgres"})\n'
+            f"  > {_g(t.wal_archive_wait_s)}",
+            120,
+            "PostgreSQL retries a failed WAL file within seconds (an upload killed midway is "
+            "archived by the next attempt): two minutes of failing is an outage of the archive, "
+            "not one lost request",
+            "P2",
+            BACKUP_FAILED,
+            "WAL archiving of PostgreSQL in {{ $labels.env }} fails or is stuck: "
+            "point-in-time recovery ends at the last archived WAL file",
+            keep_s=120,
+            why_keep=(
+                "an archive that comes back archives its backlog in seconds; two minutes without "
+                "a failed attempt or a waiting file is a recovery, not a pause between retries"
+            ),
+        ),
         # -- certificates (blackbox TLS probe) ---------------------------------------------
         Rule(
             "certificates",

@@ -11,7 +11,8 @@ Each runs as the stack's unprivileged OS user, like Prometheus, with its files u
   (``pg_stat_activity_count``), the oldest transaction (``pg_stat_activity_max_tx_duration``),
   locks (``pg_locks_count``), database sizes (``pg_database_size_bytes``), backends per
   database (``pg_stat_database_numbackends``) and, from the ``ops_log`` table, the backup
-  status the alert rules read (:data:`BACKUP_QUERIES`).
+  status the alert rules read (:data:`BACKUP_QUERIES`), and the WAL archiver's state from
+  ``pg_stat_archiver`` and the archive status folder (:data:`WAL_ARCHIVER_QUERY`).
 * ``prometheus-blackbox-exporter``: ``http_2xx`` probes the apps' ``/health``;
   ``https_cert`` probes the TLS endpoint trusting only the stack's own certificate, so
   ``probe_ssl_earliest_cert_expiry`` is its expiry.
@@ -60,6 +61,49 @@ opsflows_backup:
         description: "1 when the newest database backup run did not succeed"
 """
 
+#: The WAL archiver of the server the exporter logs in to (point-in-time recovery ends at the
+#: last archived WAL file): ``failing`` is 1 while the newest attempt failed (an S3 outage, a
+#: refused upload); ``oldest_pending_seconds`` is how long the oldest WAL file waiting to be
+#: archived (a ``.ready`` file, readable by ``pg_monitor``) has waited, which also grows when
+#: the archive command hangs or the archiver is stopped without ever failing.
+WAL_ARCHIVER_QUERY = """\
+opsflows_wal_archiver:
+  query: |
+    SELECT (current_setting('archive_mode') <> 'off')::int AS enabled,
+           archived_count, failed_count,
+           coalesce(extract(epoch FROM last_archived_time), 0) AS last_archived_timestamp_seconds,
+           (last_failed_time IS NOT NULL
+            AND last_failed_time > coalesce(last_archived_time, '-infinity'))::int AS failing,
+           (SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready')
+             AS pending_files,
+           (SELECT coalesce(extract(epoch FROM now() - min(modification)), 0)
+              FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready') AS oldest_pending_seconds
+      FROM pg_stat_archiver
+  master: true
+  metrics:
+    - enabled:
+        usage: "GAUGE"
+        description: "1 when archive_mode is on"
+    - archived_count:
+        usage: "COUNTER"
+        description: "WAL files archived since the statistics were reset"
+    - failed_count:
+        usage: "COUNTER"
+        description: "failed attempts to archive a WAL file"
+    - last_archived_timestamp_seconds:
+        usage: "GAUGE"
+        description: "Unix time the last WAL file was archived (0: none yet)"
+    - failing:
+        usage: "GAUGE"
+        description: "1 while the newest archiving attempt failed"
+    - pending_files:
+        usage: "GAUGE"
+        description: "WAL files waiting to be archived"
+    - oldest_pending_seconds:
+        usage: "GAUGE"
+        description: "how long the oldest WAL file waiting to be archived has waited (0: none)"
+"""
+
 BLACKBOX_CONFIG = """\
 # Written by devstack.exporters; edits are overwritten.
 modules:
@@ -101,7 +145,7 @@ def write_postgres_exporter(base: Path, password: str) -> tuple[Path, Path]:
     """The queries file and the password file (0600) of postgres_exporter under ``base``."""
     base.mkdir(mode=0o755, parents=True, exist_ok=True)
     queries = base / "queries.yml"
-    queries.write_text(BACKUP_QUERIES)
+    queries.write_text(BACKUP_QUERIES + WAL_ARCHIVER_QUERY)
     queries.chmod(0o644)
     secret = base / "password"
     secret.touch(mode=0o600)

@@ -43,6 +43,10 @@ class Thresholds:
         request_queue: requests waiting in an app above which we alert (runbook: 1000).
         backup_max_age_h: hours since the last successful backup after which we alert; a
             daily backup plus 2 h of slack.
+        wal_archive_wait_s: seconds a WAL file may wait to be archived before we alert
+            (a healthy archive takes seconds per file, and ``archive_timeout`` closes a file
+            within 30 s: five minutes of waiting is an archive that does not work, and
+            point-in-time recovery losing far more than its RPO of a minute).
         cert_notify_days: days before a certificate expires from which a P3 fires.
         cert_page_days: days before a certificate expires from which it is P2.
     """
@@ -58,6 +62,7 @@ class Thresholds:
     db_long_transaction_s: float = 300.0
     request_queue: int = 1000
     backup_max_age_h: float = 26.0
+    wal_archive_wait_s: float = 300.0
     cert_notify_days: float = 30.0
     cert_page_days: float = 7.0
 

@@ -24,6 +24,7 @@ from psycopg.types.json import Jsonb
 
 from blocks.kube import KubeEnvironment
 from devstack.stack import StackInfo
+from tests.backup_support import admin_target
 from tests.deploy_support import steady_load
 from tests.incident_support import (
     close_leftovers,
@@ -35,6 +36,7 @@ from tests.incident_support import (
     timeline,
     wait_for,
 )
+from tests.pitr_support import failing_archive
 from tests.served_support import SERVE_ONLY, RunPath, assert_completed, load_block
 
 #: The UI's Run button path this module runs on (the matrix covers both).
@@ -124,14 +126,16 @@ EXPECTED = {
     ("HighLatencyP95", "production"): ("P2", "service-down"),
     ("DatabaseConnectionsHigh", "production"): ("P2", "database-slow"),
     ("BackupTooOld", "production"): ("P3", "backup-failed"),
+    ("WalArchiveFailing", "production"): ("P2", "backup-failed"),
 }
 
 
 @SERVE_ONLY
 def test_each_threshold_alert_opens_exactly_one_incident(runpath: RunPath, webhook: str) -> None:
-    """Error rate, p95 latency, a full disk, too many database connections and a stale
-    backup, all at once: each opens one incident of its own, with its severity and runbook,
-    and each closes when its fault is gone and Alertmanager resolves the group."""
+    """Error rate, p95 latency, a full disk, too many database connections, a stale backup
+    and failing WAL archiving, all at once: each opens one incident of its own, with its
+    severity and runbook, and each closes when its fault is gone and Alertmanager resolves
+    the group."""
     stack, api = runpath.stack, runpath.api
     keys = {group_key(name, env): expected for (name, env), expected in EXPECTED.items()}
     for key in keys:
@@ -151,6 +155,7 @@ def test_each_threshold_alert_opens_exactly_one_incident(runpath: RunPath, webho
         faults.enter_context(
             backup_history(stack, stale_db, datetime.now(UTC) - timedelta(hours=30))
         )
+        faults.enter_context(failing_archive(admin_target(stack).conninfo()))  # S3 refuses
         for key in keys:
             opened[key] = wait_for(partial(open_incident, stack, key), 240, f"no {key}")[0]
         # The faults last until the P2s are paged (after the tier's shortened delay, unless

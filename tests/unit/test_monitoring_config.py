@@ -115,3 +115,21 @@ def test_a_stack_json_from_before_the_monitoring_still_loads() -> None:
     info = StackInfo(**old)  # type: ignore[arg-type]
     assert info.alertmanager_port == 0
     assert info.alertmanager_token_file == Path("/tmp/x/alertmanager/webhook_token")
+
+
+def test_every_exporter_metric_the_alert_rules_read_is_queried(tmp_path: Path) -> None:
+    """A rule reading an ``opsflows_*`` series the exporter never produces would never fire."""
+    from decisions.alert_catalog import rules
+
+    queries_file, _ = exporters.write_postgres_exporter(tmp_path, "not-a-real-password")
+    queries = yaml.safe_load(queries_file.read_text())
+    offered = {
+        f"{name}_{metric}"
+        for name, query in queries.items()
+        for entry in query["metrics"]
+        for metric, spec in entry.items()
+        if spec["usage"] != "LABEL"
+    }
+    read = {name for rule in rules() for name in re.findall(r"opsflows_[a-z_]+", rule.expr)}
+    assert {"opsflows_wal_archiver_failing", "opsflows_wal_archiver_oldest_pending_seconds"} <= read
+    assert read <= offered, read - offered
