@@ -67,3 +67,43 @@ def test_a_moment_in_the_future_fails_before_anything_is_read(
     assert "in the future" in (run["state"]["message"] or ""), describe(run)
     assert oplog_row(runpath.stack, run["id"])["status"] == "failed"
     assert env.databases() == before
+
+
+@SERVE_ONLY
+def test_replacing_live_with_a_moment_needs_two_dbas(runpath: RunPath, env: BackupEnv) -> None:
+    """The UI's approval form, as a person answers it: the live database is replaced by the
+    database as it was at the moment only once two different DBAs approved; the one it
+    replaced is kept under another name."""
+    api = runpath.api
+    assert_completed(api.finish(BASE, timeout=180, admin_database=env.admin_block), runpath.log)
+    written = write_around_a_moment(env.app.conninfo(), rows_before=5, rows_after=5)
+    archive_now(env.admin.conninfo())
+    run_id = api.start(
+        RESTORE,
+        at=written.target.isoformat(),
+        database=env.db_block,
+        admin_database=env.admin_block,
+        replace_live=True,
+        approval_poll_s=1,
+        approval_timeout_s=300,
+        reason="served: undo the writes after the moment",
+    )
+    api.wait(run_id, until=("PAUSED",), timeout=240)
+    assert len(ticks(env.app.conninfo())) == written.total, "nothing changes while paused"
+    # Someone outside the policy, then the same DBA twice: refused, recorded, still waiting.
+    for who in ("mallory", "dana", "dana"):
+        api.refused(run_id, {"approve": True, "approver": who, "reason": "served"})
+        assert len(ticks(env.app.conninfo())) == written.total, f"{who} alone replaced live"
+    api.resume(run_id, {"approve": True, "approver": "erin", "reason": "second DBA"})
+    run = api.wait(run_id, timeout=240)
+    assert_completed(run, runpath.log)
+    row = oplog_row(runpath.stack, run_id)
+    details = row["details"]
+    assert row["status"] == "succeeded" and details["approved_by"] == "dana, erin"
+    assert [r["approver"] for r in details["approval_refusals"]] == ["mallory", "dana"]
+    live = ticks(env.app.conninfo())
+    assert [i for i, _ in live] == list(range(1, written.before + 1))
+    assert all(at <= written.target for _, at in live)
+    kept = [d for d in env.databases() if "_before_restore_" in d]
+    assert len(kept) == 1, env.databases()
+    assert len(ticks(env.app.conninfo(kept[0]))) == written.total, "the replaced one is kept"

@@ -148,3 +148,19 @@ def test_the_shipped_policy_names_real_runbooks_and_every_gate_the_code_asks() -
     schema = policy.gate("change-schema")
     assert schema.roles == ("dba",) and "change-schema" in asked
     assert schema.applies("production") and not schema.applies("staging")
+
+
+def test_every_runbook_that_replaces_a_live_database_can_be_approved() -> None:
+    """Each flow asking the replace-live gate (directly or through procedures/replace_live)
+    has enough DBAs covering it: a runbook the policy forgot waits until its timeout."""
+    policy = parse_policy(yaml.safe_load(POLICY.read_text()))
+    gate = policy.gate("replace-live-database")
+    asking = set()
+    for path in (REPO / "flows").glob("*.py"):
+        text = path.read_text()
+        if "await_replace_approval" in text:
+            asking.update(re.findall(r'@flow\(\s*name="([a-z0-9-]+)"', text))
+    assert {"restore-database", "restore-to-time"} <= asking
+    for runbook in sorted(asking):
+        allowed = who_may(policy, "replace-live-database", runbook, "production")
+        assert len(allowed) >= gate.approvers, f"{runbook}: only {allowed} may approve"
