@@ -43,6 +43,7 @@ REQUIRED: dict[str, dict[str, Any]] = {
     "access-log-review/access-log-review-monthly": {"since": "2026-11-01T00:00:00+00:00"},
     "access-audit/access-audit-quarterly": {"cluster": "production"},
     "renew-certificate/renew-certificate": {"endpoint": "devstack"},
+    "restore-to-time/restore-to-time": {"at": "2026-12-01 12:00:00+00:00"},
     "record-crashed-run/record-crashed-run": {
         "flow_run_id": "prefect.flow-run.6a835ab6-8858-4553-ae9d-bcc8440817f5"
     },
