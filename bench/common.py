@@ -270,3 +270,13 @@ def size_summary(bench: str, one: dict[str, float], two: dict[str, float]) -> di
         "db_mb": round(one["db_mb"]),
         "db_mb_2x": round(two["db_mb"]),
     }
+
+
+def best_summary(one: dict[str, float], two: dict[str, float]) -> dict[str, Any]:
+    """The flow against the best raw pipeline (``best_s``) at 1x and 2x."""
+    return {
+        "ratio_best": round(one["flow_s"] / one["best_s"], 3),
+        "best_s": round(one["best_s"], 2),
+        "ratio_best_2x": round(two["flow_s"] / two["best_s"], 3),
+        "best_s_2x": round(two["best_s"], 2),
+    }

@@ -256,6 +256,15 @@ class Settings(BaseSettings):
         le=3600,
         description="statement_timeout of quick catalog queries (server check, version).",
     )
+    upload_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=32,
+        description=(
+            "Parts of a streamed backup uploaded at once (memory is about this many parts "
+            "plus three: the queue and the one being read)."
+        ),
+    )
     fingerprint_timeout_s: float = Field(
         default=1800,
         gt=0,

@@ -7,15 +7,20 @@ Daily at 02:00 UTC, before every migration (as a subflow), and from the UI.
 # and string annotations would lose the names their parameter types need
 # (tests/integration/test_served_flows.py).
 
+import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.logging import get_run_logger
 
 from blocks.postgres import PostgresTarget
 from blocks.storage import BackupStore
 from decisions.backups import Manifest, backup_id_for
 from decisions.parts import choose_part_size, estimate_dump_bytes
+from decisions.phases import Breakdown, Phase
 from decisions.retention import plan_retention, sweep_uploads
 from opsflows.errors import ConfigurationError
 from opsflows.settings import get_settings
@@ -89,11 +94,18 @@ def backup_database(
     Returns:
         backup id, object key, size, SHA-256, tables, and what retention deleted.
     """
+    t0 = time.monotonic()
+    phases: list[Phase] = []
+
+    def since(began: float, name: str) -> None:
+        phases.append(Phase(name, time.monotonic() - began, began - t0))
+
     ops_db, routes = try_load_ops_db(), try_load_routing(routing)
     with (
         operation_log("database backup", reason, ops_db, routes) as rec,
         page_if_hung(rec, f"backup of {database}"),
     ):
+        began = time.monotonic()
         rec.details["database"] = database  # the backup alerts are per database, even failed
         parse_compression(compression)
         target = load_block(PostgresTarget, database)
@@ -107,6 +119,7 @@ def backup_database(
         expected = estimate_dump_bytes(server.size_bytes, history)
         backup_id = backup_id_for(datetime.now(UTC))
         keys = backup_keys(backups, target.database, backup_id)
+        since(began, "checks and catalog")
         # While it uploads, this run holds an upload lease: no retention pass aborts it.
         with upload_lease(target.database):
             dumped = dump_to_s3(
@@ -117,6 +130,9 @@ def backup_database(
                 compression=compression,
                 expected_bytes=expected,
             )
+        shift = dumped.origin - t0
+        phases += [replace(p, start_s=p.start_s + shift) for p in dumped.phases]
+        began = time.monotonic()
         manifest = Manifest(
             backup_id=backup_id,
             database=target.database,
@@ -134,7 +150,9 @@ def backup_database(
             database_bytes=server.size_bytes,
         )
         write_manifest(backups, manifest)
+        since(began, "manifest")
         rec.impact = f"backup {backup_id} of {target.database} written to s3://{backups.bucket}"
+        began = time.monotonic()
 
         catalog = list_backups(backups, target.database)
         now = datetime.now(UTC)
@@ -163,6 +181,9 @@ def backup_database(
         expired = [item.record.backup_id for item in plan.delete]
         remaining = [r for r in catalog if dry_run_retention or r.backup_id not in expired]
         publish_catalog(remaining, target.database)
+        since(began, "retention")
+        breakdown = Breakdown.of(phases, time.monotonic() - t0)
+        _publish_phases(breakdown, backup_id)
         rec.details = {
             "database": database,
             "backup_id": backup_id,
@@ -174,6 +195,7 @@ def backup_database(
             f"quarantine {len(plan.quarantine)}" + (" (dry run)" if dry_run_retention else ""),
             "quarantined": quarantined,
             "uploads_kept": {up.key: why for up, why in sweep.keep},
+            "phases": breakdown.seconds(),
         }
         return {
             "backup_id": backup_id,
@@ -193,4 +215,18 @@ def backup_database(
             "stale_uploads": [u.key for u in sweep.abort],
             "uploads_kept": {up.key: why for up, why in sweep.keep},
             "dry_run_retention": dry_run_retention,
+            "phases": breakdown.seconds(),
+            "phases_total_s": round(breakdown.total_s, 3),
         }
+
+
+def _publish_phases(breakdown: Breakdown, backup_id: str) -> None:
+    """Where the time went: in the run's log and as its ``backup-phases`` artifact."""
+    logger = get_run_logger()
+    for line in breakdown.lines():
+        logger.info("phase %s", line)
+    create_markdown_artifact(
+        breakdown.markdown(f"Backup {backup_id}: where the time went"),
+        key="backup-phases",
+        description="the backup's phases (dump, compression, checksum, upload, manifest, ...)",
+    )

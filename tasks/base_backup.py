@@ -147,7 +147,13 @@ def base_backup_to_s3(
     client = store.s3_client()
     try:
         with MultipartUpload(client, store.bucket, key) as upload:
-            size, digest = upload.feed(zstd.stdout, part_size, stop_source=stop, watch=watch)
+            size, digest = upload.feed(
+                zstd.stdout,
+                part_size,
+                stop_source=stop,
+                watch=watch,
+                concurrency=settings.upload_concurrency,
+            )
             codes = reap(procs, settings.process_exit_s, "the end of the base backup stream")
             for i, (p, code) in enumerate(zip(procs, codes, strict=True)):
                 if code != 0:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import shutil
 import subprocess
 import time
@@ -29,6 +30,7 @@ from prefect.logging import get_run_logger
 from blocks.postgres import PostgresTarget
 from blocks.storage import BackupStore
 from decisions.backups import Fingerprint
+from decisions.phases import BUSY, CPU, Phase
 from opsflows import retry
 from opsflows.errors import (
     ConfigurationError,
@@ -61,7 +63,10 @@ _PIPE_SIZE = 1024 * 1024
 
 @dataclass(frozen=True)
 class DumpResult:
-    """What ``dump_to_s3`` produced, for the manifest."""
+    """What ``dump_to_s3`` produced, for the manifest, and where its time went.
+
+    ``phases`` start at seconds after ``origin`` (``time.monotonic()`` when the task began).
+    """
 
     upload: UploadResult
     snapshot: Snapshot
@@ -69,6 +74,29 @@ class DumpResult:
     finished_at: datetime
     fingerprint: Fingerprint
     compression: str
+    origin: float = 0.0
+    phases: tuple[Phase, ...] = ()
+
+
+class _Clock:
+    """Phases of one task, timed from its start (monotonic)."""
+
+    def __init__(self) -> None:
+        self.origin = time.monotonic()
+        self.phases: list[Phase] = []
+
+    def since(self) -> float:
+        return time.monotonic() - self.origin
+
+    def span(self, name: str, began: float, detail: str = "") -> None:
+        """A wall phase from ``began`` (seconds after the origin) to now."""
+        self.phases.append(Phase(name, max(0.0, self.since() - began), began, detail=detail))
+
+    def add(self, name: str, seconds: float, began: float, how: str, detail: str = "") -> None:
+        self.phases.append(Phase(name, max(0.0, seconds), began, how=how, detail=detail))
+
+
+_TICK_S = 1.0 / (os.sysconf("SC_CLK_TCK") or 100)
 
 
 class _Progress:
@@ -185,12 +213,15 @@ def dump_to_s3(
     """
     logger = get_run_logger()
     settings = get_settings()
+    clock = _Clock()
     method, level = effective_compression(compression)
     client = store.s3_client()
     started = datetime.now(UTC)
     progress = _Progress("backup-upload", expected_bytes)
     secret = target.password.get_secret_value()
+    began = clock.since()
     with exported_snapshot(target) as (conn, snap):
+        clock.span("snapshot export", began)
         argv = [
             pg_tool("pg_dump", snap.server_version_num),
             "--format=custom",
@@ -201,6 +232,7 @@ def dump_to_s3(
         ]
         env = {"PATH": "/usr/bin:/bin", **target.libpq_env()}
         logger.info("dumping %s (snapshot %s) to %s", target.describe(), snap.snapshot_id, key)
+        dump_began = clock.since()
         procs, stream = _start_dump(argv, method, level, env)
         with contextlib.suppress(OSError):
             fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
@@ -217,13 +249,26 @@ def dump_to_s3(
             for p in procs:
                 kill_group(p)
 
+        def fingerprint_timed() -> Fingerprint:
+            began = clock.since()
+            try:
+                return fingerprint_in(target, conn, settings.fingerprint_timeout_s)
+            finally:
+                clock.span("fingerprint", began, detail="row counts and schema hash")
+
         pool = ThreadPoolExecutor(1, thread_name_prefix="fingerprint")
-        fingerprint = pool.submit(fingerprint_in, target, conn, settings.fingerprint_timeout_s)
+        fingerprint = pool.submit(fingerprint_timed)
         try:
             with MultipartUpload(client, store.bucket, key) as upload:
                 size, digest = upload.feed(
-                    stream, part_size, progress, stop_source=stop, watch=watch
+                    stream,
+                    part_size,
+                    progress,
+                    stop_source=stop,
+                    watch=watch,
+                    concurrency=settings.upload_concurrency,
                 )
+                _tool_phases(clock, procs, dump_began, upload.times.read_s, method, level)
                 codes = reap(procs, settings.process_exit_s, "the end of the dump stream")
                 if any(codes) and _failed(fingerprint):
                     # A failed fingerprint query ends the exporting transaction, which
@@ -233,7 +278,10 @@ def dump_to_s3(
                     if code != 0:
                         text = scrub(stderr.text(i), secret)
                         raise _tool_failed(program(p), target, code, text, settings)
+                waited = clock.since()
                 prints = _await(fingerprint, target, settings.fingerprint_timeout_s)
+                clock.span("fingerprint wait", waited, detail="after the stream ended")
+                completing = clock.since()
                 upload.complete()
         except BaseException:
             sever(conn)  # a session stuck on a hung peer must not hold the cleanup either
@@ -248,6 +296,17 @@ def dump_to_s3(
             Key=key,
             Tagging={"TagSet": [{"Key": "sha256", "Value": digest}]},
         )
+    clock.span("complete and tag", completing)
+    times = upload.times
+    clock.add("checksum", times.checksum_s, dump_began, BUSY, detail="SHA-256 of every part")
+    clock.add(
+        "upload",
+        times.upload_wall_s,
+        max(0.0, times.first_part_at - clock.origin),
+        "wall",
+        detail=f"{parts} parts, up to {times.concurrency} at once, "
+        f"{times.upload_busy_s:.2f} s of part uploads",
+    )
     progress.finish(size, parts)
     logger.info("uploaded %.1f MiB in %d parts, sha256 %s", size / 2**20, parts, digest)
     return DumpResult(
@@ -257,7 +316,26 @@ def dump_to_s3(
         finished_at=datetime.now(UTC),
         fingerprint=prints,
         compression=f"{method}:{level}",
+        origin=clock.origin,
+        phases=tuple(clock.phases),
     )
+
+
+def _tool_phases(
+    clock: _Clock,
+    procs: list[subprocess.Popen[bytes]],
+    began: float,
+    read_s: float,
+    method: str,
+    level: int,
+) -> None:
+    """The dump stream (pg_dump's start to the last byte read), and each tool's CPU time
+    (read before it is reaped)."""
+    tools = f"pg_dump -Fc -Z0 | zstd -{level} -T0" if method == "zstd" else f"pg_dump -Fc -Z{level}"
+    clock.add("dump stream", read_s, began, "wall", detail=tools)
+    for proc in procs:
+        name = program(proc)
+        clock.add(f"{name} cpu", cpu_ticks(proc) * _TICK_S, began, CPU)
 
 
 def _tool_failed(

@@ -1,9 +1,11 @@
 """Stream any byte source into one S3 multipart upload, with bounded memory and SHA-256.
 
 A reader thread cuts the source into parts (hashing them) and hands them through a bounded
-queue to the uploader, so memory is a few parts whatever the size. The upload is either
-completed or aborted (``with MultipartUpload(...)``): a failure never leaves orphan parts.
-Transient part failures are retried here; a lasting failure propagates to the task retry.
+queue to the uploader, which keeps up to ``concurrency`` part uploads in flight, so memory is
+a few parts whatever the size (``depth`` queued, ``concurrency`` in flight, one being read).
+The upload is either completed or aborted (``with MultipartUpload(...)``): a failure never
+leaves orphan parts. Transient part failures are retried here; a lasting failure propagates
+to the task retry.
 The uploader never waits unboundedly for the reader: a source that stops producing bytes is
 judged by a :class:`~tasks.pipes.StallWatch`, which ends the upload with ``Stalled``.
 """
@@ -15,7 +17,8 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from decisions.parts import S3_MAX_PARTS, part_size_for
@@ -27,6 +30,25 @@ from tasks.storage import aws_errors
 _READER_JOIN_S = 30.0
 
 
+@dataclass
+class StreamTimes:
+    """Where a streamed upload's time went (seconds; the stages overlap).
+
+    ``read_s``: the reader thread from start to the end of the stream (the producer's pace);
+    ``checksum_s``: time in SHA-256; ``upload_busy_s``: the part uploads added up;
+    ``upload_wall_s``: first part started to last part done; ``concurrency``: most parts
+    in flight at once.
+    """
+
+    read_s: float = 0.0
+    checksum_s: float = 0.0
+    upload_busy_s: float = 0.0
+    upload_wall_s: float = 0.0
+    concurrency: int = 0
+    first_part_at: float = 0.0  # time.monotonic() when the first part upload started
+    parts: list[float] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class UploadResult:
     """A finished upload: where it is, how big, its SHA-256, how many parts."""
@@ -35,6 +57,10 @@ class UploadResult:
     size_bytes: int
     sha256: str
     parts: int
+
+
+class _NotSent(Exception):
+    """A part not (or no longer) tried because another part of the upload failed for good."""
 
 
 class _PartReader(threading.Thread):
@@ -49,6 +75,8 @@ class _PartReader(threading.Thread):
         self.seen = 0
         self.error: BaseException | None = None
         self.stop = threading.Event()
+        self.checksum_s = 0.0
+        self.read_s = 0.0
 
     def _put(self, item: Any) -> bool:
         while not self.stop.is_set():
@@ -65,6 +93,7 @@ class _PartReader(threading.Thread):
 
     def run(self) -> None:
         number = 1
+        began = time.monotonic()
         try:
             while not self.stop.is_set():
                 if number > S3_MAX_PARTS:
@@ -87,7 +116,9 @@ class _PartReader(threading.Thread):
                 if filled == 0:
                     break
                 del buf[filled:]
+                hashing = time.monotonic()
                 self.digest.update(buf)
+                self.checksum_s += time.monotonic() - hashing
                 self.size += filled
                 if not self._put((number, buf)) or filled < part_size_for(number, self.base_part):
                     break
@@ -95,6 +126,7 @@ class _PartReader(threading.Thread):
         except BaseException as exc:  # noqa: BLE001 - handed to the uploader thread
             self.error = exc
         finally:
+            self.read_s = time.monotonic() - began
             self._put(None)
 
 
@@ -107,6 +139,9 @@ class MultipartUpload:
         self.upload_id: str | None = None
         self.parts: list[dict[str, Any]] = []
         self.completed = False
+        self.times = StreamTimes()
+        #: Set when a part failed for good: the parts still in flight stop retrying.
+        self.failed = threading.Event()
 
     def __enter__(self) -> MultipartUpload:
         with aws_errors(f"start upload of s3://{self.bucket}/{self.key}"):
@@ -138,8 +173,11 @@ class MultipartUpload:
         return False
 
     def put_part(self, number: int, data: bytes | bytearray) -> None:
+        """Upload one part (transient failures retried here); safe from several threads."""
         for attempt in range(self.part_retries + 1):
             try:
+                if self.failed.is_set():
+                    raise _NotSent(number)
                 with aws_errors(f"upload part {number} of {self.key}"):
                     resp = self.client.upload_part(
                         Bucket=self.bucket,
@@ -151,9 +189,15 @@ class MultipartUpload:
                 self.parts.append({"PartNumber": number, "ETag": resp["ETag"]})
                 return
             except TransientError:
-                if attempt == self.part_retries:
+                if attempt == self.part_retries or self.failed.is_set():
+                    self.failed.set()
                     raise
                 time.sleep(0.5 * 2**attempt)
+            except _NotSent:
+                raise
+            except BaseException:
+                self.failed.set()
+                raise
 
     def feed(
         self,
@@ -163,44 +207,86 @@ class MultipartUpload:
         depth: int = 2,
         stop_source: Callable[[], None] | None = None,
         watch: StallWatch | None = None,
+        concurrency: int = 1,
     ) -> tuple[int, str]:
         """Upload everything ``source`` yields; (bytes, sha256 hex).
 
-        ``depth`` parts may wait in the queue (memory is about ``depth + 2`` parts);
-        ``stop_source`` ends the producer when the upload fails, so the reader can finish.
-        ``watch`` judges the source while the uploader waits for a part (the bytes the
-        reader got count as progress; time spent uploading does not count as silence) and
-        raises ``Stalled`` when it stopped producing.
+        ``depth`` parts may wait in the queue and ``concurrency`` be uploading at once
+        (memory is about ``depth + concurrency + 1`` parts); ``stop_source`` ends the
+        producer when the upload fails, so the reader can finish. ``watch`` judges the
+        source while the uploader waits for a part (the bytes the reader got count as
+        progress; time spent uploading does not count as silence) and raises ``Stalled``
+        when it stopped producing. The first part that fails for good ends the upload: the
+        others in flight are waited for, none is started after it.
         """
         parts: queue.Queue[Any] = queue.Queue(maxsize=depth)
         reader = _PartReader(source, base_part, parts)
         if watch is not None:
             watch.add(lambda: reader.seen)
+        pool = ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="part-upload")
+        flying: dict[Future[float], int] = {}
+        first_start: float | None = None
+        last_end = 0.0
+
+        def timed(number: int, data: bytearray) -> float:
+            began = time.monotonic()
+            self.put_part(number, data)
+            return time.monotonic() - began
+
+        def settle(block: bool) -> None:
+            """Collect finished uploads (waiting for one when ``block``); re-raise a failure."""
+            nonlocal last_end
+            if not flying:
+                return
+            done, _ = wait(list(flying), timeout=None if block else 0, return_when=FIRST_COMPLETED)
+            for future in done:
+                number = flying.pop(future)
+                if isinstance(future.exception(), _NotSent):
+                    continue  # the part that failed for good raises its own error
+                seconds = future.result()
+                last_end = time.monotonic()
+                self.times.upload_busy_s += seconds
+                self.times.parts.append(seconds)
+                if on_part is not None:
+                    on_part(number, reader.size)
+                if watch is not None:
+                    watch.busy()
+
         reader.start()
         ok = False
         try:
             while True:
+                settle(block=len(flying) >= max(1, concurrency) or self.failed.is_set())
+                if self.failed.is_set() and not flying:
+                    raise PermanentError(f"upload of {self.key} failed")  # not reached
                 try:
                     item = parts.get(timeout=POLL_S)
                 except queue.Empty:
-                    if watch is not None:
+                    if watch is not None and not flying:
                         watch.check()
                     continue
                 if item is None:
                     break
                 number, data = item
-                self.put_part(number, data)
+                if first_start is None:
+                    first_start = time.monotonic()
+                flying[pool.submit(timed, number, data)] = number
+                self.times.concurrency = max(self.times.concurrency, len(flying))
                 del data, item
-                if on_part is not None:
-                    on_part(number, reader.size)
-                if watch is not None:
-                    watch.busy()
+            while flying:
+                settle(block=True)
             ok = True
         finally:
             if not ok and stop_source is not None:
                 stop_source()
             reader.stop.set()
+            # a failed upload: the parts in flight end (each bounded by its retries)
+            pool.shutdown(wait=True, cancel_futures=True)
             reader.join(timeout=_READER_JOIN_S)
+        if first_start is not None:
+            self.times.upload_wall_s = last_end - first_start
+            self.times.first_part_at = first_start
+        self.times.read_s, self.times.checksum_s = reader.read_s, reader.checksum_s
         if reader.is_alive():
             raise Stalled(
                 f"reading the dump stream did not finish within {_READER_JOIN_S:g} s of its end",

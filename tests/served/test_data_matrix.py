@@ -116,6 +116,15 @@ def test_backup_daily_streams_a_complete_backup_to_s3(
     assert manifests, keys
     manifest = s3.get_object(Bucket=bucket, Key=manifests[0])["Body"].read().decode()
     assert details["sha256"] in manifest and details["backup_id"] in manifest
+    # Where the time went, phase by phase: in the op log, the run's artifact and its log.
+    phases = details["phases"]
+    for name in ("snapshot export", "fingerprint", "dump stream", "checksum", "upload"):
+        assert name in phases, phases
+    for name in ("pg_dump cpu", "zstd cpu", "complete and tag", "manifest", "retention"):
+        assert name in phases, phases
+    assert phases["dump stream"] > 0 and phases["upload"] > 0
+    table = runpath.api.latest_artifact("backup-phases")
+    assert details["backup_id"] in table and "| upload |" in table and "at once" in table
     shared[runpath.kind + ":backup"] = details["backup_id"]
 
 
