@@ -143,6 +143,7 @@ def child(database: str, admin: str, store: str) -> None:
             "flow_s": time.monotonic() - started,
             "scratch": out["scratch_database"],
             "checks": out["verification"]["evaluated"],
+            "phases": out["phases"],
         }
     )
 
@@ -151,6 +152,7 @@ def main() -> None:
     info = stack_info()
     admin = admin_target(info)
     results: dict[str, dict[str, float]] = {}
+    phases: dict[str, dict[str, float]] = {}
     with private_moto(info) as endpoint:
         for label in ("1x", "2x"):
             database, db_mb = ensure_bench_db(admin, label)
@@ -177,6 +179,9 @@ def main() -> None:
             )
             drop_database(admin, str(flow["scratch"]))
             log(f"{label}: flow {flow['flow_s']:.1f} s ({flow['checks']} checks), RSS {rss:.0f} MB")
+            for name, seconds in flow["phases"].items():
+                log(f"{label}:   {name}: {seconds:.2f} s")
+            phases[label] = flow["phases"]
             results[label] = {
                 "best_s": min(best_s, file_s or best_s),
                 "best_stream_s": best_s,
@@ -195,6 +200,8 @@ def main() -> None:
             "best_file_s": round(one["best_file_s"], 2) or None,
             "best_stream_s_2x": round(two["best_stream_s"], 2),
             "best_file_s_2x": round(two["best_file_s"], 2) or None,
+            "phases": phases["1x"],
+            "phases_2x": phases["2x"],
         }
     )
 

@@ -7,6 +7,7 @@ and only with an explicit approval swap it in for the live database.
 # (tests/integration/test_served_flows.py).
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from decisions.approvals import (
     replace_description,
 )
 from decisions.backups import choose_backup, restore_point
+from decisions.phases import Breakdown, Phase
 from opsflows.errors import ConfigurationError, OpsError
 from opsflows.settings import get_settings
 from procedures.operation import (
@@ -35,6 +37,7 @@ from procedures.operation import (
     try_load_ops_db,
     try_load_routing,
 )
+from procedures.phase_report import publish_phases
 from procedures.replace_live import await_replace_approval, keep_name
 from procedures.restore import VerifiedRestore, restore_and_verify
 from tasks.catalog import list_backups
@@ -164,7 +167,18 @@ def restore_database(
         )
         done = restore_and_verify(target, admin, backups, record, expectations, row_samples)
         rto_s = round(time.monotonic() - started, 3)
-        rec.details.update(scratch=done.scratch, rto_verified_s=rto_s)
+        shift = done.origin - started
+        breakdown = Breakdown.of(
+            [
+                Phase("checks and catalog", shift),
+                *(replace(p, start_s=p.start_s + shift) for p in done.phases),
+            ],
+            rto_s,
+        )
+        publish_phases(
+            breakdown, "restore-phases", f"Restore of {record.backup_id}: where the time went"
+        )
+        rec.details.update(scratch=done.scratch, rto_verified_s=rto_s, phases=breakdown.seconds())
         if done.dropped_leftovers:
             rec.details["dropped_leftovers"] = list(done.dropped_leftovers)
             rec.issues.append(
@@ -179,6 +193,7 @@ def restore_database(
             "recovered_swaps": recovered,
             "verification": done.report.summary(),
             "rto_s": rto_s,
+            "phases": breakdown.seconds(),
             "replaced_live": False,
         }
         if not replace_live:

@@ -13,8 +13,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
-from prefect.logging import get_run_logger
 
 from blocks.postgres import PostgresTarget
 from blocks.storage import BackupStore
@@ -34,6 +32,7 @@ from procedures.operation import (
     try_load_ops_db,
     try_load_routing,
 )
+from procedures.phase_report import publish_phases
 from procedures.upload_lease import live_writers, upload_lease
 from tasks.catalog import (
     abort_uploads,
@@ -183,7 +182,7 @@ def backup_database(
         publish_catalog(remaining, target.database)
         since(began, "retention")
         breakdown = Breakdown.of(phases, time.monotonic() - t0)
-        _publish_phases(breakdown, backup_id)
+        publish_phases(breakdown, "backup-phases", f"Backup {backup_id}: where the time went")
         rec.details = {
             "database": database,
             "backup_id": backup_id,
@@ -218,15 +217,3 @@ def backup_database(
             "phases": breakdown.seconds(),
             "phases_total_s": round(breakdown.total_s, 3),
         }
-
-
-def _publish_phases(breakdown: Breakdown, backup_id: str) -> None:
-    """Where the time went: in the run's log and as its ``backup-phases`` artifact."""
-    logger = get_run_logger()
-    for line in breakdown.lines():
-        logger.info("phase %s", line)
-    create_markdown_artifact(
-        breakdown.markdown(f"Backup {backup_id}: where the time went"),
-        key="backup-phases",
-        description="the backup's phases (dump, compression, checksum, upload, manifest, ...)",
-    )

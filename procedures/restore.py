@@ -2,11 +2,13 @@
 the weekly restore drill. Nothing live is touched here.
 """
 
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 
 from blocks.postgres import PostgresTarget
 from blocks.storage import BackupStore
 from decisions.backups import BackupRecord
+from decisions.phases import Phase
 from opsflows.errors import VerificationFailed
 from tasks.catalog import mark_verified
 from tasks.restore import RestoreResult, drop_scratch, restore_into_scratch
@@ -24,6 +26,9 @@ class VerifiedRestore:
     report: VerificationReport
     #: Scratch databases abandoned by interrupted restores, dropped before this one began.
     dropped_leftovers: tuple[str, ...] = field(default=())
+    #: Where the time went, in seconds after ``origin`` (``time.monotonic()`` at the start).
+    origin: float = 0.0
+    phases: tuple[Phase, ...] = field(default=())
 
 
 def restore_and_verify(
@@ -44,14 +49,29 @@ def restore_and_verify(
     scratch database and raises ``VerificationFailed``.
     """
     assert record.manifest is not None
+    origin = time.monotonic()
     preload()  # GX takes seconds to import: overlap it with the download
     suites = read_user_suites(store, target.database, expectations)
     leftovers = sweep_abandoned(admin, target.database)
     scratch = scratch_name(target.database, record.backup_id)
+    phases = [Phase("suites and leftovers", time.monotonic() - origin)]
     with claim(admin, scratch):
+        began = time.monotonic()
         restored = restore_into_scratch(store, record.manifest, admin, scratch, target.database)
+        phases.append(Phase("create scratch", restored.origin - began, began - origin))
+        shift = restored.origin - origin
+        phases += [replace(p, start_s=p.start_s + shift) for p in restored.phases]
         try:
+            began = time.monotonic()
             report = verify_restore(admin, scratch, record.manifest, suites, row_samples)
+            phases.append(
+                Phase(
+                    "verification",
+                    time.monotonic() - began,
+                    began - origin,
+                    detail=f"fingerprint and {report.summary().get('evaluated', 0)} expectations",
+                )
+            )
         except BaseException:
             drop_scratch(admin, scratch)
             raise
@@ -64,4 +84,6 @@ def restore_and_verify(
             )
         mark_scratch_verified(admin, scratch, target.database, record.backup_id)
     mark_verified(store, record, {"scratch": scratch, **report.summary()})
-    return VerifiedRestore(record, scratch, restored, report, tuple(leftovers))
+    return VerifiedRestore(
+        record, scratch, restored, report, tuple(leftovers), origin, tuple(phases)
+    )

@@ -30,6 +30,7 @@ from prefect.logging import get_run_logger
 from blocks.postgres import PostgresTarget
 from blocks.storage import BackupStore
 from decisions.backups import Manifest
+from decisions.phases import BUSY, CPU, WALL, Phase
 from opsflows import retry
 from opsflows.errors import (
     ConflictError,
@@ -39,7 +40,17 @@ from opsflows.errors import (
     scrub,
 )
 from opsflows.settings import get_settings
-from tasks.pipes import POLL_S, StallWatch, StderrTails, pg_tool, program, reap, spawn, stop_all
+from tasks.pipes import (
+    POLL_S,
+    StallWatch,
+    StderrTails,
+    cpu_ticks,
+    pg_tool,
+    program,
+    reap,
+    spawn,
+    stop_all,
+)
 from tasks.postgres import connect
 from tasks.scratch import (
     MAINTENANCE_DB,
@@ -65,12 +76,17 @@ def drop_scratch(admin: PostgresTarget, name: str) -> None:
 
 @dataclass(frozen=True)
 class RestoreResult:
-    """A verified-checksum restore: where it went, what came through, how long it took."""
+    """A verified-checksum restore: where it went, what came through, how long it took.
+
+    ``phases`` start at seconds after ``origin`` (``time.monotonic()`` when it began).
+    """
 
     database: str
     bytes_read: int
     sha256: str
     seconds: float
+    origin: float = 0.0
+    phases: tuple[Phase, ...] = ()
 
 
 class _Downloader(threading.Thread):
@@ -86,6 +102,7 @@ class _Downloader(threading.Thread):
         self.error: BaseException | None = None
         self.stop = threading.Event()
         self.got = 0
+        self.ended_at = 0.0  # time.monotonic() when the body was read to its end
 
     def run(self) -> None:
         try:
@@ -101,6 +118,7 @@ class _Downloader(threading.Thread):
                     break
         except BaseException as exc:  # noqa: BLE001 - handed to the restoring thread
             self.error = exc
+        self.ended_at = time.monotonic()
         with contextlib.suppress(Exception):
             self.body.close()
         while not self.stop.is_set():
@@ -222,6 +240,7 @@ def stream_restore(
     )
     downloader.start()
     digest = hashlib.sha256()
+    hashing_s = 0.0
     size = 0
     held: bytes | None = None
     sink_open = True
@@ -235,7 +254,9 @@ def stream_restore(
                 continue
             if chunk is None:
                 break
+            hashing = time.monotonic()
             digest.update(chunk)
+            hashing_s += time.monotonic() - hashing
             size += len(chunk)
             if size > manifest.size_bytes:
                 raise VerificationFailed(
@@ -265,6 +286,8 @@ def stream_restore(
             with contextlib.suppress(BrokenPipeError):
                 writer.write(held, intake_watch)
         writer.close()
+        fed = time.monotonic()
+        cpu = [(program(p), cpu_ticks(p)) for p in procs]
         codes = reap(procs, settings.restore_finish_s, "the end of their input")
         for i, (p, code) in enumerate(zip(procs, codes, strict=True)):
             if code != 0:
@@ -281,7 +304,29 @@ def stream_restore(
         stop_all(procs, settings.process_exit_s)
         writer.close()
         downloader.join(timeout=settings.process_exit_s)
-    return RestoreResult(database, size, digest.hexdigest(), round(time.monotonic() - started, 3))
+    ended = time.monotonic()
+    tick_s = 1.0 / (os.sysconf("SC_CLK_TCK") or 100)
+    phases = [
+        Phase("download", downloader.ended_at - started, 0.0, WALL, "one GET, streamed"),
+        Phase("checksum", hashing_s, 0.0, BUSY, "SHA-256 of the object"),
+        Phase("restore data", fed - started, 0.0, WALL, "pg_restore reading the stream (COPY)"),
+        Phase(
+            "index build",
+            ended - fed,
+            fed - started,
+            WALL,
+            "indexes and constraints, after the input ended",
+        ),
+        *(Phase(f"{name} cpu", ticks * tick_s, 0.0, CPU) for name, ticks in cpu),
+    ]
+    return RestoreResult(
+        database,
+        size,
+        digest.hexdigest(),
+        round(ended - started, 3),
+        origin=started,
+        phases=tuple(phases),
+    )
 
 
 @task(name="restore into scratch database", **retry.HEAVY)

@@ -135,6 +135,9 @@ def test_restore_into_scratch_verifies_the_newest_backup(
     assert_completed(run, runpath.log)
     details = oplog_row(runpath.stack, run["id"])["details"]
     assert details["backup_id"] == shared[runpath.kind + ":backup"]
+    for name in ("download", "checksum", "restore data", "index build", "verification"):
+        assert name in details["phases"], details["phases"]
+    assert "| index build |" in runpath.api.latest_artifact("restore-phases")
     scratch = details["scratch"]
     admin = target_for(runpath.stack, "postgres")
     with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
