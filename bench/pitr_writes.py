@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 
 from decisions.wal import SEGMENT_BYTES, is_segment, parse_lsn, segment_number
+from devstack.postgres import switch_wal_and_wait
 
 TABLE = "bench_pitr_ticks"
 
@@ -90,16 +91,10 @@ def create_ticks(conninfo: str) -> None:
 
 def switch_and_wait(admin_conninfo: str, timeout_s: float = 120) -> str:
     """Close the current WAL segment and wait until the archiver has it; its name."""
-    with psycopg.connect(admin_conninfo, autocommit=True) as conn:
-        row: Any = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
-        name = str(row[0])
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            done: Any = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
-            if done[0] is not None and str(done[0])[:24] >= name:
-                return name
-            time.sleep(0.3)
-    raise SystemExit(f"WAL segment {name} was not archived within {timeout_s:g} s")
+    try:
+        return switch_wal_and_wait(admin_conninfo, timeout_s)
+    except TimeoutError as exc:
+        raise SystemExit(str(exc)) from exc
 
 
 def server_facts(admin_conninfo: str) -> tuple[int, int]:

@@ -12,6 +12,8 @@ from typing import Any
 
 import psycopg
 
+from devstack.postgres import switch_wal_and_wait
+
 TABLE = "ticks"
 #: Pause between two writes; the target moment is in the middle of one.
 GAP_S = 0.2
@@ -57,16 +59,10 @@ def write_around_a_moment(conninfo: str, rows_before: int = 15, rows_after: int 
 
 def archive_now(admin_conninfo: str, timeout_s: float = 60) -> str:
     """Switch to a new WAL segment and wait until the one switched from is archived; its name."""
-    with psycopg.connect(admin_conninfo, autocommit=True) as conn:
-        row: Any = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
-        name = str(row[0])
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            done: Any = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
-            if done[0] is not None and str(done[0])[:24] >= name:
-                return name
-            time.sleep(0.3)
-    raise AssertionError(f"WAL segment {name} was not archived within {timeout_s:g} s")
+    try:
+        return switch_wal_and_wait(admin_conninfo, timeout_s)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from exc
 
 
 def ticks(conninfo: str) -> list[tuple[int, datetime]]:
