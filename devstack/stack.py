@@ -141,6 +141,11 @@ def up(settings: Settings | None = None) -> StackInfo:
     services = stack_services(info, settings, passwords)
 
     launched = {name: procs.spawn(state, services[name]) for name in ("moto", "kubesim")}
+    if launched["moto"] is not None:
+        procs.await_ready(state, services["moto"], launched["moto"])
+    # The bucket exists before PostgreSQL archives its first WAL file into it: a fresh stack's
+    # archiver never fails (and WalArchiveFailing never fires) while the stack comes up.
+    _seed_bucket(info)
     pg_base = info.service_root / "postgres"
     postgres.init_cluster(pg_base, settings.os_user, passwords["postgres"])
     archive = write_config(
@@ -167,10 +172,8 @@ def up(settings: Settings | None = None) -> StackInfo:
     # The Prefect server keeps its state in PostgreSQL: launched once its database exists, and
     # waited for last (it is the slowest to boot).
     launched["prefect"] = procs.spawn(state, services["prefect"])
-    for name in ("moto", "kubesim"):
-        proc = launched[name]
-        if proc is not None:
-            procs.await_ready(state, services[name], proc)
+    if launched["kubesim"] is not None:
+        procs.await_ready(state, services["kubesim"], launched["kubesim"])
     for name in ("app-staging", "app-production", "tls-endpoint", *MONITORING[:-1]):
         procs.start(state, services[name])
     for name, url in (("alertmanager", info.alertmanager_url), ("prometheus", info.prometheus_url)):
@@ -192,23 +195,34 @@ def _reload(name: str, base_url: str) -> None:
         raise procs.StartError(f"{name} refused its new configuration: {exc}") from exc
 
 
-def _seed_aws(info: StackInfo, passwords: dict[str, str]) -> None:
-    """The cloud resources a real team would already have: the backup bucket, the DB secret."""
-    import boto3
-    from botocore.exceptions import ClientError
-
-    kwargs: dict[str, Any] = {
+def _aws_kwargs(info: StackInfo) -> dict[str, Any]:
+    return {
         "endpoint_url": info.aws_endpoint_url,
         "region_name": AWS_REGION,
         "aws_access_key_id": MOTO_KEYS["AWS_ACCESS_KEY_ID"],
         "aws_secret_access_key": MOTO_KEYS["AWS_SECRET_ACCESS_KEY"],
     }
-    s3 = boto3.client("s3", **kwargs)
+
+
+def _seed_bucket(info: StackInfo) -> None:
+    """The backup bucket a real team would already have (the WAL archive goes there too)."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    s3 = boto3.client("s3", **_aws_kwargs(info))
     try:
         s3.head_bucket(Bucket=BACKUP_BUCKET)
     except ClientError:
         s3.create_bucket(Bucket=BACKUP_BUCKET)
-    sm = boto3.client("secretsmanager", **kwargs)
+
+
+def _seed_aws(info: StackInfo, passwords: dict[str, str]) -> None:
+    """The cloud resources a real team would already have: the bucket, the DB secret."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    _seed_bucket(info)
+    sm = boto3.client("secretsmanager", **_aws_kwargs(info))
     try:
         sm.describe_secret(SecretId=APP_DB_SECRET)
     except ClientError:
