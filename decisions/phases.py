@@ -79,7 +79,7 @@ class Breakdown:
         """A table for the run's artifact."""
         rows = [
             f"| {p.name} | +{p.start_s:.2f} | {p.seconds:.2f} | {p.how} | "
-            f"{_share(p.seconds, self.total_s)} | {p.detail} |"
+            f"{_share(p.seconds, self.total_s)} | {p.detail.replace('|', chr(92) + '|')} |"
             for p in self.phases
         ]
         return "\n".join(

@@ -304,7 +304,7 @@ def dump_to_s3(
         times.upload_wall_s,
         max(0.0, times.first_part_at - clock.origin),
         "wall",
-        detail=f"{parts} parts, up to {times.concurrency} at once, "
+        detail=f"{parts} part{'s' if parts != 1 else ''}, up to {times.concurrency} at once, "
         f"{times.upload_busy_s:.2f} s of part uploads",
     )
     progress.finish(size, parts)

@@ -13,7 +13,7 @@ def _breakdown() -> Breakdown:
             Phase("upload", 6.0, start_s=2.5, detail="4 parts at once"),
             Phase("dump", 5.0, start_s=2.0),
             Phase("checksum", 0.4, start_s=2.0, how=BUSY),
-            Phase("zstd", 3.1, start_s=2.0, how=CPU),
+            Phase("zstd", 3.1, start_s=2.0, how=CPU, detail="pg_dump | zstd"),
             Phase("manifest", 0.2, start_s=8.6),
             Phase("snapshot export", 0.1, start_s=1.0),
         ],
@@ -38,7 +38,7 @@ def test_the_log_and_the_artifact_name_every_phase_and_what_is_outside_them() ->
     assert "upload: 6.00 s wall from +2.50 s (4 parts at once)" in lines
     assert lines[-1] == "total 10.00 s, of which 3.20 s outside the phases"
     table = made.markdown("backup phases")
-    assert "| zstd | +2.00 | 3.10 | cpu | 31% |  |" in table
+    assert "| zstd | +2.00 | 3.10 | cpu | 31% | pg_dump \\| zstd |" in table  # a pipe escaped
     assert "| outside the phases | | 3.20 | wall | 32% |" in table
 
 
