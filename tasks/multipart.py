@@ -59,8 +59,9 @@ class UploadResult:
     parts: int
 
 
-class _NotSent(Exception):
-    """A part not (or no longer) tried because another part of the upload failed for good."""
+class _NotSent(PermanentError):
+    """A part not (or no longer) tried because another part of the upload failed for good
+    (never reported: the part that failed raises its own error)."""
 
 
 class _PartReader(threading.Thread):
@@ -177,7 +178,7 @@ class MultipartUpload:
         for attempt in range(self.part_retries + 1):
             try:
                 if self.failed.is_set():
-                    raise _NotSent(number)
+                    raise _NotSent(f"part {number} of {self.key} not sent: another part failed")
                 with aws_errors(f"upload part {number} of {self.key}"):
                     resp = self.client.upload_part(
                         Bucket=self.bucket,
