@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 
 from decisions.wal import SEGMENT_BYTES, is_segment, parse_lsn, segment_number
-from devstack.postgres import switch_wal_and_wait
+from devstack.wal_switch import switch_wal_and_wait
 
 TABLE = "bench_pitr_ticks"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from devstack.postgres import switch_wal_and_wait
+from devstack.wal_switch import switch_wal_and_wait
 
 TABLE = "ticks"
 #: Pause between two writes; the target moment is in the middle of one.

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,19 +29,10 @@ from devstack.stackinfo import StackInfo
 from opsflows.settings import Settings
 from tasks.wal_config import PUSH, WalArchive, archive_command, write_config
 from tests.backup_support import admin_target, s3
+from tests.incident_support import wait_for
 from tests.pitr_support import archive_now
 
 WAL_PREFIX = f"{BACKUP_PREFIX}pitr/main/wal/"
-
-
-def wait_for(probe: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = probe()
-        if got:
-            return got
-        time.sleep(0.5)
-    raise AssertionError(f"{what} within {timeout:g} s")
 
 
 @pytest.fixture(scope="module")
