@@ -5,7 +5,8 @@ managed multipart upload). best: ``pg_dump -Fc -Z0 | zstd -1 -T0`` streamed into
 ``upload_fileobj`` with parts of the flow's size uploaded ``upload_concurrency`` at once (the
 work itself, with no checksum, fingerprint or manifest). flow: ``backup_database`` (snapshot
 fingerprint, zstd, streamed multipart upload with SHA-256, manifest, retention in dry-run),
-run in a child process whose peak RSS is measured, with its phase breakdown. All go to a
+run in a child process whose peak RSS is measured, with its phase breakdown. The best pipeline
+and the flow take turns (``ROUNDS``) and each keeps its fastest run. All go to a
 private moto server; the last line printed is the JSON (``ratio``: flow / naive,
 ``ratio_best``: flow / best).
 
@@ -36,6 +37,9 @@ from bench.common import (
     stack_info,
     warm,
 )
+
+#: Turns of the best pipeline and the flow per size; each side keeps its fastest.
+ROUNDS = 2
 
 
 def raw_backup(admin: Any, database: str, endpoint: str, keep: bool = False) -> tuple[float, int]:
@@ -122,12 +126,24 @@ def main() -> None:
             log(f"{label}: raw pg_dump -Fc | boto3 upload_fileobj")
             raw_s, raw_size = raw_backup(admin, database, endpoint)
             log(f"{label}: raw {raw_s:.1f} s ({raw_size / 2**20:.0f} MiB); now the best pipeline")
-            best_s, best_size = best_backup(admin, database, endpoint)
-            log(f"{label}: best {best_s:.1f} s ({best_size / 2**20:.0f} MiB); now the flow")
-            flow, rss = run_child("bench.bench_backup", "--child", blocks.database, blocks.store)
+            # The best pipeline and the flow take turns, ROUNDS times; each keeps its fastest
+            # run (the same treatment for both: a 2-CPU machine varies by a second or more).
+            bests: list[float] = []
+            flows: list[tuple[dict[str, Any], float]] = []
+            for _ in range(ROUNDS):
+                best_s, best_size = best_backup(admin, database, endpoint)
+                bests.append(best_s)
+                log(f"{label}: best {best_s:.1f} s ({best_size / 2**20:.0f} MiB); now the flow")
+                ran = run_child("bench.bench_backup", "--child", blocks.database, blocks.store)
+                flows.append(ran)
+                s3_client(endpoint).delete_object(Bucket=BUCKET, Key=ran[0]["key"])
+                log(f"{label}: flow {ran[0]['flow_s']:.1f} s, peak RSS {ran[1]:.0f} MB")
+            best_s = min(bests)
+            flow = min(flows, key=lambda f: float(f[0]["flow_s"]))[0]
+            rss = max(r for _, r in flows)
             log(
-                f"{label}: flow {flow['flow_s']:.1f} s ({flow['size_bytes'] / 2**20:.0f} MiB), "
-                f"peak RSS {rss:.0f} MB"
+                f"{label}: fastest of {ROUNDS}: best {best_s:.1f} s, flow {flow['flow_s']:.1f} s "
+                f"({flow['size_bytes'] / 2**20:.0f} MiB), peak RSS {rss:.0f} MB"
             )
             for name, seconds in flow["phases"].items():
                 log(f"{label}:   {name}: {seconds:.2f} s")
