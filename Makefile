@@ -39,12 +39,14 @@ test-stack: deps  ## start (or reuse) the test stack the tests and benchmarks ru
 test-unit: deps
 	$(RUN) pytest tests/unit
 
-down-test:  ## stop the test stacks, delete their state and their OS users (the next run starts as a fresh machine does)
-	@$(TEST_ENV) $(RUN) opsflows devstack down --purge --remove-os-user
-	@for g in e2e served worker; do \
+down-test:  ## stop the test stacks (all at once), delete their state and their OS users (the next run starts as a fresh machine does)
+	@pids=""; \
+	$(TEST_ENV) $(RUN) opsflows devstack down --purge --remove-os-user & pids="$$!"; \
+	for g in e2e served worker; do \
 		$(TEST_ENV) OPSFLOWS_STATE_DIR=$(CURDIR)/.devstack-test-$$g OPSFLOWS_OS_USER=opsflows-test-$$g \
-			$(RUN) opsflows devstack down --purge --remove-os-user; \
-	done
+			$(RUN) opsflows devstack down --purge --remove-os-user & pids="$$pids $$!"; \
+	done; \
+	rc=0; for p in $$pids; do wait $$p || rc=1; done; exit $$rc
 
 lint: deps  ## ruff, formatting, mypy --strict, and the import contract (layers point down only)
 	$(RUN) ruff check .

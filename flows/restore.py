@@ -7,7 +7,6 @@ and only with an explicit approval swap it in for the live database.
 # (tests/integration/test_served_flows.py).
 
 import time
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +21,7 @@ from decisions.approvals import (
     replace_description,
 )
 from decisions.backups import choose_backup, restore_point
-from decisions.phases import Breakdown, Phase
+from decisions.phases import Breakdown
 from opsflows.errors import ConfigurationError, OpsError
 from opsflows.settings import get_settings
 from procedures.operation import (
@@ -41,6 +40,7 @@ from procedures.phase_report import publish_phases
 from procedures.replace_live import await_replace_approval, keep_name
 from procedures.restore import VerifiedRestore, restore_and_verify
 from tasks.catalog import list_backups
+from tasks.phase_clock import PhaseClock
 from tasks.scratch import (
     database_sizes,
 )
@@ -167,14 +167,10 @@ def restore_database(
         )
         done = restore_and_verify(target, admin, backups, record, expectations, row_samples)
         rto_s = round(time.monotonic() - started, 3)
-        shift = done.origin - started
-        breakdown = Breakdown.of(
-            [
-                Phase("checks and catalog", shift),
-                *(replace(p, start_s=p.start_s + shift) for p in done.phases),
-            ],
-            rto_s,
-        )
+        clock = PhaseClock(started)
+        clock.add("checks and catalog", done.origin - started, 0.0)
+        clock.join(done.phases, done.origin)
+        breakdown = Breakdown.of(clock.phases, rto_s)
         publish_phases(
             breakdown, "restore-phases", f"Restore of {record.backup_id}: where the time went"
         )

@@ -7,8 +7,6 @@ Daily at 02:00 UTC, before every migration (as a subflow), and from the UI.
 # and string annotations would lose the names their parameter types need
 # (tests/integration/test_served_flows.py).
 
-import time
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +16,6 @@ from blocks.postgres import PostgresTarget
 from blocks.storage import BackupStore
 from decisions.backups import Manifest, backup_id_for
 from decisions.parts import choose_part_size, estimate_dump_bytes
-from decisions.phases import Breakdown, Phase
 from decisions.retention import plan_retention, sweep_uploads
 from opsflows.errors import ConfigurationError
 from opsflows.settings import get_settings
@@ -45,6 +42,7 @@ from tasks.catalog import (
     write_manifest,
 )
 from tasks.dump import dump_to_s3, parse_compression
+from tasks.phase_clock import PhaseClock
 from tasks.postgres import check_database
 
 
@@ -93,18 +91,13 @@ def backup_database(
     Returns:
         backup id, object key, size, SHA-256, tables, and what retention deleted.
     """
-    t0 = time.monotonic()
-    phases: list[Phase] = []
-
-    def since(began: float, name: str) -> None:
-        phases.append(Phase(name, time.monotonic() - began, began - t0))
-
+    clock = PhaseClock()
     ops_db, routes = try_load_ops_db(), try_load_routing(routing)
     with (
         operation_log("database backup", reason, ops_db, routes) as rec,
         page_if_hung(rec, f"backup of {database}"),
     ):
-        began = time.monotonic()
+        began = clock.since()
         rec.details["database"] = database  # the backup alerts are per database, even failed
         parse_compression(compression)
         target = load_block(PostgresTarget, database)
@@ -118,7 +111,7 @@ def backup_database(
         expected = estimate_dump_bytes(server.size_bytes, history)
         backup_id = backup_id_for(datetime.now(UTC))
         keys = backup_keys(backups, target.database, backup_id)
-        since(began, "checks and catalog")
+        clock.span("checks and catalog", began)
         # While it uploads, this run holds an upload lease: no retention pass aborts it.
         with upload_lease(target.database):
             dumped = dump_to_s3(
@@ -129,9 +122,8 @@ def backup_database(
                 compression=compression,
                 expected_bytes=expected,
             )
-        shift = dumped.origin - t0
-        phases += [replace(p, start_s=p.start_s + shift) for p in dumped.phases]
-        began = time.monotonic()
+        clock.join(dumped.phases, dumped.origin)
+        began = clock.since()
         manifest = Manifest(
             backup_id=backup_id,
             database=target.database,
@@ -149,9 +141,9 @@ def backup_database(
             database_bytes=server.size_bytes,
         )
         write_manifest(backups, manifest)
-        since(began, "manifest")
+        clock.span("manifest", began)
         rec.impact = f"backup {backup_id} of {target.database} written to s3://{backups.bucket}"
-        began = time.monotonic()
+        began = clock.since()
 
         catalog = list_backups(backups, target.database)
         now = datetime.now(UTC)
@@ -180,8 +172,8 @@ def backup_database(
         expired = [item.record.backup_id for item in plan.delete]
         remaining = [r for r in catalog if dry_run_retention or r.backup_id not in expired]
         publish_catalog(remaining, target.database)
-        since(began, "retention")
-        breakdown = Breakdown.of(phases, time.monotonic() - t0)
+        clock.span("retention", began)
+        breakdown = clock.breakdown()
         publish_phases(breakdown, "backup-phases", f"Backup {backup_id}: where the time went")
         rec.details = {
             "database": database,

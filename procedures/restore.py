@@ -2,8 +2,7 @@
 the weekly restore drill. Nothing live is touched here.
 """
 
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from blocks.postgres import PostgresTarget
 from blocks.storage import BackupStore
@@ -11,6 +10,7 @@ from decisions.backups import BackupRecord
 from decisions.phases import Phase
 from opsflows.errors import VerificationFailed
 from tasks.catalog import mark_verified
+from tasks.phase_clock import PhaseClock
 from tasks.restore import RestoreResult, drop_scratch, restore_into_scratch
 from tasks.scratch import claim, mark_scratch_verified, scratch_name, sweep_abandoned
 from tasks.verify import VerificationReport, preload, read_user_suites, verify_restore
@@ -49,28 +49,24 @@ def restore_and_verify(
     scratch database and raises ``VerificationFailed``.
     """
     assert record.manifest is not None
-    origin = time.monotonic()
+    clock = PhaseClock()
     preload()  # GX takes seconds to import: overlap it with the download
-    suites = read_user_suites(store, target.database, expectations)
-    leftovers = sweep_abandoned(admin, target.database)
-    scratch = scratch_name(target.database, record.backup_id)
-    phases = [Phase("suites and leftovers", time.monotonic() - origin)]
+    with clock.phase("suites and leftovers"):
+        suites = read_user_suites(store, target.database, expectations)
+        leftovers = sweep_abandoned(admin, target.database)
+        scratch = scratch_name(target.database, record.backup_id)
     with claim(admin, scratch):
-        began = time.monotonic()
+        began = clock.since()
         restored = restore_into_scratch(store, record.manifest, admin, scratch, target.database)
-        phases.append(Phase("create scratch", restored.origin - began, began - origin))
-        shift = restored.origin - origin
-        phases += [replace(p, start_s=p.start_s + shift) for p in restored.phases]
+        clock.add("create scratch", restored.origin - clock.origin - began, began)
+        clock.join(restored.phases, restored.origin)
         try:
-            began = time.monotonic()
+            began = clock.since()
             report = verify_restore(admin, scratch, record.manifest, suites, row_samples)
-            phases.append(
-                Phase(
-                    "verification",
-                    time.monotonic() - began,
-                    began - origin,
-                    detail=f"fingerprint and {report.summary().get('evaluated', 0)} expectations",
-                )
+            clock.span(
+                "verification",
+                began,
+                detail=f"fingerprint and {report.summary().get('evaluated', 0)} expectations",
             )
         except BaseException:
             drop_scratch(admin, scratch)
@@ -85,5 +81,5 @@ def restore_and_verify(
         mark_scratch_verified(admin, scratch, target.database, record.backup_id)
     mark_verified(store, record, {"scratch": scratch, **report.summary()})
     return VerifiedRestore(
-        record, scratch, restored, report, tuple(leftovers), origin, tuple(phases)
+        record, scratch, restored, report, tuple(leftovers), clock.origin, tuple(clock.phases)
     )

@@ -43,6 +43,7 @@ from opsflows.errors import (
 from opsflows.settings import Settings, get_settings
 from tasks.fingerprint import Snapshot, exported_snapshot, fingerprint_in
 from tasks.multipart import MultipartUpload, UploadResult
+from tasks.phase_clock import PhaseClock
 from tasks.pipes import (
     StallWatch,
     StderrTails,
@@ -76,24 +77,6 @@ class DumpResult:
     compression: str
     origin: float = 0.0
     phases: tuple[Phase, ...] = ()
-
-
-class _Clock:
-    """Phases of one task, timed from its start (monotonic)."""
-
-    def __init__(self) -> None:
-        self.origin = time.monotonic()
-        self.phases: list[Phase] = []
-
-    def since(self) -> float:
-        return time.monotonic() - self.origin
-
-    def span(self, name: str, began: float, detail: str = "") -> None:
-        """A wall phase from ``began`` (seconds after the origin) to now."""
-        self.phases.append(Phase(name, max(0.0, self.since() - began), began, detail=detail))
-
-    def add(self, name: str, seconds: float, began: float, how: str, detail: str = "") -> None:
-        self.phases.append(Phase(name, max(0.0, seconds), began, how=how, detail=detail))
 
 
 _TICK_S = 1.0 / (os.sysconf("SC_CLK_TCK") or 100)
@@ -213,7 +196,7 @@ def dump_to_s3(
     """
     logger = get_run_logger()
     settings = get_settings()
-    clock = _Clock()
+    clock = PhaseClock()
     method, level = effective_compression(compression)
     client = store.s3_client()
     started = datetime.now(UTC)
@@ -322,7 +305,7 @@ def dump_to_s3(
 
 
 def _tool_phases(
-    clock: _Clock,
+    clock: PhaseClock,
     procs: list[subprocess.Popen[bytes]],
     began: float,
     read_s: float,

@@ -40,6 +40,7 @@ from opsflows.errors import (
     scrub,
 )
 from opsflows.settings import get_settings
+from tasks.phase_clock import PhaseClock
 from tasks.pipes import (
     POLL_S,
     StallWatch,
@@ -306,26 +307,26 @@ def stream_restore(
         downloader.join(timeout=settings.process_exit_s)
     ended = time.monotonic()
     tick_s = 1.0 / (os.sysconf("SC_CLK_TCK") or 100)
-    phases = [
-        Phase("download", downloader.ended_at - started, 0.0, WALL, "one GET, streamed"),
-        Phase("checksum", hashing_s, 0.0, BUSY, "SHA-256 of the object"),
-        Phase("restore data", fed - started, 0.0, WALL, "pg_restore reading the stream (COPY)"),
-        Phase(
-            "index build",
-            ended - fed,
-            fed - started,
-            WALL,
-            "indexes and constraints, after the input ended",
-        ),
-        *(Phase(f"{name} cpu", ticks * tick_s, 0.0, CPU) for name, ticks in cpu),
-    ]
+    clock = PhaseClock(started)
+    clock.add("download", downloader.ended_at - started, 0.0, WALL, "one GET, streamed")
+    clock.add("checksum", hashing_s, 0.0, BUSY, "SHA-256 of the object")
+    clock.add("restore data", fed - started, 0.0, WALL, "pg_restore reading the stream (COPY)")
+    clock.add(
+        "index build",
+        ended - fed,
+        fed - started,
+        WALL,
+        "indexes and constraints, after the input ended",
+    )
+    for name, ticks in cpu:
+        clock.add(f"{name} cpu", ticks * tick_s, 0.0, CPU)
     return RestoreResult(
         database,
         size,
         digest.hexdigest(),
         round(ended - started, 3),
         origin=started,
-        phases=tuple(phases),
+        phases=tuple(clock.phases),
     )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -275,37 +276,94 @@ def test_service_down_refuses_an_unknown_environment(runpath: RunPath) -> None:
 
 
 def service_down_rows(stack: Any, environment: str, since: str) -> list[dict[str, Any]]:
-    """The service-down op-log rows of ``environment`` started since ``since`` (ISO time)."""
+    """The service-down op-log rows of ``environment`` that ended since ``since`` (ISO)."""
     import psycopg
     from psycopg.rows import dict_row
 
     with psycopg.connect(ops_target(stack).conninfo(), row_factory=dict_row) as conn:
         return conn.execute(
             "SELECT flow_run_id, status, details FROM ops_log WHERE operation = 'service-down'"
-            " AND details->>'environment' = %s AND started_at >= %s ORDER BY started_at",
+            " AND details->>'environment' = %s AND finished_at >= %s ORDER BY started_at",
             (environment, since),
         ).fetchall()
+
+
+def service_down_running(runpath: RunPath) -> list[str]:
+    """The service-down flow runs not yet ended (scheduled, pending, running or paused)."""
+    body = {
+        "flows": {"name": {"any_": ["service-down"]}},
+        "flow_runs": {
+            "state": {"type": {"not_any_": ["COMPLETED", "FAILED", "CANCELLED", "CRASHED"]}}
+        },
+    }
+    resp = runpath.api.http.post("/flow_runs/filter", json=body)
+    resp.raise_for_status()
+    return [r["id"] for r in resp.json()]
+
+
+def staging_quiet(runpath: RunPath, timeout: float = 180) -> None:
+    """Wait until no alert that starts service-down is active in staging and no
+    service-down run is still going, then close the ServiceDown group's leftovers. An earlier
+    case's incident (HighErrorRate, reopened when its silence ended) may otherwise start a
+    run that looks at staging while this case's release breaks it."""
+    stack = runpath.stack
+
+    def alerts() -> list[dict[str, Any]]:
+        params = {"filter": [f'environment="{ENV}"', 'runbook="service-down"']}
+        resp = httpx.get(f"{stack.alertmanager_url}/api/v2/alerts", params=params, timeout=10)
+        resp.raise_for_status()
+        now = datetime.now(UTC)
+        return [
+            a
+            for a in resp.json()
+            if not a.get("endsAt")
+            or datetime.fromisoformat(a["endsAt"].replace("Z", "+00:00")) > now
+        ]
+
+    wait_for(lambda: not alerts(), timeout, f"alerts of {ENV} still active: {alerts()}")
+    wait_for(lambda: not service_down_running(runpath), timeout, "service-down runs still going")
+    start_quiet(stack, "ServiceDown", ENV)
 
 
 def settled_service_down_rows(
     runpath: RunPath, environment: str, since: str, timeout: float = 240
 ) -> list[dict[str, Any]]:
-    """The service-down op-log rows of ``environment`` since ``since``, once every
-    service-down flow run expected to start since then has ended (a run writes its row when
-    it ends)."""
-    body = {
-        "flows": {"name": {"any_": ["service-down"]}},
-        "flow_runs": {"expected_start_time": {"after_": since}},
-    }
-    final = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
-
-    def running() -> list[str]:
-        resp = runpath.api.http.post("/flow_runs/filter", json=body)
-        resp.raise_for_status()
-        return [r["id"] for r in resp.json() if r["state"]["type"] not in final]
-
-    wait_for(lambda: not running(), timeout, f"service-down runs still going: {running()}")
+    """The service-down op-log rows of ``environment`` that ended since ``since``, once
+    every service-down run has ended (a run writes its row when it ends)."""
+    wait_for(lambda: not service_down_running(runpath), timeout, "service-down runs still going")
     return service_down_rows(runpath.stack, environment, since)
+
+
+def outage_story(stack: Any, since: str, deploy: dict[str, Any]) -> str:
+    """What happened since ``since``, for a failure message: the deploy's end, every op-log
+    entry (any operation) and the Deployment's revisions."""
+    import psycopg
+
+    with psycopg.connect(ops_target(stack).conninfo()) as conn:
+        rows = conn.execute(
+            "SELECT started_at, finished_at, operation, status, impact, flow_run_id,"
+            " details->'decision'->>'action' FROM ops_log WHERE finished_at >= %s"
+            " ORDER BY started_at",
+            (since,),
+        ).fetchall()
+    block = load_block(KubeEnvironment, ENV)
+    url = f"{stack.kube_url}/apis/apps/v1/namespaces/{block.namespace}/replicasets"
+    sets = httpx.get(url, timeout=10).json().get("items", [])
+    revisions = sorted(
+        (
+            int(rs["metadata"].get("annotations", {}).get("deployment.kubernetes.io/revision", 0)),
+            rs["spec"]["template"]["spec"]["containers"][0]["image"],
+            rs["metadata"].get("creationTimestamp"),
+        )
+        for rs in sets
+    )
+    return "\n".join(
+        [
+            f"deploy {deploy['id']} {deploy['state']['type']}: {deploy['state'].get('message')}",
+            *(" | ".join(str(c) for c in row) for row in rows),
+            *(f"revision {r}: {image} (created {when})" for r, image, when in revisions),
+        ]
+    )
 
 
 @pytest.mark.parametrize("runpath", ["serve"], indirect=True)
@@ -321,7 +379,7 @@ def test_a_real_outage_is_rolled_back_by_the_runbook_the_incident_starts(
     changes nothing: one rollback per outage."""
     stack, api = runpath.stack, runpath.api
     key = group_key("ServiceDown", ENV)
-    start_quiet(stack, "ServiceDown", ENV)
+    staging_quiet(runpath)
     good, bad = kube_image(ENV), new_image("-crashloop")
     with recreate_strategy(stack, ENV):
         deploy = api.finish("staged-deploy/staged-deploy", image=bad, **FAST_DEPLOY)
@@ -352,7 +410,7 @@ def test_a_real_outage_is_rolled_back_by_the_runbook_the_incident_starts(
         # first while the crash loop's probe flickers). This run then changed nothing: it
         # found staging back (nothing to mitigate), or it waited for the change slot and
         # decided again under it.
-        assert len(rollbacks) == 1, rows
+        assert len(rollbacks) == 1, outage_story(stack, deploy["start_time"], deploy)
         fixer = rollbacks[0]
         if fixer["flow_run_id"] != str(run["id"]):
             assert row["details"]["decision"]["action"] == "none", row
