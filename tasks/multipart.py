@@ -65,20 +65,18 @@ class _NotSent(PermanentError):
 
 
 class _PartReader(threading.Thread):
-    """Cuts ``source`` into parts and queues them; ``None`` ends the stream.
-
-    It only reads: hashing here would leave the pipe undrained for as long as each part's
-    SHA-256 takes, and stall the producer (pg_dump and zstd) that long. The uploader hashes
-    the parts, in order, as it takes them from the queue."""
+    """Cuts ``source`` into parts (hashing them) and queues them; ``None`` ends the stream."""
 
     def __init__(self, source: IO[bytes], base_part: int, out: queue.Queue[Any]) -> None:
         super().__init__(name="dump-part-reader", daemon=True)
         self.source, self.base_part, self.out = source, base_part, out
+        self.digest = hashlib.sha256()
         self.size = 0
         #: Bytes read so far, counted per read (``size`` counts whole parts): progress.
         self.seen = 0
         self.error: BaseException | None = None
         self.stop = threading.Event()
+        self.checksum_s = 0.0
         self.read_s = 0.0
 
     def _put(self, item: Any) -> bool:
@@ -119,6 +117,9 @@ class _PartReader(threading.Thread):
                 if filled == 0:
                     break
                 del buf[filled:]
+                hashing = time.monotonic()
+                self.digest.update(buf)
+                self.checksum_s += time.monotonic() - hashing
                 self.size += filled
                 if not self._put((number, buf)) or filled < part_size_for(number, self.base_part):
                     break
@@ -221,7 +222,6 @@ class MultipartUpload:
         """
         parts: queue.Queue[Any] = queue.Queue(maxsize=depth)
         reader = _PartReader(source, base_part, parts)
-        digest = hashlib.sha256()
         if watch is not None:
             watch.add(lambda: reader.seen)
         pool = ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="part-upload")
@@ -269,9 +269,6 @@ class MultipartUpload:
                 if item is None:
                     break
                 number, data = item
-                hashing = time.monotonic()
-                digest.update(data)  # in part order: the queue keeps the reader's order
-                self.times.checksum_s += time.monotonic() - hashing
                 if first_start is None:
                     first_start = time.monotonic()
                 flying[pool.submit(timed, number, data)] = number
@@ -290,7 +287,7 @@ class MultipartUpload:
         if first_start is not None:
             self.times.upload_wall_s = last_end - first_start
             self.times.first_part_at = first_start
-        self.times.read_s = reader.read_s
+        self.times.read_s, self.times.checksum_s = reader.read_s, reader.checksum_s
         if reader.is_alive():
             raise Stalled(
                 f"reading the dump stream did not finish within {_READER_JOIN_S:g} s of its end",
@@ -298,7 +295,7 @@ class MultipartUpload:
             )
         if reader.error is not None:
             raise PermanentError(f"reading the dump stream failed: {scrub(str(reader.error))}")
-        return reader.size, digest.hexdigest()
+        return reader.size, reader.digest.hexdigest()
 
     def complete(self) -> None:
         with aws_errors(f"complete upload of {self.key}"):
