@@ -139,10 +139,13 @@ def close_leftovers(stack: Any, group_key: str) -> int:
         return done.rowcount
 
 
-def active_alerts(stack: Any, alertname: str, environment: str) -> list[dict[str, Any]]:
-    """Alertmanager's alerts of that name and environment that have not ended (silenced ones
-    included)."""
-    params = [("filter", f'alertname="{alertname}"'), ("filter", f'environment="{environment}"')]
+def active_alerts(
+    stack: Any, alertname: str | None, environment: str, runbook: str | None = None
+) -> list[dict[str, Any]]:
+    """Alertmanager's alerts of that name (any, when None), environment and ``runbook`` label
+    (when given) that have not ended (silenced ones included)."""
+    labels = {"alertname": alertname, "environment": environment, "runbook": runbook}
+    params = {"filter": [f'{k}="{v}"' for k, v in labels.items() if v is not None]}
     resp = httpx.get(f"{stack.alertmanager_url}/api/v2/alerts", params=params, timeout=10)
     resp.raise_for_status()
     now = time.time()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -29,6 +28,7 @@ from blocks.kube import KubeEnvironment
 from devstack.stack import StackInfo
 from tests.deploy_support import new_image
 from tests.incident_support import (
+    active_alerts,
     group_key,
     incident,
     incidents_of,
@@ -309,16 +309,7 @@ def staging_quiet(runpath: RunPath, timeout: float = 180) -> None:
     stack = runpath.stack
 
     def alerts() -> list[dict[str, Any]]:
-        params = {"filter": [f'environment="{ENV}"', 'runbook="service-down"']}
-        resp = httpx.get(f"{stack.alertmanager_url}/api/v2/alerts", params=params, timeout=10)
-        resp.raise_for_status()
-        now = datetime.now(UTC)
-        return [
-            a
-            for a in resp.json()
-            if not a.get("endsAt")
-            or datetime.fromisoformat(a["endsAt"].replace("Z", "+00:00")) > now
-        ]
+        return active_alerts(stack, None, ENV, runbook="service-down")
 
     wait_for(lambda: not alerts(), timeout, f"alerts of {ENV} still active: {alerts()}")
     wait_for(lambda: not service_down_running(runpath), timeout, "service-down runs still going")
