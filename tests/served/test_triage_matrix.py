@@ -28,16 +28,14 @@ from blocks.kube import KubeEnvironment
 from devstack.stack import StackInfo
 from tests.deploy_support import new_image
 from tests.incident_support import (
-    active_alerts,
     group_key,
     incident,
     incidents_of,
-    ops_target,
     sink_messages,
-    start_quiet,
     timeline,
     wait_for,
 )
+from tests.outage_support import outage_story, quiet_for_service_down, settled_service_down_rows
 from tests.served_support import (
     FAST_DEPLOY,
     SERVE_ONLY,
@@ -275,88 +273,6 @@ def test_service_down_refuses_an_unknown_environment(runpath: RunPath) -> None:
         resolve(stack, opened.id)
 
 
-def service_down_rows(stack: Any, environment: str, since: str) -> list[dict[str, Any]]:
-    """The service-down op-log rows of ``environment`` that ended since ``since`` (ISO)."""
-    import psycopg
-    from psycopg.rows import dict_row
-
-    with psycopg.connect(ops_target(stack).conninfo(), row_factory=dict_row) as conn:
-        return conn.execute(
-            "SELECT flow_run_id, status, details FROM ops_log WHERE operation = 'service-down'"
-            " AND details->>'environment' = %s AND finished_at >= %s ORDER BY started_at",
-            (environment, since),
-        ).fetchall()
-
-
-def service_down_running(runpath: RunPath) -> list[str]:
-    """The service-down flow runs not yet ended (scheduled, pending, running or paused)."""
-    body = {
-        "flows": {"name": {"any_": ["service-down"]}},
-        "flow_runs": {
-            "state": {"type": {"not_any_": ["COMPLETED", "FAILED", "CANCELLED", "CRASHED"]}}
-        },
-    }
-    resp = runpath.api.http.post("/flow_runs/filter", json=body)
-    resp.raise_for_status()
-    return [r["id"] for r in resp.json()]
-
-
-def staging_quiet(runpath: RunPath, timeout: float = 180) -> None:
-    """Wait until no alert that starts service-down is active in staging and no
-    service-down run is still going, then close the ServiceDown group's leftovers. An earlier
-    case's incident (HighErrorRate, reopened when its silence ended) may otherwise start a
-    run that looks at staging while this case's release breaks it."""
-    stack = runpath.stack
-
-    def alerts() -> list[dict[str, Any]]:
-        return active_alerts(stack, None, ENV, runbook="service-down")
-
-    wait_for(lambda: not alerts(), timeout, f"alerts of {ENV} still active: {alerts()}")
-    wait_for(lambda: not service_down_running(runpath), timeout, "service-down runs still going")
-    start_quiet(stack, "ServiceDown", ENV)
-
-
-def settled_service_down_rows(
-    runpath: RunPath, environment: str, since: str, timeout: float = 240
-) -> list[dict[str, Any]]:
-    """The service-down op-log rows of ``environment`` that ended since ``since``, once
-    every service-down run has ended (a run writes its row when it ends)."""
-    wait_for(lambda: not service_down_running(runpath), timeout, "service-down runs still going")
-    return service_down_rows(runpath.stack, environment, since)
-
-
-def outage_story(stack: Any, since: str, deploy: dict[str, Any]) -> str:
-    """What happened since ``since``, for a failure message: the deploy's end, every op-log
-    entry (any operation) and the Deployment's revisions."""
-    import psycopg
-
-    with psycopg.connect(ops_target(stack).conninfo()) as conn:
-        rows = conn.execute(
-            "SELECT started_at, finished_at, operation, status, impact, flow_run_id,"
-            " details->'decision'->>'action' FROM ops_log WHERE finished_at >= %s"
-            " ORDER BY started_at",
-            (since,),
-        ).fetchall()
-    block = load_block(KubeEnvironment, ENV)
-    url = f"{stack.kube_url}/apis/apps/v1/namespaces/{block.namespace}/replicasets"
-    sets = httpx.get(url, timeout=10).json().get("items", [])
-    revisions = sorted(
-        (
-            int(rs["metadata"].get("annotations", {}).get("deployment.kubernetes.io/revision", 0)),
-            rs["spec"]["template"]["spec"]["containers"][0]["image"],
-            rs["metadata"].get("creationTimestamp"),
-        )
-        for rs in sets
-    )
-    return "\n".join(
-        [
-            f"deploy {deploy['id']} {deploy['state']['type']}: {deploy['state'].get('message')}",
-            *(" | ".join(str(c) for c in row) for row in rows),
-            *(f"revision {r}: {image} (created {when})" for r, image, when in revisions),
-        ]
-    )
-
-
 @pytest.mark.parametrize("runpath", ["serve"], indirect=True)
 def test_a_real_outage_is_rolled_back_by_the_runbook_the_incident_starts(
     runpath: RunPath, webhook: str
@@ -370,7 +286,7 @@ def test_a_real_outage_is_rolled_back_by_the_runbook_the_incident_starts(
     changes nothing: one rollback per outage."""
     stack, api = runpath.stack, runpath.api
     key = group_key("ServiceDown", ENV)
-    staging_quiet(runpath)
+    quiet_for_service_down(runpath, ENV)
     good, bad = kube_image(ENV), new_image("-crashloop")
     with recreate_strategy(stack, ENV):
         deploy = api.finish("staged-deploy/staged-deploy", image=bad, **FAST_DEPLOY)
@@ -401,7 +317,7 @@ def test_a_real_outage_is_rolled_back_by_the_runbook_the_incident_starts(
         # first while the crash loop's probe flickers). This run then changed nothing: it
         # found staging back (nothing to mitigate), or it waited for the change slot and
         # decided again under it.
-        assert len(rollbacks) == 1, outage_story(stack, deploy["start_time"], deploy)
+        assert len(rollbacks) == 1, outage_story(stack, ENV, deploy["start_time"], deploy)
         fixer = rollbacks[0]
         if fixer["flow_run_id"] != str(run["id"]):
             assert row["details"]["decision"]["action"] == "none", row
