@@ -128,36 +128,26 @@ def data_rules(t: Thresholds) -> tuple[Rule, ...]:
             ),
         ),
         # -- certificates (blackbox TLS probe) ---------------------------------------------
-        Rule(
-            "certificates",
-            "CertificateExpiry",
-            'min by (env, instance) (probe_ssl_earliest_cert_expiry{job="blackbox-tls"})'
-            f" - time()\n  < {_g(t.cert_page_days * day)}",
-            600,
-            "expiry moves in days; ten minutes skips a probe that met a server mid-rotation",
-            "P2",
-            CERT_EXPIRY,
-            "the certificate of {{ $labels.instance }} expires in {{ $value | humanizeDuration }}",
-            keep_s=600,
-            why_keep=(
-                "a probe that fails reports no expiry, and a missing series is no renewal; ten "
-                "minutes of a later expiry is"
-            ),
-        ),
-        Rule(
-            "certificates",
-            "CertificateExpiry",
-            'min by (env, instance) (probe_ssl_earliest_cert_expiry{job="blackbox-tls"})'
-            f" - time()\n  < {_g(t.cert_notify_days * day)} >= {_g(t.cert_page_days * day)}",
-            600,
-            "expiry moves in days; ten minutes skips a probe that met a server mid-rotation",
-            "P3",
-            CERT_EXPIRY,
-            "the certificate of {{ $labels.instance }} expires in {{ $value | humanizeDuration }}",
-            keep_s=600,
-            why_keep=(
-                "a probe that fails reports no expiry, and a missing series is no renewal; ten "
-                "minutes of a later expiry is"
-            ),
+        _cert_rule("P2", f"< {_g(t.cert_page_days * day)}"),
+        _cert_rule("P3", f"< {_g(t.cert_notify_days * day)} >= {_g(t.cert_page_days * day)}"),
+    )
+
+
+def _cert_rule(severity: str, bound: str) -> Rule:
+    """CertificateExpiry at ``severity`` when the earliest expiry is within ``bound``."""
+    return Rule(
+        "certificates",
+        "CertificateExpiry",
+        'min by (env, instance) (probe_ssl_earliest_cert_expiry{job="blackbox-tls"})'
+        f" - time()\n  {bound}",
+        600,
+        "expiry moves in days; ten minutes skips a probe that met a server mid-rotation",
+        severity,
+        CERT_EXPIRY,
+        "the certificate of {{ $labels.instance }} expires in {{ $value | humanizeDuration }}",
+        keep_s=600,
+        why_keep=(
+            "a probe that fails reports no expiry, and a missing series is no renewal; ten "
+            "minutes of a later expiry is"
         ),
     )
