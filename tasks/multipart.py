@@ -26,6 +26,13 @@ from opsflows.errors import PermanentError, Stalled, TransientError, scrub
 from tasks.pipes import POLL_S, StallWatch
 from tasks.storage import aws_errors
 
+#: The checksum S3 verifies on every part and keeps for the object (what boto3's own
+#: transfer manager declares): each part is checked on arrival, and the completed object
+#: carries the composite of the parts' checksums. Without it, S3 (and moto) work out a
+#: full-object CRC64 at completion instead. Our own SHA-256 of the whole dump is separate.
+CHECKSUM_ALGORITHM = "CRC32"
+_CHECKSUM_MEMBER = f"Checksum{CHECKSUM_ALGORITHM}"
+
 #: How long the uploader waits for the reader thread to finish once the source was stopped.
 _READER_JOIN_S = 30.0
 
@@ -147,7 +154,10 @@ class MultipartUpload:
     def __enter__(self) -> MultipartUpload:
         with aws_errors(f"start upload of s3://{self.bucket}/{self.key}"):
             resp = self.client.create_multipart_upload(
-                Bucket=self.bucket, Key=self.key, ContentType="application/octet-stream"
+                Bucket=self.bucket,
+                Key=self.key,
+                ContentType="application/octet-stream",
+                ChecksumAlgorithm=CHECKSUM_ALGORITHM,
             )
         self.upload_id = str(resp["UploadId"])
         return self
@@ -186,8 +196,12 @@ class MultipartUpload:
                         UploadId=self.upload_id,
                         PartNumber=number,
                         Body=bytes(data),
+                        ChecksumAlgorithm=CHECKSUM_ALGORITHM,
                     )
-                self.parts.append({"PartNumber": number, "ETag": resp["ETag"]})
+                part = {"PartNumber": number, "ETag": resp["ETag"]}
+                if _CHECKSUM_MEMBER in resp:
+                    part[_CHECKSUM_MEMBER] = resp[_CHECKSUM_MEMBER]
+                self.parts.append(part)
                 return
             except TransientError:
                 if attempt == self.part_retries or self.failed.is_set():
