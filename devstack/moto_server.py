@@ -1,9 +1,14 @@
-"""moto in server mode for S3 and Secrets Manager, with one fidelity fix.
+"""moto in server mode for S3 and Secrets Manager, with two fidelity fixes.
 
 moto 5.2.5 moves the ``AWSCURRENT`` label in ``UpdateSecretVersionStage`` but not the secret's
 default version, so a later ``GetSecretValue`` without ``VersionStage`` returns the old value.
 Real Secrets Manager resolves the default through the label; we patch the backend here (the
 launcher, not the product code). Product code reads with an explicit ``VersionStage`` anyway.
+
+moto 5.2.5's ``CopyObject`` copies a checksum's value but not its type: the copy of a
+multipart object then reports its composite CRC32 (a checksum of the parts' checksums) as
+the CRC32 of the whole object, and every SDK that validates downloads rejects it. Real S3
+copies the checksum as it is, composite included; so does the patched backend.
 
 moto has no clock a client can set, and Secrets Manager lets nobody write a secret's dates,
 so the launcher adds one devstack-only route, ``POST /moto-api/opsflows/secret-dates`` with
@@ -53,6 +58,27 @@ def patch_version_stage_move() -> None:
     SecretsManagerBackend.update_secret_version_stage = update_secret_version_stage  # type: ignore[method-assign]
 
 
+def patch_copy_checksum_type() -> None:
+    """Make ``copy_object`` keep the source's checksum type and part count with its value."""
+    from moto.s3.models import S3Backend
+
+    original = S3Backend.copy_object
+    if getattr(original, "_opsflows_patched", False):
+        return
+
+    def copy_object(
+        self: S3Backend, src_key: Any, dest_bucket_name: str, dest_key_name: str, **kw: Any
+    ) -> None:
+        original(self, src_key, dest_bucket_name, dest_key_name, **kw)
+        copied: Any = self.get_bucket(dest_bucket_name).keys.get(dest_key_name)
+        if copied is not None and copied.checksum_value == src_key.checksum_value:
+            copied.checksum_type = src_key.checksum_type
+            copied.checksum_parts = src_key.checksum_parts
+
+    copy_object._opsflows_patched = True  # type: ignore[attr-defined]
+    S3Backend.copy_object = copy_object  # type: ignore[method-assign,assignment]
+
+
 def set_secret_dates(request: Any, full_url: str, headers: Any) -> tuple[int, dict[str, str], str]:
     """``POST /moto-api/opsflows/secret-dates``: backdate a secret (see the module docstring)."""
     from moto.core.models import DEFAULT_ACCOUNT_ID
@@ -92,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=5055)
     args = parser.parse_args(argv)
     patch_version_stage_move()
+    patch_copy_checksum_type()
     add_admin_routes()
     server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
     server.start()

@@ -153,7 +153,10 @@ def backup_database(
         # Listed first, then the lease count: an upload listed while its run was writing
         # is still leased when counted (or finished, and then nothing is left to abort).
         pending = find_pending_uploads(backups, target.database)
-        sweep = sweep_uploads(pending, now, writers=live_writers(target.database))
+        # The lease count is read only when there is an upload to judge (one API call less
+        # on every ordinary run: the run's own upload is complete by now).
+        writers = live_writers(target.database) if pending else 0
+        sweep = sweep_uploads(pending, now, writers=writers)
         publish_plan(plan, dry_run_retention, sweep)
         deleted: list[str] = []
         if not dry_run_retention:

@@ -83,29 +83,36 @@ _TICK_S = 1.0 / (os.sysconf("SC_CLK_TCK") or 100)
 
 
 class _Progress:
-    """A Prefect progress artifact, updated at most every ``every_s`` seconds."""
+    """A Prefect progress artifact, updated at most every ``every_s`` seconds.
+
+    Created with the first report (from the uploader, while the dump streams), not before
+    the dump starts: one API call less ahead of the stream.
+    """
 
     def __init__(self, key: str, expected: int, every_s: float = 2.0) -> None:
-        self.expected, self.every_s = max(expected, 1), every_s
-        self.artifact: Any = create_progress_artifact(0.0, key=key, description="backup upload")
-        self.last = 0.0
+        self.key, self.expected, self.every_s = key, max(expected, 1), every_s
+        self.artifact: Any = None
+        self.last = time.monotonic()
 
     def __call__(self, part: int, done: int) -> None:
         now = time.monotonic()
         if now - self.last < self.every_s:
             return
         self.last = now
-        share = min(99.0, 100.0 * done / self.expected)
-        with contextlib.suppress(Exception):  # progress is best effort, never fatal
-            update_progress_artifact(
-                self.artifact, share, description=f"{done / 2**20:.0f} MiB in {part} parts"
-            )
+        self._show(min(99.0, 100.0 * done / self.expected), done, part)
 
     def finish(self, done: int, parts: int) -> None:
-        with contextlib.suppress(Exception):
-            update_progress_artifact(
-                self.artifact, 100.0, description=f"{done / 2**20:.0f} MiB in {parts} parts"
-            )
+        self._show(100.0, done, parts)
+
+    def _show(self, share: float, done: int, parts: int) -> None:
+        description = f"{done / 2**20:.0f} MiB in {parts} parts"
+        with contextlib.suppress(Exception):  # progress is best effort, never fatal
+            if self.artifact is None:
+                self.artifact = create_progress_artifact(
+                    share, key=self.key, description=description
+                )
+            else:
+                update_progress_artifact(self.artifact, share, description=description)
 
 
 def parse_compression(spec: str) -> tuple[str, int]:
