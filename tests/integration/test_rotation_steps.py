@@ -1,81 +1,35 @@
-"""Each rotation step against the real services: PostgreSQL (scram), moto Secrets Manager over
-HTTP, the Kubernetes simulator. Tasks run through ``.fn`` (no Prefect server needed).
+"""Each rotation step against the real services: PostgreSQL (scram) and moto Secrets Manager
+over HTTP (the Kubernetes steps: test_rotation_consumers.py). Tasks run through ``.fn`` (no
+Prefect server needed).
 
 Every test works on its own role, database, secret and namespace, never on ``app``.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import secrets
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
-import httpx
 import psycopg
 import pytest
 from prefect_aws import AwsCredentials
 from psycopg import sql
 from pydantic import SecretStr
 
-from blocks.kube import KubeEnvironment
 from blocks.postgres import PostgresTarget
-from decisions.facts import ConsumerState
 from decisions.rotation import CURRENT, PENDING, PREVIOUS, clone_is_linked, grant_parity
-from devstack.kubesim.seed import web_app_deployment
-from devstack.stack import AWS_REGION, MOTO_KEYS, StackInfo, stack_secrets
+from devstack.stack import AWS_REGION, MOTO_KEYS, StackInfo
 from opsflows.errors import (
     AuthenticationError,
     ConfigurationError,
     NotFoundError,
     ServiceUnavailable,
 )
-from opsflows.settings import Settings
-from tasks import consumers as kc
 from tasks import role_pairs as rp
 from tasks import rotation as t
-
-
-@pytest.fixture(scope="module")
-def admin(stack: StackInfo) -> PostgresTarget:
-    password = stack_secrets(Settings().state_dir)["postgres"]
-    return PostgresTarget(
-        host=stack.host, port=stack.postgres_port, database="postgres", user="postgres",
-        password=password,
-    )  # fmt: skip
-
-
-@pytest.fixture
-def pair(admin: PostgresTarget) -> Iterator[tuple[str, str, str]]:
-    """``(database, role, password)``: a database with a table the role may read and write."""
-    name = "rot_" + secrets.token_hex(4)
-    password = secrets.token_urlsafe(18)
-    ident = sql.Identifier
-    with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(ident(name)))
-        conn.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident(name), sql.Literal(password))
-        )
-    with psycopg.connect(admin.conninfo(name), autocommit=True) as conn:
-        conn.execute("CREATE TABLE orders (id serial PRIMARY KEY, note text)")
-        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(ident(name), ident(name)))
-        conn.execute(sql.SQL("GRANT SELECT, INSERT ON orders TO {}").format(ident(name)))
-        conn.execute(sql.SQL("GRANT USAGE ON SEQUENCE orders_id_seq TO {}").format(ident(name)))
-    yield name, name, password
-    with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(name)))
-        for role in (name, name + "_clone"):
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident(role)))
-
-
-def credential(stack: StackInfo, database: str, role: str, password: str) -> t.DbCredential:
-    return t.DbCredential(
-        username=role, host=stack.host, port=stack.postgres_port, dbname=database,
-        password=SecretStr(password), version_id="v0",
-    )  # fmt: skip
-
+from tests.role_pair_support import TOKEN, credential
 
 # --- PostgreSQL ------------------------------------------------------------------------------
 
@@ -254,7 +208,6 @@ def secret(stack: StackInfo, pair: tuple[str, str, str]) -> Iterator[tuple[str, 
     client.delete_secret(SecretId=secret_id, ForceDeleteWithoutRecovery=True)
 
 
-TOKEN = "7d5b0e9c-0000-4000-8000-00000000000a"
 STRAY = "7d5b0e9c-0000-4000-8000-00000000000b"
 
 
@@ -325,91 +278,3 @@ def test_a_missing_field_is_a_configuration_error_without_the_value(
         t.read_credential.fn(aws, secret_id, CURRENT)
     assert "host, port, dbname" in str(caught.value)
     assert password not in str(caught.value)
-
-
-# --- Kubernetes consumers -----------------------------------------------------------------
-
-
-@pytest.fixture
-def kube_env(stack: StackInfo) -> Iterator[KubeEnvironment]:
-    namespace = "rot-" + secrets.token_hex(4)
-    base = stack.kube_url
-    with httpx.Client(base_url=base, timeout=10) as http:
-        http.post("/api/v1/namespaces", json={"metadata": {"name": namespace}}).raise_for_status()
-        manifest = web_app_deployment(name="rot-app", replicas=1)
-        manifest["spec"]["template"]["spec"]["containers"][0]["env"][0]["valueFrom"][
-            "secretKeyRef"
-        ]["name"] = "rot-db"
-        other = web_app_deployment(name="bystander", replicas=1)
-        for dep in (manifest, other):
-            http.post(
-                f"/apis/apps/v1/namespaces/{namespace}/deployments", json=dep
-            ).raise_for_status()
-        yield KubeEnvironment(
-            environment=namespace, api_url=base, namespace=namespace, deployment="rot-app",
-            service_url=stack.app_url("staging"), prometheus_url=stack.prometheus_url,
-        )  # fmt: skip
-        http.delete(f"/api/v1/namespaces/{namespace}")
-
-
-def test_switching_a_consumer_updates_the_secret_and_restarts_only_its_users(
-    stack: StackInfo, kube_env: KubeEnvironment, pair: tuple[str, str, str]
-) -> None:
-    database, role, password = pair
-    cred = credential(stack, database, role, password)
-    cred = t.DbCredential(**{**cred.__dict__, "version_id": TOKEN})
-    state = kc.consumer_state.fn(kube_env, "rot-db", cred)
-    assert state == ConsumerState(
-        environment=kube_env.environment, secret=False, deployments=("rot-app",), switched=False
-    )
-
-    assert kc.update_secret.fn(kube_env, "rot-db", cred) == "created"
-    assert kc.restart_consumers.fn(kube_env, "rot-db", TOKEN) == ["rot-app"]
-    ready = kc.wait_for_consumers.fn(kube_env, "rot-db", TOKEN, timeout_s=30, poll_s=0.2)
-    assert ready == [{"environment": kube_env.environment, "deployment": "rot-app", "ready": 1}]
-    assert kc.consumer_state.fn(kube_env, "rot-db", cred).switched is True
-    # switching again changes nothing
-    assert kc.update_secret.fn(kube_env, "rot-db", cred) == "unchanged"
-    assert kc.restart_consumers.fn(kube_env, "rot-db", TOKEN) == []
-
-    with httpx.Client(base_url=stack.kube_url) as http:
-        ns = kube_env.namespace
-        stored = http.get(f"/api/v1/namespaces/{ns}/secrets/rot-db").json()
-        bystander = http.get(f"/apis/apps/v1/namespaces/{ns}/deployments/bystander").json()
-    assert base64.b64decode(stored["data"]["password"]).decode() == password
-    assert stored["metadata"]["annotations"][kc.VERSION_ANNOTATION] == TOKEN
-    assert bystander["metadata"]["generation"] == 1  # it does not use the secret
-
-
-def test_a_consumer_stuck_in_its_rollout_fails_verification(
-    stack: StackInfo, kube_env: KubeEnvironment, pair: tuple[str, str, str]
-) -> None:
-    database, role, password = pair
-    cred = t.DbCredential(**credential(stack, database, role, password).__dict__)
-    with httpx.Client(base_url=stack.kube_url) as http:
-        http.patch(
-            f"/apis/apps/v1/namespaces/{kube_env.namespace}/deployments/rot-app",
-            json={"spec": {"template": {"spec": {"containers": [
-                {"name": "web", "image": "registry.local/web-app:crashloop"}
-            ]}}}},
-            headers={"Content-Type": "application/strategic-merge-patch+json"},
-        ).raise_for_status()  # fmt: skip
-    kc.restart_consumers.fn(kube_env, "rot-db", "v0")
-    with pytest.raises(Exception, match="did not finish rolling out") as caught:
-        kc.wait_for_consumers.fn(kube_env, "rot-db", "v0", timeout_s=2, poll_s=0.2)
-    assert type(caught.value).__name__ == "VerificationFailed"
-    assert password not in str(caught.value) and cred.version_id == "v0"
-
-
-def test_uses_secret_finds_every_kind_of_reference() -> None:
-    def pod(**spec: Any) -> dict[str, Any]:
-        return {"containers": [{"name": "c", "image": "i"}], **spec}
-
-    assert kc.uses_secret(pod(volumes=[{"name": "v", "secret": {"secretName": "s"}}]), "s")
-    assert kc.uses_secret(
-        pod(volumes=[{"name": "v", "projected": {"sources": [{"secret": {"name": "s"}}]}}]), "s"
-    )
-    env_from = {"name": "c", "image": "i", "envFrom": [{"secretRef": {"name": "s"}}]}
-    assert kc.uses_secret({"containers": [env_from]}, "s")
-    assert kc.uses_secret({"containers": [], "initContainers": [env_from]}, "s")
-    assert not kc.uses_secret(pod(volumes=[{"name": "v", "secret": {"secretName": "x"}}]), "s")
