@@ -8,6 +8,8 @@ from prefect.blocks.core import Block
 from prefect_aws import AwsCredentials
 from pydantic import Field
 
+from blocks.aws_clients import aws_client
+
 
 class BackupStore(Block):
     """An S3 bucket and key prefix holding database dumps and their manifests.
@@ -30,8 +32,8 @@ class BackupStore(Block):
     min_backups: int = Field(default=7, description="Never keep fewer backups than this.")
 
     def s3_client(self) -> Any:
-        """A boto3 S3 client built from the credentials block."""
-        return self.aws_credentials.get_s3_client()
+        """A boto3 S3 client built from the credentials block (cached, shared models)."""
+        return aws_client(self.aws_credentials, "s3")
 
     def key(self, *parts: str) -> str:
         """An object key under this store's prefix."""

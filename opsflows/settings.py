@@ -274,6 +274,16 @@ class Settings(BaseSettings):
             "every table), and how long the backup waits for the fingerprint after the dump."
         ),
     )
+    fingerprint_beside_bytes: int = Field(
+        default=8 * 2**30,
+        ge=0,
+        description=(
+            "A backup of a database larger than this counts its rows beside the dump; a "
+            "smaller one counts them after the stream, while S3 assembles the upload (the "
+            "counts then take no CPU from the dump, and finish within the assembly). Both "
+            "count in the dump's snapshot."
+        ),
+    )
     pg_keepalives_idle_s: int = Field(
         default=30,
         ge=1,

@@ -68,7 +68,9 @@ def backup_database(
 
     ``pg_dump -Fc`` streams into an S3 multipart upload (no temporary file, flat memory)
     with its SHA-256; the data fingerprint (tables, row counts, schema hash) is taken in the
-    same snapshot. The manifest is written last: only then is the backup complete. Then
+    same snapshot (after the stream, while S3 assembles the upload; beside the dump for a
+    database above ``OPSFLOWS_FINGERPRINT_BESIDE_BYTES``). The manifest is written last: only
+    then is the backup complete. Then
     retention keeps 30 days (the store's setting), never fewer than the minimum count and
     never the newest verified backup; the plan is shown as an artifact before deleting.
     Backups it cannot read, or that are not ours, are quarantined: reported, never deleted
@@ -121,6 +123,7 @@ def backup_database(
                 part_size=choose_part_size(expected),
                 compression=compression,
                 expected_bytes=expected,
+                database_bytes=server.size_bytes,
             )
         clock.join(dumped.phases, dumped.origin)
         began = clock.since()

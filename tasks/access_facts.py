@@ -21,6 +21,7 @@ from opsflows import retry
 from opsflows.errors import ServiceUnavailable, scrub
 from opsflows.settings import get_settings
 from tasks.postgres import connect
+from tasks.secrets import secrets_client
 from tasks.storage import aws_errors
 
 _ROLES = """
@@ -93,7 +94,7 @@ def read_pg_roles(admin: PostgresTarget) -> tuple[PgRole, ...]:
 @task(name="read Secrets Manager dates", **retry.NETWORK)
 def read_secret_ages(credentials: AwsCredentials) -> tuple[SecretAge, ...]:
     """Every secret's CreatedDate, LastChangedDate and LastRotatedDate (never a value)."""
-    client = credentials.get_secrets_manager_client()
+    client = secrets_client(credentials)
     found: list[SecretAge] = []
     with aws_errors("list secrets"):
         for page in client.get_paginator("list_secrets").paginate():

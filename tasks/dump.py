@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from prefect import task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 
 from blocks.postgres import PostgresTarget
@@ -58,6 +57,7 @@ from tasks.pipes import (
 )
 from tasks.postgres import sever
 from tasks.storage import aws_errors
+from tasks.upload_progress import UploadProgress
 
 _PIPE_SIZE = 1024 * 1024
 
@@ -80,39 +80,6 @@ class DumpResult:
 
 
 _TICK_S = 1.0 / (os.sysconf("SC_CLK_TCK") or 100)
-
-
-class _Progress:
-    """A Prefect progress artifact, updated at most every ``every_s`` seconds.
-
-    Created with the first report (from the uploader, while the dump streams), not before
-    the dump starts: one API call less ahead of the stream.
-    """
-
-    def __init__(self, key: str, expected: int, every_s: float = 2.0) -> None:
-        self.key, self.expected, self.every_s = key, max(expected, 1), every_s
-        self.artifact: Any = None
-        self.last = time.monotonic()
-
-    def __call__(self, part: int, done: int) -> None:
-        now = time.monotonic()
-        if now - self.last < self.every_s:
-            return
-        self.last = now
-        self._show(min(99.0, 100.0 * done / self.expected), done, part)
-
-    def finish(self, done: int, parts: int) -> None:
-        self._show(100.0, done, parts)
-
-    def _show(self, share: float, done: int, parts: int) -> None:
-        description = f"{done / 2**20:.0f} MiB in {parts} parts"
-        with contextlib.suppress(Exception):  # progress is best effort, never fatal
-            if self.artifact is None:
-                self.artifact = create_progress_artifact(
-                    share, key=self.key, description=description
-                )
-            else:
-                update_progress_artifact(self.artifact, share, description=description)
 
 
 def parse_compression(spec: str) -> tuple[str, int]:
@@ -183,6 +150,7 @@ def dump_to_s3(
     part_size: int,
     compression: str = "zstd:1",
     expected_bytes: int = 0,
+    database_bytes: int = 0,
 ) -> DumpResult:
     """Stream ``pg_dump -Fc`` of ``target`` into ``key``; fingerprint in the same snapshot.
 
@@ -200,6 +168,9 @@ def dump_to_s3(
         compression: ``"zstd:N"`` (pg_dump -Z0 piped through zstd; fast and compact),
             ``"gzip:N"`` (pg_dump's own) or ``"none"``.
         expected_bytes: expected dump size, for the progress artifact only.
+        database_bytes: the database's size: above ``fingerprint_beside_bytes`` the
+            fingerprint runs beside the dump, else after the stream, while S3 assembles
+            the upload (a fingerprint that fails then removes the assembled object).
     """
     logger = get_run_logger()
     settings = get_settings()
@@ -207,7 +178,7 @@ def dump_to_s3(
     method, level = effective_compression(compression)
     client = store.s3_client()
     started = datetime.now(UTC)
-    progress = _Progress("backup-upload", expected_bytes)
+    progress = UploadProgress("backup-upload", expected_bytes)
     secret = target.password.get_secret_value()
     began = clock.since()
     with exported_snapshot(target) as (conn, snap):
@@ -247,7 +218,8 @@ def dump_to_s3(
                 clock.span("fingerprint", began, detail="row counts and schema hash")
 
         pool = ThreadPoolExecutor(1, thread_name_prefix="fingerprint")
-        fingerprint = pool.submit(fingerprint_timed)
+        beside = database_bytes > settings.fingerprint_beside_bytes
+        fingerprint = pool.submit(fingerprint_timed) if beside else None
         try:
             with MultipartUpload(client, store.bucket, key) as upload:
                 size, digest = upload.feed(
@@ -260,7 +232,7 @@ def dump_to_s3(
                 )
                 _tool_phases(clock, procs, dump_began, upload.times.read_s, method, level)
                 codes = reap(procs, settings.process_exit_s, "the end of the dump stream")
-                if any(codes) and _failed(fingerprint):
+                if fingerprint is not None and any(codes) and _failed(fingerprint):
                     # A failed fingerprint query ends the exporting transaction, which
                     # makes pg_dump fail too: report the cause, not the consequence.
                     fingerprint.result()
@@ -268,11 +240,24 @@ def dump_to_s3(
                     if code != 0:
                         text = scrub(stderr.text(i), secret)
                         raise _tool_failed(program(p), target, code, text, settings)
-                waited = clock.since()
-                prints = _await(fingerprint, target, settings.fingerprint_timeout_s)
-                clock.span("fingerprint wait", waited, detail="after the stream ended")
+                if fingerprint is not None:
+                    waited = clock.since()
+                    prints = _await(fingerprint, target, settings.fingerprint_timeout_s)
+                    clock.span("fingerprint wait", waited, detail="after the stream ended")
+                else:  # the snapshot is still held: the counts see what pg_dump saw
+                    fingerprint = pool.submit(fingerprint_timed)
                 completing = clock.since()
-                upload.complete()
+                try:
+                    _complete(upload, digest)
+                    clock.span("complete and tag", completing)
+                    if not beside:
+                        waited = clock.since()
+                        prints = _await(fingerprint, target, settings.fingerprint_timeout_s)
+                        clock.span("fingerprint wait", waited, detail="after the upload completed")
+                except BaseException:
+                    if upload.completed:
+                        _remove(client, store.bucket, key)  # assembled, but not a backup
+                    raise
         except BaseException:
             sever(conn)  # a session stuck on a hung peer must not hold the cleanup either
             raise
@@ -280,13 +265,6 @@ def dump_to_s3(
             stop_all(procs, settings.process_exit_s)
             pool.shutdown(wait=False, cancel_futures=True)
     parts = len(upload.parts)
-    with aws_errors(f"tag {key}"):
-        client.put_object_tagging(
-            Bucket=store.bucket,
-            Key=key,
-            Tagging={"TagSet": [{"Key": "sha256", "Value": digest}]},
-        )
-    clock.span("complete and tag", completing)
     times = upload.times
     clock.add("checksum", times.checksum_s, dump_began, BUSY, detail="SHA-256 of every part")
     clock.add(
@@ -342,6 +320,31 @@ def _tool_failed(
     return PermanentError(
         f"{name} for {target.describe()} exited with {code}: {text}",
         hint="read the message; is the role allowed to read every table?",
+    )
+
+
+def _complete(upload: MultipartUpload, digest: str) -> None:
+    """Complete the upload and tag the object with its SHA-256."""
+    upload.complete()
+    with aws_errors(f"tag {upload.key}"):
+        upload.client.put_object_tagging(
+            Bucket=upload.bucket,
+            Key=upload.key,
+            Tagging={"TagSet": [{"Key": "sha256", "Value": digest}]},
+        )
+
+
+def _remove(client: Any, bucket: str, key: str, attempts: int = 4) -> None:
+    """Delete a completed dump that cannot become a backup (retried; never raises)."""
+    for attempt in range(attempts):
+        try:
+            with aws_errors(f"remove {key}"):
+                client.delete_object(Bucket=bucket, Key=key)
+            return
+        except OpsError:
+            time.sleep(0.5 * 2**attempt)
+    get_run_logger().error(
+        "could not remove s3://%s/%s (no manifest); delete it by hand", bucket, key
     )
 
 

@@ -2,7 +2,8 @@
 
 A reader thread cuts the source into parts (hashing them) and hands them through a bounded
 queue to the uploader, which keeps up to ``concurrency`` part uploads in flight, so memory is
-a few parts whatever the size (``depth`` queued, ``concurrency`` in flight, one being read).
+a few parts whatever the size (``depth`` queued, ``concurrency`` in flight, one being read),
+in buffers that are reused from part to part and sent as they are (no copy).
 The upload is either completed or aborted (``with MultipartUpload(...)``): a failure never
 leaves orphan parts. Transient part failures are retried here; a lasting failure propagates
 to the task retry.
@@ -23,6 +24,7 @@ from typing import IO, Any
 
 from decisions.parts import S3_MAX_PARTS, part_size_for
 from opsflows.errors import PermanentError, Stalled, TransientError, scrub
+from tasks.part_buffers import PartBuffers
 from tasks.pipes import POLL_S, StallWatch
 from tasks.storage import aws_errors
 
@@ -74,9 +76,12 @@ class _NotSent(PermanentError):
 class _PartReader(threading.Thread):
     """Cuts ``source`` into parts (hashing them) and queues them; ``None`` ends the stream."""
 
-    def __init__(self, source: IO[bytes], base_part: int, out: queue.Queue[Any]) -> None:
+    def __init__(
+        self, source: IO[bytes], base_part: int, out: queue.Queue[Any], buffers: PartBuffers
+    ) -> None:
         super().__init__(name="dump-part-reader", daemon=True)
         self.source, self.base_part, self.out = source, base_part, out
+        self.buffers = buffers
         self.digest = hashlib.sha256()
         self.size = 0
         #: Bytes read so far, counted per read (``size`` counts whole parts): progress.
@@ -109,7 +114,9 @@ class _PartReader(threading.Thread):
                         f"the dump exceeds {S3_MAX_PARTS} parts",
                         hint="raise the first part size (the estimate was far too small)",
                     )
-                buf = bytearray(part_size_for(number, self.base_part))
+                buf = self.buffers.take(part_size_for(number, self.base_part), self.stop)
+                if buf is None:
+                    break
                 view = memoryview(buf)
                 filled = 0
                 while filled < len(buf):
@@ -122,6 +129,7 @@ class _PartReader(threading.Thread):
                     self.seen += got
                 view.release()
                 if filled == 0:
+                    self.buffers.give(buf)
                     break
                 del buf[filled:]
                 hashing = time.monotonic()
@@ -195,7 +203,7 @@ class MultipartUpload:
                         Key=self.key,
                         UploadId=self.upload_id,
                         PartNumber=number,
-                        Body=bytes(data),
+                        Body=data,
                         ChecksumAlgorithm=CHECKSUM_ALGORITHM,
                     )
                 part = {"PartNumber": number, "ETag": resp["ETag"]}
@@ -235,7 +243,9 @@ class MultipartUpload:
         others in flight are waited for, none is started after it.
         """
         parts: queue.Queue[Any] = queue.Queue(maxsize=depth)
-        reader = _PartReader(source, base_part, parts)
+        # Every part is in one place: being read, queued, held by this loop, or in flight.
+        buffers = PartBuffers(depth + max(1, concurrency) + 2)
+        reader = _PartReader(source, base_part, parts, buffers)
         if watch is not None:
             watch.add(lambda: reader.seen)
         pool = ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="part-upload")
@@ -245,7 +255,10 @@ class MultipartUpload:
 
         def timed(number: int, data: bytearray) -> float:
             began = time.monotonic()
-            self.put_part(number, data)
+            try:
+                self.put_part(number, data)
+            finally:
+                buffers.give(data)  # sent or given up: the buffer is free for a new part
             return time.monotonic() - began
 
         def settle(block: bool) -> None:

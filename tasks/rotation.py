@@ -33,6 +33,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 
+from blocks.aws_clients import share_loader
 from blocks.postgres import PostgresTarget
 from decisions.rotation import CURRENT, PENDING, Labels
 from opsflows import retry
@@ -206,7 +207,7 @@ def _single_attempt_client(credentials: AwsCredentials) -> Any:
     params["config"] = params["config"].merge(once) if params.get("config") else once
     if credentials.region_name:
         params["region_name"] = credentials.region_name
-    return credentials.get_boto3_session().client("secretsmanager", **params)
+    return share_loader(credentials.get_boto3_session()).client("secretsmanager", **params)
 
 
 def _labels_or_none(credentials: AwsCredentials, secret_id: str) -> Labels | None:

@@ -9,13 +9,14 @@ from prefect import task
 from prefect_aws import AwsCredentials
 from pydantic import SecretStr
 
+from blocks.aws_clients import aws_client
 from opsflows import retry
 from opsflows.errors import ConfigurationError, VerificationFailed
 from tasks.storage import aws_errors
 
 
 def secrets_client(credentials: AwsCredentials) -> Any:
-    return credentials.get_secrets_manager_client()
+    return aws_client(credentials, "secretsmanager")
 
 
 def read_secret(

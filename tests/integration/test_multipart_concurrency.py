@@ -37,6 +37,7 @@ class SlowParts:
         self.lock = threading.Lock()
         self.flying = self.most = 0
         self.started: list[int] = []
+        self.bodies: set[int] = set()  # the buffers parts were sent from
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.client, name)
@@ -46,6 +47,8 @@ class SlowParts:
             self.flying += 1
             self.most = max(self.most, self.flying)
             self.started.append(kw["PartNumber"])
+            assert isinstance(kw["Body"], bytearray), "a part is sent from its buffer, uncopied"
+            self.bodies.add(id(kw["Body"]))
         try:
             threading.Event().wait(0.2)
             if kw["PartNumber"] == self.fail_part:
@@ -59,7 +62,7 @@ class SlowParts:
 
 
 def test_parts_upload_concurrently_and_the_object_is_the_stream(env: BackupEnv) -> None:
-    body = os.urandom(5 * MIB * 8 + 12345)  # eight whole parts and a short last one
+    body = os.urandom(5 * MIB * 19 + 12345)  # nineteen whole parts and a short last one
     key = env.store.key(env.dbname, "concurrent", "dump.pgc")
     client = SlowParts(env.client)
     seen: list[int] = []
@@ -71,15 +74,18 @@ def test_parts_upload_concurrently_and_the_object_is_the_stream(env: BackupEnv) 
     assert (size, digest) == (len(body), hashlib.sha256(body).hexdigest())
     stored = env.client.get_object(Bucket=BACKUP_BUCKET, Key=key)["Body"].read()
     assert stored == body
-    assert sorted(seen) == list(range(1, 10)) and len(upload.parts) == 9
+    assert sorted(seen) == list(range(1, 21)) and len(upload.parts) == 20
     # S3 checked every part's CRC32 and keeps their composite (no full-object checksum to
     # work out at completion, which moto took seconds over for a large dump).
     assert all(part.get("ChecksumCRC32") for part in upload.parts), upload.parts
     head = env.client.head_object(Bucket=BACKUP_BUCKET, Key=key, ChecksumMode="ENABLED")
     assert head.get("ChecksumCRC32") and "ChecksumCRC64NVME" not in head, head
     assert client.most == 4 == upload.times.concurrency  # never more than asked
+    # 20 parts went through at most 2 queued + 4 in flight + 2 in hand buffers, reused; the
+    # object above is byte for byte the stream, so no buffer was reused while still sending.
+    assert len(client.bodies) <= 8, len(client.bodies)
     times = upload.times
-    assert times.upload_busy_s >= 9 * 0.2 and times.upload_wall_s < times.upload_busy_s
+    assert times.upload_busy_s >= 20 * 0.2 and times.upload_wall_s < times.upload_busy_s
     assert env.uploads() == []
 
 
