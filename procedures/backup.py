@@ -44,6 +44,7 @@ from tasks.catalog import (
 from tasks.dump import dump_to_s3, parse_compression
 from tasks.phase_clock import PhaseClock
 from tasks.postgres import check_database
+from tasks.together import start_together, together
 
 
 def _check_store(store: BackupStore) -> None:
@@ -94,7 +95,15 @@ def backup_database(
         backup id, object key, size, SHA-256, tables, and what retention deleted.
     """
     clock = PhaseClock()
-    ops_db, routes = try_load_ops_db(), try_load_routing(routing)
+    # The four blocks load at once (four round trips to the Prefect API); a missing target
+    # or store is raised inside the operation log below, as before.
+    loading = start_together(
+        try_load_ops_db,
+        lambda: try_load_routing(routing),
+        lambda: load_block(PostgresTarget, database),
+        lambda: load_block(BackupStore, store),
+    )
+    ops_db, routes = loading[0].result(), loading[1].result()
     with (
         operation_log("database backup", reason, ops_db, routes) as rec,
         page_if_hung(rec, f"backup of {database}"),
@@ -102,11 +111,12 @@ def backup_database(
         began = clock.since()
         rec.details["database"] = database  # the backup alerts are per database, even failed
         parse_compression(compression)
-        target = load_block(PostgresTarget, database)
-        backups = load_block(BackupStore, store)
+        target, backups = loading[2].result(), loading[3].result()
         _check_store(backups)
-        server = check_database(target)
-        catalog = list_backups(backups, target.database)
+        # Both read only: the server's state and the bucket's backups, at once.
+        server, catalog = together(
+            lambda: check_database(target), lambda: list_backups(backups, target.database)
+        )
         history = [
             (r.manifest.size_bytes, r.manifest.database_bytes) for r in catalog if r.manifest
         ]

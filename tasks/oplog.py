@@ -17,6 +17,7 @@ from opsflows import retry
 from opsflows.errors import scrub
 from opsflows.oplog import DDL, OpLogEntry, render_markdown
 from tasks.postgres import connect
+from tasks.together import start_together
 
 
 def artifact_key(operation: str) -> str:
@@ -72,27 +73,36 @@ def write_oplog(entry: OpLogEntry, ops_db: PostgresTarget | None) -> int | None:
     so the log never masks the procedure's own result.
     """
     logger = get_run_logger()
-    try:
-        create_markdown_artifact(
-            markdown=render_markdown(entry),
-            key=artifact_key(entry.operation),
-            description=f"Operation log: {entry.operation} {entry.status}",
-        )
-    except Exception as exc:  # noqa: BLE001 - the row below still records the run
-        logger.error("could not write the operation-log artifact: %s", scrub(str(exc)))
+    # The artifact (Prefect API) and the row (operations database) are written at once.
+    artifact, row = start_together(
+        lambda: _write_artifact(entry), lambda: _write_row(entry, ops_db)
+    )
+    if (failed := artifact.exception()) is not None:  # the row still records the run
+        logger.error("could not write the operation-log artifact: %s", scrub(str(failed)))
     if ops_db is None:
         logger.warning("no operations database configured; the log entry is the artifact only")
         return None
-    try:
-        row_id = insert_entry(ops_db, entry)
-    except Exception as exc:  # noqa: BLE001 - the artifact above still records the run
-        logger.error("could not write the ops_log row: %s", scrub(str(exc)))
+    if (failed := row.exception()) is not None:  # the artifact still records the run
+        logger.error("could not write the ops_log row: %s", scrub(str(failed)))
         return None
+    row_id: int | None = row.result()
     if row_id is None:
         logger.info("flow run %s already has its operation-log entry", entry.flow_run_id)
         return None
     logger.info("operation log entry %s written (%s, %s)", row_id, entry.operation, entry.status)
     return row_id
+
+
+def _write_artifact(entry: OpLogEntry) -> None:
+    create_markdown_artifact(
+        markdown=render_markdown(entry),
+        key=artifact_key(entry.operation),
+        description=f"Operation log: {entry.operation} {entry.status}",
+    )
+
+
+def _write_row(entry: OpLogEntry, ops_db: PostgresTarget | None) -> int | None:
+    return insert_entry(ops_db, entry) if ops_db is not None else None
 
 
 def _select(target: PostgresTarget, query: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
