@@ -39,7 +39,7 @@ from bench.common import (
 )
 
 #: Turns of the best pipeline and the flow per size; each side keeps its fastest.
-ROUNDS = 3
+ROUNDS = 5
 
 
 def raw_backup(admin: Any, database: str, endpoint: str, keep: bool = False) -> tuple[float, int]:

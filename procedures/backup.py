@@ -44,7 +44,7 @@ from tasks.catalog import (
 from tasks.dump import dump_to_s3, parse_compression
 from tasks.phase_clock import PhaseClock
 from tasks.postgres import check_database
-from tasks.together import start_together, together
+from tasks.together import results, start_together
 
 
 def _check_store(store: BackupStore) -> None:
@@ -113,19 +113,21 @@ def backup_database(
         parse_compression(compression)
         target, backups = loading[2].result(), loading[3].result()
         _check_store(backups)
-        # Both read only: the server's state and the bucket's backups, at once.
-        server, catalog = together(
+        # Read only, at once: the server's state and the bucket's backups. Meanwhile the run
+        # takes its upload lease (held until the upload is completed or aborted, so no other
+        # run's retention pass aborts it; a failed check gives it back).
+        checking = start_together(
             lambda: check_database(target), lambda: list_backups(backups, target.database)
         )
-        history = [
-            (r.manifest.size_bytes, r.manifest.database_bytes) for r in catalog if r.manifest
-        ]
-        expected = estimate_dump_bytes(server.size_bytes, history)
-        backup_id = backup_id_for(datetime.now(UTC))
-        keys = backup_keys(backups, target.database, backup_id)
-        clock.span("checks and catalog", began)
-        # While it uploads, this run holds an upload lease: no retention pass aborts it.
         with upload_lease(target.database):
+            server, catalog = results(checking)
+            history = [
+                (r.manifest.size_bytes, r.manifest.database_bytes) for r in catalog if r.manifest
+            ]
+            expected = estimate_dump_bytes(server.size_bytes, history)
+            backup_id = backup_id_for(datetime.now(UTC))
+            keys = backup_keys(backups, target.database, backup_id)
+            clock.span("checks, catalog and lease", began)
             dumped = dump_to_s3(
                 target,
                 backups,

@@ -27,10 +27,9 @@ def start_together(*calls: Callable[[], Any]) -> list[Future[Any]]:
         pool.shutdown(wait=False)
 
 
-def together(*calls: Callable[[], Any]) -> list[Any]:
-    """Run ``calls`` at once; their results in order, or the first failure in that order
-    (raised after every call has ended)."""
-    futures = start_together(*calls)
+def results(futures: list[Future[Any]]) -> list[Any]:
+    """The futures' results in order, or the first failure in that order (raised after
+    every one of them has ended)."""
     for future in futures:
         future.exception()  # wait for all, failed or not
     return [future.result() for future in futures]

@@ -105,6 +105,31 @@ def test_s3_staying_down_fails_with_no_manifest_and_no_orphan_parts(
     _no_trace(env)
 
 
+def test_a_database_down_fails_at_the_check_and_gives_the_lease_back(env: BackupEnv) -> None:
+    """The lease is taken while the server check runs; the check fails (nothing listens on
+    the port), so the run fails before any upload and no slot stays held."""
+    from blocks.postgres import PostgresTarget
+
+    name = f"{env.db_block}-down"
+    env.app.model_copy(update={"port": _closed_port()}).save(name, overwrite=True)
+    env.saved.append((PostgresTarget, name))
+    state = backup_database(database=name, store=env.store_block, reason="fault: db down",
+                            return_state=True)  # fmt: skip
+    assert state.is_failed()
+    with pytest.raises(ServiceUnavailable):
+        state.result()
+    assert live_writers(env.dbname) == 0, "the lease was given back"
+    _no_trace(env)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def test_run_killed_mid_upload_leaves_no_complete_looking_backup(
     env: BackupEnv, proxy: FaultProxy
 ) -> None:

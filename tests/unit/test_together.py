@@ -8,16 +8,18 @@ from contextvars import ContextVar
 
 import pytest
 
-from tasks.together import start_together, together
+from tasks.together import results, start_together
 
 RUN: ContextVar[str] = ContextVar("run", default="none")
 
 
 def test_results_come_in_call_order_and_the_calls_overlap() -> None:
     began = time.monotonic()
-    names = together(
-        lambda: (time.sleep(0.3), "slow")[1],
-        lambda: (time.sleep(0.1), threading.current_thread().name)[1],
+    names = results(
+        start_together(
+            lambda: (time.sleep(0.3), "slow")[1],
+            lambda: (time.sleep(0.1), threading.current_thread().name)[1],
+        )
     )
     assert names[0] == "slow" and names[1].startswith("together")
     assert time.monotonic() - began < 0.55, "the calls ran at once, not one after the other"
@@ -26,7 +28,7 @@ def test_results_come_in_call_order_and_the_calls_overlap() -> None:
 def test_each_call_sees_the_callers_context() -> None:
     token = RUN.set("backup 42")
     try:
-        assert together(RUN.get, RUN.get) == ["backup 42", "backup 42"]
+        assert results(start_together(RUN.get, RUN.get)) == ["backup 42", "backup 42"]
     finally:
         RUN.reset(token)
 
@@ -44,7 +46,7 @@ def test_the_first_failure_in_call_order_is_raised_after_every_call_ended() -> N
         raise KeyError("first")
 
     with pytest.raises(ValueError, match="second"):
-        together(lambda: ended.append("ok"), late_failure, early_failure)
+        results(start_together(lambda: ended.append("ok"), late_failure, early_failure))
     assert sorted(ended) == ["early", "late", "ok"]
 
 
