@@ -17,6 +17,8 @@ command -v prometheus-blackbox-exporter >/dev/null || need_apt+=(prometheus-blac
 command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)
 # The TLS endpoint's self-signed certificate (devstack/tlsendpoint.py).
 command -v openssl >/dev/null || need_apt+=(openssl)
+# uv comes from PyPI (below): Debian's python3 has no pip unless python3-pip is installed.
+python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 command -v zstd >/dev/null || need_apt+=(zstd)
 command -v runuser >/dev/null || need_apt+=(util-linux)
 # The browser tests (tests/e2e/test_ui_approval.py) drive Debian's Chromium with Playwright.
@@ -42,7 +44,10 @@ fi
 
 if ! scripts/uv --version >/dev/null 2>&1; then
   echo "install-deps: installing uv from PyPI"
-  python3 -m pip install --quiet uv || python3 -m pip install --quiet --user uv
+  # A Debian system Python refuses pip installs (PEP 668): uv is one static binary, so the
+  # user install that PEP 668 allows with --break-system-packages touches no Debian package.
+  python3 -m pip install --quiet uv || python3 -m pip install --quiet --user uv ||
+    python3 -m pip install --quiet --user --break-system-packages uv
   command -v pyenv >/dev/null 2>&1 && pyenv rehash >/dev/null 2>&1 || true
 fi
 UV=scripts/uv
