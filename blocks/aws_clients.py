@@ -48,12 +48,19 @@ def aws_client(credentials: AwsCredentials, service: str) -> Any:
 
 
 def _warm() -> None:
-    """Parse the models of ``SERVICES`` into ``LOADER`` (no network call is made)."""
-    session: Any = share_loader(
-        boto3.Session(aws_access_key_id="-", aws_secret_access_key="-", region_name="us-east-1")
-    )
-    for service in SERVICES:
-        session.client(service, endpoint_url="http://127.0.0.1:9")
+    """Parse the models of ``SERVICES`` into ``LOADER`` (no network call is made).
+
+    Only a head start: when it cannot be made (an ``AWS_PROFILE`` naming no profile, say),
+    the first client parses them instead, and reports what is wrong there.
+    """
+    try:
+        session: Any = share_loader(
+            boto3.Session(aws_access_key_id="-", aws_secret_access_key="-", region_name="us-east-1")
+        )
+        for service in SERVICES:
+            session.client(service, endpoint_url="http://127.0.0.1:9")
+    except Exception:  # noqa: BLE001, S110 - see above
+        pass
 
 
 _warm()

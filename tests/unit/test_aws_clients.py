@@ -44,3 +44,22 @@ def test_clients_are_cached_per_credentials_and_service() -> None:
 def test_the_backup_store_uses_it() -> None:
     store = BackupStore(bucket="b", aws_credentials=_credentials("http://127.0.0.1:9004"))
     assert store.s3_client() is aws_client(store.aws_credentials, "s3")
+
+
+def test_a_broken_aws_profile_does_not_break_the_import() -> None:
+    """Warming the models is a head start only: the runbooks still import (and the first
+    client reports the profile) when ``AWS_PROFILE`` names no profile."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import blocks.storage"],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "AWS_PROFILE": "no-such-profile"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
