@@ -6,7 +6,8 @@
     procedures                        sub-procedures several runbooks share
     tasks                             retryable steps by system; vendor errors translated here
     decisions | blocks                pure decisions (no vendor SDK, no Prefect I/O) | typed config
-    opsflows (core)                   errors, retry, settings, oplog, thresholds
+    opsflows (core)                   errors, retry, settings, data_path_settings, oplog,
+                                      thresholds
 
 Nothing outside ``devstack/``, ``bench/`` and ``tests/`` imports ``devstack`` at module level;
 ``opsflows.cli`` imports it inside the ``opsflows devstack|bootstrap|up`` commands only. No
@@ -31,6 +32,7 @@ CORE = frozenset(
         "opsflows.errors",
         "opsflows.retry",
         "opsflows.settings",
+        "opsflows.data_path_settings",
         "opsflows.oplog",
         "opsflows.thresholds",
     }
