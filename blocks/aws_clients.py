@@ -36,15 +36,25 @@ def share_loader(session: boto3.Session) -> boto3.Session:
     return session
 
 
-@lru_cache(maxsize=16)
-def aws_client(credentials: AwsCredentials, service: str) -> Any:
-    """A boto3 client of ``service`` for ``credentials`` (endpoint and region included)."""
+def client_params(credentials: AwsCredentials) -> dict[str, Any]:
+    """The keyword arguments of ``session.client`` the block sets (endpoint, config, region)."""
+    params: dict[str, Any] = credentials.aws_client_parameters.get_params_override()
+    if credentials.region_name is not None:
+        params["region_name"] = credentials.region_name
+    return params
+
+
+def new_client(credentials: AwsCredentials, service: str, **overrides: Any) -> Any:
+    """A new, uncached client of ``service``: the block's parameters, then ``overrides``."""
     with _LOCK:
         session: Any = share_loader(credentials.get_boto3_session())  # any service name
-        params = credentials.aws_client_parameters.get_params_override()
-        if credentials.region_name is not None:
-            params["region_name"] = credentials.region_name
-        return session.client(service_name=service, **params)
+        return session.client(service_name=service, **{**client_params(credentials), **overrides})
+
+
+@lru_cache(maxsize=16)
+def aws_client(credentials: AwsCredentials, service: str) -> Any:
+    """A boto3 client of ``service`` for ``credentials`` (cached per both)."""
+    return new_client(credentials, service)
 
 
 def _warm() -> None:

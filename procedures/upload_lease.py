@@ -65,19 +65,25 @@ def upload_lease(database: str, timeout_s: float = 60) -> Iterator[None]:
     name = limit_name(database)
     with contextlib.ExitStack() as held:
         try:
-            try:
-                held.enter_context(_slot(name, timeout_s))
-            except TimeoutError:
-                raise
-            except Exception:  # noqa: BLE001 - most likely no limit yet: create it, ask again
-                ensure_limit(name, WRITERS_LIMIT)
-                held.enter_context(_slot(name, timeout_s))
+            _take_slot(held, name, timeout_s)
         except TimeoutError as exc:
             raise Throttled(
                 f"{WRITERS_LIMIT} backups of {database} are uploading ({name} is full)",
                 hint="wait for them to finish",
             ) from exc
         yield
+
+
+def _take_slot(held: contextlib.ExitStack, name: str, timeout_s: float) -> None:
+    """Enter a slot of ``name`` into ``held``; a refusal other than a timeout most likely
+    means no limit yet: create it and ask once more."""
+    try:
+        held.enter_context(_slot(name, timeout_s))
+    except TimeoutError:
+        raise
+    except Exception:  # noqa: BLE001 - see above; a second refusal is raised as it is
+        ensure_limit(name, WRITERS_LIMIT)
+        held.enter_context(_slot(name, timeout_s))
 
 
 def live_writers(database: str) -> int | None:

@@ -33,7 +33,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 
-from blocks.aws_clients import share_loader
+from blocks.aws_clients import client_params, new_client
 from blocks.postgres import PostgresTarget
 from decisions.rotation import CURRENT, PENDING, Labels
 from opsflows import retry
@@ -202,12 +202,9 @@ def create_pending(
 def _single_attempt_client(credentials: AwsCredentials) -> Any:
     """A Secrets Manager client that sends each request once (botocore retries off), so a
     connect error proves the request was never sent and a lost answer is never resent."""
-    params = credentials.aws_client_parameters.get_params_override()
     once = Config(retries={"total_max_attempts": 1, "mode": "standard"})
-    params["config"] = params["config"].merge(once) if params.get("config") else once
-    if credentials.region_name:
-        params["region_name"] = credentials.region_name
-    return share_loader(credentials.get_boto3_session()).client("secretsmanager", **params)
+    config = client_params(credentials).get("config")
+    return new_client(credentials, "secretsmanager", config=config.merge(once) if config else once)
 
 
 def _labels_or_none(credentials: AwsCredentials, secret_id: str) -> Labels | None:
