@@ -31,6 +31,7 @@ from prefect import flow
 from decisions.webhook import sign
 from devstack import procs
 from devstack.stack import StackInfo
+from tests.e2e.webhook_requests import generic, github_form, github_push, renamed
 
 REPO = Path(__file__).resolve().parents[2]
 PROBE = "webhook-probe/e2e-webhook"
@@ -194,58 +195,9 @@ def receiver(
                     wait_final(str(run.id), timeout=60)
 
 
-def github_push(secret: bytes, delivery: str, **changes: Any) -> tuple[dict[str, str], bytes]:
-    payload = {
-        "ref": "refs/heads/main",
-        "after": "c0ffee1",
-        "repository": {"pushed_at": int(time.time())},
-        **changes,
-    }
-    body = json.dumps(payload).encode()
-    headers = {
-        "Content-Type": "application/json",
-        "X-GitHub-Event": "push",
-        "X-GitHub-Delivery": delivery,
-        "X-Hub-Signature-256": sign(secret, body),
-    }
-    return headers, body
-
-
-def generic(
-    secret: bytes, delivery: str, payload: dict[str, Any], age: float = 0
-) -> tuple[dict[str, str], bytes]:
-    body = json.dumps(payload).encode()
-    stamp = str(int(time.time() - age))
-    return {
-        "X-Opsflows-Event": "run-deployment",
-        "X-Opsflows-Delivery": delivery,
-        "X-Opsflows-Timestamp": stamp,
-        "X-Opsflows-Signature": sign(secret, body, stamp, delivery),
-    }, body
-
-
 AUTO = {"parameters": {"policy": "auto"}}
 PATH = {"parameters": {"migrations_dir": "/tmp"}}
 EVIL = {"parameters": {"image": "evil.example/web-app:1.0"}}
-
-
-def github_form(secret: bytes, delivery: str) -> tuple[dict[str, str], bytes]:
-    """A push as GitHub sends it with its default content type (form-encoded, signed)."""
-    headers, body = github_push(secret, delivery)
-    from urllib.parse import urlencode
-
-    form = urlencode({"payload": body.decode()}).encode()
-    return {
-        **headers,
-        "Content-Type": "application/x-www-form-urlencoded",
-        "X-Hub-Signature-256": sign(secret, form),
-    }, form
-
-
-def renamed(request: tuple[dict[str, str], bytes]) -> tuple[dict[str, str], bytes]:
-    """A captured generic request sent again under a new delivery id, not re-signed."""
-    headers, body = request
-    return {**headers, "X-Opsflows-Delivery": f"ci-{uuid.uuid4()}"}, body
 
 
 def test_the_same_delivery_twice_starts_one_run(receiver: Receiver) -> None:
