@@ -17,7 +17,6 @@ import fcntl
 import os
 import shutil
 import subprocess
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,7 +55,7 @@ from tasks.pipes import (
     written_bytes,
 )
 from tasks.postgres import sever
-from tasks.storage import aws_errors
+from tasks.storage import aws_errors, cleanup_call
 from tasks.upload_progress import UploadProgress
 
 _PIPE_SIZE = 1024 * 1024
@@ -334,18 +333,12 @@ def _complete(upload: MultipartUpload, digest: str) -> None:
         )
 
 
-def _remove(client: Any, bucket: str, key: str, attempts: int = 4) -> None:
+def _remove(client: Any, bucket: str, key: str) -> None:
     """Delete a completed dump that cannot become a backup (retried; never raises)."""
-    for attempt in range(attempts):
-        try:
-            with aws_errors(f"remove {key}"):
-                client.delete_object(Bucket=bucket, Key=key)
-            return
-        except OpsError:
-            time.sleep(0.5 * 2**attempt)
-    get_run_logger().error(
-        "could not remove s3://%s/%s (no manifest); delete it by hand", bucket, key
-    )
+    if not cleanup_call(lambda: client.delete_object(Bucket=bucket, Key=key), f"remove {key}"):
+        get_run_logger().error(
+            "could not remove s3://%s/%s (no manifest); delete it by hand", bucket, key
+        )
 
 
 def _failed(fingerprint: Future[Fingerprint]) -> bool:

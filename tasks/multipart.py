@@ -26,7 +26,7 @@ from decisions.parts import S3_MAX_PARTS, part_size_for
 from opsflows.errors import PermanentError, Stalled, TransientError, scrub
 from tasks.part_buffers import PartBuffers
 from tasks.pipes import POLL_S, StallWatch
-from tasks.storage import aws_errors
+from tasks.storage import aws_errors, cleanup_call
 
 #: The checksum S3 verifies on every part and keeps for the object (what boto3's own
 #: transfer manager declares): each part is checked on arrival, and the completed object
@@ -174,22 +174,17 @@ class MultipartUpload:
         if not self.completed:
             self.abort()
 
-    def abort(self, attempts: int = 4) -> bool:
+    def abort(self) -> bool:
         """Abort the upload (parts deleted); retried, since a blip must not orphan parts."""
         if self.upload_id is None:
             return True
-        for attempt in range(attempts):
-            try:
-                with aws_errors(f"abort upload of {self.key}"):
-                    self.client.abort_multipart_upload(
-                        Bucket=self.bucket, Key=self.key, UploadId=self.upload_id
-                    )
-                return True
-            except TransientError:
-                time.sleep(0.5 * 2**attempt)
-            except PermanentError:
-                return False
-        return False
+        upload_id = self.upload_id
+        return cleanup_call(
+            lambda: self.client.abort_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=upload_id
+            ),
+            f"abort upload of {self.key}",
+        )
 
     def put_part(self, number: int, data: bytes | bytearray) -> None:
         """Upload one part (transient failures retried here); safe from several threads."""

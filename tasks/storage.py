@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from botocore.exceptions import (
@@ -24,6 +25,7 @@ from opsflows.errors import (
     PermanentError,
     ServiceUnavailable,
     Throttled,
+    TransientError,
     scrub,
 )
 
@@ -85,6 +87,23 @@ def aws_errors(action: str) -> Iterator[None]:
         yield
     except (ClientError, BotoCoreError) as exc:
         raise translate_aws(exc, action) from exc
+
+
+def cleanup_call(call: Callable[[], object], action: str, attempts: int = 4) -> bool:
+    """Run a cleanup call (an abort, a delete) that must not be lost to a blip; whether it
+    succeeded. Transient errors are retried with backoff (0.5, 1, 2 s); a permanent one
+    (denied, gone) ends the attempts. Never raises an AWS error."""
+    for attempt in range(attempts):
+        try:
+            with aws_errors(action):
+                call()
+            return True
+        except TransientError:
+            if attempt + 1 < attempts:
+                time.sleep(0.5 * 2**attempt)
+        except PermanentError:
+            return False
+    return False
 
 
 @task(name="check backup bucket", **retry.NETWORK)
