@@ -29,6 +29,7 @@ from bench.common import (
     ensure_bench_db,
     log,
     pgbin,
+    preload_like_serve,
     private_moto,
     run_child,
     s3_client,
@@ -97,9 +98,10 @@ def raw_backup_key(admin: Any, database: str, endpoint: str) -> str:
 
 
 def child(database: str, store: str) -> None:
-    """Run the flow once in this process and print its timing."""
+    """Run the flow once in this process and print its timing (started like a served run)."""
     from flows.backup import backup_database
 
+    preload_like_serve()
     started = time.monotonic()
     out = backup_database(database=database, store=store, reason="bench", dry_run_retention=True)
     emit(

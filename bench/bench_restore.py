@@ -36,6 +36,7 @@ from bench.common import (
     ensure_bench_db,
     log,
     pgbin,
+    preload_like_serve,
     private_moto,
     run_child,
     s3_client,
@@ -136,6 +137,7 @@ def child(database: str, admin: str, store: str) -> None:
     from bench.common import emit as say
     from flows.restore import restore_database
 
+    preload_like_serve()
     started = time.monotonic()
     out = restore_database(database=database, admin_database=admin, store=store, reason="bench")
     say(

@@ -254,6 +254,21 @@ def run_child(module: str, *args: str) -> tuple[dict[str, Any], float]:
     return json.loads(last), peak
 
 
+def preload_like_serve() -> None:
+    """Import what the serving process's forkserver imports before it forks each run.
+
+    A bench child then starts the way a served run does (every runbook imported, the lazy
+    imports and incomplete pydantic models of :mod:`deployments.run_warmup` done), and its
+    timer covers what a served run pays on its own clock.
+    """
+    import importlib
+
+    from deployments.serve import PRELOAD
+
+    for module in PRELOAD:
+        importlib.import_module(module)
+
+
 def warm(admin: Any, database: str) -> None:
     """Read every table once, so neither contender pays for a cold cache."""
     with psycopg.connect(admin.conninfo(database), autocommit=True) as conn:

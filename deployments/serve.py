@@ -76,11 +76,16 @@ def flow_by_module(entrypoint: str) -> Any:
     return flow
 
 
+#: What the forkserver imports before it forks a run: every runbook, then the work a first
+#: run would do on its own clock (:mod:`deployments.run_warmup`).
+PRELOAD = ("deployments.catalog", "deployments.run_warmup")
+
+
 def main() -> None:
     # Imported here so reading POLL_SECONDS does not import Prefect and every runbook.
     from deployments.catalog import runner_deployments
 
-    serve_warm(runner_deployments(), preload=["deployments.catalog"])
+    serve_warm(runner_deployments(), preload=PRELOAD)
 
 
 if __name__ == "__main__":
