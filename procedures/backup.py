@@ -160,14 +160,18 @@ def backup_database(
         rec.impact = f"backup {backup_id} of {target.database} written to s3://{backups.bucket}"
         began = clock.since()
 
-        catalog = list_backups(backups, target.database)
+        # The backups and the pending uploads are listed at once (two reads of the bucket).
+        listing = start_together(
+            lambda: list_backups(backups, target.database),
+            lambda: find_pending_uploads(backups, target.database),
+        )
+        catalog, pending = results(listing)
         now = datetime.now(UTC)
         plan = plan_retention(
             catalog, now, keep_days=backups.retention_days, min_count=backups.min_backups
         )
         # Listed first, then the lease count: an upload listed while its run was writing
         # is still leased when counted (or finished, and then nothing is left to abort).
-        pending = find_pending_uploads(backups, target.database)
         # The lease count is read only when there is an upload to judge (one API call less
         # on every ordinary run: the run's own upload is complete by now).
         writers = live_writers(target.database) if pending else 0
@@ -180,8 +184,8 @@ def backup_database(
             if sweep.abort:
                 abort_uploads(backups, list(sweep.abort))
         quarantined = {item.record.backup_id: item.reason for item in plan.quarantine}
-        for backup_id, why in quarantined.items():
-            rec.issues.append(f"backup {backup_id} quarantined (never deleted): {why}")
+        for other, why in quarantined.items():
+            rec.issues.append(f"backup {other} quarantined (never deleted): {why}")
         if quarantined:
             rec.follow_up.append(
                 f"inspect the quarantined backups under s3://{backups.bucket}/"
@@ -189,10 +193,16 @@ def backup_database(
             )
         expired = [item.record.backup_id for item in plan.delete]
         remaining = [r for r in catalog if dry_run_retention or r.backup_id not in expired]
-        publish_catalog(remaining, target.database)
         clock.span("retention", began)
         breakdown = clock.breakdown()
-        publish_phases(breakdown, "backup-phases", f"Backup {backup_id}: where the time went")
+        # The catalog and the phases are two artifacts that do not depend on each other.
+        title = f"Backup {backup_id}: where the time went"
+        results(
+            start_together(
+                lambda: publish_catalog(remaining, target.database),
+                lambda: publish_phases(breakdown, "backup-phases", title),
+            )
+        )
         rec.details = {
             "database": database,
             "backup_id": backup_id,

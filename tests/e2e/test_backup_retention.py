@@ -110,6 +110,12 @@ def test_unreadable_and_foreign_backups_are_quarantined_never_deleted(
     assert "someone_else" in plan and "notes.txt" in plan
     details = _oplog_details(stack, flow_run_id(state))
     assert set(details["quarantined"]) == quarantined
+    # The run reports its own backup, not the last quarantined one.
+    assert made["backup_id"] not in quarantined
+    assert made["key"].split("/")[-2] == made["backup_id"] == details["backup_id"]
+    assert f"Backup {made['backup_id']}: where the time went" in next(
+        a for a in flow_run_artifacts(flow_run_id(state)) if "backup-phases" in a
+    )
 
 
 def test_a_copied_backup_lists_and_restores_as_complete(env: BackupEnv) -> None:
