@@ -9,10 +9,17 @@ second of CPU per run.
 The serving process's forkserver imports this module (``deployments.serve.PRELOAD``), so
 every run forked from it starts with that done. Only CPU work happens here: no thread, socket
 or event loop, because the forkserver must stay single-threaded to fork safely.
+
+Last, the preloaded heap (about 240,000 objects: Prefect, the runbooks and their libraries)
+is frozen out of the garbage collector (``gc.freeze``, meant for this: a process that forks
+workers). A run's full collections scanned all of it, 0.1-0.14 s with the GIL held during a
+backup; they now scan only what the run made. The frozen pages also stay shared with the
+forkserver instead of being copied into each run by the collector's writes.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib
 
 from pydantic import BaseModel
@@ -56,10 +63,14 @@ def complete_models() -> int:
 
 
 def warm() -> int:
-    """Import the lazy modules, complete the models; how many models were built."""
+    """Import the lazy modules, complete the models, freeze the heap; how many models were
+    built."""
     for name in LAZY_IMPORTS:
         importlib.import_module(name)
-    return complete_models()
+    built = complete_models()
+    gc.collect()  # garbage is collected before the freeze, not kept for good
+    gc.freeze()
+    return built
 
 
 warm()

@@ -19,13 +19,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 CHILD = r"""
-import importlib, json, sys, threading
+import gc, importlib, json, sys, threading
 from pydantic import BaseModel
 
 preload = json.loads(sys.argv[1])
 for module in preload:
     importlib.import_module(module)
 threads = threading.active_count()
+frozen, collected = gc.get_freeze_count(), len(gc.get_objects())
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -57,6 +58,8 @@ modules, models = set(sys.modules), incomplete()
 assert probe(1) == 2
 print(json.dumps({
     "threads": threads,
+    "frozen": frozen,
+    "collected": collected,
     "imported": sorted(set(sys.modules) - modules),
     "built": sorted(models - incomplete()),
 }))
@@ -109,6 +112,15 @@ def test_a_run_after_the_preload_imports_nothing(warm: dict[str, Any]) -> None:
 
 def test_a_run_after_the_preload_builds_no_model(warm: dict[str, Any]) -> None:
     assert warm["built"] == []
+
+
+def test_the_preloaded_heap_is_out_of_the_collectors_way(
+    cold: dict[str, Any], warm: dict[str, Any]
+) -> None:
+    """A run's full collections scan only what the run made, not the preloaded heap."""
+    assert cold["frozen"] == 0
+    assert warm["frozen"] > 100_000
+    assert warm["collected"] < warm["frozen"] / 100
 
 
 def test_the_preload_starts_no_thread(warm: dict[str, Any]) -> None:
