@@ -3,8 +3,11 @@ the faults a test injects by hand."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -19,6 +22,29 @@ from prefect.client.schemas.filters import (
 from prefect.logging.handlers import APILogHandler
 
 from devstack import faultcount
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def child_report(
+    args: list[str], *, env: Mapping[str, str] | None = None, stdin: str | None = None
+) -> Any:
+    """Run ``python <args>`` in the repository; the JSON its last line of output holds.
+
+    A child that fails fails the test with the end of its stderr.
+    """
+    done = subprocess.run(
+        [sys.executable, *args],
+        input=stdin,
+        cwd=REPO,
+        env=dict(env) if env is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def count_fault(kind: str, n: int = 1) -> None:

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support import child_report
 
 CHILD = r"""
 import gc, importlib, json, sys, threading
@@ -72,17 +69,7 @@ def _first_run(stack: Any, preload: list[str]) -> dict[str, Any]:
         "PREFECT_API_URL": stack.prefect_api_url,
         "PREFECT_API_AUTH_STRING": stack.prefect_auth_string,
     }
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps(preload)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    report: dict[str, Any] = child_report(["-c", CHILD, json.dumps(preload)], env=env)
     return report
 
 

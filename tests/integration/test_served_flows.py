@@ -12,15 +12,12 @@ the by-value pickle does not carry: "…Model is not fully defined").
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import cloudpickle  # type: ignore[import-untyped]
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support import child_report
 
 #: Parameters the UI's form would require a person to fill in, by deployment.
 REQUIRED: dict[str, dict[str, Any]] = {
@@ -89,17 +86,7 @@ def unpickled() -> dict[str, dict[str, Any]]:
         name: (cloudpickle.dumps(flow_by_module(d.entrypoint)).hex(), parameters_for(name, d))
         for name, d in catalog().items()
     }
-    result = subprocess.run(
-        [sys.executable, "-c", CHILD],
-        input=json.dumps(payload),
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=180,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report: dict[str, dict[str, Any]] = json.loads(result.stdout.strip().splitlines()[-1])
+    report: dict[str, dict[str, Any]] = child_report(["-c", CHILD], stdin=json.dumps(payload))
     return report
 
 
