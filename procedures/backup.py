@@ -44,7 +44,7 @@ from tasks.catalog import (
 from tasks.dump import dump_to_s3, parse_compression
 from tasks.phase_clock import PhaseClock
 from tasks.postgres import check_database
-from tasks.together import results, start_together
+from tasks.together import results, start_together, together
 
 
 def _check_store(store: BackupStore) -> None:
@@ -161,11 +161,10 @@ def backup_database(
         began = clock.since()
 
         # The backups and the pending uploads are listed at once (two reads of the bucket).
-        listing = start_together(
+        catalog, pending = together(
             lambda: list_backups(backups, target.database),
             lambda: find_pending_uploads(backups, target.database),
         )
-        catalog, pending = results(listing)
         now = datetime.now(UTC)
         plan = plan_retention(
             catalog, now, keep_days=backups.retention_days, min_count=backups.min_backups
@@ -197,11 +196,9 @@ def backup_database(
         breakdown = clock.breakdown()
         # The catalog and the phases are two artifacts that do not depend on each other.
         title = f"Backup {backup_id}: where the time went"
-        results(
-            start_together(
-                lambda: publish_catalog(remaining, target.database),
-                lambda: publish_phases(breakdown, "backup-phases", title),
-            )
+        together(
+            lambda: publish_catalog(remaining, target.database),
+            lambda: publish_phases(breakdown, "backup-phases", title),
         )
         rec.details = {
             "database": database,

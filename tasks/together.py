@@ -33,3 +33,8 @@ def results(futures: list[Future[Any]]) -> list[Any]:
     for future in futures:
         future.exception()  # wait for all, failed or not
     return [future.result() for future in futures]
+
+
+def together(*calls: Callable[[], Any]) -> list[Any]:
+    """Run ``calls`` at once and wait for them: :func:`results` of :func:`start_together`."""
+    return results(start_together(*calls))
